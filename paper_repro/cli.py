@@ -1,0 +1,126 @@
+"""``paper-repro``: one subcommand per pipeline stage, plus config, render and plan.
+
+Every stage subcommand takes the same arguments::
+
+    paper-repro <stage> CONFIG [key=value ...] [--run-dir DIR]
+
+CONFIG is a preset name (``paper-repro config list``) or a resolved YAML file; the run directory
+defaults to ``results/<preset>``. Heavy imports happen inside the stage, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from .config import STAGES, ConfigError, derived, list_presets, load_config, to_yaml
+from .config import config_hash as _hash
+
+
+def _stage_cmd(stage: str) -> str:
+    return stage.replace("_", "-")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="preset name or resolved config YAML")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+
+
+def _run_dir(args: argparse.Namespace, cfg) -> Path:
+    return Path(args.run_dir) if args.run_dir else Path("results") / cfg.preset
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        print("\n".join(list_presets()))
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    text = to_yaml(cfg)
+    if args.action == "resolve":
+        from .io import write_text
+
+        out = Path(args.out) if args.out else None
+        if out:
+            write_text(out, f"# config hash: {_hash(cfg)}\n" + text)
+            print(f"wrote {out} (hash {_hash(cfg)})")
+            return 0
+    if args.action in ("show", "resolve"):
+        print(f"# config hash: {_hash(cfg)}\n{text}", end="")
+    d = derived(cfg)
+    r = cfg.rm
+    print(
+        f"# {cfg.preset}: valid\n"
+        f"# rm: lr {r.lr:g} -> end_lr {r.end_lr:g}, warmup {r.warmup_ratio:g}, betas ({r.betas[0]:g}, "
+        f"{r.betas[1]:g}), eps {r.eps:g}, weight decay {r.weight_decay:g}, clip {r.grad_clip:g}, "
+        f"{r.total_batch_pairs} pairs per update, {r.epochs} epoch(s), max length {cfg.data.max_length}\n"
+        f"# derived (not in the config): world size {d.world_size}, accumulation {d.accumulation_steps}, "
+        f"~{d.est_updates} updates with ~{d.est_warmup_updates} warmup "
+        f"(from {cfg.data.expected_pairs} pairs before filtering)"
+    )
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from .paths import RunPaths
+
+    cfg = load_config(args.config, args.overrides)
+    module = importlib.import_module(f"paper_repro.stages.{args.stage}")
+    result = module.run(cfg, RunPaths(_run_dir(args, cfg)))
+    return int(result or 0)
+
+
+def cmd_tool(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    module = importlib.import_module(f"paper_repro.{args.tool}")
+    return int(module.run(cfg, args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paper-repro", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("config", help="show, validate or resolve a preset + overrides")
+    p.add_argument("action", choices=["show", "validate", "resolve", "list"])
+    p.add_argument("config", nargs="?", default="tiny")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--out", help="resolve: write the frozen YAML here")
+    p.set_defaults(func=cmd_config)
+
+    for stage in STAGES:
+        p = sub.add_parser(_stage_cmd(stage), help=f"run the {stage} stage")
+        _add_config_args(p)
+        p.add_argument("--run-dir", help="results folder of this run (default results/<preset>)")
+        p.set_defaults(func=cmd_stage, stage=stage)
+
+    p = sub.add_parser("render", help="print the exact strings and token ids the model will see")
+    _add_config_args(p)
+    p.add_argument("--split", default="train", choices=["train", "heldout", "rewardbench", "ppo_prompts"])
+    p.add_argument("--rows", type=int, default=2)
+    p.add_argument("--run-dir", help="results folder of this run (default results/<preset>)")
+    p.set_defaults(func=cmd_tool, tool="render")
+
+    p = sub.add_parser("plan", help="parameters, tokens, FLOPs, memory and GPU-hours of a preset")
+    _add_config_args(p)
+    p.add_argument("--nodes", type=int, default=None)
+    p.add_argument("--gpus-per-node", type=int, default=None)
+    p.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation")
+    p.add_argument("--gpu-tflops", type=float, default=989.0, help="dense bf16 peak per GPU (H100 SXM)")
+    p.set_defaults(func=cmd_tool, tool="plan")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"paper-repro: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The results layout of one pipeline run: the single source of truth for file names.
+
+The Snakemake rules (workflow/rules/common.smk) import this module, so a path is spelled once.
+Checkpoints live in ``checkpoints/<stage>/``, which is never a Snakemake output: a rerun after a
+preemption finds them and resumes (Snakemake deletes declared outputs before rerunning a job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # config ---------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    def stage_config(self, stage: str) -> Path:
+        return self.root / "config" / f"{stage}.yaml"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    def log(self, stage: str) -> Path:
+        return self.root / "logs" / f"{stage}.log"
+
+    def benchmark(self, stage: str) -> Path:
+        return self.root / "benchmarks" / f"{stage}.tsv"
+
+    # download_base -----------------------------------------------------------
+    @property
+    def base_model(self) -> Path:
+        return self.root / "download_base" / "model"
+
+    @property
+    def base_manifest(self) -> Path:
+        return self.root / "download_base" / "manifest.json"
+
+    # download_data -----------------------------------------------------------
+    def raw_data(self, name: str) -> Path:
+        """name: preference | rewardbench | ppo_prompts (upstream schema, jsonl)."""
+        return self.root / "download_data" / f"{name}.jsonl"
+
+    @property
+    def data_manifest(self) -> Path:
+        return self.root / "download_data" / "manifest.json"
+
+    # prepare_data ------------------------------------------------------------
+    def prepared(self, name: str) -> Path:
+        """name: train | heldout | rewardbench | ppo_prompts (tokenized parquet)."""
+        return self.root / "prepare_data" / f"{name}.parquet"
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.root / "prepare_data" / "fingerprint.json"
+
+    @property
+    def data_report(self) -> Path:
+        return self.root / "prepare_data" / "data_report.json"
+
+    # train_rm / export_rm -------------------------------------------------------
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "train_rm" / "metrics.jsonl"
+
+    @property
+    def train_summary(self) -> Path:
+        return self.root / "train_rm" / "summary.json"
+
+    @property
+    def trained_state(self) -> Path:
+        """Final consolidated fp32 weights of the trained RM (safetensors)."""
+        return self.root / "train_rm" / "final.safetensors"
+
+    @property
+    def rm_model(self) -> Path:
+        return self.root / "export_rm" / "model"
+
+    @property
+    def export_verification(self) -> Path:
+        return self.root / "export_rm" / "verification.json"
+
+    # eval_rewardbench ------------------------------------------------------------
+    @property
+    def eval_pairs(self) -> Path:
+        return self.root / "eval_rewardbench" / "pairs.parquet"
+
+    @property
+    def eval_scores(self) -> Path:
+        return self.root / "eval_rewardbench" / "scores.json"
+
+    @property
+    def eval_comparison(self) -> Path:
+        return self.root / "eval_rewardbench" / "comparison.json"
+
+    # ppo ---------------------------------------------------------------------
+    @property
+    def ppo_metrics(self) -> Path:
+        return self.root / "ppo" / "metrics.jsonl"
+
+    @property
+    def ppo_summary(self) -> Path:
+        return self.root / "ppo" / "summary.json"
+
+    @property
+    def ppo_policy(self) -> Path:
+        return self.root / "ppo" / "policy"
+
+    # report ------------------------------------------------------------------
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    # tracking ------------------------------------------------------------------
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def tracking_dir(self) -> Path:
+        """Run ids (parent and per stage) and the offline metric buffer; never a rule output."""
+        return self.root / "tracking"
