@@ -1,0 +1,116 @@
+"""Reward model = SFT trunk + bias-free linear ``score`` head, read at the last real token.
+
+EasyLM (`FlaxLLaMAForSequenceClassificationModule`, reproduction_spec.md section 4): position ids
+are ``clip(cumsum(mask) - 1, 0)``; the final-norm hidden states go through ``score``; the reward is
+the score at the last non-pad token, which is the EOS of the final assistant turn. We compute the
+same thing from the attention mask instead of relying on the HF class's pad-id pooling rule (which
+changed across transformers versions, spec pitfall 2), and pass mask-derived position ids so a
+left-padded row gets exactly the positions of a right-padded one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last position whose mask is 1, for left or right padding."""
+    seq_len = attention_mask.shape[-1]
+    return seq_len - 1 - attention_mask.long().flip(-1).argmax(-1)
+
+
+def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token scalar outputs [B, T] of a ``*ForSequenceClassification`` model (trunk + score)."""
+    hidden = model.model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    return model.score(hidden).squeeze(-1)
+
+
+def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Scalar reward per row, pooled at the last non-pad token (the EOS)."""
+    scores = token_scores(model, input_ids, attention_mask)
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    return scores[rows, last_token_index(attention_mask)]
+
+
+@dataclass(frozen=True)
+class PairStats:
+    loss: float
+    accuracy: float
+    reward_chosen_mean: float
+    reward_chosen_std: float
+    reward_rejected_mean: float
+    reward_rejected_std: float
+    margin: float
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> tuple[torch.Tensor, PairStats]:
+    """Mean of -log sigmoid(r_c - r_r) (EasyLM margin_loss_forward, no margin term). Accuracy uses
+    strict > (a tie counts as wrong), as EasyLM and RewardBench do."""
+    diff = r_chosen.float() - r_rejected.float()
+    loss = -F.logsigmoid(diff).mean()
+    with torch.no_grad():
+        c, r = r_chosen.float(), r_rejected.float()
+        stats = PairStats(
+            loss=loss.item(),
+            accuracy=(c > r).float().mean().item(),
+            reward_chosen_mean=c.mean().item(),
+            reward_chosen_std=c.std(unbiased=False).item(),
+            reward_rejected_mean=r.mean().item(),
+            reward_rejected_std=r.std(unbiased=False).item(),
+            margin=diff.mean().item(),
+        )
+    return loss, stats
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, *, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists to the longest; returns (input_ids, attention_mask)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+        ids[i, sl] = torch.tensor(s, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def init_score_head(model, std: float, seed: int) -> None:
+    """Fresh N(0, std) bias-free head from its own seeded generator (EasyLM llama_train_rm.py
+    replaces `score` with freshly initialised params; initializer_range 0.02)."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = model.score.weight
+    with torch.no_grad():
+        weight.copy_(torch.randn(weight.shape, generator=gen, dtype=torch.float32) * std)
+
+
+def load_reward_model_from_base(base_dir: str | Path, *, pad_token_id: int, init_std: float, seed: int,
+                                dtype: str = "float32", **kwargs):
+    """The SFT causal LM's trunk with its LM head dropped and a fresh score head (num_labels=1).
+
+    Loads safetensors only; ``lm_head.weight`` in the checkpoint is ignored by design."""
+    from transformers import LlamaForSequenceClassification
+
+    model = LlamaForSequenceClassification.from_pretrained(
+        str(base_dir), num_labels=1, pad_token_id=pad_token_id, torch_dtype=DTYPES[dtype],
+        use_safetensors=True, trust_remote_code=False, **kwargs,
+    )
+    if model.score.bias is not None:
+        raise ValueError(f"{base_dir}: the reward head must be bias-free (EasyLM score has no bias)")
+    init_score_head(model, init_std, seed)
+    return model
