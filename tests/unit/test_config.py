@@ -1,0 +1,148 @@
+"""The config schema: presets carry the card's numbers; bad configs fail with the key path."""
+
+import subprocess
+import sys
+
+import pytest
+
+from paper_repro.config import (
+    ConfigError,
+    config_hash,
+    derived,
+    list_presets,
+    load_config,
+    stage_hash,
+)
+
+
+def test_70b_preset_carries_the_reconciled_card_recipe():
+    cfg = load_config("llama3-70b-uf")
+    rm = cfg.rm
+    assert (rm.lr, rm.end_lr, rm.warmup_ratio) == (1e-5, 1e-6, 0.03)
+    assert (rm.betas, rm.eps, rm.weight_decay, rm.grad_clip) == ([0.9, 0.999], 1e-8, 0.0, 1.0)
+    assert (rm.total_batch_pairs, rm.epochs, cfg.data.max_length) == (512, 1, 4096)
+    assert cfg.data.pad_token_id == 128255
+    assert cfg.model.hub_id == "allenai/llama-3-tulu-2-70b"
+    assert cfg.data.preference.split == "ultrafeedback_mean_aspects"
+
+
+def test_variants_differ_only_where_they_should():
+    base, literal, easylm = (
+        load_config(p)
+        for p in ("llama3-70b-uf", "llama3-70b-uf-card-literal", "llama3-70b-uf-easylm")
+    )
+    assert (literal.rm.lr, literal.rm.end_lr) == (1e-6, 0.0)
+    assert easylm.rm.betas == [0.9, 0.95]
+    assert literal.rm.total_batch_pairs == easylm.rm.total_batch_pairs == base.rm.total_batch_pairs
+    assert config_hash(base) != config_hash(literal) != config_hash(easylm)
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_preset_validates(preset):
+    cfg = load_config(preset)
+    assert cfg.preset == preset
+    assert cfg.description
+
+
+def test_derived_values_match_easylm_arithmetic():
+    d = derived(load_config("llama3-70b-uf"))  # 60,917 pairs, 512 per update, 32 GPUs x micro 4
+    assert (d.world_size, d.accumulation_steps, d.est_updates, d.est_warmup_updates) == (
+        32,
+        4,
+        118,
+        4,
+    )
+
+
+def test_overrides_and_stage_hashes():
+    a = load_config("tiny")
+    b = load_config("tiny", ["eval.bootstrap_samples=10"])
+    assert b.eval.bootstrap_samples == 10
+    assert stage_hash(a, "train_rm") == stage_hash(b, "train_rm")
+    assert stage_hash(a, "eval_rewardbench") != stage_hash(b, "eval_rewardbench")
+    assert stage_hash(a, "report") != stage_hash(b, "report")
+
+
+BAD = [
+    (["rm.foo=1"], "rm.foo", "unknown key"),
+    (["rm.lr=abc"], "rm.lr", "could not be converted"),
+    (["rm.lr=0"], "rm.lr", "positive"),
+    (["rm.lr=-1e-5"], "rm.lr", "positive"),
+    (["rm.warmup_ratio=1.0"], "rm.warmup_ratio", "[0, 1)"),
+    (["rm.warmup_ratio=-0.1"], "rm.warmup_ratio", "[0, 1)"),
+    (["rm.end_lr=1e-4"], "rm.end_lr", "cooldown"),
+    (["rm.total_batch_pairs=500"], "rm.total_batch_pairs", "not divisible"),
+    (["data.preference.split=ultrafeedback_mean"], "data.preference.split", "unknown split"),
+    (["model.revision=null"], "model.revision", "pinned revision"),
+    (["data.rewardbench.revision=null"], "data.rewardbench.revision", "pinned revision"),
+    (["resources.train_rm.nodes=1"], "resources.train_rm", "GB per GPU"),
+    (["rm.betas=[0.9,1.5]"], "rm.betas", "[0, 1)"),
+    (["model.dtype=float16"], "model.dtype", "float16"),
+    (["ppo.prompts_per_step=100"], "ppo.prompts_per_step", "not divisible"),
+    (["model.trust_remote_code=true"], "model.trust_remote_code", "disabled"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "words"), BAD)
+def test_bad_config_names_the_key(overrides, key, words):
+    with pytest.raises(ConfigError) as err:
+        load_config("llama3-70b-uf", overrides)
+    assert err.value.key == key
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'llama3-70b'"):
+        load_config("llama3-70b")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["validate", "llama3-70b-uf"], 0),
+        (["validate", "llama3-70b-uf", "rm.lr=-1"], 2),
+        (["validate", "no-such-preset"], 2),
+    ],
+)
+def test_cli_exit_codes(args, code):
+    out = subprocess.run(
+        [sys.executable, "-m", "paper_repro.cli", "config", *args], capture_output=True, text=True
+    )
+    assert out.returncode == code, out.stderr
+    if code == 0:
+        for shown in (
+            "lr 1e-05",
+            "end_lr 1e-06",
+            "512 pairs",
+            "warmup 0.03",
+            "betas (0.9, 0.999)",
+            "eps 1e-08",
+            "max length 4096",
+        ):
+            assert shown in out.stdout
+    else:
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_resolve_writes_a_frozen_config_that_loads_back(tmp_path):
+    out = tmp_path / "config.yaml"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "paper_repro.cli",
+            "config",
+            "resolve",
+            "tiny",
+            "rm.seed=7",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    cfg = load_config(out)
+    assert cfg.rm.seed == 7 and cfg.preset == "tiny"
+    assert config_hash(cfg) in out.read_text().splitlines()[0]
+    assert "accumulation" not in out.read_text()  # derived values are never written back

@@ -1,0 +1,42 @@
+"""The tiny tokenizer mirrors Llama 3's special-token behaviour."""
+
+import pytest
+
+from paper_repro.formatting import render_training
+from paper_repro.tiny import VOCAB_SIZE, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+def test_special_ids(tok):
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, VOCAB_SIZE - 1)
+    assert len(tok) == VOCAB_SIZE
+
+
+def test_literal_bos_eos_are_single_ids_and_role_markers_are_not_special(tok):
+    text = render_training(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    )
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert ids.count(tok.bos_token_id) == 1 and ids.count(tok.eos_token_id) == 1
+    assert len(tok("<|user|>", add_special_tokens=False)["input_ids"]) > 1
+
+
+def test_pad_never_occurs_in_fixture_text(tok):
+    from paper_repro.tiny import FIXTURE_DIR
+
+    text = (FIXTURE_DIR / "preference_train.jsonl").read_text()
+    assert tok.pad_token_id not in tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_chat_template_is_tulu(tok):
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    # the HF template (spec section 7): no BOS, EOS then a trailing newline
+    assert (
+        tok.apply_chat_template(msgs, tokenize=False)
+        == "<|user|>\nHi\n<|assistant|>\nYo<|end_of_text|>\n"
+    )
