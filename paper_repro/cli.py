@@ -78,8 +78,11 @@ def cmd_tool(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paper-repro", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="paper-repro",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("config", help="show, validate or resolve a preset + overrides")
@@ -97,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="print the exact strings and token ids the model will see")
     _add_config_args(p)
-    p.add_argument("--split", default="train", choices=["train", "heldout", "rewardbench", "ppo_prompts"])
+    p.add_argument(
+        "--split", default="train", choices=["train", "heldout", "rewardbench", "ppo_prompts"]
+    )
     p.add_argument("--rows", type=int, default=2)
     p.add_argument("--run-dir", help="results folder of this run (default results/<preset>)")
     p.set_defaults(func=cmd_tool, tool="render")
@@ -107,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=None)
     p.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation")
-    p.add_argument("--gpu-tflops", type=float, default=989.0, help="dense bf16 peak per GPU (H100 SXM)")
+    p.add_argument(
+        "--gpu-tflops", type=float, default=989.0, help="dense bf16 peak per GPU (H100 SXM)"
+    )
+    p.add_argument("--run-dir", help="read prepared token counts here (default results/<preset>)")
     p.set_defaults(func=cmd_tool, tool="plan")
     return parser
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,16 +35,32 @@ STAGES = (
 # Known dataset splits per hub id; a typo in a split name should fail before a cluster job starts.
 KNOWN_SPLITS: dict[str, tuple[str, ...]] = {
     "allenai/tulu-2.5-preference-data": (
-        "ultrafeedback_mean_aspects", "ultrafeedback_overall", "ultrafeedback_ultrachat",
-        "ultrafeedback_evol_instruct", "ultrafeedback_flan_v2", "ultrafeedback_top_10k",
-        "ultrafeedback_middle_10k", "ultrafeedback_lower_10k", "alpaca_farm_gpt4_pref",
-        "alpaca_farm_human_pref", "capybara", "chatbot_arena_2023", "chatbot_arena_2024",
-        "helpsteer", "hh_rlhf", "nectar", "orca_dpo_pairs", "shp_2", "stack_exchange_paired",
+        "ultrafeedback_mean_aspects",
+        "ultrafeedback_overall",
+        "ultrafeedback_ultrachat",
+        "ultrafeedback_evol_instruct",
+        "ultrafeedback_flan_v2",
+        "ultrafeedback_top_10k",
+        "ultrafeedback_middle_10k",
+        "ultrafeedback_lower_10k",
+        "alpaca_farm_gpt4_pref",
+        "alpaca_farm_human_pref",
+        "capybara",
+        "chatbot_arena_2023",
+        "chatbot_arena_2024",
+        "helpsteer",
+        "hh_rlhf",
+        "nectar",
+        "orca_dpo_pairs",
+        "shp_2",
+        "stack_exchange_paired",
         "prm800k_pairs_phase2",
     ),
     "allenai/reward-bench": ("filtered", "train"),
     "allenai/tulu-2.5-prompts": (
-        "ultrafeedback_prompts", "gsm8k_prompts", "math_prompts_20k",
+        "ultrafeedback_prompts",
+        "gsm8k_prompts",
+        "math_prompts_20k",
         "ultrafeedback_code_math_prompts",
     ),
 }
@@ -71,6 +88,7 @@ class TinyArch:
     num_key_value_heads: int = 4
     sft_steps: int = 300  # causal-LM steps on fixture dialogues that make the tiny "SFT base"
     sft_lr: float = 3e-3
+    seed: int = 0  # torch seed of the tiny base's init and SFT batches
 
 
 @dataclass
@@ -98,12 +116,17 @@ class DatasetRef:
 class DataConfig:
     source: Literal["hub", "local", "fixture"] = "hub"
     preference: DatasetRef = field(
-        default_factory=lambda: DatasetRef("allenai/tulu-2.5-preference-data", "ultrafeedback_mean_aspects")
+        default_factory=lambda: DatasetRef(
+            "allenai/tulu-2.5-preference-data", "ultrafeedback_mean_aspects"
+        )
     )
     # Held-out preference pairs for RM accuracy during/after training. EasyLM trained on the whole
     # split; a fraction > 0 carves a seeded held-out set out of it (reported, off by default).
     heldout_fraction: float = 0.0
-    rewardbench: DatasetRef = field(default_factory=lambda: DatasetRef("allenai/reward-bench", "filtered"))
+    heldout_seed: int = 42  # seed of that carve-out (data section: prepare_data reruns)
+    rewardbench: DatasetRef = field(
+        default_factory=lambda: DatasetRef("allenai/reward-bench", "filtered")
+    )
     ppo_prompts: DatasetRef = field(
         default_factory=lambda: DatasetRef("allenai/tulu-2.5-prompts", "ultrafeedback_prompts")
     )
@@ -179,6 +202,10 @@ class PPOConfig:
     zero_stage: int = 3
     checkpoint_every: int = 5
     policy_hub_id: str | None = None  # None: the SFT base of `model`
+    policy_revision: str | None = None  # pinned commit of policy_hub_id (required with it)
+    # EasyLM scores each mini-batch (rewards, old log-probs, values, GAE, whitening) right before
+    # its update; False scores the whole rollout batch once (textbook PPO). See ppo/trainer.py.
+    score_per_minibatch: bool = True
 
 
 @dataclass
@@ -219,6 +246,14 @@ class ResourcesConfig:
 
 
 @dataclass
+class ExportConfig:
+    # Held-out pairs scored by both the in-training fp32 model and the exported folder after the
+    # export (paper_repro/stages/export_rm.py). Each pair costs three 2-sequence forwards; lower
+    # it for a 70B export on CPU.
+    verify_pairs: int = 64
+
+
+@dataclass
 class ReproConfig:
     preset: str = MISSING
     description: str = ""
@@ -226,6 +261,7 @@ class ReproConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rm: RMTrainConfig = field(default_factory=RMTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -237,7 +273,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "download_data": ("data",),
     "prepare_data": ("model", "data"),
     "train_rm": ("model", "data", "rm"),
-    "export_rm": ("model", "data", "rm"),
+    "export_rm": ("model", "data", "rm", "export"),
     "eval_rewardbench": ("model", "data", "eval"),
     "ppo": ("model", "data", "ppo"),
     "report": ("preset", "description", "model", "data", "rm", "eval", "ppo"),
@@ -294,11 +330,22 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
     return cfg
 
 
+COMMIT_SHA = re.compile(r"[0-9a-f]{7,40}")
+
+
+def _check_revision(key: str, revision: str) -> None:
+    """A pin must be a commit sha (7-40 lowercase hex): a branch name like 'main' moves."""
+    if not COMMIT_SHA.fullmatch(str(revision)):
+        raise ConfigError(key, f"revision {revision!r} is not a commit sha (7-40 hex characters)")
+
+
 def validate(cfg: ReproConfig) -> None:
     """Semantic checks the type system can't express; raises ConfigError naming the key."""
     m, d = cfg.model, cfg.data
     if m.source == "hub" and not m.revision:
         raise ConfigError("model.revision", "a hub model needs a pinned revision (commit sha)")
+    if m.source == "hub":
+        _check_revision("model.revision", m.revision)
     if m.source == "local" and not m.local_path:
         raise ConfigError("model.local_path", "source=local needs a folder")
     if m.trust_remote_code:
@@ -310,13 +357,19 @@ def validate(cfg: ReproConfig) -> None:
             raise ConfigError(f"data.{name}.split", f"unknown split '{ref.split}' of {ref.hub_id}")
         if d.source == "hub" and not ref.revision:
             raise ConfigError(f"data.{name}.revision", "a hub dataset needs a pinned revision")
+        if d.source == "hub":
+            _check_revision(f"data.{name}.revision", ref.revision)
     if d.max_length <= 0:
         raise ConfigError("data.max_length", "must be positive")
     if not 0.0 <= d.heldout_fraction < 1.0:
         raise ConfigError("data.heldout_fraction", "must be in [0, 1)")
+    if cfg.export.verify_pairs <= 0:
+        raise ConfigError("export.verify_pairs", "must be positive")
     _check_optim("rm", cfg.rm.lr, cfg.rm.betas, cfg.rm.eps, cfg.rm.warmup_ratio, cfg.rm.grad_clip)
     if cfg.rm.end_lr < 0 or cfg.rm.end_lr > cfg.rm.lr:
-        raise ConfigError("rm.end_lr", f"a cooldown needs 0 <= end_lr <= lr ({cfg.rm.end_lr} > {cfg.rm.lr})")
+        raise ConfigError(
+            "rm.end_lr", f"a cooldown needs 0 <= end_lr <= lr ({cfg.rm.end_lr} > {cfg.rm.lr})"
+        )
     for key in ("epochs", "total_batch_pairs", "micro_batch_pairs", "checkpoint_every"):
         if getattr(cfg.rm, key) <= 0:
             raise ConfigError(f"rm.{key}", "must be positive")
@@ -332,16 +385,23 @@ def validate(cfg: ReproConfig) -> None:
     p = cfg.ppo
     _check_optim("ppo", p.lr, p.betas, p.eps, p.warmup_ratio, p.grad_clip)
     if p.prompts_per_step % p.mini_batch:
-        raise ConfigError("ppo.prompts_per_step", f"{p.prompts_per_step} is not divisible by mini_batch {p.mini_batch}")
+        raise ConfigError(
+            "ppo.prompts_per_step",
+            f"{p.prompts_per_step} is not divisible by mini_batch {p.mini_batch}",
+        )
     if p.temperature <= 0:
         raise ConfigError("ppo.temperature", "must be positive")
+    if p.policy_hub_id and not p.policy_revision:
+        raise ConfigError("ppo.policy_revision", "a hub policy needs a pinned revision (commit sha)")
     if cfg.eval.template_max_length <= 0 or cfg.eval.token_budget <= 0:
         raise ConfigError("eval.token_budget", "must be positive")
     for stage in STAGES:
         _check_fit(cfg, stage)
 
 
-def _check_optim(sec: str, lr: float, betas: list[float], eps: float, warmup: float, clip: float) -> None:
+def _check_optim(
+    sec: str, lr: float, betas: list[float], eps: float, warmup: float, clip: float
+) -> None:
     if lr <= 0:
         raise ConfigError(f"{sec}.lr", f"learning rate must be positive, got {lr}")
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):

@@ -63,7 +63,9 @@ def check_messages(messages: Any, *, final_role: str | None = "assistant") -> li
         if role not in ROLES:
             raise FormatError("bad_role", f"message {i} has role {role!r}")
         if not isinstance(content, str):
-            raise FormatError("non_string_content", f"message {i} content is {type(content).__name__}")
+            raise FormatError(
+                "non_string_content", f"message {i} content is {type(content).__name__}"
+            )
         try:
             content.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -87,19 +89,27 @@ def _render_turns(messages: Sequence[dict[str, str]], eos: str) -> str:
     return "".join(parts)
 
 
-def render_training(messages: Sequence[dict[str, str]], special: SpecialStrings = SpecialStrings()) -> str:
+def render_training(
+    messages: Sequence[dict[str, str]], special: SpecialStrings = SpecialStrings()
+) -> str:
     """BOS + Tulu turns, stripped: ``<bos><|user|>\\nP\\n<|assistant|>\\nR<eos>``."""
     msgs = check_messages(list(messages))
     return special.bos + _render_turns(msgs, special.eos).strip()
 
 
 def render_prompt(
-    messages: Sequence[dict[str, str]], special: SpecialStrings = SpecialStrings(), *, bos: bool = False
+    messages: Sequence[dict[str, str]],
+    special: SpecialStrings = SpecialStrings(),
+    *,
+    bos: bool = False,
 ) -> str:
     """PPO prompt: turns up to the last user turn, then ``<|assistant|>\\n`` (EasyLM
     TuluPromptDataset; no BOS by default, as EasyLM's PPO tokenised prompts, pitfall 4)."""
     msgs = list(messages)
-    last_user = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
+    last_user = max(
+        (i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "user"),
+        default=-1,
+    )
     if last_user < 0:
         raise FormatError("no_user_turn", "prompt has no user turn")
     msgs = check_messages(msgs[: last_user + 1], final_role="user")

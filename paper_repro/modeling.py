@@ -10,6 +10,7 @@ left-padded row gets exactly the positions of a right-padded one.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,9 @@ class PairStats:
     margin: float
 
 
-def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> tuple[torch.Tensor, PairStats]:
+def bradley_terry_loss(
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor
+) -> tuple[torch.Tensor, PairStats]:
     """Mean of -log sigmoid(r_c - r_r) (EasyLM margin_loss_forward, no margin term). Accuracy uses
     strict > (a tie counts as wrong), as EasyLM and RewardBench do."""
     diff = r_chosen.float() - r_rejected.float()
@@ -75,7 +78,9 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> tupl
     return loss, stats
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int, *, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    seqs: list[list[int]], pad_id: int, *, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token-id lists to the longest; returns (input_ids, attention_mask)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -95,22 +100,41 @@ def init_score_head(model, std: float, seed: int) -> None:
     replaces `score` with freshly initialised params; initializer_range 0.02)."""
     gen = torch.Generator().manual_seed(seed)
     weight = model.score.weight
-    with torch.no_grad():
+    gathered = contextlib.nullcontext()
+    if hasattr(weight, "ds_id"):  # ZeRO-3 partitioned: a plain copy_ would hit an empty shard
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters([weight], modifier_rank=0)
+    with gathered, torch.no_grad():
         weight.copy_(torch.randn(weight.shape, generator=gen, dtype=torch.float32) * std)
 
 
-def load_reward_model_from_base(base_dir: str | Path, *, pad_token_id: int, init_std: float, seed: int,
-                                dtype: str = "float32", **kwargs):
+def load_reward_model_from_base(
+    base_dir: str | Path,
+    *,
+    pad_token_id: int,
+    init_std: float,
+    seed: int,
+    dtype: str = "float32",
+    **kwargs,
+):
     """The SFT causal LM's trunk with its LM head dropped and a fresh score head (num_labels=1).
 
     Loads safetensors only; ``lm_head.weight`` in the checkpoint is ignored by design."""
     from transformers import LlamaForSequenceClassification
 
     model = LlamaForSequenceClassification.from_pretrained(
-        str(base_dir), num_labels=1, pad_token_id=pad_token_id, torch_dtype=DTYPES[dtype],
-        use_safetensors=True, trust_remote_code=False, **kwargs,
+        str(base_dir),
+        num_labels=1,
+        pad_token_id=pad_token_id,
+        torch_dtype=DTYPES[dtype],
+        use_safetensors=True,
+        trust_remote_code=False,
+        **kwargs,
     )
     if model.score.bias is not None:
-        raise ValueError(f"{base_dir}: the reward head must be bias-free (EasyLM score has no bias)")
+        raise ValueError(
+            f"{base_dir}: the reward head must be bias-free (EasyLM score has no bias)"
+        )
     init_score_head(model, init_std, seed)
     return model

@@ -117,10 +117,41 @@ class RunPaths:
     def ppo_policy(self) -> Path:
         return self.root / "ppo" / "policy"
 
+    @property
+    def ppo_policy_base(self) -> Path:
+        """The PPO policy's own SFT checkpoint when ``ppo.policy_hub_id`` differs from the RM's
+        base (verified download, kept across reruns like checkpoints; never a rule output)."""
+        return self.root / "ppo_policy_base" / "model"
+
+    @property
+    def ppo_policy_base_manifest(self) -> Path:
+        return self.root / "ppo_policy_base" / "manifest.json"
+
     # report ------------------------------------------------------------------
     @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    @property
+    def report_md(self) -> Path:
+        return self.report_dir / "report.md"
+
+    @property
+    def report_tex(self) -> Path:
+        return self.report_dir / "report.tex"
+
+    @property
+    def report_bib(self) -> Path:
+        return self.report_dir / "references.bib"
+
+    @property
+    def report_provenance(self) -> Path:
+        return self.report_dir / "provenance.json"
+
+    @property
+    def report_figures(self) -> Path:
+        """figures/<name>.png and .pdf (Snakemake's --report picks up the PNGs)."""
+        return self.report_dir / "figures"
 
     # tracking ------------------------------------------------------------------
     @property

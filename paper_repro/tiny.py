@@ -38,10 +38,17 @@ def build_tokenizer(corpus: Iterable[str]):
     tok.train_from_iterator(corpus, trainer=trainer)
     tok.add_special_tokens([PAD_TOKEN])
     if tok.get_vocab_size() != VOCAB_SIZE or tok.token_to_id(PAD_TOKEN) != VOCAB_SIZE - 1:
-        raise RuntimeError(f"tiny tokenizer has {tok.get_vocab_size()} ids; corpus too small for {VOCAB_SIZE}")
+        raise RuntimeError(
+            f"tiny tokenizer has {tok.get_vocab_size()} ids; corpus too small for {VOCAB_SIZE}"
+        )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=SPECIAL.bos, eos_token=SPECIAL.eos, pad_token=PAD_TOKEN,
-        model_max_length=8192, padding_side="right", clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        bos_token=SPECIAL.bos,
+        eos_token=SPECIAL.eos,
+        pad_token=PAD_TOKEN,
+        model_max_length=8192,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
     )
     fast.chat_template = TULU_CHAT_TEMPLATE
     return fast
@@ -101,7 +108,9 @@ def build_tiny_base(out_dir: str | Path, arch: TinyArch, rows: list[dict], seed:
     model.train()
     for step in range(arch.sft_steps):
         idx = torch.randint(len(texts), (batch,), generator=gen).tolist()
-        enc = tok([texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt")
+        enc = tok(
+            [texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt"
+        )
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         loss = model(**enc, labels=labels).loss
         loss.backward()

@@ -4,140 +4,650 @@ Files under ``results/<run>/`` are the record; MLflow mirrors them. Stages use::
 
     with stage_run(cfg, paths, "train_rm") as tr:
         tr.log_metrics({"loss": 0.6}, step=3)
+        tr.log_dataset("train", paths.prepared("train"))
+        tr.log_file_ref("final", paths.trained_state)   # big file: path + sha256, not uploaded
 
-Ranks other than 0 get a ``NullTracker`` (peer pitfall: every rank creating its own run).
+Guarantees (peer_pitfalls.md section 5; tests in tests/integration/test_tracking.py):
+
+- Ranks other than 0 get a ``NullTracker`` (pitfall: every rank creating its own run).
+- Run ids live in ``results/<run>/tracking/<stage>.json`` (never a Snakemake output), so a
+  resumed job continues the same MLflow run; re-logging unchanged params is a no-op.
+- MLflow never fails a stage. Every record is sent at once when the store answers; otherwise it is
+  appended to ``tracking/<stage>.pending.jsonl`` and sent, in order, when the store is back (the
+  next log call after ``RETRY_INTERVAL_S``, the end of the stage, a resumed job, or ``sync()``).
+  The first failure of each kind is logged once as a warning with its reason.
+- Many stage processes can share one sqlite store: store initialisation (schema creation and
+  migrations), experiment creation and parent-run creation happen under an ``fcntl.flock`` next to
+  the database, and writes that still meet "database is locked" are retried with backoff.
+- Credentials never reach MLflow: keys that look like secrets are dropped and the values of
+  secret-looking environment variables are redacted from params and tags; a text artifact that
+  contains one is not uploaded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import json
+import logging
 import os
-from collections.abc import Iterator
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import ReproConfig, config_hash, flatten, stage_hash
-from .io import read_json, sha256_file, write_json
+from .io import read_json, sha256_file, sha256_tree, write_json
 from .paths import RunPaths
 
-SECRET_MARKERS = ("token", "secret", "password", "api_key")
+log = logging.getLogger(__name__)
+
+SECRET_MARKERS = ("token", "secret", "password", "passwd", "api_key", "apikey", "credential")
+REDACTED = "***"
+
+# A dead tracking server must not stall training: MLflow's HTTP defaults are 7 retries with
+# exponential backoff and a 120 s timeout per request (minutes per call). Applied with setdefault,
+# so a user's own settings win.
+HTTP_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+RETRY_INTERVAL_S = 30.0  # while the store is unreachable, try to reconnect at most this often
+LOCK_RETRIES = 12  # "database is locked" retries (backoff 0.05 s doubling to 2 s, ~15 s total)
+MAX_BATCH_METRICS = 1000  # MLflow log_batch limits
+MAX_BATCH_PARAMS = 100
+PARAM_MAX_CHARS = 6000
+_KEY_OK = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+# --------------------------------------------------------------------------- small helpers
 
 
 def tracking_uri(cfg: ReproConfig, paths: RunPaths) -> str:
-    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db.resolve()}"
+    return (
+        cfg.tracking.uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{paths.mlflow_db.resolve()}"
+    )
+
+
+def public_uri(uri: str) -> str:
+    """The URI without a ``user:password@`` part (it goes into files and warnings)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _is_secret_key(key: str) -> bool:
+    return any(m in key.lower() for m in SECRET_MARKERS)
+
+
+def secret_values() -> list[str]:
+    """Values of secret-looking environment variables (HF_TOKEN, WANDB_API_KEY, ...)."""
+    return sorted(
+        {v for k, v in os.environ.items() if _is_secret_key(k) and len(v) >= 6},
+        key=len,
+        reverse=True,
+    )
+
+
+def redact(text: str, secrets: list[str] | None = None) -> str:
+    for s in secret_values() if secrets is None else secrets:
+        text = text.replace(s, REDACTED)
+    return text
+
+
 def scrub(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop anything that looks like a credential before it reaches MLflow."""
-    return {k: v for k, v in params.items() if not any(m in k.lower() for m in SECRET_MARKERS)}
+    """Drop anything that looks like a credential before it reaches MLflow: secret-looking keys
+    are removed and secret env-var values are redacted from the remaining values."""
+    secrets = secret_values()
+    return {k: redact(str(v), secrets) for k, v in params.items() if not _is_secret_key(k)}
+
+
+def metric_key(key: str) -> str:
+    """MLflow accepts letters, digits, ``_ - . /`` and space in metric names."""
+    return _KEY_OK.sub("_", key)
+
+
+def git_commit() -> str:
+    """HEAD of the checkout the package runs from, with ``-dirty`` when it has local changes."""
+    import subprocess
+
+    cwd = Path(__file__).parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, timeout=10
+        ).stdout.strip()
+        if not head:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=10,
+        ).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+_git_commit = git_commit  # backwards-compatible name
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
+
+
+def _reason(exc: BaseException, width: int = 160) -> str:
+    """One line; long HTTP errors keep their head (the call) and tail (the socket error)."""
+    text = " ".join(str(exc).split())
+    if len(text) > 2 * width:
+        text = f"{text[:width]} ... {text[-width:]}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """Errors that a retry cannot fix (bad input); everything else is treated as an outage."""
+    code = getattr(exc, "error_code", "")
+    return code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE") and not _is_locked(
+        exc
+    )
+
+
+def _retry_locked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """sqlite writers that collide get SQLITE_BUSY even with MLflow's 20 s busy_timeout when a
+    read transaction must upgrade to a write; back off and try again."""
+    delay = 0.05
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not _is_locked(exc) or attempt == LOCK_RETRIES - 1:
+                raise
+            time.sleep(delay * (1.0 + random.random()))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def _lock_file(uri: str, paths: RunPaths) -> Path:
+    """Next to the sqlite file when the store is one (several runs may share it), else per run."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///") + ".lock")
+    return paths.tracking_dir / ".lock"
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_id_file(paths: RunPaths, key: str) -> Path:
+    return paths.tracking_dir / f"{key}.json"
+
+
+def pending_file(paths: RunPaths, stage: str) -> Path:
+    return paths.tracking_dir / f"{stage}.pending.jsonl"
+
+
+def recorded_run_ids(paths: RunPaths) -> dict[str, str]:
+    """{"_parent" | stage: MLflow run id} as recorded under results/<run>/tracking/."""
+    out = {}
+    for f in sorted(paths.tracking_dir.glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            out[f.stem] = str(read_json(f)["run_id"])
+    return out
+
+
+# --------------------------------------------------------------------------- trackers
 
 
 class NullTracker:
+    """What ranks != 0 get: every call does nothing."""
+
     run_id: str | None = None
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
-    def log_file_ref(self, name: str, path: str | Path) -> None: ...
+    def log_file_ref(self, name: str, path: str | Path, sha256: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_dataset(
+        self,
+        name: str,
+        path: str | Path,
+        digest: str | None = None,
+        context: str = "training",
+        profile: dict[str, Any] | None = None,
+    ) -> None: ...
+    def flush(self) -> bool:
+        return True
 
 
 class StageTracker(NullTracker):
-    def __init__(self, client, run_id: str):
-        self.client, self.run_id = client, run_id
+    """The rank-0 tracker of one stage. Records go to MLflow when it answers, else to a JSONL
+    buffer on disk (``tracking/<stage>.pending.jsonl``) that is replayed in order later."""
 
+    def __init__(
+        self,
+        uri: str,
+        paths: RunPaths,
+        stage: str,
+        *,
+        experiment: str,
+        run_tags: dict[str, str],
+        parent_tags: dict[str, str],
+        retry_interval: float = RETRY_INTERVAL_S,
+    ):
+        self.uri, self.paths, self.stage, self.experiment = uri, paths, stage, experiment
+        self.run_tags, self.parent_tags = run_tags, parent_tags
+        self.retry_interval = retry_interval
+        self.pending = pending_file(paths, stage)
+        self.run_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.client = None
+        self._next_try = 0.0
+        self._warned: set[str] = set()
+        self._secrets = secret_values()
+
+    # ---------------------------------------------------------------- public API
     def log_params(self, params: dict[str, Any]) -> None:
+        clean = {k: v[:PARAM_MAX_CHARS] for k, v in scrub(params).items()}
+        if clean:
+            self._submit({"op": "params", "params": clean})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        ts = int(time.time() * 1000)
+        rows = []
+        for k, v in metrics.items():
+            try:
+                rows.append([metric_key(k), float(v), ts, int(step or 0)])
+            except (TypeError, ValueError):
+                self._warn(f"metric:{k}", f"metric '{k}' has non-numeric value {v!r}; not logged")
+        if rows:
+            self._submit({"op": "metrics", "metrics": rows})
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        path = Path(path).resolve()
+        if not path.exists():
+            self._warn(f"artifact:{path}", f"artifact {path} does not exist; not logged")
+            return
+        if self._contains_secret(path):
+            self._warn(f"secret:{path}", f"artifact {path} contains a credential; not uploaded")
+            return
+        self._submit({"op": "artifact", "path": str(path), "subdir": subdir})
+
+    def log_file_ref(self, name: str, path: str | Path, sha256: str | None = None) -> None:
+        """Big files (checkpoints, models) by path and sha256, never uploaded. A folder gets the
+        sha256 of its sorted {file: sha256} manifest; pass ``sha256`` when it is already known."""
+        path = Path(path).resolve()
+        if sha256 is None:
+            if path.is_dir():
+                manifest = json.dumps(sha256_tree(path), sort_keys=True).encode()
+                sha256 = hashlib.sha256(manifest).hexdigest()
+            else:
+                sha256 = sha256_file(path)
+        self.set_tags({f"file.{name}.path": str(path), f"file.{name}.sha256": sha256})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        clean = {k: redact(str(v), self._secrets) for k, v in tags.items() if not _is_secret_key(k)}
+        if clean:
+            self._submit({"op": "tags", "tags": clean})
+
+    def log_dataset(
+        self,
+        name: str,
+        path: str | Path,
+        digest: str | None = None,
+        context: str = "training",
+        profile: dict[str, Any] | None = None,
+    ) -> None:
+        """An MLflow dataset input (``Run.inputs``): name, digest, file source (uri + sha256),
+        and for parquet files the Arrow schema and row count."""
+        path = Path(path).resolve()
+        sha = sha256_file(path) if path.is_file() else None
+        schema, prof = None, dict(profile or {})
+        if path.suffix == ".parquet" and path.is_file():
+            import pyarrow.parquet as pq
+
+            meta = pq.read_metadata(path)
+            prof.setdefault("num_rows", meta.num_rows)
+            schema = json.dumps(
+                {"arrow": [f"{f.name}: {f.type}" for f in meta.schema.to_arrow_schema()]}
+            )
+        dataset = {
+            "name": name,
+            "digest": (digest or sha or "unknown")[:36],  # MLflow's digest column is 36 chars
+            "source_type": "local",
+            "source": json.dumps({"uri": path.as_uri(), "sha256": sha}),
+            "schema": schema,
+            "profile": json.dumps(prof) if prof else None,
+            "context": context,
+        }
+        self._submit({"op": "dataset", "dataset": dataset})
+
+    def flush(self) -> bool:
+        """Send buffered records now; True when nothing is left on disk."""
+        self._next_try = 0.0
+        return self._flush()
+
+    def start(self) -> None:
+        """Connect (or go offline with a warning) and replay what a previous attempt buffered."""
+        try:
+            self._connect()
+        except Exception as exc:
+            self._offline(exc)
+            return
+        self._flush()
+
+    # ---------------------------------------------------------------- internals
+    def _warn(self, kind: str, msg: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("[tracking:%s] %s", self.stage, msg)
+
+    def _contains_secret(self, path: Path) -> bool:
+        if not self._secrets:
+            return False
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for f in files:
+            if f.stat().st_size > 50 << 20:
+                continue
+            data = f.read_bytes()
+            if any(s.encode() in data for s in self._secrets):
+                return True
+        return False
+
+    def _connect(self) -> None:
+        """Client, experiment, parent run and stage run; store creation under the file lock."""
+        if self.client is not None and self.run_id is not None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        with _flock(_lock_file(self.uri, self.paths)):
+            client = MlflowClient(self.uri)
+            exp_id = _retry_locked(self._experiment_id, client)
+            self.parent_run_id = _retry_locked(
+                self._get_or_create,
+                client,
+                exp_id,
+                "_parent",
+                self.paths.root.name,
+                {**self.parent_tags, "stage": "pipeline"},
+            )
+        tags = {**self.run_tags, "mlflow.parentRunId": self.parent_run_id}
+        self.run_id = _retry_locked(
+            self._get_or_create, client, exp_id, self.stage, self.stage, tags
+        )
+        self.client = client
+
+    def _experiment_id(self, client) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            location = (
+                self.paths.mlflow_artifacts.resolve().as_uri()
+                if self.uri.startswith("sqlite:")
+                else None
+            )  # a server proxies artifacts
+            try:
+                return client.create_experiment(self.experiment, artifact_location=location)
+            except MlflowException as exc:  # another machine created it first (server store)
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                    raise
+                exp = client.get_experiment_by_name(self.experiment)
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+
+    def _get_or_create(self, client, exp_id: str, key: str, name: str, tags: dict[str, str]) -> str:
+        """Reuse the run recorded in tracking/<key>.json (a resumed job continues it); create a
+        new one only when the store says that run does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        f = _run_id_file(self.paths, key)
+        if f.is_file():
+            run_id = read_json(f)["run_id"]
+            try:
+                run = client.get_run(run_id)
+                if run.info.status != "RUNNING" and key != "_parent":
+                    client.update_run(run_id, status="RUNNING")
+                return run_id
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                self._warn(
+                    "lost-run", f"run {run_id} of {key} is not in {public_uri(self.uri)}; starting a new one"
+                )
+        run = client.create_run(exp_id, run_name=name, tags=tags)
+        write_json(f, {"run_id": run.info.run_id, "experiment_id": exp_id, "uri": public_uri(self.uri)})
+        return run.info.run_id
+
+    def _submit(self, op: dict[str, Any]) -> None:
+        try:
+            if not self.pending.exists() and time.monotonic() >= self._next_try:
+                try:
+                    self._connect()
+                    self._apply([op])
+                    return
+                except Exception as exc:
+                    if _is_permanent(exc):
+                        self._warn(
+                            f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}"
+                        )
+                        return
+                    self._offline(exc)
+            self._append(op)
+            if time.monotonic() >= self._next_try:
+                self._flush()
+        except Exception as exc:  # never fail the stage because of tracking
+            self._warn("internal", f"tracking record lost: {type(exc).__name__}: {exc}")
+
+    def _offline(self, exc: BaseException) -> None:
+        self._next_try = time.monotonic() + self.retry_interval
+        self._warn(
+            "offline",
+            f"MLflow at {public_uri(self.uri)} unavailable ({_reason(exc)}); buffering records in "
+            f"{self.pending} and "
+            f"retrying every {self.retry_interval:g} s",
+        )
+
+    def _append(self, op: dict[str, Any]) -> None:
+        self.pending.parent.mkdir(parents=True, exist_ok=True)
+        with _flock(self.pending.with_suffix(".lock")), open(self.pending, "a") as fh:
+            fh.write(json.dumps(op) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _flush(self) -> bool:
+        if not self.pending.exists():
+            return True
+        with _flock(self.pending.with_suffix(".lock")):
+            lines = [ln for ln in self.pending.read_text().splitlines() if ln.strip()]
+            ops = []
+            for ln in lines:
+                try:
+                    ops.append(json.loads(ln))
+                except json.JSONDecodeError:  # a line cut by a crash mid-write: skip it
+                    self._warn("corrupt", f"skipped an unreadable line in {self.pending}")
+            sent = 0
+            try:
+                self._connect()
+                for op in ops:
+                    try:
+                        self._apply([op])
+                    except Exception as exc:
+                        if not _is_permanent(exc):
+                            raise
+                        self._warn(
+                            f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}"
+                        )
+                    sent += 1
+            except Exception as exc:
+                self._offline(exc)
+            rest = ops[sent:]
+            if rest:
+                tmp = self.pending.with_suffix(".tmp")
+                tmp.write_text("".join(json.dumps(op) + "\n" for op in rest))
+                os.replace(tmp, self.pending)
+                return False
+            self.pending.unlink()
+            self._next_try = 0.0
+            log.info("[tracking:%s] sent %d buffered records to %s", self.stage, sent, public_uri(self.uri))
+            return True
+
+    def _apply(self, ops: list[dict[str, Any]]) -> None:
+        for op in ops:
+            _retry_locked(getattr(self, f"_apply_{op['op']}"), op)
+
+    def _apply_params(self, op: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
-        new = [Param(k, str(v)[:6000]) for k, v in scrub(params).items() if k not in existing]
-        for i in range(0, len(new), 100):
-            self.client.log_batch(self.run_id, params=new[i : i + 100])
+        new = []
+        for k, v in op["params"].items():
+            if k not in existing:
+                new.append(Param(k, v))
+            elif existing[k] != v:  # MLflow forbids changing a param; keep the first, say so
+                self._warn(
+                    f"param:{k}",
+                    f"param '{k}' changed from {existing[k]!r} to {v!r} on "
+                    "resume; MLflow keeps the first value (see the config_hash tag)",
+                )
+        for i in range(0, len(new), MAX_BATCH_PARAMS):
+            self.client.log_batch(self.run_id, params=new[i : i + MAX_BATCH_PARAMS])
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import time
-
+    def _apply_metrics(self, op: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        rows = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
+        for i in range(0, len(rows), MAX_BATCH_METRICS):
+            self.client.log_batch(self.run_id, metrics=rows[i : i + MAX_BATCH_METRICS])
 
-    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), subdir)
+    def _apply_tags(self, op: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
 
-    def log_file_ref(self, name: str, path: str | Path) -> None:
-        """Big files (checkpoints, models) by path and sha256, never uploaded."""
-        path = Path(path)
-        self.set_tags({f"file.{name}.path": str(path.resolve()), f"file.{name}.sha256": sha256_file(path)})
+        tags = [RunTag(k, v) for k, v in op["tags"].items()]
+        for i in range(0, len(tags), MAX_BATCH_PARAMS):
+            self.client.log_batch(self.run_id, tags=tags[i : i + MAX_BATCH_PARAMS])
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+    def _apply_artifact(self, op: dict[str, Any]) -> None:
+        path = Path(op["path"])
+        if not path.exists():
+            self._warn(f"artifact:{path}", f"buffered artifact {path} is gone; not uploaded")
+            return
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), op["subdir"])
+        else:
+            self.client.log_artifact(self.run_id, str(path), op["subdir"])
+
+    def _apply_dataset(self, op: dict[str, Any]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        d = op["dataset"]
+        ds = Dataset(
+            name=d["name"],
+            digest=d["digest"],
+            source_type=d["source_type"],
+            source=d["source"],
+            schema=d["schema"],
+            profile=d["profile"],
+        )
+        tags = [InputTag("mlflow.data.context", d["context"])]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds, tags)])
+
+    def _apply_status(self, op: dict[str, Any]) -> None:
+        run_id = self.parent_run_id if op.get("parent") else self.run_id
+        self.client.set_terminated(run_id, op["status"], end_time=op["end_time"])
 
 
-def _git_commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
+# --------------------------------------------------------------------------- entry points
 
 
-def _experiment_id(client, cfg: ReproConfig, paths: RunPaths) -> str:
-    exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(cfg.tracking.experiment,
-                                    artifact_location=paths.mlflow_artifacts.resolve().as_uri())
+def _common_tags(cfg: ReproConfig, paths: RunPaths) -> dict[str, str]:
+    from . import __version__
+
+    tags = {
+        "preset": cfg.preset,
+        "git_commit": git_commit(),
+        "config_hash": config_hash(cfg),
+        "run_dir": str(paths.root.resolve()),
+        "package_version": __version__,
+    }
+    return tags
 
 
-def _run_id_file(paths: RunPaths, stage: str) -> Path:
-    return paths.tracking_dir / f"{stage}.json"
-
-
-def _get_or_create(client, exp_id: str, paths: RunPaths, key: str, name: str, tags: dict[str, str]) -> str:
-    """Reuse the run recorded in results/<run>/tracking/<key>.json (a resumed job continues it)."""
-    f = _run_id_file(paths, key)
-    if f.is_file():
-        run_id = read_json(f)["run_id"]
-        with contextlib.suppress(Exception):
-            client.get_run(run_id)
-            return run_id
-    run = client.create_run(exp_id, run_name=name, tags=tags)
-    write_json(f, {"run_id": run.info.run_id})
-    return run.info.run_id
+def _make_tracker(cfg: ReproConfig, paths: RunPaths, stage: str) -> StageTracker:
+    for key, value in HTTP_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    uri = tracking_uri(cfg, paths)
+    common = _common_tags(cfg, paths)
+    tags = {**common, "stage": stage, "stage_config_hash": stage_hash(cfg, stage)}
+    if job := os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = job
+    if world := os.environ.get("WORLD_SIZE"):
+        tags["world_size"] = world
+    return StageTracker(
+        uri, paths, stage, experiment=cfg.tracking.experiment, run_tags=tags, parent_tags=common
+    )
 
 
 @contextlib.contextmanager
 def stage_run(cfg: ReproConfig, paths: RunPaths, stage: str) -> Iterator[NullTracker]:
+    """The MLflow child run of ``stage`` (rank 0) or a NullTracker (other ranks).
+
+    The run ends FINISHED, or FAILED when the body raises (the exception propagates). The report
+    stage, the last of the DAG, also ends the parent run."""
     if not is_rank_zero():
         yield NullTracker()
         return
-    from mlflow.tracking import MlflowClient
-
     paths.root.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri(cfg, paths))
-    exp_id = _experiment_id(client, cfg, paths)
-    common = {"preset": cfg.preset, "git_commit": _git_commit(), "config_hash": config_hash(cfg),
-              "run_dir": str(paths.root)}
-    parent = _get_or_create(client, exp_id, paths, "_parent", paths.root.name, {**common, "stage": "pipeline"})
-    tags = {**common, "stage": stage, "stage_config_hash": stage_hash(cfg, stage), "mlflow.parentRunId": parent}
-    if job := os.environ.get("SLURM_JOB_ID"):
-        tags["slurm_job_id"] = job
-    run_id = _get_or_create(client, exp_id, paths, stage, stage, tags)
-    tracker = StageTracker(client, run_id)
+    tracker = _make_tracker(cfg, paths, stage)
+    tracker.start()
     tracker.log_params(flatten(cfg))
     status = "FAILED"
     try:
         yield tracker
         status = "FINISHED"
     finally:
-        client.set_terminated(run_id, status)
+        end = int(time.time() * 1000)
+        tracker._submit({"op": "status", "status": status, "end_time": end})
+        if stage == "report" and status == "FINISHED":
+            tracker._submit({"op": "status", "status": status, "end_time": end, "parent": True})
+        if not tracker.flush():
+            tracker._warn(
+                "left",
+                f"MLflow unreachable at the end of {stage}; records kept in "
+                f"{tracker.pending} (sent by the next stage run or tracking.sync())",
+            )
+
+
+def sync(cfg: ReproConfig, paths: RunPaths) -> dict[str, bool]:
+    """Send every stage's buffered records (e.g. after a tracking-server outage).
+
+    Returns {stage: True when its buffer is now empty}."""
+    out = {}
+    for f in sorted(paths.tracking_dir.glob("*.pending.jsonl")):
+        stage = f.name.removesuffix(".pending.jsonl")
+        out[stage] = _make_tracker(cfg, paths, stage).flush()
+    return out

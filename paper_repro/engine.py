@@ -1,0 +1,346 @@
+"""The reward-model training loop: one loop for both backends, preemption-safe.
+
+Per update ``k`` (reproduction_spec.md sections 5 and 6): the rank's micro batches of the
+update-group (``batching.BatchPlan``) each go through one forward over ``[chosen; rejected]``; the
+reward is the score at the last non-pad token (``pool_last``); the Bradley-Terry loss of every micro
+batch is backpropagated so that gradients accumulate to the mean over the whole group; then one
+clipped AdamW update at ``lr_k`` (``schedule.LRSchedule``). Metrics cover the whole group (all
+ranks).
+
+Preemption: SIGTERM and SIGUSR1 (what Slurm sends before a time limit or a preemption) only set a
+flag. At the next update boundary the ranks agree on it, write a checkpoint and raise
+``Preempted``; the CLI exits with ``EXIT_PREEMPTED`` (75 = EX_TEMPFAIL, "try again"). A rerun
+resumes from the latest checkpoint and ends with bitwise the same weights (plain torch).
+Checkpoints are written to a temporary folder and renamed, so a kill during a save keeps the last
+good one. A non-finite loss, reward or gradient norm stops the run at once (``NonFiniteError``,
+``EXIT_NONFINITE``) without applying that update or checkpointing it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .batching import BatchPlan, make_batch
+from .io import read_json, write_json, write_text
+from .modeling import bradley_terry_loss, last_token_index
+from .schedule import LRSchedule
+
+EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: checkpoint written, rerun to resume
+EXIT_NONFINITE = 3  # NaN/Inf loss, reward or gradient norm; the last good checkpoint is kept
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+PoolFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """EasyLM pooling (spec section 4): the score at the last non-pad token, i.e. the EOS."""
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    return scores[rows, last_token_index(attention_mask)]
+
+
+class Preempted(Exception):  # noqa: N818 - a control-flow signal, not an error
+    def __init__(self, next_update: int, checkpoint: Path):
+        self.next_update, self.checkpoint = next_update, checkpoint
+        super().__init__(f"preempted: checkpoint {checkpoint} resumes at update {next_update}")
+
+
+class NonFiniteError(RuntimeError):
+    def __init__(self, update: int, what: str):
+        self.update = update
+        super().__init__(f"non-finite {what} at update {update} (0-based); stopping, the last good "
+                         "checkpoint is kept")
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint that this run cannot continue from (names both sides of the mismatch)."""
+
+
+class StopFlag:
+    """Records SIGTERM/SIGUSR1 instead of dying mid-update."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handler(self, signum, frame) -> None:
+        self.signum = signum
+
+    def install(self) -> StopFlag:
+        for sig in PREEMPT_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class UpdateMetrics:
+    update: int
+    lr: float
+    loss: float
+    accuracy: float
+    reward_chosen_mean: float
+    reward_chosen_std: float
+    reward_rejected_mean: float
+    reward_rejected_std: float
+    margin: float
+    grad_norm: float
+    tokens: int  # non-pad tokens of the update (all ranks)
+    padding_fraction: float
+    seconds: float
+    tokens_per_s: float
+    pairs_per_s: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (rank 0). The lines also travel inside every checkpoint, so a rerun
+    restores them even after Snakemake deleted the stage outputs of the preempted attempt."""
+
+    def __init__(self, path: Path | None, enabled: bool = True):
+        self.path, self.enabled, self.lines = path, enabled, []
+
+    def restore(self, lines: list[str]) -> None:
+        self.lines = list(lines)
+        if self.enabled and self.path is not None:
+            write_text(self.path, "".join(line + "\n" for line in self.lines))
+
+    def append(self, m: UpdateMetrics) -> None:
+        self.lines.append(m.to_json())
+        if self.enabled and self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(self.lines[-1] + "\n")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointStore:
+    """``<root>/update-NNNNNN/`` folders (NNNNNN = the next update to run) and a ``latest`` file.
+
+    Save protocol: every rank writes into ``<root>/.tmp-update-NNNNNN``; after a barrier rank 0
+    adds ``meta.json`` and the metrics so far, renames the folder, points ``latest`` at it and only
+    then deletes older checkpoints. A crash at any point leaves the previous checkpoint intact."""
+
+    def __init__(self, root: Path, backend):
+        self.root, self.backend = Path(root), backend
+
+    def latest(self) -> Path | None:
+        pointer = self.root / "latest"
+        if not pointer.is_file():
+            return None
+        folder = self.root / pointer.read_text().strip()
+        if not (folder / "meta.json").is_file():
+            raise ResumeError(f"{pointer} names {folder.name}, which has no meta.json")
+        return folder
+
+    def save(self, next_update: int, meta: dict[str, Any], metrics: list[str]) -> Path:
+        b = self.backend
+        name = f"update-{next_update:06d}"
+        tmp, final = self.root / f".tmp-{name}", self.root / name
+        if b.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        b.barrier()
+        b.save_checkpoint(tmp)
+        torch.save(rng_state(), tmp / f"rng-rank{b.rank}.pt")
+        b.barrier()
+        if b.rank == 0:
+            write_text(tmp / "metrics.jsonl", "".join(line + "\n" for line in metrics))
+            write_json(tmp / "meta.json", {**meta, "next_update": next_update})
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            write_text(self.root / "latest", name + "\n")
+            for old in self.root.glob("update-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        b.barrier()
+        return final
+
+    def load(self, folder: Path, expect: dict[str, Any]) -> dict[str, Any]:
+        """Check ``meta.json`` against this run, load backend state and this rank's RNG."""
+        meta = read_json(folder / "meta.json")
+        if meta.get("backend") != expect["backend"]:
+            raise ResumeError(
+                f"{folder}: written by backend '{meta.get('backend')}', this run uses "
+                f"'{expect['backend']}'; rerun with rm.backend={meta.get('backend')} or delete "
+                f"{self.root} to start over"
+            )
+        if meta.get("world_size") != expect["world_size"]:
+            raise ResumeError(
+                f"{folder}: written with world size {meta.get('world_size')}, this run has world "
+                f"size {expect['world_size']}. DeepSpeed ZeRO optimizer shards are per rank: resume "
+                f"with {meta.get('world_size')} ranks, or delete {self.root} to start over"
+            )
+        for key in ("stage_hash", "num_updates", "kept_pairs"):
+            if meta.get(key) != expect[key]:
+                raise ResumeError(f"{folder}: {key} {meta.get(key)!r} != this run's {expect[key]!r} "
+                                  "(config or data changed since the checkpoint); delete "
+                                  f"{self.root} to start over")
+        self.backend.load_checkpoint(folder)
+        rng = folder / f"rng-rank{self.backend.rank}.pt"
+        if rng.is_file():
+            set_rng_state(torch.load(rng, weights_only=False))
+        return meta
+
+
+# --------------------------------------------------------------------------- loop
+
+
+@dataclass
+class TrainResult:
+    updates_run: int  # in this process (after a resume: fewer than the plan's total)
+    final: UpdateMetrics | None
+    resumed_from_update: int | None
+
+
+class Trainer:
+    """``fit()`` runs updates ``start .. plan.num_updates - 1``. ``pool`` is the reward read-out
+    (tests pass a deliberately wrong one to prove the accuracy test can fail)."""
+
+    def __init__(self, backend, pairs, plan: BatchPlan, schedule: LRSchedule, pad_id: int, *,
+                 store: CheckpointStore | None = None, checkpoint_every: int = 0,
+                 meta: dict[str, Any] | None = None, metrics: MetricsLog | None = None,
+                 on_update: Callable[[UpdateMetrics], None] | None = None,
+                 stop: StopFlag | None = None, pool: PoolFn = pool_last, progress: bool = True):
+        if schedule.total != plan.num_updates:
+            raise ValueError(f"schedule has {schedule.total} updates, data plan {plan.num_updates}")
+        self.backend, self.pairs, self.plan, self.schedule = backend, pairs, plan, schedule
+        self.pad_id, self.store, self.checkpoint_every = pad_id, store, checkpoint_every
+        self.meta = meta or {}
+        self.metrics = metrics or MetricsLog(None)
+        self.on_update, self.stop, self.pool, self.progress = on_update, stop, pool, progress
+
+    def resume(self) -> int:
+        """Load the latest checkpoint if there is one; returns the update to start from."""
+        folder = self.store.latest() if self.store is not None else None
+        if folder is None:
+            return 0
+        meta = self.store.load(folder, self.meta)
+        self.metrics.restore((folder / "metrics.jsonl").read_text().splitlines())
+        return int(meta["next_update"])
+
+    def fit(self, start: int = 0) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        b, plan = self.backend, self.plan
+        bar = tqdm(total=plan.num_updates, initial=start, desc="train_rm", unit="update",
+                   disable=not self.progress or b.rank != 0, dynamic_ncols=True)
+        last = None
+        try:
+            for k in range(start, plan.num_updates):
+                last = self._update(k)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last.loss:.4f}", acc=f"{last.accuracy:.3f}",
+                                pairs_s=f"{last.pairs_per_s:.1f}", tok_s=f"{last.tokens_per_s:.0f}")
+                stop = b.any_true(self.stop is not None and self.stop.requested)
+                periodic = self.checkpoint_every and (k + 1) % self.checkpoint_every == 0
+                if self.store is not None and (stop or (periodic and k + 1 < plan.num_updates)):
+                    folder = self.store.save(k + 1, self.meta, self.metrics.lines)
+                    if stop:
+                        raise Preempted(k + 1, folder)
+        finally:
+            bar.close()
+        return TrainResult(plan.num_updates - start, last, start or None)
+
+    def _update(self, k: int) -> UpdateMetrics:
+        b, plan = self.backend, self.plan
+        t0 = time.perf_counter()
+        b.train()
+        chosen, rejected, finite = [], [], True
+        tokens = padded = 0
+        for idx in plan.micro_batches(k, b.rank):
+            batch = make_batch(self.pairs, idx, self.pad_id).to(b.device)
+            r = self.pool(b.scores(batch), batch.attention_mask)
+            r_c, r_r = r[: batch.n_pairs], r[batch.n_pairs :]
+            loss, _ = bradley_terry_loss(r_c, r_r)
+            finite = finite and bool(torch.isfinite(loss)) and bool(torch.isfinite(r).all())
+            b.backward(loss)
+            chosen.append(r_c.detach().float())
+            rejected.append(r_r.detach().float())
+            tokens += batch.tokens
+            padded += batch.padded_tokens
+        if not b.all_true(finite):
+            raise NonFiniteError(k, "loss or reward")
+        lr = self.schedule(k)
+        grad_norm = b.step(lr)
+        if not math.isfinite(grad_norm):
+            raise NonFiniteError(k, "gradient norm")
+        _, stats = bradley_terry_loss(b.gather(torch.cat(chosen)), b.gather(torch.cat(rejected)))
+        tokens, padded = int(b.sum(tokens)), int(b.sum(padded))
+        dt = time.perf_counter() - t0
+        m = UpdateMetrics(
+            update=k, lr=lr, loss=stats.loss, accuracy=stats.accuracy,
+            reward_chosen_mean=stats.reward_chosen_mean, reward_chosen_std=stats.reward_chosen_std,
+            reward_rejected_mean=stats.reward_rejected_mean,
+            reward_rejected_std=stats.reward_rejected_std, margin=stats.margin, grad_norm=grad_norm,
+            tokens=tokens, padding_fraction=1.0 - tokens / padded, seconds=dt,
+            tokens_per_s=tokens / dt, pairs_per_s=plan.total_batch / dt,
+        )
+        if b.rank == 0:
+            self.metrics.append(m)
+            if self.on_update is not None:
+                self.on_update(m)
+        return m
+
+
+@torch.no_grad()
+def evaluate_accuracy(backend, pairs, pad_id: int, micro_batch: int, pool: PoolFn = pool_last) -> float:
+    """Pairwise accuracy (strict >) over all pairs, sharded over ranks. Under ZeRO-3 every rank
+    must run the same number of forwards, so short shards repeat pair 0 and mask it out."""
+    n, world, rank = len(pairs.chosen), backend.world_size, backend.rank
+    mine = np.arange(rank, n, world)
+    per_rank = math.ceil(n / world)
+    steps = math.ceil(per_rank / micro_batch)
+    backend.eval()
+    correct = 0.0
+    for s in range(steps):
+        idx = mine[s * micro_batch : (s + 1) * micro_batch]
+        real = len(idx)
+        fill = np.zeros(max(0, 1 - real), dtype=np.int64)  # an empty shard still runs one row
+        batch = make_batch(pairs, np.concatenate([idx, fill]).astype(np.int64), pad_id).to(backend.device)
+        r = pool(backend.scores(batch), batch.attention_mask)
+        wins = (r[: batch.n_pairs] > r[batch.n_pairs :]).float()[:real]
+        correct += float(wins.sum())
+    return backend.sum(correct) / n

@@ -1,0 +1,304 @@
+"""``paper-repro plan``: what an RM training run costs before it is submitted.
+
+    paper-repro plan llama3-70b-uf --nodes 4 --gpus-per-node 8 [--mfu 0.35 --gpu-tflops 989]
+
+Parameters are counted on a meta-device ``LlamaForSequenceClassification`` of the real Llama 3
+shape (reproduction_spec.md section 1); tokens come from the prepared data when it exists; the
+ZeRO-3 model-state memory is DeepSpeed's own estimator; activations and GPU-hours use the formulas
+stated next to each function. The arithmetic lives in small pure functions (tests/unit/test_plan.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ReproConfig
+
+GIB = 2**30  # DeepSpeed's estimator prints GiB (labelled "GB"); we keep its unit and say so
+
+# No prepared data yet: UltraFeedback (argilla cleaned, ~60.9k pairs) averages roughly 950
+# non-pad Llama 3 tokens per pair (chosen + rejected, each with the shared prompt). Assumption,
+# not a measurement: HuggingFaceH4/ultrafeedback_binarized stores ~6.4 kB of text per row
+# (4 copies of the prompt + 3 responses), which at ~4.2 bytes per Llama 3 token gives prompts of
+# ~150 and responses of ~310 tokens: 2 x 150 + 2 x 310 + ~20 format tokens. `prepare-data`
+# replaces this with the exact count.
+UF_TOKENS_PER_PAIR_ASSUMED = 950
+
+# Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
+# eq. 1): one transformer layer stores s*b*h*(34 + 5*a*s/h) bytes of activations in 16-bit.
+# SDPA/flash attention never materialises the a*s*s score matrix, so the 5as/h term drops.
+ACT_BYTES_PER_TOKEN_HIDDEN = 34
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+# reproduction_spec.md section 1 (70B); the 8B is the same family at hidden 4096 / 32 layers.
+LLAMA3_SHAPES = {
+    "llama3-70b": LlamaShape(128256, 8192, 28672, 80, 64, 8),
+    "llama3-8b": LlamaShape(128256, 4096, 14336, 32, 32, 8),
+}
+
+
+def shape_for(cfg: ReproConfig) -> LlamaShape:
+    if cfg.model.arch == "tiny":
+        from .tiny import VOCAB_SIZE
+
+        t = cfg.model.tiny
+        return LlamaShape(VOCAB_SIZE, t.hidden_size, t.intermediate_size, t.num_hidden_layers,
+                          t.num_attention_heads, t.num_key_value_heads)
+    return LLAMA3_SHAPES[cfg.model.arch]
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    total: int
+    embedding: int
+    per_layer: int
+    largest_layer: int  # largest single module (DeepSpeed's "largest layer"): gathered whole
+
+
+def rm_param_count(s: LlamaShape) -> ParamCount:
+    """Parameters of LlamaForSequenceClassification(num_labels=1): embeddings, per layer q/k/v/o
+    (GQA: k and v are hidden x kv_heads*head_dim), SwiGLU gate/up/down, two RMSNorms; the final
+    norm and the bias-free score head (hidden -> 1). No LM head."""
+    kv = s.kv_heads * s.head_dim
+    attn = 2 * s.hidden * s.hidden + 2 * s.hidden * kv
+    mlp = 3 * s.hidden * s.intermediate
+    per_layer = attn + mlp + 2 * s.hidden
+    embedding = s.vocab * s.hidden
+    total = embedding + s.layers * per_layer + s.hidden + s.hidden
+    largest = max(embedding, s.hidden * s.intermediate, s.hidden * s.hidden)
+    return ParamCount(total, embedding, per_layer, largest)
+
+
+def meta_param_count(s: LlamaShape) -> tuple[int, int]:
+    """(total, largest module) of the real HF class built on the meta device (no memory). Counted
+    with numel, not DeepSpeed's data_ptr dedupe, which sees every meta tensor at address 0 (that
+    is why its `_all_live` estimator reports 0 parameters for a meta model)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden,
+                         intermediate_size=s.intermediate, num_hidden_layers=s.layers,
+                         num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                         tie_word_embeddings=False, num_labels=1, pad_token_id=s.vocab - 1)
+    with torch.device("meta"):
+        model = LlamaForSequenceClassification(config)
+    total = sum(p.numel() for p in model.parameters())
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    return total, largest
+
+
+@dataclass(frozen=True)
+class Tokens:
+    pairs: int
+    nonpad: int  # chosen + rejected tokens over all epochs
+    padded: int  # EasyLM: every row padded to max_length
+    source: str
+
+
+def token_counts(pairs: int, nonpad_per_epoch: int, max_length: int, epochs: int,
+                 source: str) -> Tokens:
+    return Tokens(pairs=pairs, nonpad=nonpad_per_epoch * epochs,
+                  padded=2 * pairs * max_length * epochs, source=source)
+
+
+def training_tokens(cfg: ReproConfig, run_dir: Path) -> Tokens:
+    """Exact from prepared train parquet; else the data report's means; else the UF assumption."""
+    from .paths import RunPaths
+
+    paths = RunPaths(run_dir)
+    d, epochs = cfg.data, cfg.rm.epochs
+    train = paths.prepared("train")
+    if train.is_file():
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(train, columns=["chosen_len", "rejected_len"])
+        n = sum(int(pa_sum(t.column(c))) for c in ("chosen_len", "rejected_len"))
+        return token_counts(t.num_rows, n, d.max_length, epochs, f"exact, {train}")
+    if paths.data_report.is_file():
+        from .io import read_json
+
+        rep = read_json(paths.data_report)
+        kept = int(rep["train"]["kept"])
+        lengths = rep["preference"]["token_lengths"]
+        mean = lengths["chosen"]["mean"] + lengths["rejected"]["mean"]
+        return token_counts(kept, round(kept * mean), d.max_length, epochs,
+                            f"kept pairs x mean length, {paths.data_report}")
+    return token_counts(d.expected_pairs, d.expected_pairs * UF_TOKENS_PER_PAIR_ASSUMED,
+                        d.max_length, epochs,
+                        f"ASSUMED: {d.expected_pairs} pairs (none filtered) x "
+                        f"{UF_TOKENS_PER_PAIR_ASSUMED} tokens/pair (UltraFeedback estimate)")
+
+
+def pa_sum(column) -> int:
+    import pyarrow.compute as pc
+
+    return pc.sum(column).as_py() or 0
+
+
+def train_flops(params: int, tokens: int) -> float:
+    """Model FLOPs of one training pass: 6 x params x tokens (forward 2, backward 4; attention
+    score FLOPs and the activation-checkpointing recompute are not counted, as MFU conventions)."""
+    return 6.0 * params * tokens
+
+
+def gpu_hours(flops: float, gpu_tflops: float, mfu: float) -> float:
+    return flops / (gpu_tflops * 1e12 * mfu) / 3600.0
+
+
+@dataclass(frozen=True)
+class Zero3Memory:
+    offload: str
+    per_gpu_bytes: int
+    per_cpu_bytes: int  # per node
+
+
+def zero3_model_states(total: int, largest: int, gpus_per_node: int,
+                       nodes: int) -> list[Zero3Memory]:
+    """DeepSpeed's ZeRO-3 model-state estimate (params + grads + Adam states), the rows that
+    ``estimate_zero3_model_states_mem_needs_all_cold`` prints for zero_init=1, as numbers."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    rows = []
+    for label, opt, par in (("none", False, False), ("optimizer", True, False),
+                            ("optimizer+params", True, True)):
+        cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
+            total, largest, num_gpus_per_node=gpus_per_node, num_nodes=nodes,
+            cpu_offload=opt, cpu_offload_params=par, zero_init=True)
+        rows.append(Zero3Memory(label, int(gpu), int(cpu)))
+    return rows
+
+
+@dataclass(frozen=True)
+class Activations:
+    checkpoints: int
+    working: int
+
+    @property
+    def total(self) -> int:
+        return self.checkpoints + self.working
+
+
+def activation_bytes(layers: int, rows: int, seq: int, hidden: int, *, checkpointing: bool,
+                     bytes_per: int = 2) -> Activations:
+    """With activation checkpointing every decoder layer keeps only its input,
+    layers x rows x seq x hidden x bytes, and one layer at a time is recomputed with its full
+    34 x rows x seq x hidden bytes (Korthikanti et al., flash/SDPA attention). Without it every
+    layer keeps the full set."""
+    full = ACT_BYTES_PER_TOKEN_HIDDEN * rows * seq * hidden
+    if not checkpointing:
+        return Activations(0, layers * full)
+    return Activations(layers * rows * seq * hidden * bytes_per, full)
+
+
+def max_micro_pairs(budget_bytes: int, layers: int, seq: int, hidden: int,
+                    checkpointing: bool, *, pairs_per_rank: int | None = None,
+                    limit: int = 64) -> int:
+    """Largest micro batch (pairs; 2 rows each) whose activations fit ``budget_bytes``; with
+    ``pairs_per_rank`` (total batch / world size) only divisors of it count, since the
+    accumulation steps must be whole."""
+    best = 0
+    for pairs in range(1, limit + 1):
+        if activation_bytes(layers, 2 * pairs, seq, hidden,
+                            checkpointing=checkpointing).total > budget_bytes:
+            break
+        if pairs_per_rank is None or pairs_per_rank % pairs == 0:
+            best = pairs
+    return best
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:,.2f} GiB"
+
+
+def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
+    res = cfg.resources.train_rm
+    nodes = args.nodes if args.nodes is not None else res.nodes
+    gpn = args.gpus_per_node if args.gpus_per_node is not None else res.gpus_per_node
+    run_dir = Path(getattr(args, "run_dir", None) or Path("results") / cfg.preset)
+    shape = shape_for(cfg)
+    counted = rm_param_count(shape)
+    total, largest = meta_param_count(shape)
+    if (total, largest) != (counted.total, counted.largest_layer):
+        raise RuntimeError(f"parameter formula {counted} disagrees with the meta model "
+                           f"({total}, {largest}); update rm_param_count")
+    tokens = training_tokens(cfg, run_dir)
+    flops = train_flops(total, tokens.nonpad)
+    flops_padded = train_flops(total, tokens.padded)
+    r = cfg.rm
+    updates = r.epochs * (tokens.pairs // r.total_batch_pairs)
+    print(f"plan: {cfg.preset} ({cfg.model.arch}), reward model training (train_rm)")
+    print(f"  parameters          {total:,} (LlamaForSequenceClassification on the meta device; "
+          f"embedding {counted.embedding:,}, {shape.layers} layers x {counted.per_layer:,})")
+    print(f"  training pairs      {tokens.pairs:,} x {r.epochs} epoch(s) -> {updates} updates of "
+          f"{r.total_batch_pairs} pairs")
+    print(f"  training tokens     {tokens.nonpad:,} non-pad ({tokens.source})")
+    print(f"  FLOPs (6 N T)       {flops:.3e}")
+    print(f"  EasyLM padded       {tokens.padded:,} tokens (every row padded to "
+          f"{cfg.data.max_length}) -> {flops_padded:.3e} FLOPs, "
+          f"{flops_padded / max(flops, 1):.1f}x the non-pad compute")
+    world = nodes * gpn
+    if world == 0:
+        print("  GPUs                none in resources.train_rm; pass --nodes/--gpus-per-node "
+              "for memory and GPU-hours")
+        return 0
+    gpu_mem = res.gpu_mem_gb * GIB
+    states = zero3_model_states(total, largest, gpn, nodes)
+    rows = 2 * r.micro_batch_pairs
+    act = activation_bytes(shape.layers, rows, cfg.data.max_length, shape.hidden,
+                           checkpointing=r.activation_checkpointing)
+    print(f"  hardware            {nodes} node(s) x {gpn} GPU(s) = {world} GPUs, "
+          f"{res.gpu_mem_gb} GiB each, {args.gpu_tflops:g} dense bf16 TFLOPS, MFU {args.mfu:g}")
+    print("  ZeRO-3 model states (DeepSpeed estimate_zero3_model_states_mem_needs, zero_init=1; "
+          "GiB):")
+    for row in states:
+        print(f"    offload {row.offload:<17} per GPU {_gib(row.per_gpu_bytes):>12}   "
+              f"per node CPU {_gib(row.per_cpu_bytes):>12}")
+    ckpt = "with" if r.activation_checkpointing else "without"
+    print(f"  activations         {_gib(act.total)} per GPU at micro batch {r.micro_batch_pairs} "
+          f"pairs ({rows} rows) x {cfg.data.max_length} tokens, {ckpt} checkpointing:")
+    if r.activation_checkpointing:
+        print(f"    layer inputs      {shape.layers} x {rows} x {cfg.data.max_length} x "
+              f"{shape.hidden} x 2 B = {_gib(act.checkpoints)}")
+    print(f"    one layer         34 x {rows} x {cfg.data.max_length} x {shape.hidden} B = "
+          f"{_gib(act.working)} (Korthikanti et al. 2022, no attention-score term)")
+    need = states[0].per_gpu_bytes + act.total
+    fits = need <= gpu_mem
+    print(f"  per-GPU total       {_gib(need)} (no offload) vs {res.gpu_mem_gb} GiB: "
+          f"{'FITS' if fits else 'DOES NOT FIT'} (before CUDA context, comm buffers and "
+          "fragmentation, typically a few GiB)")
+    per_rank = r.total_batch_pairs // world if r.total_batch_pairs % world == 0 else None
+    fit_pairs = max_micro_pairs(gpu_mem - states[0].per_gpu_bytes, shape.layers,
+                                cfg.data.max_length, shape.hidden, r.activation_checkpointing,
+                                pairs_per_rank=per_rank)
+    print(f"  largest micro batch that fits at {cfg.data.max_length} tokens"
+          f"{f' and divides {per_rank} pairs per GPU' if per_rank else ''}: {fit_pairs} pair(s)")
+    hours = gpu_hours(flops, args.gpu_tflops, args.mfu)
+    hours_padded = gpu_hours(flops_padded, args.gpu_tflops, args.mfu)
+    print(f"  GPU-hours           {hours:,.1f} at MFU {args.mfu:g} -> wall {hours / world:,.2f} h "
+          f"on {world} GPUs ({math.ceil(hours / world * 60):,} min)")
+    print(f"  GPU-hours (padded)  {hours_padded:,.1f} -> wall {hours_padded / world:,.2f} h if "
+          "every row is padded to max_length as EasyLM did")
+    if hours / world * 60 > res.runtime_min:
+        print(f"  WARNING: wall time exceeds resources.train_rm.runtime_min ({res.runtime_min}); "
+              "the job relies on preemption-safe resume")
+    return 0

@@ -1,0 +1,259 @@
+"""One PPO step as EasyLM ``llama_train_ppo.py`` runs it (spec section 9).
+
+Per step: sample one response per prompt with the current policy (the whole step's prompts,
+``prompts_per_step``), then for each PPO epoch walk the rollouts in order in mini-batches of
+``mini_batch`` and make one optimizer update of policy and value per mini-batch.
+
+Where the "old" quantities come from is a switch, ``ppo.score_per_minibatch``:
+
+- ``True`` (EasyLM): rewards, old log-probs, reference log-probs, values, KL-penalised rewards,
+  GAE and advantage whitening are computed *per mini-batch, right before its update*, with the
+  current parameters (``ppo_forward_backward`` scores and differentiates in one call). The ratio
+  therefore starts at exactly 1 and, with one PPO epoch, neither clip ever binds.
+- ``False`` (textbook PPO / TRL): the whole rollout batch is scored once after generation and
+  advantages are whitened over the whole batch.
+
+Policy and value have their own AdamW (EasyLM keeps two train states): global-norm clipping per
+model, then AdamW with the warmup-then-constant learning rate; both step from one backward of
+``pg + vf_coef * vf``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ..config import PPOConfig
+from ..modeling import rewards as pooled_rewards
+from . import core
+from .models import PPOModels
+from .rollout import Rollout, generate, response_logits, response_values, token_logprobs
+
+
+@dataclass
+class Experience:
+    """A scored slice of a rollout (everything detached)."""
+
+    ro: Rollout
+    old_logps: torch.Tensor
+    ref_logps: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    kl: torch.Tensor  # per token, masked
+    reward: torch.Tensor  # [B] after the no-EOS rule (EasyLM env/reward_mean)
+    raw_reward: torch.Tensor  # [B] the RM output at the last token, before the rule
+    score: torch.Tensor  # [B] reward * gain + bias
+    entropy: torch.Tensor  # per token
+
+
+@dataclass
+class StepStats:
+    """One PPO step; field names are the ``ppo/metrics.jsonl`` keys the report reads."""
+
+    step: int
+    reward_mean: float  # mean reward after the no-EOS rule (EasyLM env/reward_mean)
+    reward_std: float
+    raw_reward_mean: float  # RM output before the no-EOS rule
+    score_mean: float
+    kl: float  # mean over responses of the summed per-token KL (EasyLM objective/kl)
+    kl_per_token: float
+    entropy: float
+    policy_loss: float
+    value_loss: float
+    total_loss: float
+    clip_frac: float
+    value_clip_frac: float
+    approx_kl: float
+    ratio_mean: float
+    response_len: float
+    no_eos_frac: float
+    lr: float
+    updates: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def adamw(model: torch.nn.Module, cfg: PPOConfig) -> torch.optim.AdamW:
+    """AdamW with EasyLM's weight-decay mask: no decay on embeddings and norm scales (spec 6.1)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "embed" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def warmup_updates(cfg: PPOConfig, steps_per_epoch: int) -> int:
+    """EasyLM: ceil(warmup_epochs x grad updates per epoch); updates per step =
+    prompts_per_step / mini_batch x ppo_epochs."""
+    per_step = cfg.prompts_per_step // cfg.mini_batch * cfg.ppo_epochs
+    return math.ceil(cfg.warmup_ratio * steps_per_epoch * per_step)
+
+
+class PPOTrainer:
+    def __init__(self, cfg: PPOConfig, models: PPOModels, *, eos_id: int, pad_id: int,
+                 warmup: int, score_per_minibatch: bool = True):
+        self.cfg, self.m = cfg, models
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.warmup = warmup
+        self.score_per_minibatch = score_per_minibatch
+        self.opt_policy = adamw(models.policy, cfg)
+        self.opt_value = adamw(models.value, cfg)
+        self.updates = 0  # optimizer updates so far (the schedule's clock)
+
+    # ---------------------------------------------------------------- rollout and scoring
+    def rollout(self, prompts: Sequence[np.ndarray], seed: int) -> Rollout:
+        c = self.cfg
+        return generate(self.m.policy, prompts, pad_id=self.pad_id, eos_id=self.eos_id,
+                        max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=c.top_k,
+                        seed=seed)
+
+    @torch.no_grad()
+    def score(self, ro: Rollout) -> Experience:
+        """Reward, KL-penalised per-token rewards, values and (whitened) advantages of ``ro``."""
+        c = self.cfg
+        mask = ro.response_mask
+        # RM on [prompt ; response], read at the last real token (EasyLM; no BOS, pitfall 4).
+        raw = pooled_rewards(self.m.reward, ro.input_ids, ro.attention_mask).float()
+        rows = torch.arange(len(ro), device=raw.device)
+        last_tok = ro.response_ids[rows, core.last_index(mask)]
+        reward = core.apply_no_eos_rule(raw, last_tok == self.eos_id, c.no_eos_reward)
+        score = core.score_from_reward(reward, c.reward_gain, c.reward_bias)
+
+        logits = response_logits(self.m.policy, ro)
+        old_logps = token_logprobs(logits, ro.response_ids)
+        entropy = core.entropy_from_logits(logits)
+        del logits
+        ref_logps = token_logprobs(response_logits(self.m.reference, ro), ro.response_ids)
+        old_values = response_values(self.m.value, ro)
+
+        rewards, kl = core.kl_penalized_rewards(old_logps, ref_logps, score, mask, c.kl_coef)
+        adv, ret = core.compute_advantages(
+            old_values, rewards, mask, gamma=c.gamma, lam=c.lam,
+            whiten_rewards=c.whiten_rewards, whiten_advantages=c.whiten_advantages,
+        )
+        return Experience(ro, old_logps, ref_logps, old_values, adv, ret, kl, reward, raw, score, entropy)
+
+    def score_batch(self, ro: Rollout) -> list[Experience]:
+        """Textbook mode: score the whole rollout once, whiten over the whole batch, then slice."""
+        exp = self.score(ro)
+        out = []
+        for start in range(0, len(ro), self.cfg.mini_batch):
+            idx = slice(start, start + self.cfg.mini_batch)
+            sub = ro.select(idx)
+            width = sub.response_mask.shape[1]
+
+            def cut(x: torch.Tensor) -> torch.Tensor:
+                return x[idx, :width] if x.ndim == 2 else x[idx]  # noqa: B023
+
+            out.append(Experience(sub, *(cut(getattr(exp, f)) for f in (
+                "old_logps", "ref_logps", "old_values", "advantages", "returns", "kl", "reward",
+                "raw_reward", "score", "entropy"))))
+        return out
+
+    # ---------------------------------------------------------------- update
+    def lr(self) -> float:
+        return core.warmup_constant_lr(self.updates, self.cfg.lr, self.warmup)
+
+    def update(self, exp: Experience) -> core.LossParts:
+        c, ro = self.cfg, exp.ro
+        lr = self.lr()
+        for opt in (self.opt_policy, self.opt_value):
+            for g in opt.param_groups:
+                g["lr"] = lr
+        self.m.policy.train()
+        self.m.value.train()
+        logps = token_logprobs(response_logits(self.m.policy, ro), ro.response_ids)
+        values = response_values(self.m.value, ro)
+        parts = core.ppo_loss(
+            logps, exp.old_logps, values, exp.old_values, exp.advantages, exp.returns,
+            ro.response_mask, cliprange=c.cliprange, cliprange_value=c.cliprange_value,
+            vf_coef=c.vf_coef, value_loss_scale=c.value_loss_scale,
+        )
+        if not torch.isfinite(parts.total):
+            raise FloatingPointError(f"PPO loss is {parts.total.item()} at update {self.updates}")
+        self.opt_policy.zero_grad(set_to_none=True)
+        self.opt_value.zero_grad(set_to_none=True)
+        parts.total.backward()
+        torch.nn.utils.clip_grad_norm_(self.m.policy.parameters(), c.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.m.value.parameters(), c.grad_clip)
+        self.opt_policy.step()
+        self.opt_value.step()
+        self.m.policy.eval()
+        self.m.value.eval()
+        self.updates += 1
+        return parts
+
+    def step(self, step: int, prompts: Sequence[np.ndarray], seed: int) -> StepStats:
+        """Rollout ``prompts`` (seeded by ``seed``), then ``ppo_epochs`` passes of mini-batch updates."""
+        c = self.cfg
+        if len(prompts) % c.mini_batch:
+            raise ValueError(f"{len(prompts)} prompts are not divisible by mini_batch {c.mini_batch}")
+        lr_first = self.lr()
+        ro = self.rollout(prompts, seed)
+        logs: list[tuple[Experience, core.LossParts]] = []
+        for _ in range(c.ppo_epochs):
+            if self.score_per_minibatch:
+                for start in range(0, len(ro), c.mini_batch):
+                    exp = self.score(ro.select(slice(start, start + c.mini_batch)))
+                    logs.append((exp, self.update(exp)))
+            else:
+                for exp in self.score_batch(ro):
+                    logs.append((exp, self.update(exp)))
+        return self._stats(step, logs, lr_first)
+
+    def _stats(self, step: int, logs: list[tuple[Experience, core.LossParts]], lr: float) -> StepStats:
+        def mean(values: list[torch.Tensor]) -> float:
+            return float(torch.stack([v.detach().float() for v in values]).mean())
+
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([getattr(e, name) for e, _ in logs])
+
+        masks = [e.ro.response_mask for e, _ in logs]
+        reward = cat("reward")
+        return StepStats(
+            step=step,
+            reward_mean=float(reward.mean()),
+            reward_std=float(reward.std(unbiased=False)),
+            raw_reward_mean=float(cat("raw_reward").mean()),
+            score_mean=float(cat("score").mean()),
+            kl=mean([e.kl.sum(-1).mean() for e, _ in logs]),
+            kl_per_token=mean([core.masked_mean(e.kl, mk) for (e, _), mk in zip(logs, masks, strict=True)]),
+            entropy=mean([core.masked_mean(e.entropy, mk) for (e, _), mk in zip(logs, masks, strict=True)]),
+            policy_loss=mean([p.policy for _, p in logs]),
+            value_loss=mean([p.value for _, p in logs]),
+            total_loss=mean([p.total for _, p in logs]),
+            clip_frac=mean([p.clip_frac for _, p in logs]),
+            value_clip_frac=mean([p.value_clip_frac for _, p in logs]),
+            approx_kl=mean([p.approx_kl for _, p in logs]),
+            ratio_mean=mean([p.ratio_mean for _, p in logs]),
+            response_len=float(torch.cat([mk.sum(-1) for mk in masks]).float().mean()),
+            no_eos_frac=float((~torch.cat([e.ro.has_eos for e, _ in logs])).float().mean()),
+            lr=lr,
+            updates=self.updates,
+        )
+
+    # ---------------------------------------------------------------- state (resume)
+    def state_dict(self) -> dict:
+        return {
+            "policy": self.m.policy.state_dict(),
+            "value": self.m.value.state_dict(),
+            "opt_policy": self.opt_policy.state_dict(),
+            "opt_value": self.opt_value.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.m.policy.load_state_dict(state["policy"])
+        self.m.value.load_state_dict(state["value"])
+        self.opt_policy.load_state_dict(state["opt_policy"])
+        self.opt_value.load_state_dict(state["opt_value"])
+        self.updates = int(state["updates"])

@@ -1,0 +1,1 @@
+"""The report stage's parts: tables, figures, BibTeX, provenance, input readers."""

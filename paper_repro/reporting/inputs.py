@@ -1,0 +1,112 @@
+"""Read the stage outputs the report is built from (formats: docs/architecture.md).
+
+Every file is optional here: the report says which ones are missing instead of crashing, and a
+malformed file is an error that names the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..paths import RunPaths
+
+
+class ReportInputError(ValueError):
+    pass
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReportInputError(f"{path}:{i}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ReportInputError(f"{path}:{i}: expected an object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportInputError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+@dataclass
+class ReportInputs:
+    data_report: dict[str, Any] | None = None
+    train_metrics: list[dict[str, Any]] | None = None
+    train_summary: dict[str, Any] | None = None
+    scores: dict[str, Any] | None = None
+    comparison: dict[str, Any] | None = None
+    pairs: dict[str, list] | None = None  # columns of eval_rewardbench/pairs.parquet
+    ppo_metrics: list[dict[str, Any]] | None = None
+    ppo_summary: dict[str, Any] | None = None
+    read: list[Path] = field(default_factory=list)  # files actually read (for provenance)
+    missing: list[Path] = field(default_factory=list)
+
+
+def series(rows: list[dict[str, Any]], x: str, y: str) -> tuple[list[float], list[float]]:
+    """(x, y) over the rows that have a numeric ``y``, sorted by x; when a resumed job wrote a
+    step twice, its last line wins."""
+    pts = {r[x]: r[y] for r in rows if isinstance(r.get(y), int | float) and x in r}
+    xs = sorted(pts)
+    return xs, [pts[k] for k in xs]
+
+
+def load_inputs(paths: RunPaths) -> ReportInputs:
+    inp = ReportInputs()
+
+    def take(path: Path, reader):
+        if not path.is_file():
+            inp.missing.append(path)
+            return None
+        inp.read.append(path)
+        return reader(path)
+
+    inp.data_report = take(paths.data_report, _json)
+    inp.train_metrics = take(paths.train_metrics, read_jsonl)
+    inp.train_summary = take(paths.train_summary, _json)
+    inp.scores = take(paths.eval_scores, _json)
+    inp.comparison = take(paths.eval_comparison, _json)
+    inp.pairs = take(paths.eval_pairs, _read_pairs)
+    inp.ppo_metrics = take(paths.ppo_metrics, read_jsonl)
+    inp.ppo_summary = take(paths.ppo_summary, _json)
+    _check(inp, paths)
+    return inp
+
+
+def _read_pairs(path: Path) -> dict[str, list]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    need = {"subset", "reward_chosen", "reward_rejected"}
+    if missing := need - set(table.column_names):
+        raise ReportInputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+def _check(inp: ReportInputs, paths: RunPaths) -> None:
+    """The keys the tables read; a stage that wrote something else fails here, by name."""
+    if inp.scores is not None:
+        for key in ("subsets", "sections", "score"):
+            if key not in inp.scores:
+                raise ReportInputError(f"{paths.eval_scores}: missing key '{key}'")
+    if inp.comparison is not None and not isinstance(inp.comparison.get("rows"), list):
+        raise ReportInputError(f"{paths.eval_comparison}: missing list 'rows'")
+    if inp.train_metrics is not None:
+        for i, row in enumerate(inp.train_metrics, start=1):
+            if "update" not in row:
+                raise ReportInputError(f"{paths.train_metrics}:{i}: no 'update' field")
+    if inp.ppo_metrics is not None:
+        for i, row in enumerate(inp.ppo_metrics, start=1):
+            if "step" not in row:
+                raise ReportInputError(f"{paths.ppo_metrics}:{i}: no 'step' field")

@@ -1,0 +1,222 @@
+"""ppo: train a policy against the frozen reward model, as EasyLM did (reproduction_spec.md sec. 9).
+
+Inputs: the policy's SFT checkpoint (``download_base/model``, or ``ppo.policy_hub_id`` fetched and
+verified into ``ppo_policy_base/``), the exported RM (``export_rm/model``), the tokenized prompts
+(``prepare_data/ppo_prompts.parquet``, checked against the tokenization fingerprint).
+
+The last ``ppo.eval_prompts`` prompts are held out (never trained on) and scored before and after
+training; the rest are shuffled per epoch with a seeded permutation [I: EasyLM's loader order is
+not documented] and consumed ``prompts_per_step`` at a time (a partial last batch is dropped).
+
+Outputs: ``ppo/metrics.jsonl`` (one line per step, rank 0), ``ppo/summary.json``, ``ppo/policy/``
+(safetensors + tokenizer). SIGTERM/SIGUSR1 -> checkpoint at the end of the current step and exit
+75; a rerun resumes from ``checkpoints/ppo/`` and gives bitwise the same result on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError, ReproConfig, stage_hash
+from ..engine import EXIT_PREEMPTED, StopFlag
+from ..io import write_json, write_text
+from ..paths import RunPaths
+from ..tracking import stage_run
+
+EVAL_SEED_OFFSET = 7_919  # eval sampling seed = ppo.seed + this, identical before and after
+
+
+class PPOPreempted(Exception):  # noqa: N818 - control flow: leave the MLflow run as not finished
+    def __init__(self, checkpoint: Path, next_step: int):
+        self.checkpoint, self.next_step = checkpoint, next_step
+        super().__init__(f"preempted: {checkpoint} resumes at step {next_step}")
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Which prompts each step uses; a pure function of (prompts, config)."""
+
+    train: list[np.ndarray]
+    heldout: list[np.ndarray]
+    steps_per_epoch: int
+    total_steps: int
+    seed: int
+    per_step: int
+
+    def step_prompts(self, step: int) -> list[np.ndarray]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
+        return [self.train[i] for i in order[k * self.per_step : (k + 1) * self.per_step]]
+
+
+def plan_prompts(prompts: list[np.ndarray], cfg: ReproConfig, source: Path) -> PromptPlan:
+    p = cfg.ppo
+    if p.eval_prompts < 0 or p.eval_prompts >= len(prompts):
+        raise ConfigError("ppo.eval_prompts", f"{p.eval_prompts} held-out prompts leave none to train "
+                          f"on ({len(prompts)} prompts in {source})")
+    train, held = prompts[: len(prompts) - p.eval_prompts], prompts[len(prompts) - p.eval_prompts :]
+    steps_per_epoch = len(train) // p.prompts_per_step
+    if steps_per_epoch == 0:
+        raise ConfigError("ppo.prompts_per_step", f"{p.prompts_per_step} exceeds the {len(train)} "
+                          f"training prompts in {source}")
+    total = p.epochs * steps_per_epoch
+    if p.max_steps is not None:
+        total = min(total, p.max_steps)
+    return PromptPlan(train, held, steps_per_epoch, total, p.seed, p.prompts_per_step)
+
+
+def policy_source(cfg: ReproConfig, paths: RunPaths) -> Path:
+    """The SFT checkpoint the policy (and reference) start from."""
+    p = cfg.ppo
+    if not p.policy_hub_id or p.policy_hub_id == cfg.model.hub_id:
+        return paths.base_model
+    from ..hub import fetch_model
+
+    # Policy differs from the RM's base (e.g. the 8B policy trained with the 70B RM): its own pinned,
+    # sha256-verified snapshot; the lock manifest makes a rerun a cheap re-check.
+    fetch_model(p.policy_hub_id, p.policy_revision, paths.ppo_policy_base,
+                paths.ppo_policy_base_manifest)
+    return paths.ppo_policy_base
+
+
+def save_policy(policy, tokenizer, dest: Path) -> None:
+    """HF folder (safetensors + tokenizer), written next to ``dest`` and renamed into place."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    try:
+        return _run(cfg, paths)
+    except PPOPreempted as exc:
+        print(f"ppo: {exc}; rerun the stage to continue (exit {EXIT_PREEMPTED})")
+        return EXIT_PREEMPTED
+
+
+def _run(cfg: ReproConfig, paths: RunPaths) -> int:
+    p = cfg.ppo
+    if p.backend != "torch":
+        raise ConfigError("ppo.backend", f"'{p.backend}' PPO is not implemented; only the plain "
+                          "torch backend (one process) exists, set ppo.backend=torch")
+    import torch
+    from tqdm import tqdm
+
+    from ..data import check_fingerprint, load_prompts, load_tokenizer
+    from ..ppo.checkpoint import PPOCheckpoints
+    from ..ppo.evaluate import evaluate_policy
+    from ..ppo.models import build_models, check_vocab, load_policy, load_reward_model
+    from ..ppo.trainer import PPOTrainer, warmup_updates
+
+    torch.manual_seed(p.seed)
+    policy_dir = policy_source(cfg, paths)
+    tok = load_tokenizer(policy_dir)
+    check_fingerprint(paths.fingerprint, tok)
+    pad_id, eos_id = cfg.data.pad_token_id, tok.eos_token_id
+    source = paths.prepared("ppo_prompts")
+    plan = plan_prompts(list(load_prompts(source).input_ids), cfg, source)
+    warmup = warmup_updates(p, min(plan.steps_per_epoch, plan.total_steps))
+
+    policy = load_policy(policy_dir, cfg.model.dtype)
+    reward_model = load_reward_model(paths.rm_model, cfg.model.dtype)
+    check_vocab(policy, reward_model, eos_id=eos_id, pad_id=pad_id)
+    models = build_models(policy, reward_model)
+    trainer = PPOTrainer(p, models, eos_id=eos_id, pad_id=pad_id, warmup=warmup,
+                         score_per_minibatch=p.score_per_minibatch)
+
+    def evaluate(label: str):
+        t = time.time()
+        res = evaluate_policy(models.policy, models.reward, plan.heldout, p, pad_id=pad_id,
+                              eos_id=eos_id, seed=p.seed + EVAL_SEED_OFFSET, batch_size=p.mini_batch)
+        print(f"ppo: eval {label}: reward {res.reward_mean:.4f} (RM raw {res.raw_reward_mean:.4f}, "
+              f"no EOS {res.no_eos_frac:.3f}) on {res.prompts} held-out prompts, {time.time() - t:.1f} s")
+        return res.to_dict()
+
+    store = PPOCheckpoints(paths.checkpoints("ppo"))
+    expect = {"stage_hash": stage_hash(cfg, "ppo"), "train_prompts": len(plan.train),
+              "total_steps": plan.total_steps}
+    lines: list[str] = []
+    start = 0
+    with stage_run(cfg, paths, "ppo") as tr:
+        tr.log_params({"ppo.derived.steps": plan.total_steps, "ppo.derived.warmup_updates": warmup,
+                       "ppo.derived.train_prompts": len(plan.train),
+                       "ppo.derived.heldout_prompts": len(plan.heldout),
+                       "ppo.eval_decoding": f"sampled (temperature {p.temperature}, top_k {p.top_k}, "
+                                            f"seed {p.seed + EVAL_SEED_OFFSET})"})
+        tr.log_dataset("ppo_prompts", source)
+        latest = store.latest()
+        if latest is not None:
+            state, resumed = store.load(latest, expect)
+            trainer.load_state_dict(state)
+            start, lines, before = resumed.next_step, resumed.metrics, resumed.meta["eval_before"]
+            print(f"ppo: resumed from {latest} at step {start}/{plan.total_steps}")
+        else:
+            before = evaluate("before")
+            tr.log_metrics({f"eval_before.{k}": v for k, v in before.items()})
+        write_text(paths.ppo_metrics, "".join(line + "\n" for line in lines))
+        meta = {**expect, "eval_before": before}
+
+        flag = StopFlag().install()
+        t0 = time.time()
+        try:
+            bar = tqdm(range(start, plan.total_steps), desc="ppo", unit="step", initial=start,
+                       total=plan.total_steps)
+            for step in bar:
+                stats = trainer.step(step, plan.step_prompts(step), seed=p.seed * 100_003 + step)
+                row = stats.to_dict()
+                if not all(math.isfinite(v) for v in row.values()):
+                    raise FloatingPointError(f"non-finite PPO metrics at step {step}: {row}")
+                lines.append(json.dumps(row, sort_keys=True))
+                with open(paths.ppo_metrics, "a") as fh:
+                    fh.write(lines[-1] + "\n")
+                tr.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
+                bar.set_postfix(reward=f"{stats.reward_mean:.3f}", kl=f"{stats.kl:.3f}")
+                done = step + 1
+                if flag.requested or (done % p.checkpoint_every == 0 and done < plan.total_steps):
+                    folder = store.save(done, trainer.state_dict(), meta, lines)
+                    if flag.requested:
+                        raise PPOPreempted(folder, done)
+        finally:
+            flag.uninstall()
+        train_s = time.time() - t0
+
+        after = evaluate("after")
+        save_policy(models.policy, tok, paths.ppo_policy)
+        last = json.loads(lines[-1]) if lines else {}
+        summary = {
+            "steps": plan.total_steps,
+            "updates": trainer.updates,
+            "eval_reward_before": before["reward_mean"],
+            "eval_reward_after": after["reward_mean"],
+            "eval_before": before,
+            "eval_after": after,
+            "eval_decoding": (f"sampled: temperature {p.temperature}, top_k {p.top_k}, "
+                              f"max_new_tokens {p.max_new_tokens}, seed {p.seed + EVAL_SEED_OFFSET}"),
+            "heldout_prompts": len(plan.heldout),
+            "train_prompts": len(plan.train),
+            "kl_final": last.get("kl"),
+            "reward_final": last.get("reward_mean"),
+            "no_eos_frac_final": last.get("no_eos_frac"),
+            "kl_coef": p.kl_coef,
+            "score_per_minibatch": p.score_per_minibatch,
+            "train_seconds_this_run": round(train_s, 2),
+            "policy_source": str(policy_dir),
+        }
+        write_json(paths.ppo_summary, summary)
+        tr.log_metrics({f"eval_after.{k}": v for k, v in after.items()})
+        tr.log_artifact(paths.ppo_summary)
+        tr.log_artifact(paths.ppo_metrics)
+        tr.log_file_ref("policy", paths.ppo_policy)
+    print(f"ppo: {plan.total_steps} steps; held-out reward {before['reward_mean']:.4f} -> "
+          f"{after['reward_mean']:.4f}; final KL {summary['kl_final']}; policy -> {paths.ppo_policy}")
+    return 0

@@ -1,0 +1,200 @@
+"""``paper-repro train-rm``: Bradley-Terry reward-model training (issue 4; spec sections 4-6).
+
+Reads ``prepare_data/{train,heldout}.parquet`` and the SFT base, refuses a tokenizer that does not
+match the data fingerprint, trains with ``engine.Trainer`` on the configured backend and writes
+
+- ``train_rm/metrics.jsonl``: one line per update (``engine.UpdateMetrics``), mirrored to MLflow;
+- ``train_rm/summary.json``: counts, final loss, held-out accuracy, wall time, resume point;
+- ``train_rm/final.safetensors``: consolidated fp32 state dict of ``LlamaForSequenceClassification``
+  (HF key names), read by export_rm.
+
+Checkpoints go to ``checkpoints/train_rm/`` (never a Snakemake output). Exit codes: 0 done,
+``EXIT_PREEMPTED`` (75) checkpoint written after SIGTERM/SIGUSR1 (rerun to resume),
+``EXIT_NONFINITE`` (3) NaN/Inf loss, reward or gradient norm.
+
+Launch: plain torch in one process (``rm.backend=torch``), or DeepSpeed under a launcher, e.g.
+``torchrun --nnodes N --nproc-per-node G -m paper_repro.cli train-rm PRESET --run-dir DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ..config import ReproConfig, stage_hash
+from ..engine import (
+    EXIT_NONFINITE,
+    EXIT_PREEMPTED,
+    CheckpointStore,
+    MetricsLog,
+    NonFiniteError,
+    Preempted,
+    StopFlag,
+    Trainer,
+    UpdateMetrics,
+    evaluate_accuracy,
+)
+from ..io import atomic_path, write_json
+from ..paths import RunPaths
+
+STAGE = "train_rm"
+
+
+class TrainSetupError(RuntimeError):
+    pass
+
+
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(f"[train_rm] {msg}", file=sys.stderr, flush=True)
+
+
+def build_backend(cfg: ReproConfig, paths: RunPaths, accumulation_for_world):
+    """The configured backend with the reward model loaded from the SFT base."""
+    from ..modeling import load_reward_model_from_base
+
+    rm = cfg.rm
+
+    def load(dtype: str):
+        return load_reward_model_from_base(
+            paths.base_model, pad_token_id=cfg.data.pad_token_id, init_std=rm.head_init_std,
+            seed=rm.seed, dtype=dtype, attn_implementation=cfg.model.attn_implementation,
+        )
+
+    if rm.backend == "torch":
+        from ..backends import TorchBackend
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world != 1:
+            raise TrainSetupError(f"rm.backend=torch runs one process, but WORLD_SIZE={world}; "
+                                  "use rm.backend=deepspeed for several ranks")
+        # fp32 master weights; bf16 (model.dtype) is a compute dtype under autocast
+        return TorchBackend(load("float32"), rm, accumulation=accumulation_for_world(1),
+                            compute_dtype=cfg.model.dtype)
+    from ..backends import DeepSpeedBackend
+
+    return DeepSpeedBackend(lambda: load(cfg.model.dtype), rm, compute_dtype=cfg.model.dtype)
+
+
+def save_state_dict(path, state) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+
+
+def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    from ..batching import BatchPlan, pair_lengths
+    from ..data import check_fingerprint, load_pairs
+    from ..schedule import LRSchedule
+    from ..tracking import stage_run
+
+    t_start = time.time()
+    rm = cfg.rm
+    fp = check_fingerprint(paths.fingerprint, paths.base_model)
+    if fp["pad_token_id"] != cfg.data.pad_token_id:
+        raise TrainSetupError(f"{paths.fingerprint}: data padded with id {fp['pad_token_id']}, "
+                              f"config data.pad_token_id is {cfg.data.pad_token_id}")
+    train = load_pairs(paths.prepared("train"))
+    heldout_path = paths.prepared("heldout")
+    heldout = load_pairs(heldout_path) if heldout_path.is_file() else None
+    heldout = heldout if heldout is not None and len(heldout) else None
+
+    def accumulation(world: int) -> int:
+        if rm.total_batch_pairs % (rm.micro_batch_pairs * world):
+            raise TrainSetupError(
+                f"rm.total_batch_pairs {rm.total_batch_pairs} is not divisible by "
+                f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})")
+        return rm.total_batch_pairs // (rm.micro_batch_pairs * world)
+
+    if len(train) < rm.total_batch_pairs:
+        raise TrainSetupError(f"{paths.prepared('train')}: {len(train)} pairs, fewer than one update "
+                              f"of rm.total_batch_pairs={rm.total_batch_pairs}")
+    backend = build_backend(cfg, paths, accumulation)
+    rank, world = backend.rank, backend.world_size
+    plan = BatchPlan(len(train), total_batch=rm.total_batch_pairs, micro_batch=rm.micro_batch_pairs,
+                     world_size=world, epochs=rm.epochs, seed=rm.seed,
+                     length_grouped=rm.length_grouped,
+                     lengths=pair_lengths(train) if rm.length_grouped else None)
+    schedule = LRSchedule.from_config(rm, len(train))
+    meta = {"backend": backend.name, "world_size": world, "stage_hash": stage_hash(cfg, STAGE),
+            "num_updates": plan.num_updates, "kept_pairs": len(train)}
+    _log(rank, f"{backend.name} backend, world size {world}, {len(train)} pairs -> "
+               f"{plan.num_updates} updates ({schedule.warmup} warmup), accumulation "
+               f"{plan.accumulation} x micro {rm.micro_batch_pairs} pairs")
+
+    code = 0
+    stop = StopFlag().install()
+    try:
+        with stage_run(cfg, paths, STAGE) as tr:
+            tr.set_tags({"world_size": world, "backend": backend.name,
+                         "accumulation_steps": plan.accumulation})
+            if backend.name == "deepspeed" and rank == 0:
+                ds_path = paths.stage_dir(STAGE) / "deepspeed_config.json"
+                write_json(ds_path, backend.config)
+                tr.log_artifact(ds_path)
+            metrics = MetricsLog(paths.train_metrics, enabled=rank == 0)
+
+            def on_update(m: UpdateMetrics) -> None:
+                tr.log_metrics({k: v for k, v in vars(m).items() if k != "update"}, step=m.update)
+
+            trainer = Trainer(backend, train, plan, schedule, cfg.data.pad_token_id,
+                              store=CheckpointStore(paths.checkpoints(STAGE), backend),
+                              checkpoint_every=rm.checkpoint_every, meta=meta, metrics=metrics,
+                              on_update=on_update, stop=stop)
+            start = trainer.resume()
+            if start == 0:
+                metrics.restore([])  # a fresh run starts a fresh metrics file
+            else:
+                _log(rank, f"resumed from {trainer.store.latest()} at update {start}")
+                tr.set_tags({"resumed_from_update": start})
+            try:
+                result = trainer.fit(start)
+            except Preempted as exc:
+                tr.set_tags({"preempted_at_update": exc.next_update})
+                _log(rank, f"{exc}; exiting with {EXIT_PREEMPTED}")
+                raise
+            heldout_acc = None
+            if heldout is not None:
+                heldout_acc = evaluate_accuracy(backend, heldout, cfg.data.pad_token_id,
+                                                rm.micro_batch_pairs)
+            state = backend.full_state_dict()
+            if rank == 0:
+                save_state_dict(paths.trained_state, state)
+                final = result.final
+                summary = {
+                    "updates": plan.num_updates, "warmup_updates": schedule.warmup,
+                    "accumulation_steps": plan.accumulation, "world_size": world,
+                    "backend": backend.name, "zero_stage": rm.zero_stage if backend.name != "torch" else None,
+                    "kept_pairs": len(train), "total_batch_pairs": rm.total_batch_pairs,
+                    "micro_batch_pairs": rm.micro_batch_pairs, "length_grouped": rm.length_grouped,
+                    "final_loss": final.loss if final else None,
+                    "final_accuracy": final.accuracy if final else None,
+                    "heldout_accuracy": heldout_acc,
+                    "heldout_pairs": len(heldout) if heldout is not None else 0,
+                    "wall_s": round(time.time() - t_start, 3),
+                    "resumed_from_update": result.resumed_from_update,
+                }
+                write_json(paths.train_summary, summary)
+                tr.log_metrics({k: summary[k] for k in ("final_loss", "heldout_accuracy", "wall_s")
+                                if summary[k] is not None})
+                tr.log_artifact(paths.train_summary)
+                tr.log_file_ref("final_state", paths.trained_state)
+                _log(rank, f"done: {plan.num_updates} updates, final loss {summary['final_loss']:.4f}, "
+                           f"held-out accuracy {heldout_acc}, {summary['wall_s']:.1f} s")
+    except Preempted:
+        code = EXIT_PREEMPTED
+    except NonFiniteError as exc:
+        _log(0, str(exc))
+        code = EXIT_NONFINITE
+    finally:
+        stop.uninstall()
+    backend.close()
+    if backend.name == "deepspeed" and world > 1:
+        # Ranks sometimes abort in interpreter teardown after training (infra_notes.md); all work
+        # is on disk and every rank passed the final barrier, so leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -1,0 +1,175 @@
+"""Test doubles for the Hugging Face hub that the REAL ``huggingface_hub`` code talks to:
+
+* ``make_cache``: a hub cache folder exactly as huggingface_hub lays it out
+  (``models--org--name/{blobs/<hash>, snapshots/<commit>/<file> -> ../../blobs/<hash>,
+  refs/main}``; LFS blobs named by sha256, small files by git blob sha1).
+* ``FakeHub``: a local HTTP server on 127.0.0.1 speaking the few hub endpoints a download uses
+  (``/api/models/<repo>/revision/<rev>``, ``/api/models/<repo>/tree/<rev>``,
+  ``/<repo>/resolve/<rev>/<file>``), with the hub's error headers for a missing repo, a missing
+  revision and a gated repo. It records the Authorization headers it receives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LFS_SUFFIXES = (".safetensors", ".bin")
+
+
+def git_sha1(data: bytes) -> str:
+    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+
+
+def is_lfs(name: str) -> bool:
+    return name.endswith(LFS_SUFFIXES)
+
+
+def etag(name: str, data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest() if is_lfs(name) else git_sha1(data)
+
+
+def tiny_repo_files() -> dict[str, bytes]:
+    """A small model repo: weights, configs, tokenizer, and a pickle that must never be fetched."""
+    return {
+        "config.json": b'{"architectures": ["LlamaForCausalLM"], "hidden_size": 8}\n',
+        "model.safetensors": bytes(range(256)) * 64,
+        "tokenizer.json": b'{"version": "1.0", "model": {}}\n',
+        "tokenizer_config.json": b'{"bos_token": "<|begin_of_text|>"}\n',
+        "pytorch_model.bin": b"PICKLE" * 100,
+    }
+
+
+def make_cache(
+    cache_dir: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT
+) -> Path:
+    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        blob = repo / "blobs" / etag(name, data)
+        blob.write_bytes(data)
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, (snap / name).parent), snap / name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snap
+
+
+class FakeHub:
+    def __init__(
+        self, repos: dict[str, dict[str, bytes]], gated: tuple[str, ...] = (), commit: str = COMMIT
+    ):
+        self.repos, self.gated, self.commit = repos, set(gated), commit
+        self.auth_headers: list[str] = []
+        self.downloads: list[str] = []  # files whose content was sent (GET)
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_HEAD(self):
+                hub._serve(self, body=False)
+
+            def do_GET(self):
+                hub._serve(self, body=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- request handling -------------------------------------------------------------------
+    def _error(self, h, status: int, code: str, msg: str) -> None:
+        h.send_response(status)
+        h.send_header("X-Error-Code", code)
+        h.send_header("X-Error-Message", msg)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    def _json(self, h, obj, body: bool) -> None:
+        data = json.dumps(obj).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        if body:
+            h.wfile.write(data)
+
+    def _entry(self, name: str, data: bytes) -> dict:
+        e = {"type": "file", "path": name, "size": len(data), "oid": git_sha1(data)}
+        if is_lfs(name):
+            e["lfs"] = {
+                "oid": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "pointerSize": 130,
+            }
+        return e
+
+    def _serve(self, h, body: bool) -> None:
+        if auth := h.headers.get("Authorization"):
+            self.auth_headers.append(auth)
+        path = unquote(urlparse(h.path).path)
+        api = path.startswith("/api/models/")
+        parts = path.removeprefix("/api/models/" if api else "/").split("/")
+        repo_id, rest = "/".join(parts[:2]), parts[2:]
+        if repo_id not in self.repos:
+            return self._error(h, 404, "RepoNotFound", f"Repository {repo_id} not found")
+        if repo_id in self.gated and not h.headers.get("Authorization"):
+            return self._error(h, 401, "GatedRepo", f"Access to {repo_id} is restricted")
+        if len(rest) < 2 or rest[1] not in (self.commit, "main", self.commit[:7]):
+            return self._error(h, 404, "RevisionNotFound", "Invalid rev id")
+        files = self.repos[repo_id]
+        if api and rest[0] == "revision":
+            siblings = [
+                {
+                    "rfilename": n,
+                    "size": len(d),
+                    "blobId": git_sha1(d),
+                    **(
+                        {
+                            "lfs": self._entry(n, d)["lfs"]
+                            | {"sha256": hashlib.sha256(d).hexdigest()}
+                        }
+                        if is_lfs(n)
+                        else {}
+                    ),
+                }
+                for n, d in files.items()
+            ]
+            return self._json(h, {"id": repo_id, "sha": self.commit, "siblings": siblings}, body)
+        if api and rest[0] == "tree":
+            return self._json(h, [self._entry(n, d) for n, d in files.items()], body)
+        if not api and rest[0] == "resolve":
+            name = "/".join(rest[2:])
+            if name not in files:
+                return self._error(h, 404, "EntryNotFound", f"{name} not found")
+            data = files[name]
+            h.send_response(200)
+            h.send_header("X-Repo-Commit", self.commit)
+            h.send_header("ETag", f'"{git_sha1(data)}"')
+            if is_lfs(name):
+                h.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
+                h.send_header("X-Linked-Size", str(len(data)))
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            if body:
+                self.downloads.append(name)
+                h.wfile.write(data)
+            return None
+        return self._error(h, 404, "EntryNotFound", path)

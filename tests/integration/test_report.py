@@ -1,0 +1,259 @@
+"""The report stage on synthetic stage outputs in the formats of docs/architecture.md.
+
+The eval outputs are made by the real scoring code (``rewardbench.evaluate`` / ``scores_json`` /
+``comparison_rows``) from seeded rewards, so the report reads exactly what eval_rewardbench
+writes. Every number in the report tables is checked against the stage JSONs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paper_repro import rewardbench as rb
+from paper_repro.config import load_config
+from paper_repro.io import read_json, sha256_file, write_json, write_text
+from paper_repro.paths import RunPaths
+from paper_repro.reporting.bibtex import cited_keys, parse_bibtex
+from paper_repro.reporting.figures import FIGURES
+from paper_repro.reporting.tables import format_cell, parse_markdown_table, rows_where
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    write_json(paths.data_report, {
+        "preference": {"total": 2400, "kept": 2390, "dropped": 10,
+                       "dropped_by_reason": {"too_long": 7, "empty_turn": 3}},
+        "train": {"kept": 2390},
+        "heldout": {"kept": 200, "source": "fixture file"},
+        "rewardbench": {"total": 460, "kept": 460, "dropped": 0, "over_2048_tokens": 0},
+        "ppo_prompts": {"total": 300, "kept": 298, "dropped": 2},
+        "max_length": 256,
+    })
+    updates = 120
+    _jsonl(paths.train_metrics, [
+        {"update": u, "loss": float(0.69 * np.exp(-u / 40) + 0.05 * rng.random()),
+         "accuracy": float(min(1.0, 0.5 + u / 200 + 0.05 * rng.random())),
+         "lr": 3e-3 * min(1.0, (u + 1) / 4), "grad_norm": 1.0, "reward_chosen_mean": 0.1,
+         "reward_rejected_mean": -0.1, "margin": 0.2}
+        for u in range(updates)
+    ])
+    write_json(paths.train_summary, {
+        "updates": updates, "warmup_updates": 4, "accumulation_steps": 2, "world_size": 1,
+        "kept_pairs": 2390, "final_loss": 0.1234567, "final_accuracy": 0.953125,
+        "heldout_accuracy": 0.9312, "heldout_pairs": 200, "wall_s": 61.25,
+    })
+    subsets, chosen, rejected = [], [], []
+    for j, s in enumerate(rb.EXAMPLE_COUNTS):
+        n = 20
+        subsets += [s] * n
+        c = rng.normal(0.5 + 0.05 * (j % 5), 1.0, n)
+        chosen += list(c)
+        rejected += list(rng.normal(0.0, 1.0, n))
+    ev = rb.evaluate(subsets, chosen, rejected, bootstrap_samples=200, bootstrap_seed=0)
+    write_json(paths.eval_scores, {"input_mode": "training-format", "dtype": "float32",
+                                   **rb.scores_json(ev)})
+    write_json(paths.eval_comparison, {
+        "input_mode": "training-format", "dtype": "float32",
+        "rows": rb.comparison_rows(ev, rb.CARD_CURRENT),
+        "first_revision": {"rows": rb.comparison_rows(ev, rb.CARD_FIRST_REVISION,
+                                                      first_revision=True)},
+    })
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths.eval_pairs.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": list(range(len(subsets))), "subset": subsets,
+                             "reward_chosen": chosen, "reward_rejected": rejected,
+                             "correct": [c > r for c, r in zip(chosen, rejected, strict=True)]}),
+                   paths.eval_pairs)
+    if ppo:
+        _jsonl(paths.ppo_metrics, [
+            {"step": t, "reward_mean": float(-1 + t / 10), "raw_reward_mean": float(t / 10),
+             "kl": float(t / 50), "entropy": 2.0, "value_loss": 0.1, "clip_frac": 0.01,
+             "response_len": 20.0, "no_eos_frac": 0.1}
+            for t in range(20)
+        ])
+        write_json(paths.ppo_summary, {
+            "steps": 20, "eval_reward_before": -0.51234, "eval_reward_after": 0.43219,
+            "reward_final": 0.9, "kl_final": 0.38, "no_eos_frac_final": 0.1, "kl_coef": 0.05,
+            "train_prompts": 236, "heldout_prompts": 64,
+        })
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg_report():
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_cfg_report):
+    """One full report (figures included) shared by the checks below: figures take seconds."""
+    from paper_repro.stages import report
+
+    paths = RunPaths(tmp_path_factory.mktemp("report") / "run")
+    make_stage_outputs(paths)
+    assert report.run(tiny_cfg_report, paths) == 0
+    return paths
+
+
+def _section(md: str, heading: str) -> str:
+    return md.split(f"**{heading}", 1)[1]
+
+
+def test_report_files_and_figures_exist(built):
+    out = built.report_dir
+    for name in ("report.md", "report.tex", "references.bib", "provenance.json"):
+        assert (out / name).stat().st_size > 0
+    for name in FIGURES:
+        png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_tiny_report_says_it_is_not_a_reproduction(built):
+    md = (built.report_dir / "report.md").read_text()
+    tex = (built.report_dir / "report.tex").read_text()
+    assert "Smoke-scale run, not a reproduction" in md.split("##")[0]
+    assert r"\textbf{Smoke-scale run, not a reproduction.}" in tex
+
+
+def test_rewardbench_table_equals_stage_jsons(built):
+    md = (built.report_dir / "report.md").read_text()
+    scores, comp = read_json(built.eval_scores), read_json(built.eval_comparison)
+    rows = parse_markdown_table(_section(md, "RewardBench: current model cards"))
+    by = {(r["model"], r["metric"]): r for r in comp["rows"]}
+    for metric in rb.METRICS:
+        row = rows_where(rows, Metric=metric)
+        r70 = by[("llama-3-tulu-2-70b-uf-mean-rm", metric)]
+        r8 = by[("llama-3-tulu-2-8b-uf-mean-rm", metric)]
+        assert row["Reproduced"] == f"{r70['reproduced_pct']:.1f}"
+        assert row["70B card"] == f"{r70['card_pct']:.1f}"
+        assert row["Δ 70B card"] == f"{r70['delta_pct']:+.1f}"
+        assert row["8B card"] == f"{r8['card_pct']:.1f}"
+        assert row["Δ 8B card"] == f"{r8['delta_pct']:+.1f}"
+        est = scores["score"] if metric == "Score" else scores["sections"][metric]
+        assert row["95% CI"] == f"[{100 * est['ci_low']:.1f}, {100 * est['ci_high']:.1f}]"
+        assert float(row["Reproduced"]) == pytest.approx(100 * est["score"], abs=0.051)
+    old = rows_where(rows, Metric="Safety, pre-2024-09 xstest weights")
+    safety_old = scores["variants"]["pre_2024_09_xstest"]["sections"]["Safety"]["score"]
+    assert old["Reproduced"] == f"{100 * safety_old:.1f}"
+
+
+def test_subset_and_data_and_summary_tables_equal_stage_jsons(built):
+    md = (built.report_dir / "report.md").read_text()
+    scores = read_json(built.eval_scores)
+    rows = parse_markdown_table(_section(md, "RewardBench per-subset accuracy"))
+    assert len(rows) == len(scores["subsets"]) == 23
+    for name, v in scores["subsets"].items():
+        row = rows_where(rows, Subset=name)
+        assert (row["Pairs"], row["Correct"]) == (f"{v['n']:,}", f"{v['correct']:,}")
+        assert row["Accuracy (%)"] == f"{100 * v['accuracy']:.1f}"
+        assert row["Section"] == rb.SUBSET_SECTIONS[name]
+
+    data = read_json(built.data_report)
+    rows = parse_markdown_table(_section(md, "Data ("))
+    pref = rows_where(rows, Split="preference (upstream rows)")
+    assert (pref["Rows"], pref["Kept"], pref["Dropped"]) == ("2,400", "2,390", "10")
+    assert pref["Notes"] == "empty_turn: 3, too_long: 7"  # write_json sorts keys
+    assert rows_where(rows, Split="held-out")["Kept"] == f"{data['heldout']['kept']:,}"
+    assert rows_where(rows, Split="PPO prompts")["Dropped"] == "2"
+
+    train = read_json(built.train_summary)
+    rows = parse_markdown_table(_section(md, "Reward-model training summary"))
+    assert rows_where(rows, Quantity="final training loss")["Value"] == f"{train['final_loss']:.4f}"
+    assert rows_where(rows, Quantity="held-out accuracy (%)")["Value"] == (
+        f"{100 * train['heldout_accuracy']:.1f}")
+
+    ppo = read_json(built.ppo_summary)
+    rows = parse_markdown_table(_section(md, "PPO with the trained reward model"))
+    assert rows_where(rows, Quantity="held-out reward before PPO")["Value"] == (
+        f"{ppo['eval_reward_before']:.4f}")
+    assert rows_where(rows, Quantity="held-out reward after PPO")["Value"] == (
+        f"{ppo['eval_reward_after']:.4f}")
+    assert rows_where(rows, Quantity="PPO steps")["Value"] == "20"
+
+
+def test_hyperparameters_show_this_run_and_card_interpretations(built, tiny_cfg_report):
+    md = (built.report_dir / "report.md").read_text()
+    rows = parse_markdown_table(_section(md, "Reward-model hyperparameters"))
+    lr = rows_where(rows, Setting="peak learning rate")
+    assert lr["This run"] == format_cell(f"{tiny_cfg_report.rm.lr:g}")
+    assert (lr["llama3-70b-uf"], lr["llama3-70b-uf-card-literal"]) == ("1e-05", "1e-06")
+    end = rows_where(rows, Setting="final learning rate (end_lr)")
+    assert (end["llama3-70b-uf"], end["llama3-70b-uf-card-literal"]) == ("1e-06", "0")
+    betas = rows_where(rows, Setting="Adam betas")
+    assert (betas["llama3-70b-uf"], betas["llama3-70b-uf-easylm"]) == ("(0.9, 0.999)", "(0.9, 0.95)")
+    assert rows_where(rows, Setting="optimizer updates")["This run"] == "120"
+    assert "Preset `tiny`" in md and "card read literally" in md
+
+
+def test_references_cover_every_cite_in_the_tex(built):
+    tex = (built.report_dir / "report.tex").read_text()
+    bib = parse_bibtex((built.report_dir / "references.bib").read_text())
+    keys = cited_keys(tex)
+    assert set(keys) == set(bib)  # every cited key present, nothing uncited
+    assert {"ivison2024unpacking", "lambert2024rewardbench", "paper_repro2026"} <= set(keys)
+    assert r"\usepackage{booktabs}" in tex and r"\toprule" in tex and r"\bibliography{references}" in tex
+    # every figure the tex includes exists as a PDF
+    for name in re.findall(r"\\includegraphics\[[^]]*\]\{figures/([^}]+)\.pdf\}", tex):
+        assert (built.report_dir / "figures" / f"{name}.pdf").is_file()
+
+
+def test_provenance_records_hashes_and_mlflow_runs(built, tiny_cfg_report):
+    from paper_repro.config import config_hash
+    from paper_repro.tracking import recorded_run_ids
+
+    prov = read_json(built.report_dir / "provenance.json")
+    assert prov["config_hash"] == config_hash(tiny_cfg_report) and prov["git_commit"]
+    assert prov["report_inputs"]["eval_rewardbench/scores.json"] == sha256_file(built.eval_scores)
+    assert prov["report_inputs"]["train_rm/metrics.jsonl"] == sha256_file(built.train_metrics)
+    assert prov["mlflow"]["run_ids"]["report"] == recorded_run_ids(built)["report"]
+    assert prov["packages"]["mlflow"] and prov["packages"]["torch"]
+    assert set(prov["stage_config_hashes"]) >= {"train_rm", "eval_rewardbench", "report"}
+
+
+def test_report_logs_artifacts_and_ends_the_parent_run(built, tiny_cfg_report):
+    from mlflow.tracking import MlflowClient
+
+    from paper_repro.tracking import recorded_run_ids, tracking_uri
+
+    c = MlflowClient(tracking_uri(tiny_cfg_report, built))
+    ids = recorded_run_ids(built)
+    arts = {a.path for a in c.list_artifacts(ids["report"])}
+    assert {"report.md", "report.tex", "references.bib", "provenance.json", "figures"} <= arts
+    assert c.get_run(ids["_parent"]).info.status == "FINISHED"
+
+
+def test_report_without_ppo_outputs_says_so(tmp_path, tiny_cfg_report):
+    from paper_repro.stages.report import write_report
+
+    paths = RunPaths(tmp_path / "run")
+    make_stage_outputs(paths, ppo=False)
+    files = write_report(tiny_cfg_report, paths)
+    md = files["md"].read_text()
+    assert "The PPO stage did not run for this report" in md
+    assert "ppo/summary.json" in md.split("Stage outputs not found")[1]
+    assert not (files["figures"] / "ppo_kl.png").exists()
+    assert (files["figures"] / "train_loss.png").exists()
+
+
+def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):
+    from paper_repro.reporting.inputs import ReportInputError
+    from paper_repro.stages.report import write_report
+
+    paths = RunPaths(tmp_path / "run")
+    make_stage_outputs(paths)
+    with open(paths.train_metrics, "a") as fh:
+        fh.write("{not json\n")
+    with pytest.raises(ReportInputError, match=r"train_rm/metrics.jsonl:121: not JSON"):
+        write_report(tiny_cfg_report, paths)
+    assert not (paths.report_dir / "report.md").exists()  # nothing half-written

@@ -1,0 +1,321 @@
+"""train_rm end to end on the tiny preset: accuracy, a trainer that is wrong on purpose, NaN stop,
+kill/resume (bitwise, plain torch), and DeepSpeed ZeRO-3 on 2 CPU ranks vs plain torch (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from paper_repro.engine import EXIT_NONFINITE, EXIT_PREEMPTED
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["model.tiny.sft_steps=60"]  # = tests/conftest.py TINY_TEST_OVERRIDES
+
+
+def clone_run(src, dest: Path, n_train: int | None = None, n_heldout: int | None = None):
+    """A private copy of the prepared tiny run (no MLflow/checkpoint state), optionally with the
+    first n train / held-out pairs only (fewer updates for the subprocess tests)."""
+    import pyarrow.parquet as pq
+
+    from paper_repro.paths import RunPaths
+
+    for sub in ("download_base", "download_data", "prepare_data"):
+        shutil.copytree(Path(src.root) / sub, dest / sub)
+    paths = RunPaths(dest)
+    for name, n in (("train", n_train), ("heldout", n_heldout)):
+        if n is not None:
+            table = pq.read_table(paths.prepared(name))
+            pq.write_table(table.slice(0, n), paths.prepared(name))
+    return paths
+
+
+def cli(args: list[str], env_extra: dict | None = None, launcher: list[str] | None = None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    cmd = (launcher or [sys.executable]) + ["-m", "paper_repro.cli", "train-rm", "tiny", *TINY, *args]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def finish(proc, timeout=600) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def load_state(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def metric_lines(paths) -> list[dict]:
+    return [json.loads(line) for line in paths.train_metrics.read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- tiny preset
+
+
+def test_tiny_preset_trains_to_high_heldout_accuracy(tiny_run, tiny_cfg, tmp_path):
+    """The whole tiny preset (2 epochs, 150 updates) in-process: < 3 min, >= 0.9 held-out."""
+    from safetensors import safe_open
+
+    from paper_repro.schedule import LRSchedule
+    from paper_repro.stages import train_rm
+
+    paths = clone_run(tiny_run, tmp_path / "run")
+    t0 = time.perf_counter()
+    assert train_rm.run(tiny_cfg, paths) == 0
+    wall = time.perf_counter() - t0
+    summary = json.loads(paths.train_summary.read_text())
+    print(f"tiny preset: {wall:.1f} s, held-out accuracy {summary['heldout_accuracy']}")
+    assert wall < 180
+    assert summary["heldout_accuracy"] >= 0.9
+    assert (summary["updates"], summary["warmup_updates"], summary["accumulation_steps"]) == (150, 5, 2)
+    assert summary["kept_pairs"] == 2400 and summary["resumed_from_update"] is None
+    lines = metric_lines(paths)
+    sched = LRSchedule.from_config(tiny_cfg.rm, 2400)
+    assert [m["update"] for m in lines] == list(range(150))
+    assert all(m["lr"] == pytest.approx(sched(m["update"])) for m in lines)
+    assert lines[0]["lr"] == 0.0 and lines[-1]["loss"] < lines[0]["loss"]
+    for key in ("tokens_per_s", "pairs_per_s", "grad_norm", "margin", "reward_chosen_std"):
+        assert lines[-1][key] > 0
+    with safe_open(str(paths.trained_state), "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor("score.weight").shape == (1, tiny_cfg.model.tiny.hidden_size)
+    assert {"score.weight", "model.embed_tokens.weight", "model.norm.weight"} <= keys
+    assert not any(k.startswith("lm_head") for k in keys)
+
+    from mlflow.tracking import MlflowClient
+
+    from paper_repro.tracking import tracking_uri
+
+    run_id = json.loads((paths.tracking_dir / "train_rm.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri(tiny_cfg, paths))
+    assert len(client.get_metric_history(run_id, "loss")) == 150
+    assert client.get_run(run_id).data.tags["backend"] == "torch"
+
+
+# --------------------------------------------------------------------------- wrong trainers
+
+
+@pytest.fixture(scope="module")
+def short_training(tiny_run, tiny_cfg):
+    """Train 30 updates (first 960 pairs, one epoch) with a given pooling / pair order and return
+    held-out accuracy read with the same pooling."""
+    from paper_repro.backends import TorchBackend
+    from paper_repro.batching import BatchPlan
+    from paper_repro.data import PairData, load_pairs
+    from paper_repro.engine import Trainer, evaluate_accuracy, pool_last
+    from paper_repro.modeling import load_reward_model_from_base
+    from paper_repro.schedule import LRSchedule
+
+    rm = replace(tiny_cfg.rm, epochs=1)
+    full = load_pairs(tiny_run.prepared("train"))
+    heldout = load_pairs(tiny_run.prepared("heldout"))
+
+    def train(pool=pool_last, swap=False) -> float:
+        n = 960
+        train = PairData(full.chosen[:n], full.rejected[:n], full.row[:n])
+        if swap:
+            train = PairData(train.rejected, train.chosen, train.row)
+        model = load_reward_model_from_base(tiny_run.base_model, pad_token_id=tiny_cfg.data.pad_token_id,
+                                            init_std=rm.head_init_std, seed=rm.seed)
+        backend = TorchBackend(model, rm, accumulation=2, device="cpu")
+        plan = BatchPlan(n, total_batch=32, micro_batch=16, seed=rm.seed)
+        Trainer(backend, train, plan, LRSchedule.from_config(rm, n), tiny_cfg.data.pad_token_id,
+                pool=pool, progress=False).fit()
+        return evaluate_accuracy(backend, heldout, tiny_cfg.data.pad_token_id, 16, pool=pool)
+
+    return train
+
+
+def test_correct_trainer_passes_the_bar_on_the_short_budget(short_training):
+    assert short_training() >= 0.9  # the control for the two tests below
+
+
+def test_reward_read_at_bos_does_not_learn(short_training):
+    # BOS only sees itself (causal attention): every pair ties, and ties count as wrong
+    assert short_training(pool=lambda scores, mask: scores[:, 0]) < 0.9
+
+
+def test_swapped_chosen_and_rejected_does_not_pass(short_training):
+    assert short_training(swap=True) < 0.9
+
+
+# --------------------------------------------------------------------------- NaN / Inf
+
+
+def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_run, tiny_cfg, tmp_path):
+    """Weights are corrupted after update 4 (a test hook on the metrics callback): update 5 has a
+    NaN reward, the run stops there and the checkpoint of update 4 stays loadable and finite."""
+    import torch
+
+    from paper_repro.backends import TorchBackend
+    from paper_repro.batching import BatchPlan
+    from paper_repro.data import load_pairs
+    from paper_repro.engine import CheckpointStore, NonFiniteError, Trainer
+    from paper_repro.modeling import load_reward_model_from_base
+    from paper_repro.schedule import LRSchedule
+
+    rm, pad = tiny_cfg.rm, tiny_cfg.data.pad_token_id
+    train = load_pairs(tiny_run.prepared("train"))
+    model = load_reward_model_from_base(tiny_run.base_model, pad_token_id=pad, init_std=0.02, seed=42)
+    backend = TorchBackend(model, rm, accumulation=2, device="cpu")
+    plan = BatchPlan(len(train), total_batch=32, micro_batch=16, epochs=2, seed=42)
+    store = CheckpointStore(tmp_path / "ckpt", backend)
+    meta = {"backend": "torch", "world_size": 1, "stage_hash": "x", "num_updates": 150, "kept_pairs": 2400}
+
+    def corrupt(m):
+        if m.update == 4:
+            with torch.no_grad():
+                model.model.norm.weight[0] = float("nan")
+
+    trainer = Trainer(backend, train, plan, LRSchedule.from_config(rm, len(train)), pad, store=store,
+                      checkpoint_every=4, meta=meta, on_update=corrupt, progress=False)
+    with pytest.raises(NonFiniteError, match="update 5 "):
+        trainer.fit()
+    assert store.latest().name == "update-000004"
+    state = torch.load(store.latest() / "torch_state.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_cli_exits_nonfinite_on_corrupt_weights(tiny_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    paths = clone_run(tiny_run, tmp_path / "run", n_train=64, n_heldout=16)
+    weights = paths.base_model / "model.safetensors"
+    state = load_file(str(weights))
+    state["model.norm.weight"] = torch.full_like(state["model.norm.weight"], float("inf"))
+    save_file(state, str(weights), metadata={"format": "pt"})
+    code, out = finish(cli(["--run-dir", str(paths.root)]))
+    assert code == EXIT_NONFINITE, out
+    assert "non-finite loss or reward at update 0" in out
+    assert not paths.trained_state.exists()
+
+
+# --------------------------------------------------------------------------- kill / resume
+
+
+def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path):
+    """Real subprocesses: an uninterrupted run vs one stopped by SIGTERM at a random update and
+    rerun. 20 updates (320 pairs x 2 epochs), checkpoints every 3 updates."""
+    import torch
+
+    args = ["rm.checkpoint_every=3"]
+    ref = clone_run(tiny_run, tmp_path / "ref", n_train=320, n_heldout=64)
+    cut = clone_run(tiny_run, tmp_path / "cut", n_train=320, n_heldout=64)
+    code, out = finish(cli([*args, "--run-dir", str(ref.root)]))
+    assert code == 0, out
+
+    stop_after = random.Random(os.getpid()).randint(2, 9)
+    proc = cli([*args, "--run-dir", str(cut.root)])
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if cut.train_metrics.is_file() and len(cut.train_metrics.read_text().splitlines()) >= stop_after:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    code, out = finish(proc)
+    assert code == EXIT_PREEMPTED, out
+    ckpt = cut.checkpoints("train_rm")
+    resume_at = json.loads((ckpt / (ckpt / "latest").read_text().strip() / "meta.json").read_text())["next_update"]
+    assert stop_after <= resume_at < 20
+    assert not cut.trained_state.exists()
+
+    shutil.rmtree(cut.stage_dir("train_rm"))  # Snakemake deletes a rule's outputs before a rerun
+    code, out = finish(cli([*args, "--run-dir", str(cut.root)]))
+    assert code == 0, out
+    summary = json.loads(cut.train_summary.read_text())
+    assert summary["resumed_from_update"] == resume_at
+
+    a, b = load_state(ref.trained_state), load_state(cut.trained_state)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    ref_m, cut_m = metric_lines(ref), metric_lines(cut)
+    assert [m["update"] for m in cut_m] == list(range(20))
+    assert [m["loss"] for m in cut_m] == [m["loss"] for m in ref_m]
+    assert summary["heldout_accuracy"] == json.loads(ref.train_summary.read_text())["heldout_accuracy"]
+
+
+# --------------------------------------------------------------------------- DeepSpeed (slow)
+
+DS_ARGS = ["rm.total_batch_pairs=16", "rm.micro_batch_pairs=4", "rm.epochs=1", "rm.checkpoint_every=2"]
+DS_TRAIN = 96  # 6 updates of 16 pairs
+TORCHRUN = [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2"]
+
+
+def ds_args(world: int) -> list[str]:
+    return [*DS_ARGS, "rm.backend=deepspeed", "rm.zero_stage=3", f"resources.train_rm.ranks_per_node={world}"]
+
+
+@pytest.fixture(scope="module")
+def ds_env(tmp_path_factory):
+    # the shm comm op DeepSpeed builds on first use (~40 s) is cached across tests and runs
+    cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    return {"TORCH_EXTENSIONS_DIR": str(cache)}
+
+
+@pytest.fixture(scope="module")
+def ds_reference(tiny_run, tmp_path_factory, ds_env):
+    """An uninterrupted ZeRO-3 run on 2 CPU ranks (gloo)."""
+    paths = clone_run(tiny_run, tmp_path_factory.mktemp("ds_ref"), n_train=DS_TRAIN, n_heldout=32)
+    code, out = finish(cli([*ds_args(2), "--run-dir", str(paths.root)], ds_env, launcher=TORCHRUN))
+    assert code == 0, out
+    return paths
+
+
+@pytest.mark.slow
+def test_zero3_two_ranks_matches_plain_torch(tiny_run, tmp_path, ds_reference):
+    """Same data, same 16-pair updates: torch accumulates 4 micro batches in one process, ZeRO-3
+    2 x 2 across ranks. fp32 on CPU; only the summation order differs."""
+    paths = clone_run(tiny_run, tmp_path / "torch", n_train=DS_TRAIN, n_heldout=32)
+    code, out = finish(cli([*DS_ARGS, "rm.backend=torch", "--run-dir", str(paths.root)]))
+    assert code == 0, out
+    ds_sum = json.loads(ds_reference.train_summary.read_text())
+    assert (ds_sum["world_size"], ds_sum["accumulation_steps"], ds_sum["updates"]) == (2, 2, 6)
+    a, b = load_state(paths.trained_state), load_state(ds_reference.trained_state)
+    assert a.keys() == b.keys()
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"ZeRO-3 x2 vs torch: max abs weight diff {diff:.3e}")
+    assert diff < 1e-5
+    ta, tb = metric_lines(paths), metric_lines(ds_reference)
+    assert [m["loss"] for m in ta] == pytest.approx([m["loss"] for m in tb], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_zero3_resume_after_sigterm_and_world_size_check(tiny_run, tmp_path, ds_reference, ds_env):
+    import torch
+
+    paths = clone_run(tiny_run, tmp_path / "cut", n_train=DS_TRAIN, n_heldout=32)
+    proc = cli([*ds_args(2), "--run-dir", str(paths.root)], ds_env, launcher=TORCHRUN)
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if paths.train_metrics.is_file() and len(paths.train_metrics.read_text().splitlines()) >= 1:
+            proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
+            break
+        time.sleep(0.02)
+    code, out = finish(proc)
+    assert code != 0, out
+    ckpt = paths.checkpoints("train_rm")
+    assert (ckpt / "latest").is_file(), out
+
+    # one rank cannot take over the per-rank ZeRO shards of two: a clear message, both sizes
+    code, out = finish(cli([*ds_args(1), "--run-dir", str(paths.root)], ds_env))
+    assert code != 0
+    assert "world size 2" in out and "world size 1" in out, out
+
+    code, out = finish(cli([*ds_args(2), "--run-dir", str(paths.root)], ds_env, launcher=TORCHRUN))
+    assert code == 0, out
+    assert json.loads(paths.train_summary.read_text())["resumed_from_update"] >= 1
+    a, b = load_state(paths.trained_state), load_state(ds_reference.trained_state)
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)

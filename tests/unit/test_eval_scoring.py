@@ -1,0 +1,121 @@
+"""Length-sorted scoring under a token budget: the plan, dataset order, and invariance of rewards
+to batch size and padding side (peer_pitfalls.md: reward-bench#137; failure modes 7 and 8)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from paper_repro.scoring import plan_batches, score_pairs, score_sequences
+
+
+@pytest.fixture(scope="module")
+def tiny_rm():
+    """A random tiny Llama RM (fp32) with an O(1) reward head, so 1e-5 is a real tolerance."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from paper_repro.config import TinyArch
+    from paper_repro.tiny import load_tokenizer, llama_config
+
+    tok = load_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(llama_config(TinyArch(), tok, num_labels=1)).eval()
+    with torch.no_grad():
+        model.score.weight.normal_(0.0, 1.0)
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def fixture_pairs(tiny_rm):
+    """The shipped RewardBench fixture in the training format (one BOS, ends in EOS)."""
+    from paper_repro.formatting import render_training, rewardbench_messages
+    from paper_repro.tiny import FIXTURE_DIR
+
+    _, tok = tiny_rm
+    rows = [json.loads(x) for x in (FIXTURE_DIR / "rewardbench_filtered.jsonl").open()]
+    enc = {
+        side: tok([render_training(rewardbench_messages(r["prompt"], r[side])) for r in rows],
+                  add_special_tokens=False)["input_ids"]
+        for side in ("chosen", "rejected")
+    }
+    return enc["chosen"], enc["rejected"]
+
+
+def _fixed_batches(model, seqs, pad_id, batch_size, side):
+    """Dataset-order batches of a fixed size through modeling.rewards (no sorting)."""
+    import torch
+
+    from paper_repro.modeling import pad_batch, rewards
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(seqs), batch_size):
+            ids, mask = pad_batch(seqs[i : i + batch_size], pad_id, side=side)
+            out.append(rewards(model, ids, mask).numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def test_plan_respects_budget_and_covers_every_sequence():
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(5.5, 0.8, size=5970).astype(int), 8, 4096)
+    plan = plan_batches(lengths, 16384)
+    flat = np.concatenate(plan.batches)
+    assert sorted(flat.tolist()) == list(range(lengths.size))
+    for b in plan.batches:
+        assert len(b) * lengths[b].max() <= 16384
+    assert plan.real_tokens == lengths.sum()
+    assert plan.padding_fraction < 0.05  # RewardBench-like spread: almost no padding
+    print(f"lognormal lengths: {len(plan.batches)} batches, padding {plan.padding_fraction:.4f}")
+
+
+def test_padding_cap_holds_per_batch_on_a_wide_spread():
+    lengths = np.random.default_rng(1).integers(1, 1000, size=500)
+    plan = plan_batches(lengths, 100_000, max_padding=0.05)
+    for b in plan.batches:
+        width = lengths[b].max()
+        assert (width * len(b) - lengths[b].sum()) <= 0.05 * width * len(b)
+    assert plan.padding_fraction <= 0.05
+    loose = plan_batches(lengths, 100_000, max_padding=1.0)  # budget only
+    assert len(loose.batches) < len(plan.batches) and loose.padding_fraction > 0.05
+
+
+def test_plan_is_deterministic_and_isolates_overlong_sequences():
+    plan = plan_batches([5, 3, 5, 100, 3], token_budget=12)
+    assert [b.tolist() for b in plan.batches] == [[3], [0, 2], [1, 4]]  # ties by index
+    assert plan.padded_tokens == 100 + 10 + 6 and plan.padding_fraction == 0.0
+    with pytest.raises(ValueError, match="sequence 1 is empty"):
+        plan_batches([3, 0], 10)
+
+
+def test_rewards_invariant_to_batch_size_and_padding_side(tiny_rm, fixture_pairs):
+    model, tok = tiny_rm
+    # Every third pair (64 pairs from all 23 subsets), both sides: 128 sequences of mixed lengths.
+    seqs = fixture_pairs[0][::3] + fixture_pairs[1][::3]
+    pad = tok.pad_token_id
+    reference = _fixed_batches(model, seqs, pad, 1, "right")  # batch size 1: no padding at all
+    assert np.ptp(reference) > 0.5  # rewards really differ between rows
+    assert len({len(s) for s in seqs}) > 10  # and batches really get padded
+    worst = {}
+    for batch_size in (7, 64):
+        for side in ("right", "left"):
+            got = _fixed_batches(model, seqs, pad, batch_size, side)
+            worst[batch_size, side] = float(np.abs(got - reference).max())
+    for budget in (64, 1000, 8192):
+        got, _ = score_sequences(model, seqs, pad_id=pad, token_budget=budget, progress=False)
+        worst["budget", budget] = float(np.abs(got - reference).max())
+    print("max |reward - unpadded reward|:", worst)
+    assert max(worst.values()) < 1e-5, worst
+
+
+def test_score_pairs_returns_dataset_order(tiny_rm, fixture_pairs):
+    model, tok = tiny_rm
+    chosen, rejected = fixture_pairs
+    c, r, stats = score_pairs(model, chosen, rejected, pad_id=tok.pad_token_id,
+                              token_budget=2048, progress=False)
+    ref_c = _fixed_batches(model, chosen, tok.pad_token_id, 1, "right")
+    ref_r = _fixed_batches(model, rejected, tok.pad_token_id, 1, "right")
+    assert np.abs(c - ref_c).max() < 1e-5 and np.abs(r - ref_r).max() < 1e-5
+    assert stats.sequences == 2 * len(chosen)
+    assert stats.padded_tokens <= stats.batches * 2048
+    assert stats.real_tokens == sum(map(len, chosen + rejected))

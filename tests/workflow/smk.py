@@ -1,0 +1,64 @@
+"""Helpers for the workflow tests: run the repository's Snakefile with another working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+STAGE_ORDER = (
+    "download_base",
+    "download_data",
+    "prepare_data",
+    "train_rm",
+    "export_rm",
+    "eval_rewardbench",
+    "ppo",
+    "report",
+)
+
+
+def snakemake(
+    workdir: Path, *args: str, timeout: float = 300, check: bool = True, **env: str
+) -> subprocess.CompletedProcess:
+    """`snakemake` on the repository's Snakefile and config/config.yaml, outputs under workdir."""
+    cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(ROOT / "config" / "config.yaml"), *args]  # fmt: skip
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def config_arg(**values: object) -> list[str]:
+    """`--config key=value ...` with lists as JSON (Snakemake parses the values as YAML)."""
+    return ["--config", *(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in values.items())]
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def job_resources(output: str, rule: str) -> dict[str, str]:
+    """The `resources:` line of a rule's job in a dry run, as strings."""
+    block = output.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+    line = re.search(r"^\s+resources: (.*)$", block, re.M)[1]
+    return dict(item.split("=", 1) for item in line.split(", "))
+
+
+def job_shell(output: str, rule: str) -> str:
+    block = output.split(f"rule {rule}:", 1)[1]
+    return re.search(r"^Shell command: (.*)$", block, re.M)[1]

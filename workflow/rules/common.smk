@@ -1,0 +1,111 @@
+# Shared by every rule: the resolved config, the run's paths and per-stage resources.
+#
+# File names come from paper_repro.paths.RunPaths (spelled once, shared with the stages); the
+# config schema and per-stage sections from paper_repro.config. Nothing here runs a stage.
+
+import shlex
+import sys
+from pathlib import Path
+
+from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
+from paper_repro.paths import RunPaths
+
+# Every shell command starts with this prefix (also inside Slurm jobs, where this file is parsed
+# again): `paper-repro` and `torchrun` come from the Python that runs Snakemake (the project's
+# .venv), and MLflow's URI from config/config.yaml. An environment variable, not a config override,
+# so that pointing at a tracking server never changes a stage hash or reruns a job; the stages read
+# MLFLOW_TRACKING_URI when the config names no URI.
+PREFIX = f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"; '
+
+try:
+    CFG = load_config(config["preset"], list(config["overrides"]))
+except ConfigError as exc:
+    raise WorkflowError(
+        f"config/config.yaml: preset '{config['preset']}' with overrides "
+        f"{list(config['overrides'])}: {exc}"
+    ) from None
+
+RUN_NAME = config["run"] or Path(CFG.preset).stem
+RUN = RunPaths(Path("results") / RUN_NAME)
+
+if config["tracking_uri"]:
+    PREFIX += f"export MLFLOW_TRACKING_URI={shlex.quote(config['tracking_uri'])}; "
+# The preset and overrides reach the stage_config rule as shell variables, not params: the params
+# trigger must see only the stage hash, or any override would rewrite every stage's config.
+PREFIX += f"repro_preset={shlex.quote(str(config['preset']))}; "
+PREFIX += f"repro_overrides=({shlex.join(str(o) for o in config['overrides'])}); "
+shell.prefix(PREFIX)
+
+# Absolute, so that the workflow also runs with another working directory (--directory).
+LAUNCHER = Path(workflow.basedir) / "workflow" / "scripts" / "launch.sh"
+
+# The stages whose ranks are started by workflow/scripts/launch.sh (torchrun, one launcher per node).
+DISTRIBUTED = ("train_rm", "ppo")
+
+
+def stage_resources(stage):
+    """Snakemake resources of a stage's job from the preset's resources.<stage> section.
+
+    Cluster jobs get: nodes, memory per node, runtime, CPUs per task, GPUs per node as
+    `gres=gpu[:type]:N` (per node) and `tasks`. Two traps of the Slurm executor plugin are avoided
+    (peer_pitfalls.md section 4): a GPU job with `tasks` gets `--ntasks-per-gpu=<tasks>` (N GPUs
+    become N one-GPU copies) unless `tasks_per_gpu=0`; and a rule without the `mpi` resource runs
+    inside the executor's `srun -n1` step, where Slurm's --signal would also hit the Snakemake
+    process of the job. So distributed stages always carry `mpi`: "srun" for several launchers,
+    "" (no MPI task checks in the plugin) for one; launch.sh then starts its own step.
+    """
+    r = getattr(CFG.resources, stage)
+    if stage in DISTRIBUTED:
+        # GPU nodes: one launcher per node with one rank per GPU. CPU: one launcher per rank, so
+        # Slurm gives every rank its own cpus_per_rank cores.
+        launchers = r.nodes if r.gpus_per_node else r.world_size
+    else:
+        launchers = 1
+    procs = r.world_size // launchers if stage in DISTRIBUTED else 1
+    res = {
+        "nodes": r.nodes,
+        "tasks": launchers,
+        "cpus_per_task": r.cpus_per_rank * procs,
+        "mem_mb": r.mem_gb * 1024,
+        "runtime": r.runtime_min,
+        "procs_per_launcher": procs,
+    }
+    if r.gpus_per_node:
+        gpu_type = f"{config['gpu_type']}:" if config["gpu_type"] else ""
+        res.update(gres=f"gpu:{gpu_type}{r.gpus_per_node}", tasks_per_gpu=0)
+    if stage in DISTRIBUTED:
+        res["mpi"] = "srun" if launchers > 1 else ""
+        res["slurm_extra"] = f"--signal=USR1@{signal_seconds(r.runtime_min)}"
+    return res
+
+
+def signal_seconds(runtime_min):
+    """Seconds before the time limit at which Slurm sends USR1 (the trainer checkpoints and
+    exits): 5% of the limit, at least 2 and at most 15 minutes (a 70B ZeRO-3 save takes minutes)."""
+    return max(120, min(900, runtime_min * 60 // 20))
+
+
+def stage_threads(stage):
+    """Local scheduling weight (Snakemake caps it at --cores)."""
+    res = stage_resources(stage)
+    return res["cpus_per_task"] * res["tasks"]
+
+
+def stage_config_params(stage):
+    """What a stage's config file depends on: the config sections the stage reads (STAGE_SECTIONS)
+    and its own resources (world size). A change elsewhere leaves the file, and the stage, alone."""
+    return {"hash": stage_hash(CFG, stage), "resources": to_dict(getattr(CFG.resources, stage))}
+
+
+def stage_shell(stage):
+    """The shell command of a stage job: `paper-repro <stage> <its config> --run-dir <run>`,
+    through the per-node launcher for distributed stages, output to the job's log."""
+    command = f"paper-repro {stage.replace('_', '-')} {{input.config:q}} --run-dir {{params.run_dir:q}}"
+    if stage in DISTRIBUTED:
+        launcher = f"bash {shlex.quote(str(LAUNCHER))}"
+        command = f"{launcher} --launchers {{resources.tasks}} --procs {{resources.procs_per_launcher}} -- {command}"
+    return f"{command} > {{log:q}} 2>&1"
+
+
+# Used with `--sdm conda` only (e.g. a cluster without the .venv); relative to workflow/rules/.
+CONDA_ENV = "../../environment.yml"

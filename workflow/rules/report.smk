@@ -1,0 +1,38 @@
+rule report:
+    """The paper-ready report: tables, figures, references and provenance of this run."""
+    input:
+        config=RUN.stage_config("report"),
+        data_report=RUN.data_report,
+        train_metrics=RUN.train_metrics,
+        train_summary=RUN.train_summary,
+        verification=RUN.export_verification,
+        scores=RUN.eval_scores,
+        comparison=RUN.eval_comparison,
+        ppo_metrics=RUN.ppo_metrics,
+        ppo_summary=RUN.ppo_summary,
+    output:
+        markdown=report(RUN.report_md, caption="../report/report_md.rst", category="Report"),
+        latex=RUN.report_tex,
+        references=RUN.report_bib,
+        provenance=report(
+            RUN.report_provenance, caption="../report/provenance.rst", category="Report"
+        ),
+        figures=report(
+            directory(RUN.report_figures),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    params:
+        run_dir=RUN.root,
+    log:
+        RUN.log("report"),
+    benchmark:
+        RUN.benchmark("report")
+    threads: stage_threads("report")
+    resources:
+        **stage_resources("report"),
+    conda:
+        CONDA_ENV
+    shell:
+        stage_shell("report")
