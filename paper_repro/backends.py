@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,10 @@ class DeepSpeedBackend:
         import torch.distributed as dist
         from transformers.integrations import HfDeepSpeedConfig
 
+        # DeepSpeed 0.19 calls torch.distributed collectives that torch 2.13 flags as deprecated,
+        # once per call: hundreds of identical lines per update otherwise.
+        warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use `torch\.distributed",
+                                category=FutureWarning)
         ensure_dist_env()
         deepspeed.init_distributed()
         self.dist = dist

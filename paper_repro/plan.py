@@ -59,8 +59,14 @@ def shape_for(cfg: ReproConfig) -> LlamaShape:
         from .tiny import VOCAB_SIZE
 
         t = cfg.model.tiny
-        return LlamaShape(VOCAB_SIZE, t.hidden_size, t.intermediate_size, t.num_hidden_layers,
-                          t.num_attention_heads, t.num_key_value_heads)
+        return LlamaShape(
+            VOCAB_SIZE,
+            t.hidden_size,
+            t.intermediate_size,
+            t.num_hidden_layers,
+            t.num_attention_heads,
+            t.num_key_value_heads,
+        )
     return LLAMA3_SHAPES[cfg.model.arch]
 
 
@@ -93,10 +99,17 @@ def meta_param_count(s: LlamaShape) -> tuple[int, int]:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    config = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden,
-                         intermediate_size=s.intermediate, num_hidden_layers=s.layers,
-                         num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
-                         tie_word_embeddings=False, num_labels=1, pad_token_id=s.vocab - 1)
+    config = LlamaConfig(
+        vocab_size=s.vocab,
+        hidden_size=s.hidden,
+        intermediate_size=s.intermediate,
+        num_hidden_layers=s.layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.kv_heads,
+        tie_word_embeddings=False,
+        num_labels=1,
+        pad_token_id=s.vocab - 1,
+    )
     with torch.device("meta"):
         model = LlamaForSequenceClassification(config)
     total = sum(p.numel() for p in model.parameters())
@@ -112,10 +125,15 @@ class Tokens:
     source: str
 
 
-def token_counts(pairs: int, nonpad_per_epoch: int, max_length: int, epochs: int,
-                 source: str) -> Tokens:
-    return Tokens(pairs=pairs, nonpad=nonpad_per_epoch * epochs,
-                  padded=2 * pairs * max_length * epochs, source=source)
+def token_counts(
+    pairs: int, nonpad_per_epoch: int, max_length: int, epochs: int, source: str
+) -> Tokens:
+    return Tokens(
+        pairs=pairs,
+        nonpad=nonpad_per_epoch * epochs,
+        padded=2 * pairs * max_length * epochs,
+        source=source,
+    )
 
 
 def training_tokens(cfg: ReproConfig, run_dir: Path) -> Tokens:
@@ -138,12 +156,21 @@ def training_tokens(cfg: ReproConfig, run_dir: Path) -> Tokens:
         kept = int(rep["train"]["kept"])
         lengths = rep["preference"]["token_lengths"]
         mean = lengths["chosen"]["mean"] + lengths["rejected"]["mean"]
-        return token_counts(kept, round(kept * mean), d.max_length, epochs,
-                            f"kept pairs x mean length, {paths.data_report}")
-    return token_counts(d.expected_pairs, d.expected_pairs * UF_TOKENS_PER_PAIR_ASSUMED,
-                        d.max_length, epochs,
-                        f"ASSUMED: {d.expected_pairs} pairs (none filtered) x "
-                        f"{UF_TOKENS_PER_PAIR_ASSUMED} tokens/pair (UltraFeedback estimate)")
+        return token_counts(
+            kept,
+            round(kept * mean),
+            d.max_length,
+            epochs,
+            f"kept pairs x mean length, {paths.data_report}",
+        )
+    return token_counts(
+        d.expected_pairs,
+        d.expected_pairs * UF_TOKENS_PER_PAIR_ASSUMED,
+        d.max_length,
+        epochs,
+        f"ASSUMED: {d.expected_pairs} pairs (none filtered) x "
+        f"{UF_TOKENS_PER_PAIR_ASSUMED} tokens/pair (UltraFeedback estimate)",
+    )
 
 
 def pa_sum(column) -> int:
@@ -169,18 +196,28 @@ class Zero3Memory:
     per_cpu_bytes: int  # per node
 
 
-def zero3_model_states(total: int, largest: int, gpus_per_node: int,
-                       nodes: int) -> list[Zero3Memory]:
+def zero3_model_states(
+    total: int, largest: int, gpus_per_node: int, nodes: int
+) -> list[Zero3Memory]:
     """DeepSpeed's ZeRO-3 model-state estimate (params + grads + Adam states), the rows that
     ``estimate_zero3_model_states_mem_needs_all_cold`` prints for zero_init=1, as numbers."""
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     rows = []
-    for label, opt, par in (("none", False, False), ("optimizer", True, False),
-                            ("optimizer+params", True, True)):
+    for label, opt, par in (
+        ("none", False, False),
+        ("optimizer", True, False),
+        ("optimizer+params", True, True),
+    ):
         cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
-            total, largest, num_gpus_per_node=gpus_per_node, num_nodes=nodes,
-            cpu_offload=opt, cpu_offload_params=par, zero_init=True)
+            total,
+            largest,
+            num_gpus_per_node=gpus_per_node,
+            num_nodes=nodes,
+            cpu_offload=opt,
+            cpu_offload_params=par,
+            zero_init=True,
+        )
         rows.append(Zero3Memory(label, int(gpu), int(cpu)))
     return rows
 
@@ -195,8 +232,9 @@ class Activations:
         return self.checkpoints + self.working
 
 
-def activation_bytes(layers: int, rows: int, seq: int, hidden: int, *, checkpointing: bool,
-                     bytes_per: int = 2) -> Activations:
+def activation_bytes(
+    layers: int, rows: int, seq: int, hidden: int, *, checkpointing: bool, bytes_per: int = 2
+) -> Activations:
     """With activation checkpointing every decoder layer keeps only its input,
     layers x rows x seq x hidden x bytes, and one layer at a time is recomputed with its full
     34 x rows x seq x hidden bytes (Korthikanti et al., flash/SDPA attention). Without it every
@@ -207,16 +245,25 @@ def activation_bytes(layers: int, rows: int, seq: int, hidden: int, *, checkpoin
     return Activations(layers * rows * seq * hidden * bytes_per, full)
 
 
-def max_micro_pairs(budget_bytes: int, layers: int, seq: int, hidden: int,
-                    checkpointing: bool, *, pairs_per_rank: int | None = None,
-                    limit: int = 64) -> int:
+def max_micro_pairs(
+    budget_bytes: int,
+    layers: int,
+    seq: int,
+    hidden: int,
+    checkpointing: bool,
+    *,
+    pairs_per_rank: int | None = None,
+    limit: int = 64,
+) -> int:
     """Largest micro batch (pairs; 2 rows each) whose activations fit ``budget_bytes``; with
     ``pairs_per_rank`` (total batch / world size) only divisors of it count, since the
     accumulation steps must be whole."""
     best = 0
     for pairs in range(1, limit + 1):
-        if activation_bytes(layers, 2 * pairs, seq, hidden,
-                            checkpointing=checkpointing).total > budget_bytes:
+        if (
+            activation_bytes(layers, 2 * pairs, seq, hidden, checkpointing=checkpointing).total
+            > budget_bytes
+        ):
             break
         if pairs_per_rank is None or pairs_per_rank % pairs == 0:
             best = pairs
@@ -239,66 +286,107 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
     counted = rm_param_count(shape)
     total, largest = meta_param_count(shape)
     if (total, largest) != (counted.total, counted.largest_layer):
-        raise RuntimeError(f"parameter formula {counted} disagrees with the meta model "
-                           f"({total}, {largest}); update rm_param_count")
+        raise RuntimeError(
+            f"parameter formula {counted} disagrees with the meta model "
+            f"({total}, {largest}); update rm_param_count"
+        )
     tokens = training_tokens(cfg, run_dir)
     flops = train_flops(total, tokens.nonpad)
     flops_padded = train_flops(total, tokens.padded)
     r = cfg.rm
     updates = r.epochs * (tokens.pairs // r.total_batch_pairs)
     print(f"plan: {cfg.preset} ({cfg.model.arch}), reward model training (train_rm)")
-    print(f"  parameters          {total:,} (LlamaForSequenceClassification on the meta device; "
-          f"embedding {counted.embedding:,}, {shape.layers} layers x {counted.per_layer:,})")
-    print(f"  training pairs      {tokens.pairs:,} x {r.epochs} epoch(s) -> {updates} updates of "
-          f"{r.total_batch_pairs} pairs")
+    print(
+        f"  parameters          {total:,} (LlamaForSequenceClassification on the meta device; "
+        f"embedding {counted.embedding:,}, {shape.layers} layers x {counted.per_layer:,})"
+    )
+    print(
+        f"  training pairs      {tokens.pairs:,} x {r.epochs} epoch(s) -> {updates} updates of "
+        f"{r.total_batch_pairs} pairs"
+    )
     print(f"  training tokens     {tokens.nonpad:,} non-pad ({tokens.source})")
     print(f"  FLOPs (6 N T)       {flops:.3e}")
-    print(f"  EasyLM padded       {tokens.padded:,} tokens (every row padded to "
-          f"{cfg.data.max_length}) -> {flops_padded:.3e} FLOPs, "
-          f"{flops_padded / max(flops, 1):.1f}x the non-pad compute")
+    print(
+        f"  EasyLM padded       {tokens.padded:,} tokens (every row padded to "
+        f"{cfg.data.max_length}) -> {flops_padded:.3e} FLOPs, "
+        f"{flops_padded / max(flops, 1):.1f}x the non-pad compute"
+    )
     world = nodes * gpn
     if world == 0:
-        print("  GPUs                none in resources.train_rm; pass --nodes/--gpus-per-node "
-              "for memory and GPU-hours")
+        print(
+            "  GPUs                none in resources.train_rm; pass --nodes/--gpus-per-node "
+            "for memory and GPU-hours"
+        )
         return 0
     gpu_mem = res.gpu_mem_gb * GIB
     states = zero3_model_states(total, largest, gpn, nodes)
     rows = 2 * r.micro_batch_pairs
-    act = activation_bytes(shape.layers, rows, cfg.data.max_length, shape.hidden,
-                           checkpointing=r.activation_checkpointing)
-    print(f"  hardware            {nodes} node(s) x {gpn} GPU(s) = {world} GPUs, "
-          f"{res.gpu_mem_gb} GiB each, {args.gpu_tflops:g} dense bf16 TFLOPS, MFU {args.mfu:g}")
-    print("  ZeRO-3 model states (DeepSpeed estimate_zero3_model_states_mem_needs, zero_init=1; "
-          "GiB):")
+    act = activation_bytes(
+        shape.layers,
+        rows,
+        cfg.data.max_length,
+        shape.hidden,
+        checkpointing=r.activation_checkpointing,
+    )
+    print(
+        f"  hardware            {nodes} node(s) x {gpn} GPU(s) = {world} GPUs, "
+        f"{res.gpu_mem_gb} GiB each, {args.gpu_tflops:g} dense bf16 TFLOPS, MFU {args.mfu:g}"
+    )
+    print(
+        "  ZeRO-3 model states (DeepSpeed estimate_zero3_model_states_mem_needs, zero_init=1; GiB):"
+    )
     for row in states:
-        print(f"    offload {row.offload:<17} per GPU {_gib(row.per_gpu_bytes):>12}   "
-              f"per node CPU {_gib(row.per_cpu_bytes):>12}")
+        print(
+            f"    offload {row.offload:<17} per GPU {_gib(row.per_gpu_bytes):>12}   "
+            f"per node CPU {_gib(row.per_cpu_bytes):>12}"
+        )
     ckpt = "with" if r.activation_checkpointing else "without"
-    print(f"  activations         {_gib(act.total)} per GPU at micro batch {r.micro_batch_pairs} "
-          f"pairs ({rows} rows) x {cfg.data.max_length} tokens, {ckpt} checkpointing:")
+    print(
+        f"  activations         {_gib(act.total)} per GPU at micro batch {r.micro_batch_pairs} "
+        f"pairs ({rows} rows) x {cfg.data.max_length} tokens, {ckpt} checkpointing:"
+    )
     if r.activation_checkpointing:
-        print(f"    layer inputs      {shape.layers} x {rows} x {cfg.data.max_length} x "
-              f"{shape.hidden} x 2 B = {_gib(act.checkpoints)}")
-    print(f"    one layer         34 x {rows} x {cfg.data.max_length} x {shape.hidden} B = "
-          f"{_gib(act.working)} (Korthikanti et al. 2022, no attention-score term)")
+        print(
+            f"    layer inputs      {shape.layers} x {rows} x {cfg.data.max_length} x "
+            f"{shape.hidden} x 2 B = {_gib(act.checkpoints)}"
+        )
+    print(
+        f"    one layer         34 x {rows} x {cfg.data.max_length} x {shape.hidden} B = "
+        f"{_gib(act.working)} (Korthikanti et al. 2022, no attention-score term)"
+    )
     need = states[0].per_gpu_bytes + act.total
     fits = need <= gpu_mem
-    print(f"  per-GPU total       {_gib(need)} (no offload) vs {res.gpu_mem_gb} GiB: "
-          f"{'FITS' if fits else 'DOES NOT FIT'} (before CUDA context, comm buffers and "
-          "fragmentation, typically a few GiB)")
+    print(
+        f"  per-GPU total       {_gib(need)} (no offload) vs {res.gpu_mem_gb} GiB: "
+        f"{'FITS' if fits else 'DOES NOT FIT'} (before CUDA context, comm buffers and "
+        "fragmentation, typically a few GiB)"
+    )
     per_rank = r.total_batch_pairs // world if r.total_batch_pairs % world == 0 else None
-    fit_pairs = max_micro_pairs(gpu_mem - states[0].per_gpu_bytes, shape.layers,
-                                cfg.data.max_length, shape.hidden, r.activation_checkpointing,
-                                pairs_per_rank=per_rank)
-    print(f"  largest micro batch that fits at {cfg.data.max_length} tokens"
-          f"{f' and divides {per_rank} pairs per GPU' if per_rank else ''}: {fit_pairs} pair(s)")
+    fit_pairs = max_micro_pairs(
+        gpu_mem - states[0].per_gpu_bytes,
+        shape.layers,
+        cfg.data.max_length,
+        shape.hidden,
+        r.activation_checkpointing,
+        pairs_per_rank=per_rank,
+    )
+    print(
+        f"  largest micro batch that fits at {cfg.data.max_length} tokens"
+        f"{f' and divides {per_rank} pairs per GPU' if per_rank else ''}: {fit_pairs} pair(s)"
+    )
     hours = gpu_hours(flops, args.gpu_tflops, args.mfu)
     hours_padded = gpu_hours(flops_padded, args.gpu_tflops, args.mfu)
-    print(f"  GPU-hours           {hours:,.1f} at MFU {args.mfu:g} -> wall {hours / world:,.2f} h "
-          f"on {world} GPUs ({math.ceil(hours / world * 60):,} min)")
-    print(f"  GPU-hours (padded)  {hours_padded:,.1f} -> wall {hours_padded / world:,.2f} h if "
-          "every row is padded to max_length as EasyLM did")
+    print(
+        f"  GPU-hours           {hours:,.1f} at MFU {args.mfu:g} -> wall {hours / world:,.2f} h "
+        f"on {world} GPUs ({math.ceil(hours / world * 60):,} min)"
+    )
+    print(
+        f"  GPU-hours (padded)  {hours_padded:,.1f} -> wall {hours_padded / world:,.2f} h if "
+        "every row is padded to max_length as EasyLM did"
+    )
     if hours / world * 60 > res.runtime_min:
-        print(f"  WARNING: wall time exceeds resources.train_rm.runtime_min ({res.runtime_min}); "
-              "the job relies on preemption-safe resume")
+        print(
+            f"  WARNING: wall time exceeds resources.train_rm.runtime_min ({res.runtime_min}); "
+            "the job relies on preemption-safe resume"
+        )
     return 0

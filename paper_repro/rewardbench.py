@@ -77,18 +77,34 @@ EXAMPLE_COUNTS_PRE_2024_09 = {
 # June 2024, whose Score is the old (2*sum of sections + Prior Sets)/9 with Prior Sets blank = 0).
 CARD_CURRENT: dict[str, dict[str, float]] = {
     "llama-3-tulu-2-70b-uf-mean-rm": {
-        "Score": 71.0, "Chat": 86.3, "Chat Hard": 56.1, "Safety": 58.9, "Reasoning": 82.7,
+        "Score": 71.0,
+        "Chat": 86.3,
+        "Chat Hard": 56.1,
+        "Safety": 58.9,
+        "Reasoning": 82.7,
     },
     "llama-3-tulu-2-8b-uf-mean-rm": {
-        "Score": 73.6, "Chat": 95.3, "Chat Hard": 59.2, "Safety": 57.9, "Reasoning": 82.1,
+        "Score": 73.6,
+        "Chat": 95.3,
+        "Chat Hard": 59.2,
+        "Safety": 57.9,
+        "Reasoning": 82.1,
     },
 }
 CARD_FIRST_REVISION: dict[str, dict[str, float]] = {
     "llama-3-tulu-2-70b-uf-mean-rm": {
-        "Score": 65.3, "Chat": 89.1, "Chat Hard": 52.6, "Safety": 64.0, "Reasoning": 88.3,
+        "Score": 65.3,
+        "Chat": 89.1,
+        "Chat Hard": 52.6,
+        "Safety": 64.0,
+        "Reasoning": 88.3,
     },
     "llama-3-tulu-2-8b-uf-mean-rm": {
-        "Score": 66.3, "Chat": 96.6, "Chat Hard": 59.4, "Safety": 61.4, "Reasoning": 80.7,
+        "Score": 66.3,
+        "Chat": 96.6,
+        "Chat Hard": 59.4,
+        "Safety": 61.4,
+        "Reasoning": 80.7,
     },
 }
 METRICS = ("Score", *SECTIONS)
@@ -121,7 +137,9 @@ def pair_correct(reward_chosen: Sequence[float], reward_rejected: Sequence[float
         raise RewardBenchError(f"{c.shape[0]} chosen rewards but {r.shape[0]} rejected rewards")
     bad = np.flatnonzero(~(np.isfinite(c) & np.isfinite(r)))
     if bad.size:
-        raise RewardBenchError(f"non-finite reward in {bad.size} pairs (first at position {bad[0]})")
+        raise RewardBenchError(
+            f"non-finite reward in {bad.size} pairs (first at position {bad[0]})"
+        )
     return c > r
 
 
@@ -184,7 +202,7 @@ def _weight_matrix(counts: Mapping[str, int]) -> np.ndarray:
     """[subsets x sections] matrix turning per-subset accuracies into section scores."""
     w = np.zeros((len(EXAMPLE_COUNTS), len(SECTIONS)))
     subs = list(EXAMPLE_COUNTS)
-    for j, (section, members) in enumerate(SECTIONS.items()):
+    for j, members in enumerate(SECTIONS.values()):
         total = sum(counts[s] for s in members)
         for s in members:
             w[subs.index(s), j] = counts[s] / total
@@ -291,7 +309,12 @@ def scores_json(ev: Evaluation) -> dict[str, Any]:
         "n_pairs": ev.n_pairs,
         "ties": ev.ties,
         "subsets": {
-            s: {"n": r.n, "correct": r.correct, "accuracy": r.accuracy, "section": SUBSET_SECTIONS[s]}
+            s: {
+                "n": r.n,
+                "correct": r.correct,
+                "accuracy": r.accuracy,
+                "section": SUBSET_SECTIONS[s],
+            }
             for s, r in ev.subsets.items()
         },
         "sections": {name: e.as_dict() for name, e in cur.sections.items()},
@@ -397,8 +420,11 @@ def comparison_rows(
             if metric not in ("Score", "Reasoning"):  # Reasoning weights are not sizes
                 weights = EXAMPLE_COUNTS_PRE_2024_09 if first_revision else EXAMPLE_COUNTS
                 r = reachable(values[metric], metric, weights=weights)
-                row.update(reachable=r.reachable, section_size=section_size(metric),
-                           reachable_count=r.count if r.reachable else None)
+                row.update(
+                    reachable=r.reachable,
+                    section_size=section_size(metric),
+                    reachable_count=r.count if r.reachable else None,
+                )
                 row["nearest_count"] = r.count
                 if metric == "Safety" and not first_revision:
                     old = reachable(values[metric], metric, weights=EXAMPLE_COUNTS_PRE_2024_09)

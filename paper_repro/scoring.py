@@ -116,8 +116,14 @@ def score_sequences(
     plan = plan_batches([len(s) for s in seqs], token_budget)
     out = np.empty(len(seqs), dtype=np.float64)
     device = model_device(model)
-    bar = tqdm(total=len(seqs), desc=desc, unit=unit, unit_scale=unit_scale, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(seqs),
+        desc=desc,
+        unit=unit,
+        unit_scale=unit_scale,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     start = time.perf_counter()
     with torch.inference_mode(), bar:
         for batch in plan.batches:
@@ -126,8 +132,15 @@ def score_sequences(
             out[batch] = r.float().cpu().numpy()
             bar.update(len(batch))
     seconds = time.perf_counter() - start
-    stats = ScoringStats(len(seqs), len(plan.batches), plan.real_tokens, plan.padded_tokens,
-                         plan.padding_fraction, token_budget, seconds)
+    stats = ScoringStats(
+        len(seqs),
+        len(plan.batches),
+        plan.real_tokens,
+        plan.padded_tokens,
+        plan.padding_fraction,
+        token_budget,
+        seconds,
+    )
     return out, stats
 
 
@@ -146,8 +159,14 @@ def score_pairs(
     if len(chosen) != len(rejected):
         raise ValueError(f"{len(chosen)} chosen but {len(rejected)} rejected sequences")
     both, stats = score_sequences(
-        model, list(chosen) + list(rejected), pad_id=pad_id, token_budget=token_budget,
-        padding_side=padding_side, progress=progress, desc="rewardbench", unit="pair",
+        model,
+        list(chosen) + list(rejected),
+        pad_id=pad_id,
+        token_budget=token_budget,
+        padding_side=padding_side,
+        progress=progress,
+        desc="rewardbench",
+        unit="pair",
         unit_scale=0.5,
     )
     return both[: len(chosen)], both[len(chosen) :], stats

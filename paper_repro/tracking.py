@@ -348,7 +348,11 @@ class StageTracker(NullTracker):
     def flush(self) -> bool:
         """Send buffered records now; True when nothing is left on disk."""
         self._next_try = 0.0
-        return self._flush()
+        try:
+            return self._flush()
+        except Exception as exc:  # e.g. the buffer's disk is full: never fail the stage
+            self._warn("internal", f"buffered records not sent: {_reason(exc)}")
+            return False
 
     def start(self) -> None:
         """Connect (or go offline with a warning) and replay what a previous attempt buffered."""
@@ -437,10 +441,13 @@ class StageTracker(NullTracker):
                 if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
                 self._warn(
-                    "lost-run", f"run {run_id} of {key} is not in {public_uri(self.uri)}; starting a new one"
+                    "lost-run",
+                    f"run {run_id} of {key} is not in {public_uri(self.uri)}; starting a new one",
                 )
         run = client.create_run(exp_id, run_name=name, tags=tags)
-        write_json(f, {"run_id": run.info.run_id, "experiment_id": exp_id, "uri": public_uri(self.uri)})
+        write_json(
+            f, {"run_id": run.info.run_id, "experiment_id": exp_id, "uri": public_uri(self.uri)}
+        )
         return run.info.run_id
 
     def _submit(self, op: dict[str, Any]) -> None:
@@ -513,7 +520,12 @@ class StageTracker(NullTracker):
                 return False
             self.pending.unlink()
             self._next_try = 0.0
-            log.info("[tracking:%s] sent %d buffered records to %s", self.stage, sent, public_uri(self.uri))
+            log.info(
+                "[tracking:%s] sent %d buffered records to %s",
+                self.stage,
+                sent,
+                public_uri(self.uri),
+            )
             return True
 
     def _apply(self, ops: list[dict[str, Any]]) -> None:
@@ -622,7 +634,12 @@ def stage_run(cfg: ReproConfig, paths: RunPaths, stage: str) -> Iterator[NullTra
         yield NullTracker()
         return
     paths.root.mkdir(parents=True, exist_ok=True)
-    tracker = _make_tracker(cfg, paths, stage)
+    try:
+        tracker = _make_tracker(cfg, paths, stage)
+    except Exception as exc:  # tracking must never fail a stage; say why once
+        log.warning("[tracking:%s] disabled: %s", stage, _reason(exc))
+        yield NullTracker()
+        return
     tracker.start()
     tracker.log_params(flatten(cfg))
     status = "FAILED"
@@ -649,5 +666,9 @@ def sync(cfg: ReproConfig, paths: RunPaths) -> dict[str, bool]:
     out = {}
     for f in sorted(paths.tracking_dir.glob("*.pending.jsonl")):
         stage = f.name.removesuffix(".pending.jsonl")
-        out[stage] = _make_tracker(cfg, paths, stage).flush()
+        try:
+            out[stage] = _make_tracker(cfg, paths, stage).flush()
+        except Exception as exc:
+            log.warning("[tracking:%s] buffered records not sent: %s", stage, _reason(exc))
+            out[stage] = False
     return out

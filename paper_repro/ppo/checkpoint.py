@@ -41,11 +41,15 @@ class PPOCheckpoints:
             return None
         folder = self.root / pointer.read_text().strip()
         if not (folder / "meta.json").is_file() or not (folder / STATE_FILE).is_file():
-            raise ResumeError(f"{pointer} names {folder}, which lacks meta.json or {STATE_FILE}; "
-                              f"delete {self.root} to start over")
+            raise ResumeError(
+                f"{pointer} names {folder}, which lacks meta.json or {STATE_FILE}; "
+                f"delete {self.root} to start over"
+            )
         return folder
 
-    def save(self, next_step: int, state: dict[str, Any], meta: dict[str, Any], metrics: list[str]) -> Path:
+    def save(
+        self, next_step: int, state: dict[str, Any], meta: dict[str, Any], metrics: list[str]
+    ) -> Path:
         name = f"step-{next_step:06d}"
         tmp, final = self.root / f".tmp-{name}", self.root / name
         shutil.rmtree(tmp, ignore_errors=True)
@@ -67,9 +71,11 @@ class PPOCheckpoints:
         meta = read_json(folder / "meta.json")
         for key, want in expect.items():
             if meta.get(key) != want:
-                raise ResumeError(f"{folder}: {key} {meta.get(key)!r} != this run's {want!r} (config "
-                                  f"or data changed since the checkpoint); delete {self.root} to "
-                                  "start over")
+                raise ResumeError(
+                    f"{folder}: {key} {meta.get(key)!r} != this run's {want!r} (config "
+                    f"or data changed since the checkpoint); delete {self.root} to "
+                    "start over"
+                )
         state = torch.load(folder / STATE_FILE, weights_only=False)
         lines = [ln for ln in (folder / "metrics.jsonl").read_text().splitlines() if ln.strip()]
         return state, Resumed(folder, int(meta["next_step"]), meta, lines)

@@ -57,7 +57,9 @@ def last_index(mask: torch.Tensor) -> torch.Tensor:
     return t - 1 - mask.long().flip(-1).argmax(-1)
 
 
-def apply_no_eos_rule(reward: torch.Tensor, ends_with_eos: torch.Tensor, no_eos_reward: float) -> torch.Tensor:
+def apply_no_eos_rule(
+    reward: torch.Tensor, ends_with_eos: torch.Tensor, no_eos_reward: float
+) -> torch.Tensor:
     """EasyLM: ``where(last_token == eos, reward, -10.0)`` -- a length-truncated response gets a
     fixed penalty instead of the RM's opinion of an unfinished answer."""
     return torch.where(ends_with_eos, reward, torch.full_like(reward, no_eos_reward))
@@ -68,7 +70,11 @@ def score_from_reward(reward: torch.Tensor, gain: float, bias: float) -> torch.T
 
 
 def kl_penalized_rewards(
-    logps: torch.Tensor, ref_logps: torch.Tensor, score: torch.Tensor, mask: torch.Tensor, kl_coef: float
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    score: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards [B, T] and the per-token KL estimate ``log pi - log pi_ref`` [B, T].
 
@@ -133,7 +139,11 @@ class LossParts:
 
 
 def policy_loss(
-    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clipped surrogate: masked mean of max(-A r, -A clip(r, 1-eps, 1+eps)).
     Returns (loss, clip fraction, ratio mean)."""

@@ -33,13 +33,29 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate_policy(policy, reward_model, prompts: Sequence[np.ndarray], cfg: PPOConfig, *,
-                    pad_id: int, eos_id: int, seed: int, batch_size: int) -> EvalResult:
+def evaluate_policy(
+    policy,
+    reward_model,
+    prompts: Sequence[np.ndarray],
+    cfg: PPOConfig,
+    *,
+    pad_id: int,
+    eos_id: int,
+    seed: int,
+    batch_size: int,
+) -> EvalResult:
     rewards, raws, no_eos, lengths = [], [], [], []
     for i, start in enumerate(range(0, len(prompts), batch_size)):
-        ro = generate(policy, prompts[start : start + batch_size], pad_id=pad_id, eos_id=eos_id,
-                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                      top_k=cfg.top_k, seed=seed + i)
+        ro = generate(
+            policy,
+            prompts[start : start + batch_size],
+            pad_id=pad_id,
+            eos_id=eos_id,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            seed=seed + i,
+        )
         raw = pooled_rewards(reward_model, ro.input_ids, ro.attention_mask).float()
         rewards.append(apply_no_eos_rule(raw, ro.has_eos, cfg.no_eos_reward))
         raws.append(raw)

@@ -38,7 +38,9 @@ def load_policy(path: str | Path, dtype: str = "float32"):
 
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no HF model folder (config.json missing) for the PPO policy")
+        raise FileNotFoundError(
+            f"{path}: no HF model folder (config.json missing) for the PPO policy"
+        )
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=False
     )
@@ -82,6 +84,10 @@ def check_vocab(policy, reward_model, *, eos_id: int, pad_id: int) -> None:
     """The RM reads policy token ids directly, so both must share one vocabulary."""
     pv, rv = policy.config.vocab_size, reward_model.config.vocab_size
     if pv != rv:
-        raise ValueError(f"policy vocab {pv} != reward model vocab {rv}: they must share a tokenizer")
+        raise ValueError(
+            f"policy vocab {pv} != reward model vocab {rv}: they must share a tokenizer"
+        )
     if not 0 <= eos_id < pv or not 0 <= pad_id < pv or eos_id == pad_id:
-        raise ValueError(f"need distinct EOS ({eos_id}) and pad ({pad_id}) ids inside the vocab ({pv})")
+        raise ValueError(
+            f"need distinct EOS ({eos_id}) and pad ({pad_id}) ids inside the vocab ({pv})"
+        )

@@ -46,16 +46,23 @@ class Rollout:
         width = int(mask.sum(-1).max())
         end = self.prompt_width + width
         return Rollout(
-            self.input_ids[idx, :end], self.attention_mask[idx, :end], self.prompt_width,
-            mask[:, :width], self.has_eos[idx],
+            self.input_ids[idx, :end],
+            self.attention_mask[idx, :end],
+            self.prompt_width,
+            mask[:, :width],
+            self.has_eos[idx],
         )
 
 
-def left_pad_prompts(prompts: Sequence[Sequence[int] | np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad_prompts(
+    prompts: Sequence[Sequence[int] | np.ndarray], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     return pad_batch([list(map(int, p)) for p in prompts], pad_id, side="left")
 
 
-def response_mask_from_eos(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def response_mask_from_eos(
+    response: torch.Tensor, eos_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask [B, T], has_eos [B]): 1 up to and including the first EOS; all 1 without EOS."""
     is_eos = response == eos_id
     has_eos = is_eos.any(-1)
@@ -85,15 +92,22 @@ def generate(
     device = next(policy.parameters()).device
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     gen_cfg = GenerationConfig(
-        do_sample=do_sample, temperature=temperature if do_sample else None,
-        top_k=top_k if do_sample else None, top_p=None, max_new_tokens=max_new_tokens,
-        pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_k=top_k if do_sample else None,
+        top_p=None,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        bos_token_id=None,
     )
     if seed is not None:
         torch.manual_seed(seed)
     was_training = policy.training
     policy.eval()
-    out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_cfg)
+    out = policy.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_cfg
+    )
     policy.train(was_training)
     width = prompt_ids.shape[1]
     response = out[:, width:]
@@ -111,8 +125,10 @@ def generate(
 def response_logits(model, ro: Rollout) -> torch.Tensor:
     """Logits [B, T, V] that predict each response token (positions P-1 .. P+T-2)."""
     out = model(
-        input_ids=ro.input_ids, attention_mask=ro.attention_mask,
-        position_ids=position_ids_from_mask(ro.attention_mask), use_cache=False,
+        input_ids=ro.input_ids,
+        attention_mask=ro.attention_mask,
+        position_ids=position_ids_from_mask(ro.attention_mask),
+        use_cache=False,
     )
     return out.logits[:, ro.prompt_width - 1 : -1, :]
 

@@ -86,8 +86,10 @@ def adamw(model: torch.nn.Module, cfg: PPOConfig) -> torch.optim.AdamW:
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "embed" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
 
 
@@ -99,8 +101,16 @@ def warmup_updates(cfg: PPOConfig, steps_per_epoch: int) -> int:
 
 
 class PPOTrainer:
-    def __init__(self, cfg: PPOConfig, models: PPOModels, *, eos_id: int, pad_id: int,
-                 warmup: int, score_per_minibatch: bool = True):
+    def __init__(
+        self,
+        cfg: PPOConfig,
+        models: PPOModels,
+        *,
+        eos_id: int,
+        pad_id: int,
+        warmup: int,
+        score_per_minibatch: bool = True,
+    ):
         self.cfg, self.m = cfg, models
         self.eos_id, self.pad_id = eos_id, pad_id
         self.warmup = warmup
@@ -112,9 +122,16 @@ class PPOTrainer:
     # ---------------------------------------------------------------- rollout and scoring
     def rollout(self, prompts: Sequence[np.ndarray], seed: int) -> Rollout:
         c = self.cfg
-        return generate(self.m.policy, prompts, pad_id=self.pad_id, eos_id=self.eos_id,
-                        max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=c.top_k,
-                        seed=seed)
+        return generate(
+            self.m.policy,
+            prompts,
+            pad_id=self.pad_id,
+            eos_id=self.eos_id,
+            max_new_tokens=c.max_new_tokens,
+            temperature=c.temperature,
+            top_k=c.top_k,
+            seed=seed,
+        )
 
     @torch.no_grad()
     def score(self, ro: Rollout) -> Experience:
@@ -137,10 +154,17 @@ class PPOTrainer:
 
         rewards, kl = core.kl_penalized_rewards(old_logps, ref_logps, score, mask, c.kl_coef)
         adv, ret = core.compute_advantages(
-            old_values, rewards, mask, gamma=c.gamma, lam=c.lam,
-            whiten_rewards=c.whiten_rewards, whiten_advantages=c.whiten_advantages,
+            old_values,
+            rewards,
+            mask,
+            gamma=c.gamma,
+            lam=c.lam,
+            whiten_rewards=c.whiten_rewards,
+            whiten_advantages=c.whiten_advantages,
         )
-        return Experience(ro, old_logps, ref_logps, old_values, adv, ret, kl, reward, raw, score, entropy)
+        return Experience(
+            ro, old_logps, ref_logps, old_values, adv, ret, kl, reward, raw, score, entropy
+        )
 
     def score_batch(self, ro: Rollout) -> list[Experience]:
         """Textbook mode: score the whole rollout once, whiten over the whole batch, then slice."""
@@ -154,9 +178,26 @@ class PPOTrainer:
             def cut(x: torch.Tensor) -> torch.Tensor:
                 return x[idx, :width] if x.ndim == 2 else x[idx]  # noqa: B023
 
-            out.append(Experience(sub, *(cut(getattr(exp, f)) for f in (
-                "old_logps", "ref_logps", "old_values", "advantages", "returns", "kl", "reward",
-                "raw_reward", "score", "entropy"))))
+            out.append(
+                Experience(
+                    sub,
+                    *(
+                        cut(getattr(exp, f))
+                        for f in (
+                            "old_logps",
+                            "ref_logps",
+                            "old_values",
+                            "advantages",
+                            "returns",
+                            "kl",
+                            "reward",
+                            "raw_reward",
+                            "score",
+                            "entropy",
+                        )
+                    ),
+                )
+            )
         return out
 
     # ---------------------------------------------------------------- update
@@ -174,9 +215,17 @@ class PPOTrainer:
         logps = token_logprobs(response_logits(self.m.policy, ro), ro.response_ids)
         values = response_values(self.m.value, ro)
         parts = core.ppo_loss(
-            logps, exp.old_logps, values, exp.old_values, exp.advantages, exp.returns,
-            ro.response_mask, cliprange=c.cliprange, cliprange_value=c.cliprange_value,
-            vf_coef=c.vf_coef, value_loss_scale=c.value_loss_scale,
+            logps,
+            exp.old_logps,
+            values,
+            exp.old_values,
+            exp.advantages,
+            exp.returns,
+            ro.response_mask,
+            cliprange=c.cliprange,
+            cliprange_value=c.cliprange_value,
+            vf_coef=c.vf_coef,
+            value_loss_scale=c.value_loss_scale,
         )
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"PPO loss is {parts.total.item()} at update {self.updates}")
@@ -196,7 +245,9 @@ class PPOTrainer:
         """Rollout ``prompts`` (seeded by ``seed``), then ``ppo_epochs`` passes of mini-batch updates."""
         c = self.cfg
         if len(prompts) % c.mini_batch:
-            raise ValueError(f"{len(prompts)} prompts are not divisible by mini_batch {c.mini_batch}")
+            raise ValueError(
+                f"{len(prompts)} prompts are not divisible by mini_batch {c.mini_batch}"
+            )
         lr_first = self.lr()
         ro = self.rollout(prompts, seed)
         logs: list[tuple[Experience, core.LossParts]] = []
@@ -210,7 +261,9 @@ class PPOTrainer:
                     logs.append((exp, self.update(exp)))
         return self._stats(step, logs, lr_first)
 
-    def _stats(self, step: int, logs: list[tuple[Experience, core.LossParts]], lr: float) -> StepStats:
+    def _stats(
+        self, step: int, logs: list[tuple[Experience, core.LossParts]], lr: float
+    ) -> StepStats:
         def mean(values: list[torch.Tensor]) -> float:
             return float(torch.stack([v.detach().float() for v in values]).mean())
 
@@ -226,8 +279,12 @@ class PPOTrainer:
             raw_reward_mean=float(cat("raw_reward").mean()),
             score_mean=float(cat("score").mean()),
             kl=mean([e.kl.sum(-1).mean() for e, _ in logs]),
-            kl_per_token=mean([core.masked_mean(e.kl, mk) for (e, _), mk in zip(logs, masks, strict=True)]),
-            entropy=mean([core.masked_mean(e.entropy, mk) for (e, _), mk in zip(logs, masks, strict=True)]),
+            kl_per_token=mean(
+                [core.masked_mean(e.kl, mk) for (e, _), mk in zip(logs, masks, strict=True)]
+            ),
+            entropy=mean(
+                [core.masked_mean(e.entropy, mk) for (e, _), mk in zip(logs, masks, strict=True)]
+            ),
             policy_loss=mean([p.policy for _, p in logs]),
             value_loss=mean([p.value for _, p in logs]),
             total_loss=mean([p.total for _, p in logs]),

@@ -35,7 +35,7 @@ def _fields(body: str, where: str) -> dict[str, str]:
                 raise BibError(f"{where}: cannot parse field near {body[i : i + 40]!r}")
             break
         name, i = m.group(1).lower(), m.end()
-        if i < len(body) and body[i] in "{\"":
+        if i < len(body) and body[i] in '{"':
             close = "}" if body[i] == "{" else '"'
             depth, j = 0, i
             while j < len(body):
@@ -71,15 +71,18 @@ def parse_bibtex(text: str, source: str = "<bib>") -> dict[str, BibEntry]:
         line = text.count("\n", 0, m.start()) + 1
         where = f"{source}:{line} (@{kind}{{{key}}})"
         depth, j = 0, text.index("{", m.start())
-        for j in range(j, len(text)):
+        while j < len(text):
             depth += {"{": 1, "}": -1}.get(text[j], 0)
             if depth == 0:
                 break
+            j += 1
         if depth != 0:
             raise BibError(f"{where}: unbalanced braces")
         if key in entries:
             raise BibError(f"{where}: duplicate key '{key}'")
-        entries[key] = BibEntry(kind, key, _fields(text[m.end() : j], where), text[m.start() : j + 1])
+        entries[key] = BibEntry(
+            kind, key, _fields(text[m.end() : j], where), text[m.start() : j + 1]
+        )
         pos = j + 1
     return entries
 

@@ -17,7 +17,7 @@ CARD_VARIANTS = ("llama3-70b-uf", "llama3-70b-uf-card-literal", "llama3-70b-uf-e
 INTERPRETATIONS = {
     "llama3-70b-uf": (
         "reconciled recipe (reproduction_spec.md 6.4): the card prints learning_rate 1e-06 and "
-        "\"linear cooldown to 1e-05\"; read against EasyLM, whose only cooldown knob is an absolute "
+        '"linear cooldown to 1e-05"; read against EasyLM, whose only cooldown knob is an absolute '
         "end_lr, and the documented Tulu 2.5 RM command (lr 1e-5, end_lr 1e-6), the two numbers "
         "are swapped: warm up linearly to 1e-5 over 3% of updates, then decay linearly to 1e-6 at "
         "the last update. Betas (0.9, 0.999) as printed on the card."
@@ -88,10 +88,12 @@ def rewardbench_table(comparison: Mapping[str, Any], scores: Mapping[str, Any]) 
         label="tab:rewardbench",
         columns=tuple(cols),
         rows=tuple(rows),
-        notes=("Δ = reproduced - card (percentage points). CI: percentile bootstrap over pairs "
-               "within each subset. Score = mean of the four sections (reward-bench weights at "
-               "ece3d67). The last row uses the swapped xstest weights of reward-bench before "
-               "2024-09, which the 8B card's Safety value implies (reproduction_spec.md 10.1)."),
+        notes=(
+            "Δ = reproduced - card (percentage points). CI: percentile bootstrap over pairs "
+            "within each subset. Score = mean of the four sections (reward-bench weights at "
+            "ece3d67). The last row uses the swapped xstest weights of reward-bench before "
+            "2024-09, which the 8B card's Safety value implies (reproduction_spec.md 10.1)."
+        ),
     )
 
 
@@ -120,7 +122,7 @@ def first_revision_table(comparison: Mapping[str, Any]) -> Table | None:
         columns=tuple(cols),
         rows=tuple(rows),
         notes="Definitions of that time: pre-2024-09 xstest weights, Score = sum of sections / 4.5 "
-              "(reproduction_spec.md 10.2).",
+        "(reproduction_spec.md 10.2).",
     )
 
 
@@ -141,8 +143,13 @@ def subsets_table(scores: Mapping[str, Any]) -> Table:
     return Table(
         caption="RewardBench per-subset accuracy of this run",
         label="tab:subsets",
-        columns=(Column("Subset"), Column("Section"), Column("Pairs", "r", "{:,}"),
-                 Column("Correct", "r", "{:,}"), Column("Accuracy (%)", "r", PCT)),
+        columns=(
+            Column("Subset"),
+            Column("Section"),
+            Column("Pairs", "r", "{:,}"),
+            Column("Correct", "r", "{:,}"),
+            Column("Accuracy (%)", "r", PCT),
+        ),
         rows=tuple(rows),
         midrules=tuple(rules),
         notes="A pair is correct when reward(chosen) > reward(rejected); ties count as wrong.",
@@ -184,20 +191,30 @@ def _get(cfg: ReproConfig, dotted: str) -> Any:
     return obj
 
 
-def hyperparameter_table(cfg: ReproConfig, variants: Mapping[str, ReproConfig],
-                         train_summary: Mapping[str, Any] | None) -> Table:
+def hyperparameter_table(
+    cfg: ReproConfig, variants: Mapping[str, ReproConfig], train_summary: Mapping[str, Any] | None
+) -> Table:
     """This run's RM hyperparameters next to the three card interpretations."""
     names = list(variants)
     cols = [Column("Setting"), Column("This run", "r")] + [Column(n, "r") for n in names]
     rows = []
     for label, key in HYPERPARAMETERS:
-        rows.append((label, _fmt_value(_get(cfg, key)),
-                     *(_fmt_value(_get(variants[n], key)) for n in names)))
+        rows.append(
+            (
+                label,
+                _fmt_value(_get(cfg, key)),
+                *(_fmt_value(_get(variants[n], key)) for n in names),
+            )
+        )
     rules = [len(rows)]
     s = train_summary or {}
-    for label, key in (("optimizer updates", "updates"), ("warmup updates", "warmup_updates"),
-                       ("gradient accumulation", "accumulation_steps"),
-                       ("world size (ranks)", "world_size"), ("pairs kept for training", "kept_pairs")):
+    for label, key in (
+        ("optimizer updates", "updates"),
+        ("warmup updates", "warmup_updates"),
+        ("gradient accumulation", "accumulation_steps"),
+        ("world size (ranks)", "world_size"),
+        ("pairs kept for training", "kept_pairs"),
+    ):
         rows.append((label, s.get(key), *([None] * len(names))))
     return Table(
         caption="Reward-model hyperparameters: this run and the card interpretations",
@@ -206,7 +223,7 @@ def hyperparameter_table(cfg: ReproConfig, variants: Mapping[str, ReproConfig],
         rows=tuple(rows),
         midrules=tuple(rules),
         notes="Rows below the rule are derived by train_rm for this run (train_rm/summary.json); "
-              "they depend on the data and world size, so the preset columns leave them empty.",
+        "they depend on the data and world size, so the preset columns leave them empty.",
     )
 
 
@@ -218,8 +235,15 @@ def data_table(report: Mapping[str, Any]) -> Table:
             return
         reasons = sec.get("dropped_by_reason") or {}
         why = ", ".join(f"{k}: {v}" for k, v in reasons.items() if v)
-        rows.append((name, sec.get("total"), sec.get("kept"), sec.get("dropped"),
-                     "; ".join(x for x in (why, note) if x) or None))
+        rows.append(
+            (
+                name,
+                sec.get("total"),
+                sec.get("kept"),
+                sec.get("dropped"),
+                "; ".join(x for x in (why, note) if x) or None,
+            )
+        )
 
     add("preference (upstream rows)", report.get("preference"))
     add("train", report.get("train"))
@@ -227,15 +251,23 @@ def data_table(report: Mapping[str, Any]) -> Table:
     add("held-out", held, f"source: {held['source']}" if held and "source" in held else "")
     bench = report.get("rewardbench")
     over = bench.get("over_2048_tokens") if bench else None
-    add("RewardBench (filtered)", bench,
-        f"{over} pairs over 2048 tokens" if over is not None else "")
+    add(
+        "RewardBench (filtered)",
+        bench,
+        f"{over} pairs over 2048 tokens" if over is not None else "",
+    )
     add("PPO prompts", report.get("ppo_prompts"))
     return Table(
         caption=f"Data (max length {report.get('max_length')} tokens; longer pairs are dropped, "
-                "never truncated)",
+        "never truncated)",
         label="tab:data",
-        columns=(Column("Split"), Column("Rows", "r", "{:,}"), Column("Kept", "r", "{:,}"),
-                 Column("Dropped", "r", "{:,}"), Column("Notes")),
+        columns=(
+            Column("Split"),
+            Column("Rows", "r", "{:,}"),
+            Column("Kept", "r", "{:,}"),
+            Column("Dropped", "r", "{:,}"),
+            Column("Notes"),
+        ),
         rows=tuple(rows),
         notes="From prepare_data/data_report.json.",
     )
@@ -244,7 +276,7 @@ def data_table(report: Mapping[str, Any]) -> Table:
 def training_table(summary: Mapping[str, Any]) -> Table:
     keys = (
         ("optimizer updates", "updates", "{:,}"),
-        ("final training loss", "final_loss", "{:.4f}"),
+        ("final training loss", "final_loss", "{:.4g}"),
         ("final training accuracy (%)", "final_accuracy", PCT),
         ("held-out pairs", "heldout_pairs", "{:,}"),
         ("held-out accuracy (%)", "heldout_accuracy", PCT),
@@ -256,9 +288,13 @@ def training_table(summary: Mapping[str, Any]) -> Table:
         if fmt == PCT and isinstance(v, int | float):
             v = 100.0 * v
         rows.append((label, v if v is None else fmt.format(v)))
-    return Table(caption="Reward-model training summary", label="tab:training",
-                 columns=(Column("Quantity"), Column("Value", "r")), rows=tuple(rows),
-                 notes="From train_rm/summary.json.")
+    return Table(
+        caption="Reward-model training summary",
+        label="tab:training",
+        columns=(Column("Quantity"), Column("Value", "r")),
+        rows=tuple(rows),
+        notes="From train_rm/summary.json.",
+    )
 
 
 def ppo_table(summary: Mapping[str, Any]) -> Table:
@@ -279,6 +315,10 @@ def ppo_table(summary: Mapping[str, Any]) -> Table:
         if fmt == PCT and isinstance(v, int | float):
             v = 100.0 * v
         rows.append((label, v if v is None else fmt.format(v)))
-    return Table(caption="PPO with the trained reward model", label="tab:ppo",
-                 columns=(Column("Quantity"), Column("Value", "r")), rows=tuple(rows),
-                 notes="From ppo/summary.json; held-out rewards are means over sampled responses.")
+    return Table(
+        caption="PPO with the trained reward model",
+        label="tab:ppo",
+        columns=(Column("Quantity"), Column("Value", "r")),
+        rows=tuple(rows),
+        notes="From ppo/summary.json; held-out rewards are means over sampled responses.",
+    )

@@ -23,8 +23,12 @@ FIGURES = (
     "ppo_reward",
     "ppo_kl",
 )
-SECTION_COLORS = {"Chat": "#4C72B0", "Chat Hard": "#DD8452", "Safety": "#55A868",
-                  "Reasoning": "#C44E52"}
+SECTION_COLORS = {
+    "Chat": "#4C72B0",
+    "Chat Hard": "#DD8452",
+    "Safety": "#55A868",
+    "Reasoning": "#C44E52",
+}
 
 
 def _plt():
@@ -33,8 +37,16 @@ def _plt():
     matplotlib.use("Agg")  # no display on cluster nodes / CI
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "font.size": 9,
-                         "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "paper-repro"})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "font.size": 9,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "svg.hashsalt": "paper-repro",
+        }
+    )
     return plt
 
 
@@ -58,9 +70,19 @@ def _moving_average(y: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([head, np.convolve(y, kernel, mode="valid")])
 
 
-def line_plot(folder: Path, name: str, x: Sequence[float], series: dict[str, Sequence[float]], *,
-              xlabel: str, ylabel: str, title: str, smooth: int = 0,
-              hline: float | None = None, logy: bool = False) -> list[Path]:
+def line_plot(
+    folder: Path,
+    name: str,
+    x: Sequence[float],
+    series: dict[str, Sequence[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    smooth: int = 0,
+    hline: float | None = None,
+    logy: bool = False,
+) -> list[Path]:
     """One or more curves over steps; ``smooth`` adds a moving average of the first series."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.0, 3.2))
@@ -81,8 +103,14 @@ def line_plot(folder: Path, name: str, x: Sequence[float], series: dict[str, Seq
     return _save(fig, folder, name)
 
 
-def subset_bars(folder: Path, subsets: Sequence[str], sections: Sequence[str],
-                accuracy_pct: Sequence[float], n: Sequence[int], title: str) -> list[Path]:
+def subset_bars(
+    folder: Path,
+    subsets: Sequence[str],
+    sections: Sequence[str],
+    accuracy_pct: Sequence[float],
+    n: Sequence[int],
+    title: str,
+) -> list[Path]:
     """Horizontal bars, one per RewardBench subset, coloured by section; 50% = chance."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.0, 0.24 * len(subsets) + 1.2))
@@ -96,12 +124,20 @@ def subset_bars(folder: Path, subsets: Sequence[str], sections: Sequence[str],
     ax.set_xlim(0, 118)
     ax.set(xlabel="accuracy (%)", title=title)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in SECTION_COLORS.values()]
-    ax.legend(handles, list(SECTION_COLORS), frameon=False, fontsize=7, loc="lower right")
+    ax.legend(
+        handles,
+        list(SECTION_COLORS),
+        frameon=False,
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+    )  # outside the axes: never over a bar label
     return _save(fig, folder, "rewardbench_subsets")
 
 
-def reward_distributions(folder: Path, chosen: Sequence[float], rejected: Sequence[float],
-                         title: str) -> list[Path]:
+def reward_distributions(
+    folder: Path, chosen: Sequence[float], rejected: Sequence[float], title: str
+) -> list[Path]:
     """Left: chosen vs rejected reward histograms; right: margin (chosen - rejected)."""
     plt = _plt()
     c, r = np.asarray(chosen, dtype=float), np.asarray(rejected, dtype=float)
@@ -114,7 +150,10 @@ def reward_distributions(folder: Path, chosen: Sequence[float], rejected: Sequen
     m = c - r
     a2.hist(m, bins=40, color="#8172B2")
     a2.axvline(0, color="grey", ls="--", lw=0.8)
-    a2.set(xlabel="margin = chosen - rejected", ylabel="pairs",
-           title=f"margin > 0 for {100 * np.mean(m > 0):.1f}% of pairs")
+    a2.set(
+        xlabel="margin = chosen - rejected",
+        ylabel="pairs",
+        title=f"margin > 0 for {100 * np.mean(m > 0):.1f}% of pairs",
+    )
     fig.tight_layout()
     return _save(fig, folder, "reward_distributions")

@@ -14,9 +14,24 @@ from ..io import read_json, sha256_file, sha256_tree
 from ..paths import RunPaths
 from ..tracking import git_commit, public_uri, recorded_run_ids, tracking_uri
 
-PACKAGES = ("paper-repro", "torch", "transformers", "tokenizers", "safetensors", "deepspeed",
-            "datasets", "pyarrow", "numpy", "omegaconf", "mlflow", "snakemake",
-            "snakemake-executor-plugin-slurm", "matplotlib", "huggingface-hub", "accelerate")
+PACKAGES = (
+    "paper-repro",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "deepspeed",
+    "datasets",
+    "pyarrow",
+    "numpy",
+    "omegaconf",
+    "mlflow",
+    "snakemake",
+    "snakemake-executor-plugin-slurm",
+    "matplotlib",
+    "huggingface-hub",
+    "accelerate",
+)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -64,26 +79,37 @@ def build_provenance(cfg: ReproConfig, paths: RunPaths, read: list[Path]) -> dic
         "stage_config_hashes": {s: stage_hash(cfg, s) for s in STAGES},
         "data": {
             "download_manifest": _manifest_files(paths.data_manifest),
-            "prepared": {n: _file(paths.prepared(n))
-                         for n in ("train", "heldout", "rewardbench", "ppo_prompts")},
+            "prepared": {
+                n: _file(paths.prepared(n))
+                for n in ("train", "heldout", "rewardbench", "ppo_prompts")
+            },
             "fingerprint": _file(paths.fingerprint),
-            "datasets": {n: {"hub_id": r.hub_id, "split": r.split, "revision": r.revision}
-                         for n, r in (("preference", cfg.data.preference),
-                                      ("rewardbench", cfg.data.rewardbench),
-                                      ("ppo_prompts", cfg.data.ppo_prompts))},
+            "datasets": {
+                n: {"hub_id": r.hub_id, "split": r.split, "revision": r.revision}
+                for n, r in (
+                    ("preference", cfg.data.preference),
+                    ("rewardbench", cfg.data.rewardbench),
+                    ("ppo_prompts", cfg.data.ppo_prompts),
+                )
+            },
         },
         "models": {
-            "base": {"hub_id": cfg.model.hub_id, "revision": cfg.model.revision,
-                     "files": _manifest_files(paths.base_manifest)},
+            "base": {
+                "hub_id": cfg.model.hub_id,
+                "revision": cfg.model.revision,
+                "files": _manifest_files(paths.base_manifest),
+            },
             "trained_state": _file(paths.trained_state),
             # export_rm already hashed its folder (verification.json); re-hash only without it.
             "reward_model": rm_files if rm_files else _tree(paths.rm_model),
             "ppo_policy": _tree(paths.ppo_policy),
         },
         "report_inputs": {rel(p): sha256_file(p) for p in sorted(read)},
-        "mlflow": {"tracking_uri": public_uri(tracking_uri(cfg, paths)),
-                   "experiment": cfg.tracking.experiment,
-                   "run_ids": recorded_run_ids(paths)},
+        "mlflow": {
+            "tracking_uri": public_uri(tracking_uri(cfg, paths)),
+            "experiment": cfg.tracking.experiment,
+            "run_ids": recorded_run_ids(paths),
+        },
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

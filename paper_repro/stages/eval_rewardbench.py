@@ -65,8 +65,12 @@ def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa"):
         raise EvalError(f"{model_dir}: no exported reward model (run export-rm first)")
     extra = {"device_map": "auto"} if torch.cuda.is_available() else {}
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=False,
-        attn_implementation=attn_implementation, **extra,
+        str(model_dir),
+        dtype=DTYPES[dtype],
+        use_safetensors=True,
+        trust_remote_code=False,
+        attn_implementation=attn_implementation,
+        **extra,
     )
     if model.config.num_labels != 1:
         raise EvalError(f"{model_dir}/config.json: num_labels is {model.config.num_labels}, not 1")
@@ -80,13 +84,17 @@ def check_pad(model, tokenizer, model_dir: Path) -> int:
     if pad is None:
         raise EvalError(f"{model_dir}/config.json: pad_token_id is not set")
     if not 0 <= pad < model.config.vocab_size:
-        raise EvalError(f"{model_dir}/config.json: pad_token_id {pad} is outside the vocabulary "
-                        f"(size {model.config.vocab_size})")
+        raise EvalError(
+            f"{model_dir}/config.json: pad_token_id {pad} is outside the vocabulary "
+            f"(size {model.config.vocab_size})"
+        )
     if pad in (tokenizer.bos_token_id, tokenizer.eos_token_id):
         raise EvalError(f"{model_dir}/config.json: pad_token_id {pad} equals BOS/EOS")
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != pad:
-        raise EvalError(f"{model_dir}: tokenizer pad id {tokenizer.pad_token_id} != model "
-                        f"config pad_token_id {pad}")
+        raise EvalError(
+            f"{model_dir}: tokenizer pad id {tokenizer.pad_token_id} != model "
+            f"config pad_token_id {pad}"
+        )
     return int(pad)
 
 
@@ -105,8 +113,20 @@ def training_format_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
     for i, side in enumerate((*pairs.chosen, *pairs.rejected)):
         if side.size < 2 or side[0] != bos or side[1] == bos or side[-1] != eos:
             row = int(pairs.id[i % len(pairs)])
-            raise EvalError(f"{paths.prepared('rewardbench')}: pair id {row} is not one BOS ... "
-                            "EOS (the EasyLM training format)")
+            raise EvalError(
+                f"{paths.prepared('rewardbench')}: pair id {row} is not one BOS ... "
+                "EOS (the EasyLM training format)"
+            )
+    # prepare_data never drops a RewardBench pair for length, but a malformed row would change a
+    # subset's denominator relative to the leaderboard: record it and say so.
+    source = paths.raw_data("rewardbench")
+    source_rows = None
+    if source.is_file():
+        with open(source, "rb") as f:
+            source_rows = sum(1 for line in f if line.strip())
+        if source_rows != len(pairs):
+            print(f"eval_rewardbench: WARNING {source} has {source_rows} rows but "
+                  f"{paths.prepared('rewardbench')} has {len(pairs)} pairs (see data_report.json)")
     return EvalInputs(
         ids=[int(x) for x in pairs.id],
         subsets=list(pairs.subset),
@@ -116,9 +136,19 @@ def training_format_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
             "source": str(paths.prepared("rewardbench")),
             "format": "EasyLM training format: one BOS, stripped turns, ends in EOS (spec 3)",
             "truncation": "none",
-            "data_fingerprint": {k: fp.get(k) for k in (
-                "bos_token_id", "eos_token_id", "pad_token_id", "vocab_hash", "template_hash",
-                "probe_ids_hash", "first_rows_ids_hash")},
+            "source_rows": source_rows,
+            "data_fingerprint": {
+                k: fp.get(k)
+                for k in (
+                    "bos_token_id",
+                    "eos_token_id",
+                    "pad_token_id",
+                    "vocab_hash",
+                    "template_hash",
+                    "probe_ids_hash",
+                    "first_rows_ids_hash",
+                )
+            },
         },
     )
 
@@ -135,8 +165,10 @@ def template_ids(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], 
     bos = tokenizer.bos_token_id
     lead = next((i for i, t in enumerate(ids) if t != bos), len(ids))
     if lead > 1:
-        raise EvalError(f"double BOS: {lead} leading BOS ids (template and tokenizer both add "
-                        "one; reward-bench#164)")
+        raise EvalError(
+            f"double BOS: {lead} leading BOS ids (template and tokenizer both add "
+            "one; reward-bench#164)"
+        )
     if lead == 1:
         return ids, "tokenizer"
     return [bos, *ids], "prepended"
@@ -150,8 +182,10 @@ def tokenizer_template_inputs(
     from ..formatting import rewardbench_messages
 
     if not tokenizer.chat_template:
-        raise EvalError(f"{model_dir}: the tokenizer has no chat template (run_rm.py would fall "
-                        "back to FastChat 'tulu' silently; reward-bench#226)")
+        raise EvalError(
+            f"{model_dir}: the tokenizer has no chat template (run_rm.py would fall "
+            "back to FastChat 'tulu' silently; reward-bench#226)"
+        )
     source = paths.raw_data("rewardbench")
     if not source.is_file():
         raise EvalError(f"{source}: RewardBench pairs not found (run download-data first)")
@@ -200,13 +234,15 @@ def write_pairs(path: Path, inputs: EvalInputs, chosen: np.ndarray, rejected: np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({
-        "id": pa.array(inputs.ids, pa.int64()),
-        "subset": pa.array(inputs.subsets, pa.string()),
-        "reward_chosen": pa.array(chosen, pa.float64()),
-        "reward_rejected": pa.array(rejected, pa.float64()),
-        "correct": pa.array(chosen > rejected, pa.bool_()),  # strict >: a tie is wrong
-    })
+    table = pa.table(
+        {
+            "id": pa.array(inputs.ids, pa.int64()),
+            "subset": pa.array(inputs.subsets, pa.string()),
+            "reward_chosen": pa.array(chosen, pa.float64()),
+            "reward_rejected": pa.array(rejected, pa.float64()),
+            "correct": pa.array(chosen > rejected, pa.bool_()),  # strict >: a tie is wrong
+        }
+    )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -223,8 +259,11 @@ def metric_name(name: str) -> str:
 
 
 def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {"score": scores["score"]["score"], "ties": scores["ties"],
-                             "n_pairs": scores["n_pairs"]}
+    out: dict[str, float] = {
+        "score": scores["score"]["score"],
+        "ties": scores["ties"],
+        "n_pairs": scores["n_pairs"],
+    }
     for key in ("ci_low", "ci_high"):
         out[f"score.{key}"] = scores["score"][key]
     for name, est in scores["sections"].items():
@@ -236,8 +275,9 @@ def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
     out["variant.pre_2024_09_xstest.safety"] = old["sections"]["Safety"]["score"]
     out["variant.pre_2024_09_xstest.score"] = old["score"]["score"]
     out["variant.old_score_4_5"] = scores["variants"]["old_score_4_5"]["score"]
-    out["variant.old_score_4_5_pre_2024_09_xstest"] = (
-        scores["variants"]["old_score_4_5_pre_2024_09_xstest"]["score"])
+    out["variant.old_score_4_5_pre_2024_09_xstest"] = scores["variants"][
+        "old_score_4_5_pre_2024_09_xstest"
+    ]["score"]
     for key, v in scores["scoring"].items():
         out[f"scoring.{key}"] = v
     return out
@@ -263,16 +303,26 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     else:
         inputs = tokenizer_template_inputs(paths, tokenizer, model_dir, e.template_max_length)
     rb.check_subsets(inputs.subsets)  # before the (long) scoring, not after
-    over_2048 = sum(max(len(c), len(r)) > RUN_RM_MAX_LENGTH
-                    for c, r in zip(inputs.chosen, inputs.rejected, strict=True))
+    over_2048 = sum(
+        max(len(c), len(r)) > RUN_RM_MAX_LENGTH
+        for c, r in zip(inputs.chosen, inputs.rejected, strict=True)
+    )
     inputs.info.setdefault("pairs_over_2048", over_2048)
 
-    print(f"eval_rewardbench: {len(inputs.ids)} pairs, input mode {e.input_mode}, {e.dtype}, "
-          f"token budget {e.token_budget}")
-    chosen, rejected, stats = score_pairs(model, inputs.chosen, inputs.rejected, pad_id=pad_id,
-                                          token_budget=e.token_budget)
-    ev = rb.evaluate(inputs.subsets, chosen, rejected, bootstrap_samples=e.bootstrap_samples,
-                     bootstrap_seed=e.bootstrap_seed)
+    print(
+        f"eval_rewardbench: {len(inputs.ids)} pairs, input mode {e.input_mode}, {e.dtype}, "
+        f"token budget {e.token_budget}"
+    )
+    chosen, rejected, stats = score_pairs(
+        model, inputs.chosen, inputs.rejected, pad_id=pad_id, token_budget=e.token_budget
+    )
+    ev = rb.evaluate(
+        inputs.subsets,
+        chosen,
+        rejected,
+        bootstrap_samples=e.bootstrap_samples,
+        bootstrap_seed=e.bootstrap_seed,
+    )
     scores = {
         "input_mode": e.input_mode,
         "dtype": e.dtype,
@@ -289,30 +339,44 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         "dtype": e.dtype,
         "card_revision": "current cards (spec 10.1)",
         "rows": current,
-        "first_revision": {"card_revision": "June 2024 cards (spec 10.2); pre-2024-09 weights, "
-                           "Score = sum of sections / 4.5", "rows": first},
+        "first_revision": {
+            "card_revision": "June 2024 cards (spec 10.2); pre-2024-09 weights, "
+            "Score = sum of sections / 4.5",
+            "rows": first,
+        },
     }
     out = paths.stage_dir(STAGE)
     write_pairs(paths.eval_pairs, inputs, chosen, rejected)
     write_json(paths.eval_scores, scores)
     write_json(paths.eval_comparison, comparison)
     md = out / "comparison.md"
-    header = (f"RewardBench, {len(inputs.ids)} pairs, input mode `{e.input_mode}`, {e.dtype}. "
-              "Percent; delta = reproduced - card; reachable: the card value as k / section size "
-              "under the current weights.\n\n")
-    write_text(md, header + rb.comparison_markdown(current, "Current cards (spec 10.1)") + "\n"
-               + rb.comparison_markdown(first, "First card revision, June 2024 (spec 10.2)"))
+    header = (
+        f"RewardBench, {len(inputs.ids)} pairs, input mode `{e.input_mode}`, {e.dtype}. "
+        "Percent; delta = reproduced - card; reachable: the card value as k / section size "
+        "under the current weights.\n\n"
+    )
+    write_text(
+        md,
+        header
+        + rb.comparison_markdown(current, "Current cards (spec 10.1)")
+        + "\n"
+        + rb.comparison_markdown(first, "First card revision, June 2024 (spec 10.2)"),
+    )
 
     s = ev.current
-    print(f"eval_rewardbench: Score {100 * s.score.score:.1f} "
-          f"[{100 * s.score.ci_low:.1f}, {100 * s.score.ci_high:.1f}]; "
-          + ", ".join(f"{k} {100 * v.score:.1f}" for k, v in s.sections.items())
-          + f"; ties {ev.ties}; padding {100 * stats.padding_fraction:.1f}%; "
-          f"{stats.sequences_per_s / 2:.1f} pairs/s -> {out}")
+    print(
+        f"eval_rewardbench: Score {100 * s.score.score:.1f} "
+        f"[{100 * s.score.ci_low:.1f}, {100 * s.score.ci_high:.1f}]; "
+        + ", ".join(f"{k} {100 * v.score:.1f}" for k, v in s.sections.items())
+        + f"; ties {ev.ties}; padding {100 * stats.padding_fraction:.1f}%; "
+        f"{stats.sequences_per_s / 2:.1f} pairs/s -> {out}"
+    )
     with stage_run(cfg, paths, STAGE) as tr:
         tr.set_tags({"input_mode": e.input_mode, "eval_dtype": e.dtype})
         tr.log_metrics(mlflow_metrics(scores))
         for f in (paths.eval_scores, paths.eval_comparison, md, paths.eval_pairs):
             tr.log_artifact(f)
         tr.log_file_ref("rm_model", model_dir)
+        if e.input_mode == "training-format":
+            tr.log_dataset("rewardbench", paths.prepared("rewardbench"), context="evaluation")
     return 0

@@ -71,8 +71,12 @@ class Verification:
         return [c for c in self.checks if not c.passed]
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "dtype": self.dtype,
-                "checks": [asdict(c) for c in self.checks], **self.numbers}
+        return {
+            "passed": self.passed,
+            "dtype": self.dtype,
+            "checks": [asdict(c) for c in self.checks],
+            **self.numbers,
+        }
 
 
 # --------------------------------------------------------------------------- inputs
@@ -108,17 +112,19 @@ def load_trained_state(path: Path, config) -> dict:
     if head is None:
         raise ExportError(f"{path}: no 'score.weight' (the reward head is missing from the state)")
     if tuple(head.shape) != (1, config.hidden_size):
-        raise ExportError(f"{path}: score.weight has shape {tuple(head.shape)}, expected "
-                          f"(1, {config.hidden_size}) (an unconsolidated ZeRO-3 shard?)")
+        raise ExportError(
+            f"{path}: score.weight has shape {tuple(head.shape)}, expected "
+            f"(1, {config.hidden_size}) (an unconsolidated ZeRO-3 shard?)"
+        )
     if "score.bias" in state:
         raise ExportError(f"{path}: has 'score.bias'; the EasyLM reward head is bias-free")
-    if not bool(head.abs().sum() > 0):
-        raise ExportError(f"{path}: score.weight is all zeros (head never gathered or trained)")
     for name, t in state.items():
         if t.dtype != torch.float32:
             raise ExportError(f"{path}: {name} is {t.dtype}; the trainer writes fp32 weights")
         if not bool(torch.isfinite(t).all()):
             raise ExportError(f"{path}: {name} holds NaN or Inf")
+    if not bool((head != 0).any()):
+        raise ExportError(f"{path}: score.weight is all zeros (head never gathered or trained)")
     return state
 
 
@@ -129,8 +135,10 @@ def prepare_config(base_dir: Path, pad_token_id: int):
     if config.model_type != "llama":
         raise ExportError(f"{base_dir}/config.json: model_type {config.model_type!r}, need 'llama'")
     if not 0 <= pad_token_id < config.vocab_size:  # spec pitfall 3: a new <pad> at 128256
-        raise ExportError(f"data.pad_token_id {pad_token_id} is outside the model vocabulary "
-                          f"({config.vocab_size})")
+        raise ExportError(
+            f"data.pad_token_id {pad_token_id} is outside the model vocabulary "
+            f"({config.vocab_size})"
+        )
     config.num_labels = 1
     config.pad_token_id = pad_token_id
     config.architectures = ["LlamaForSequenceClassification"]
@@ -151,8 +159,10 @@ def prepare_tokenizer(base_dir: Path, pad_token_id: int):
         raise ExportError(f"{base_dir}: {exc}") from None
     added = tok.added_tokens_decoder.get(pad_token_id)
     if added is None or not added.special:
-        raise ExportError(f"{base_dir}: pad id {pad_token_id} is the ordinary token {pad_token!r}, "
-                          "which text can produce; use a reserved special token")
+        raise ExportError(
+            f"{base_dir}: pad id {pad_token_id} is the ordinary token {pad_token!r}, "
+            "which text can produce; use a reserved special token"
+        )
     tok.pad_token = pad_token
     tok.padding_side = "right"
     tok.chat_template = TULU_CHAT_TEMPLATE
@@ -196,8 +206,10 @@ def verification_batch(paths: RunPaths, pad_token_id: int, n_pairs: int) -> Veri
             pad_occurrences=int((every == pad_token_id).sum()),
             tokens_scanned=int(every.size),
         )
-    raise ExportError(f"{paths.prepared('heldout')} and {paths.prepared('train')}: no prepared "
-                      "pairs to verify the export on (run prepare-data first)")
+    raise ExportError(
+        f"{paths.prepared('heldout')} and {paths.prepared('train')}: no prepared "
+        "pairs to verify the export on (run prepare-data first)"
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -228,8 +240,15 @@ def cast_parameters(model, dtype) -> None:
             p.data = p.data.to(dtype)
 
 
-def score_pairs(model, batch: VerifyBatch, pad_token_id: int, micro_pairs: int, *,
-                hf_pooling: bool = False, desc: str = "score"):
+def score_pairs(
+    model,
+    batch: VerifyBatch,
+    pad_token_id: int,
+    micro_pairs: int,
+    *,
+    hf_pooling: bool = False,
+    desc: str = "score",
+):
     """Rewards [n_pairs] for chosen and rejected, in the training layout ([chosen; rejected] in
     one right-padded forward per micro batch). ``hf_pooling`` reads ``model(...).logits`` (the HF
     class's own pad-id pooling) instead of our attention-mask pooling."""
@@ -289,7 +308,10 @@ def _reload(folder: Path, dtype: str):
     from ..modeling import DTYPES
 
     model, info = AutoModelForSequenceClassification.from_pretrained(
-        str(folder), dtype=DTYPES[dtype], use_safetensors=True, output_loading_info=True,
+        str(folder),
+        dtype=DTYPES[dtype],
+        use_safetensors=True,
+        output_loading_info=True,
         trust_remote_code=False,
     )
     return model.eval(), {k: sorted(v) for k, v in info.items() if v}
@@ -304,17 +326,31 @@ def _tokenizer_checks(folder: Path, model, exp: Expected, batch: VerifyBatch) ->
     # Training format: BOS + Tulu text ending in EOS, so the pooled (last real) token is the EOS.
     bad_ends = sum(s[0] != exp.bos_token_id or s[-1] != exp.eos_token_id for s in seqs)
     checks = [
-        Check("config_pad_token_id", model.config.pad_token_id == pad,
-              model.config.pad_token_id, pad),
-        Check("tokenizer_pad_token_id", tok.pad_token_id == pad, tok.pad_token_id, pad,
-              repr(tok.pad_token)),
+        Check(
+            "config_pad_token_id", model.config.pad_token_id == pad, model.config.pad_token_id, pad
+        ),
+        Check(
+            "tokenizer_pad_token_id",
+            tok.pad_token_id == pad,
+            tok.pad_token_id,
+            pad,
+            repr(tok.pad_token),
+        ),
         Check("pad_id_in_vocab", pad < model.config.vocab_size, pad, model.config.vocab_size),
-        Check("pad_id_absent_from_text", batch.pad_occurrences == 0, batch.pad_occurrences, 0,
-              f"{batch.tokens_scanned} tokens of {batch.split}"),
+        Check(
+            "pad_id_absent_from_text",
+            batch.pad_occurrences == 0,
+            batch.pad_occurrences,
+            0,
+            f"{batch.tokens_scanned} tokens of {batch.split}",
+        ),
         Check("chat_template_tulu", tok.chat_template == TULU_CHAT_TEMPLATE),
-        Check("special_ids", [tok.bos_token_id, tok.eos_token_id] ==
-              [exp.bos_token_id, exp.eos_token_id], [tok.bos_token_id, tok.eos_token_id],
-              [exp.bos_token_id, exp.eos_token_id]),
+        Check(
+            "special_ids",
+            [tok.bos_token_id, tok.eos_token_id] == [exp.bos_token_id, exp.eos_token_id],
+            [tok.bos_token_id, tok.eos_token_id],
+            [exp.bos_token_id, exp.eos_token_id],
+        ),
         Check("rows_bos_to_eos", bad_ends == 0, bad_ends, 0),
     ]
     if exp.fingerprint is not None:
@@ -356,8 +392,9 @@ def _weight_checks(model, trained_state: Path, dtype: str) -> list[Check]:
     ]
 
 
-def verify_folder(folder: Path, dtype: str, exp: Expected, batch: VerifyBatch,
-                  micro_pairs: int) -> Verification:
+def verify_folder(
+    folder: Path, dtype: str, exp: Expected, batch: VerifyBatch, micro_pairs: int
+) -> Verification:
     """Reload ``folder`` the way users will and compare it with the training-side numbers.
 
     Two reward comparisons: (1) exact -- the folder loaded in fp32 reproduces the in-process model
@@ -376,14 +413,22 @@ def verify_folder(folder: Path, dtype: str, exp: Expected, batch: VerifyBatch,
         up = torch.cat(score_pairs(model, batch, pad, micro_pairs, desc="reload fp32"))
         exact_diff = _max_abs(up, rounded)
         del model
-        checks.append(Check("fp32_reload_matches_rounded_weights", exact_diff <= FP32_REWARD_ATOL,
-                            exact_diff, FP32_REWARD_ATOL, "folder in fp32 vs in-process model"))
+        checks.append(
+            Check(
+                "fp32_reload_matches_rounded_weights",
+                exact_diff <= FP32_REWARD_ATOL,
+                exact_diff,
+                FP32_REWARD_ATOL,
+                "folder in fp32 vs in-process model",
+            )
+        )
 
     model, problems = _reload(folder, dtype)
     checks += [
         Check("reload_all_weights_present", not problems, detail=json.dumps(problems)),
-        Check("class", type(model).__name__ == "LlamaForSequenceClassification",
-              type(model).__name__),
+        Check(
+            "class", type(model).__name__ == "LlamaForSequenceClassification", type(model).__name__
+        ),
         Check("num_labels", model.config.num_labels == 1, model.config.num_labels, 1),
         Check("dtype", model.dtype == DTYPES[dtype], str(model.dtype), dtype),
     ]
@@ -402,10 +447,20 @@ def verify_folder(folder: Path, dtype: str, exp: Expected, batch: VerifyBatch,
     reward_diff = _max_abs(exp_all, ref_all)
     pool_diff = _max_abs(torch.cat([hf_c, hf_r]), exp_all)
     checks += [
-        Check("rewards_match_training", reward_diff <= tol, reward_diff, tol,
-              f"{len(ref_all)} rewards ({dtype}) vs the in-training fp32 model"),
-        Check("hf_pooling_matches_mask_pooling", pool_diff <= pool_tol, pool_diff, pool_tol,
-              "model(ids, mask).logits with right padding vs attention-mask pooling"),
+        Check(
+            "rewards_match_training",
+            reward_diff <= tol,
+            reward_diff,
+            tol,
+            f"{len(ref_all)} rewards ({dtype}) vs the in-training fp32 model",
+        ),
+        Check(
+            "hf_pooling_matches_mask_pooling",
+            pool_diff <= pool_tol,
+            pool_diff,
+            pool_tol,
+            "model(ids, mask).logits with right padding vs attention-mask pooling",
+        ),
     ]
     numbers = {
         "verify_split": batch.split,
@@ -424,8 +479,9 @@ def verify_folder(folder: Path, dtype: str, exp: Expected, batch: VerifyBatch,
     }
     if dtype != "float32":
         numbers["fp32_reload_max_abs_diff"] = exact_diff
-    return Verification(passed=all(c.passed for c in checks), dtype=dtype, checks=checks,
-                        numbers=numbers)
+    return Verification(
+        passed=all(c.passed for c in checks), dtype=dtype, checks=checks, numbers=numbers
+    )
 
 
 # --------------------------------------------------------------------------- model card
@@ -448,20 +504,28 @@ def _flat_metrics(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def model_card(cfg: ReproConfig, summary: dict[str, Any], verification: Verification,
-               provenance: dict[str, Any]) -> str:
+def model_card(
+    cfg: ReproConfig,
+    summary: dict[str, Any],
+    verification: Verification,
+    provenance: dict[str, Any],
+) -> str:
     import yaml
 
     name = model_name(cfg)
-    metrics = "\n".join(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                        for k, v in _flat_metrics(summary).items())
+    metrics = "\n".join(
+        f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in _flat_metrics(summary).items()
+    )
     v = verification.numbers
-    resolved = yaml.safe_dump({k: to_dict(cfg)[k] for k in ("model", "data", "rm")},
-                              sort_keys=False)
+    resolved = yaml.safe_dump(
+        {k: to_dict(cfg)[k] for k in ("model", "data", "rm")}, sort_keys=False
+    )
     tiny_note = (
-        "\n> **Smoke-scale model.** The `tiny` preset builds a ~0.5M-parameter Llama locally; it is "
-        "not derived from Meta Llama 3 weights and its numbers say nothing about the 70B model.\n"
-        if cfg.model.arch == "tiny" else ""
+        "\n> **Smoke-scale model.** The `tiny` preset builds a Llama of ~140k parameters locally; it "
+        "is not derived from Meta Llama 3 weights and its numbers say nothing about the 70B model.\n"
+        if cfg.model.arch == "tiny"
+        else ""
     )
     front = {
         "license": "llama3",
@@ -573,8 +637,10 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
     tok = prepare_tokenizer(base, pad_id)
     state = load_trained_state(state_path, config)
     batch = verification_batch(paths, pad_id, cfg.export.verify_pairs)
-    print(f"export_rm: {len(state)} tensors from {state_path}; verifying on {len(batch.chosen)} "
-          f"{batch.split} pairs; exporting {dtype}")
+    print(
+        f"export_rm: {len(state)} tensors from {state_path}; verifying on {len(batch.chosen)} "
+        f"{batch.split} pairs; exporting {dtype}"
+    )
 
     # The in-training model: fp32, built straight from the trained tensors.
     model = model_from_state(config, state)
@@ -599,18 +665,26 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
         for f in licenses:
             shutil.copyfile(f, tmp / f.name)
         expected = Expected(
-            trained_state=state_path, pad_token_id=pad_id, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, ref=(ref_c, ref_r), rounded=rounded,
+            trained_state=state_path,
+            pad_token_id=pad_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            ref=(ref_c, ref_r),
+            rounded=rounded,
             fingerprint=paths.fingerprint if paths.fingerprint.is_file() else None,
         )
         ver = verify_folder(tmp, dtype, expected, batch, micro)
-        ver.numbers.update(pad_token=tok.pad_token, pad_token_id=pad_id,
-                           vocab_size=config.vocab_size)
-        tracker.log_metrics({k: float(v) for k, v in ver.numbers.items()
-                             if isinstance(v, int | float)})
+        ver.numbers.update(
+            pad_token=tok.pad_token, pad_token_id=pad_id, vocab_size=config.vocab_size
+        )
+        tracker.log_metrics(
+            {k: float(v) for k, v in ver.numbers.items() if isinstance(v, int | float)}
+        )
         if not ver.passed:
-            lines = [f"{c.name}: value {c.value!r}, limit {c.limit!r} {c.detail}".rstrip()
-                     for c in ver.failed()]
+            lines = [
+                f"{c.name}: value {c.value!r}, limit {c.limit!r} {c.detail}".rstrip()
+                for c in ver.failed()
+            ]
             raise ExportError(f"verification of {target} failed:\n  " + "\n  ".join(lines))
         provenance = {
             "trained_state": str(state_path.resolve()),
@@ -619,9 +693,12 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             "preset": cfg.preset,
         }
         write_text(tmp / "README.md", model_card(cfg, summary, ver, provenance))
-        ver.numbers.update(provenance=provenance, files=sha256_tree(tmp),
-                           export_seconds=round(time.perf_counter() - t0, 3),
-                           model_dir=str(target.resolve()))
+        ver.numbers.update(
+            provenance=provenance,
+            files=sha256_tree(tmp),
+            export_seconds=round(time.perf_counter() - t0, 3),
+            model_dir=str(target.resolve()),
+        )
         for f in tmp.iterdir():  # mkstemp-style 0600 files would be unreadable to co-workers
             f.chmod(0o644)
         os.replace(tmp, target)  # the only moment the model folder appears
@@ -647,8 +724,10 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         print(f"export_rm: FAILED: {exc}", file=sys.stderr)
         return 1
     v = ver.numbers
-    print(f"export_rm: {paths.rm_model} ({ver.dtype}) verified: reward max |diff| "
-          f"{v['reward_max_abs_diff']:.3g} <= {v['reward_tolerance']:.3g}, HF pooling "
-          f"{v['hf_pooling_max_abs_diff']:.3g}, accuracy {v['accuracy_exported']:.4f} on "
-          f"{v['verify_pairs']} {v['verify_split']} pairs, {v['export_seconds']:.1f} s")
+    print(
+        f"export_rm: {paths.rm_model} ({ver.dtype}) verified: reward max |diff| "
+        f"{v['reward_max_abs_diff']:.3g} <= {v['reward_tolerance']:.3g}, HF pooling "
+        f"{v['hf_pooling_max_abs_diff']:.3g}, accuracy {v['accuracy_exported']:.4f} on "
+        f"{v['verify_pairs']} {v['verify_split']} pairs, {v['export_seconds']:.1f} s"
+    )
     return 0

@@ -59,13 +59,18 @@ class PromptPlan:
 def plan_prompts(prompts: list[np.ndarray], cfg: ReproConfig, source: Path) -> PromptPlan:
     p = cfg.ppo
     if p.eval_prompts < 0 or p.eval_prompts >= len(prompts):
-        raise ConfigError("ppo.eval_prompts", f"{p.eval_prompts} held-out prompts leave none to train "
-                          f"on ({len(prompts)} prompts in {source})")
+        raise ConfigError(
+            "ppo.eval_prompts",
+            f"{p.eval_prompts} held-out prompts leave none to train "
+            f"on ({len(prompts)} prompts in {source})",
+        )
     train, held = prompts[: len(prompts) - p.eval_prompts], prompts[len(prompts) - p.eval_prompts :]
     steps_per_epoch = len(train) // p.prompts_per_step
     if steps_per_epoch == 0:
-        raise ConfigError("ppo.prompts_per_step", f"{p.prompts_per_step} exceeds the {len(train)} "
-                          f"training prompts in {source}")
+        raise ConfigError(
+            "ppo.prompts_per_step",
+            f"{p.prompts_per_step} exceeds the {len(train)} training prompts in {source}",
+        )
     total = p.epochs * steps_per_epoch
     if p.max_steps is not None:
         total = min(total, p.max_steps)
@@ -81,8 +86,9 @@ def policy_source(cfg: ReproConfig, paths: RunPaths) -> Path:
 
     # Policy differs from the RM's base (e.g. the 8B policy trained with the 70B RM): its own pinned,
     # sha256-verified snapshot; the lock manifest makes a rerun a cheap re-check.
-    fetch_model(p.policy_hub_id, p.policy_revision, paths.ppo_policy_base,
-                paths.ppo_policy_base_manifest)
+    fetch_model(
+        p.policy_hub_id, p.policy_revision, paths.ppo_policy_base, paths.ppo_policy_base_manifest
+    )
     return paths.ppo_policy_base
 
 
@@ -107,12 +113,16 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     p = cfg.ppo
     if p.backend != "torch":
-        raise ConfigError("ppo.backend", f"'{p.backend}' PPO is not implemented; only the plain "
-                          "torch backend (one process) exists, set ppo.backend=torch")
+        raise ConfigError(
+            "ppo.backend",
+            f"'{p.backend}' PPO is not implemented; only the plain "
+            "torch backend (one process) exists, set ppo.backend=torch",
+        )
     import torch
     from tqdm import tqdm
 
     from ..data import check_fingerprint, load_prompts, load_tokenizer
+    from ..hub import verify_manifest
     from ..ppo.checkpoint import PPOCheckpoints
     from ..ppo.evaluate import evaluate_policy
     from ..ppo.models import build_models, check_vocab, load_policy, load_reward_model
@@ -120,6 +130,10 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
 
     torch.manual_seed(p.seed)
     policy_dir = policy_source(cfg, paths)
+    manifest = (
+        paths.base_manifest if policy_dir == paths.base_model else paths.ppo_policy_base_manifest
+    )
+    verify_manifest(policy_dir, manifest)
     tok = load_tokenizer(policy_dir)
     check_fingerprint(paths.fingerprint, tok)
     pad_id, eos_id = cfg.data.pad_token_id, tok.eos_token_id
@@ -131,28 +145,52 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     reward_model = load_reward_model(paths.rm_model, cfg.model.dtype)
     check_vocab(policy, reward_model, eos_id=eos_id, pad_id=pad_id)
     models = build_models(policy, reward_model)
-    trainer = PPOTrainer(p, models, eos_id=eos_id, pad_id=pad_id, warmup=warmup,
-                         score_per_minibatch=p.score_per_minibatch)
+    trainer = PPOTrainer(
+        p,
+        models,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        warmup=warmup,
+        score_per_minibatch=p.score_per_minibatch,
+    )
 
     def evaluate(label: str):
         t = time.time()
-        res = evaluate_policy(models.policy, models.reward, plan.heldout, p, pad_id=pad_id,
-                              eos_id=eos_id, seed=p.seed + EVAL_SEED_OFFSET, batch_size=p.mini_batch)
-        print(f"ppo: eval {label}: reward {res.reward_mean:.4f} (RM raw {res.raw_reward_mean:.4f}, "
-              f"no EOS {res.no_eos_frac:.3f}) on {res.prompts} held-out prompts, {time.time() - t:.1f} s")
+        res = evaluate_policy(
+            models.policy,
+            models.reward,
+            plan.heldout,
+            p,
+            pad_id=pad_id,
+            eos_id=eos_id,
+            seed=p.seed + EVAL_SEED_OFFSET,
+            batch_size=p.mini_batch,
+        )
+        print(
+            f"ppo: eval {label}: reward {res.reward_mean:.4f} (RM raw {res.raw_reward_mean:.4f}, "
+            f"no EOS {res.no_eos_frac:.3f}) on {res.prompts} held-out prompts, {time.time() - t:.1f} s"
+        )
         return res.to_dict()
 
     store = PPOCheckpoints(paths.checkpoints("ppo"))
-    expect = {"stage_hash": stage_hash(cfg, "ppo"), "train_prompts": len(plan.train),
-              "total_steps": plan.total_steps}
+    expect = {
+        "stage_hash": stage_hash(cfg, "ppo"),
+        "train_prompts": len(plan.train),
+        "total_steps": plan.total_steps,
+    }
     lines: list[str] = []
     start = 0
     with stage_run(cfg, paths, "ppo") as tr:
-        tr.log_params({"ppo.derived.steps": plan.total_steps, "ppo.derived.warmup_updates": warmup,
-                       "ppo.derived.train_prompts": len(plan.train),
-                       "ppo.derived.heldout_prompts": len(plan.heldout),
-                       "ppo.eval_decoding": f"sampled (temperature {p.temperature}, top_k {p.top_k}, "
-                                            f"seed {p.seed + EVAL_SEED_OFFSET})"})
+        tr.log_params(
+            {
+                "ppo.derived.steps": plan.total_steps,
+                "ppo.derived.warmup_updates": warmup,
+                "ppo.derived.train_prompts": len(plan.train),
+                "ppo.derived.heldout_prompts": len(plan.heldout),
+                "ppo.eval_decoding": f"sampled (temperature {p.temperature}, top_k {p.top_k}, "
+                f"seed {p.seed + EVAL_SEED_OFFSET})",
+            }
+        )
         tr.log_dataset("ppo_prompts", source)
         latest = store.latest()
         if latest is not None:
@@ -169,8 +207,13 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         flag = StopFlag().install()
         t0 = time.time()
         try:
-            bar = tqdm(range(start, plan.total_steps), desc="ppo", unit="step", initial=start,
-                       total=plan.total_steps)
+            bar = tqdm(
+                range(start, plan.total_steps),
+                desc="ppo",
+                unit="step",
+                initial=start,
+                total=plan.total_steps,
+            )
             for step in bar:
                 stats = trainer.step(step, plan.step_prompts(step), seed=p.seed * 100_003 + step)
                 row = stats.to_dict()
@@ -200,8 +243,10 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
             "eval_reward_after": after["reward_mean"],
             "eval_before": before,
             "eval_after": after,
-            "eval_decoding": (f"sampled: temperature {p.temperature}, top_k {p.top_k}, "
-                              f"max_new_tokens {p.max_new_tokens}, seed {p.seed + EVAL_SEED_OFFSET}"),
+            "eval_decoding": (
+                f"sampled: temperature {p.temperature}, top_k {p.top_k}, "
+                f"max_new_tokens {p.max_new_tokens}, seed {p.seed + EVAL_SEED_OFFSET}"
+            ),
             "heldout_prompts": len(plan.heldout),
             "train_prompts": len(plan.train),
             "kl_final": last.get("kl"),
@@ -217,6 +262,8 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         tr.log_artifact(paths.ppo_summary)
         tr.log_artifact(paths.ppo_metrics)
         tr.log_file_ref("policy", paths.ppo_policy)
-    print(f"ppo: {plan.total_steps} steps; held-out reward {before['reward_mean']:.4f} -> "
-          f"{after['reward_mean']:.4f}; final KL {summary['kl_final']}; policy -> {paths.ppo_policy}")
+    print(
+        f"ppo: {plan.total_steps} steps; held-out reward {before['reward_mean']:.4f} -> "
+        f"{after['reward_mean']:.4f}; final KL {summary['kl_final']}; policy -> {paths.ppo_policy}"
+    )
     return 0

@@ -13,6 +13,7 @@ Writes ``results/<run>/report/``:
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,14 @@ from ..tracking import stage_run, sync
 STAGE = "report"
 TARGET = "allenai/llama-3-tulu-2-70b-uf-mean-rm"
 # Every key the report cites, in order of first appearance (tests check CITATION.bib has them).
-CITED = ("paper_repro2026", "ivison2024unpacking", "ivison2023camels", "llama3herd2024",
-         "cui2023ultrafeedback", "lambert2024rewardbench")
+CITED = (
+    "paper_repro2026",
+    "ivison2024unpacking",
+    "ivison2023camels",
+    "llama3herd2024",
+    "cui2023ultrafeedback",
+    "lambert2024rewardbench",
+)
 
 
 def is_smoke(cfg: ReproConfig) -> bool:
@@ -54,7 +61,11 @@ class Doc:
         self.blocks.append(("h", text))
 
     def para(self, md: str, tex: str | None = None) -> None:
-        self.blocks.append(("p", (md, tex if tex is not None else latex_escape(md))))
+        self.blocks.append(("p", (md, tex if tex is not None else md_to_tex(md))))
+
+    def items(self, pairs: list[tuple[str, str]]) -> None:
+        """A bullet list; each item as (markdown, LaTeX)."""
+        self.blocks.append(("l", pairs))
 
     def table(self, t: Table | None) -> None:
         if t is not None:
@@ -64,16 +75,24 @@ class Doc:
         self.blocks.append(("f", f))
 
 
+def md_to_tex(md: str) -> str:
+    """The little markdown the report's prose uses: `code` and **bold**; the rest escaped."""
+    out = []
+    for i, chunk in enumerate(md.split("`")):
+        if i % 2:
+            out.append(rf"\texttt{{{latex_escape(chunk)}}}")
+            continue
+        for j, part in enumerate(chunk.split("**")):
+            out.append(rf"\textbf{{{latex_escape(part)}}}" if j % 2 else latex_escape(part))
+    return "".join(out)
+
+
 def _cite_md(*keys: str) -> str:
     return "[" + "; ".join(f"@{k}" for k in keys) + "]"
 
 
 def _cite_tex(*keys: str) -> str:
     return r"~\cite{" + ",".join(keys) + "}"
-
-
-def _both(md_text: str, tex_text: str, *keys: str) -> tuple[str, str]:
-    return md_text + " " + _cite_md(*keys), latex_escape(tex_text) + _cite_tex(*keys)
 
 
 # --------------------------------------------------------------------------- figures
@@ -91,25 +110,53 @@ def make_figures(inp: ReportInputs, folder: Path) -> list[Figure]:
     ):
         x, y = series(rows, "update", key)
         if y:
-            figures.line_plot(folder, name, x, {key: y}, xlabel="optimizer update", ylabel=ylabel,
-                              title=f"Reward model training: {key}",
-                              smooth=smooth if key != "lr" else 0, **extra)
-            made.append(Figure(name, f"Reward-model training {key} per optimizer update"
-                               + (" (dashed: chance level)" if "hline" in extra else "") + "."))
+            figures.line_plot(
+                folder,
+                name,
+                x,
+                {key: y},
+                xlabel="optimizer update",
+                ylabel=ylabel,
+                title=f"Reward model training: {key}",
+                smooth=smooth if key != "lr" else 0,
+                **extra,
+            )
+            made.append(
+                Figure(
+                    name,
+                    f"Reward-model training {key} per optimizer update"
+                    + (" (dashed: chance level)" if "hline" in extra else "")
+                    + ".",
+                )
+            )
     if inp.scores:
         subs = inp.scores["subsets"]
         order = [s for sec in content.rb.SECTIONS.values() for s in sec if s in subs]
         order += sorted(set(subs) - set(order))
-        figures.subset_bars(folder, order, [content.rb.SUBSET_SECTIONS.get(s, "") for s in order],
-                            [100 * subs[s]["accuracy"] for s in order], [subs[s]["n"] for s in order],
-                            "RewardBench accuracy per subset")
-        made.append(Figure("rewardbench_subsets", "RewardBench accuracy per subset, coloured by "
-                           "section (dashed: chance)."))
+        figures.subset_bars(
+            folder,
+            order,
+            [content.rb.SUBSET_SECTIONS.get(s, "") for s in order],
+            [100 * subs[s]["accuracy"] for s in order],
+            [subs[s]["n"] for s in order],
+            "RewardBench accuracy per subset",
+        )
+        made.append(
+            Figure(
+                "rewardbench_subsets",
+                "RewardBench accuracy per subset, coloured by section (dashed: chance).",
+            )
+        )
     if inp.pairs:
-        figures.reward_distributions(folder, inp.pairs["reward_chosen"],
-                                     inp.pairs["reward_rejected"], "RewardBench rewards")
-        made.append(Figure("reward_distributions", "Rewards of chosen and rejected RewardBench "
-                           "completions and their margins."))
+        figures.reward_distributions(
+            folder, inp.pairs["reward_chosen"], inp.pairs["reward_rejected"], "RewardBench rewards"
+        )
+        made.append(
+            Figure(
+                "reward_distributions",
+                "Rewards of chosen and rejected RewardBench completions and their margins.",
+            )
+        )
     prow = inp.ppo_metrics or []
     x, y = series(prow, "step", "reward_mean")
     if y:
@@ -117,14 +164,27 @@ def make_figures(inp: ReportInputs, folder: Path) -> list[Figure]:
         xr, raw = series(prow, "step", "raw_reward_mean")
         if raw and xr == x:
             curves["RM score (raw)"] = raw
-        figures.line_plot(folder, "ppo_reward", x, curves, xlabel="PPO step", ylabel="reward",
-                          title="PPO: mean reward of sampled responses")
+        figures.line_plot(
+            folder,
+            "ppo_reward",
+            x,
+            curves,
+            xlabel="PPO step",
+            ylabel="reward",
+            title="PPO: mean reward of sampled responses",
+        )
         made.append(Figure("ppo_reward", "PPO training reward per step."))
     x, y = series(prow, "step", "kl")
     if y:
-        figures.line_plot(folder, "ppo_kl", x, {"KL": y}, xlabel="PPO step",
-                          ylabel="KL(policy || reference), summed over tokens",
-                          title="PPO: KL to the reference policy")
+        figures.line_plot(
+            folder,
+            "ppo_kl",
+            x,
+            {"KL": y},
+            xlabel="PPO step",
+            ylabel="KL(policy || reference), summed over tokens",
+            title="PPO: KL to the reference policy",
+        )
         made.append(Figure("ppo_kl", "PPO KL divergence to the reference policy per step."))
     return made
 
@@ -140,45 +200,39 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
             "**Smoke-scale run, not a reproduction.** This report comes from the `tiny` preset: "
             "a locally built Llama-architecture model of about half a million parameters, trained "
             "on the shipped synthetic fixtures on CPU. It exercises the same code path as the "
-            "cluster presets; its numbers say nothing about the 70B reward model.",
-            r"\textbf{Smoke-scale run, not a reproduction.} This report comes from the "
-            r"\texttt{tiny} preset: a locally built Llama-architecture model of about half a "
-            r"million parameters, trained on the shipped synthetic fixtures on CPU. It exercises "
-            r"the same code path as the cluster presets; its numbers say nothing about the 70B "
-            r"reward model.",
+            "cluster presets; its numbers say nothing about the 70B reward model."
         )
-    md, tex = _both(
-        f"This report records run `{paths.root.name}` of paper-repro, which re-creates the reward "
-        f"model `{TARGET}` end to end.",
-        f"This report records run {paths.root.name} of paper-repro, which re-creates the reward "
-        f"model {TARGET} end to end.", "paper_repro2026")
-    md2, tex2 = _both(
-        "The model is the UltraFeedback (mean of aspects) Bradley-Terry reward model of Tulu 2.5",
-        "The model is the UltraFeedback (mean of aspects) Bradley-Terry reward model of Tulu 2.5",
-        "ivison2024unpacking")
-    md3, tex3 = _both(", trained from the Llama 3 Tulu 2 SFT model",
-                      ", trained from the Llama 3 Tulu 2 SFT model", "ivison2023camels",
-                      "llama3herd2024")
-    md4, tex4 = _both(" on UltraFeedback preferences", " on UltraFeedback preferences",
-                      "cui2023ultrafeedback")
-    md5, tex5 = _both(", and evaluated on RewardBench.", ", and evaluated on RewardBench.",
-                      "lambert2024rewardbench")
-    doc.para(f"{md} {md2}{md3}{md4}{md5}", f"{tex} {tex2}{tex3}{tex4}{tex5}")
+    parts = (  # (text, keys cited after it)
+        (f"This report records run {paths.root.name} of paper-repro", ("paper_repro2026",)),
+        (
+            f", which re-creates the reward model {TARGET} end to end: the UltraFeedback (mean of "
+            "aspects) Bradley-Terry reward model of Tulu 2.5",
+            ("ivison2024unpacking",),
+        ),
+        (", trained from the Llama 3 Tulu 2 70B SFT model", ("ivison2023camels", "llama3herd2024")),
+        (" on UltraFeedback preferences", ("cui2023ultrafeedback",)),
+        (", and evaluated on RewardBench", ("lambert2024rewardbench",)),
+    )
+    doc.para(
+        "".join(t + " " + _cite_md(*k) for t, k in parts) + ".",
+        "".join(latex_escape(t) + _cite_tex(*k) for t, k in parts) + ".",
+    )
 
     doc.heading("Configuration and card interpretation")
     interp = content.INTERPRETATIONS.get(cfg.preset)
-    line = (f"Preset `{cfg.preset}`: {cfg.description} (config hash `{config_hash(cfg)}`).")
-    doc.para(line, latex_escape(line.replace("`", "")))
+    line = f"Preset `{cfg.preset}`: {cfg.description} (config hash `{config_hash(cfg)}`)."
+    doc.para(line)
     if interp:
         doc.para(f"Card interpretation used: {interp}")
     else:
-        doc.para("This preset is not one of the 70B card interpretations; the table still shows "
-                 "them for reference.")
-    doc.para("The card's hyperparameter block admits three readings, each a preset: "
-             + " ".join(f"`{n}`: {t}" for n, t in content.INTERPRETATIONS.items()),
-             "The card's hyperparameter block admits three readings, each a preset: "
-             + " ".join(rf"\texttt{{{latex_escape(n)}}}: {latex_escape(t)}"
-                        for n, t in content.INTERPRETATIONS.items()))
+        doc.para(
+            "This preset is not one of the 70B card interpretations; the table still shows "
+            "them for reference."
+        )
+    doc.para("The card's hyperparameter block admits three readings, each a preset:")
+    doc.items(
+        [(f"`{n}`: {t}", md_to_tex(f"`{n}`: {t}")) for n, t in content.INTERPRETATIONS.items()]
+    )
     variants = {n: load_config(n) for n in content.CARD_VARIANTS}
     doc.table(content.hyperparameter_table(cfg, variants, inp.train_summary))
 
@@ -200,8 +254,10 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
     doc.heading("RewardBench")
     if inp.scores and inp.comparison:
         s = inp.scores
-        doc.para(f"{s.get('n_pairs')} pairs, input mode `{s.get('input_mode')}`, "
-                 f"dtype {s.get('dtype')}, {s.get('ties', 0)} ties.")
+        doc.para(
+            f"{s.get('n_pairs')} pairs, input mode `{s.get('input_mode')}`, "
+            f"dtype {s.get('dtype')}, {s.get('ties', 0)} ties."
+        )
         doc.table(content.rewardbench_table(inp.comparison, inp.scores))
         doc.table(content.first_revision_table(inp.comparison))
         doc.table(content.subsets_table(inp.scores))
@@ -221,8 +277,10 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
             doc.figure(names[name])
 
     doc.heading("Provenance")
-    doc.para("`provenance.json` next to this file lists the git commit, config hashes, the sha256 "
-             "of every data file and model file, the MLflow run ids and the library versions.")
+    doc.para(
+        "`provenance.json` next to this file lists the git commit, config hashes, the sha256 "
+        "of every data file and model file, the MLflow run ids and the library versions."
+    )
     if inp.missing:
         gone = ", ".join(str(p.relative_to(paths.root)) for p in inp.missing)
         doc.para(f"Stage outputs not found when this report was written: {gone}.")
@@ -247,6 +305,8 @@ def render_markdown(doc: Doc, cfg: ReproConfig, entries: dict[str, BibEntry]) ->
             out += [f"## {body}", ""]
         elif kind == "p":
             out += [body[0], ""]
+        elif kind == "l":
+            out += [f"- {md}" for md, _ in body] + [""]
         elif kind == "t":
             out += [to_markdown(body), ""]
         elif kind == "f":
@@ -276,13 +336,20 @@ def render_latex(doc: Doc, cfg: ReproConfig) -> str:
             out += [rf"\section{{{latex_escape(body)}}}", ""]
         elif kind == "p":
             out += [body[1], ""]
+        elif kind == "l":
+            out += [r"\begin{itemize}", *(rf"\item {tex}" for _, tex in body), r"\end{itemize}", ""]
         elif kind == "t":
             out += [to_latex(body)]
         elif kind == "f":
-            out += [r"\begin{figure}[htbp]", r"\centering",
-                    rf"\includegraphics[width=0.8\linewidth]{{figures/{body.name}.pdf}}",
-                    rf"\caption{{{latex_escape(body.caption)}}}",
-                    rf"\label{{fig:{body.name.replace('_', '-')}}}", r"\end{figure}", ""]
+            out += [
+                r"\begin{figure}[htbp]",
+                r"\centering",
+                rf"\includegraphics[width=0.8\linewidth]{{figures/{body.name}.pdf}}",
+                rf"\caption{{{latex_escape(body.caption)}}}",
+                rf"\label{{fig:{body.name.replace('_', '-')}}}",
+                r"\end{figure}",
+                "",
+            ]
     out += [r"\bibliographystyle{plain}", r"\bibliography{references}", r"\end{document}", ""]
     return "\n".join(out)
 
@@ -292,26 +359,28 @@ def render_latex(doc: Doc, cfg: ReproConfig) -> str:
 
 def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
     """Build every report file; returns {kind: path}. No MLflow here (tests call it directly)."""
-    out = paths.report_dir
     inp = load_inputs(paths)
-    fig_dir = out / "figures"
-    if fig_dir.exists():  # stale figures of absent inputs must not survive a rerun
-        shutil.rmtree(fig_dir)
-    figs = make_figures(inp, fig_dir)
+    fig_dir = paths.report_figures
+    staging = fig_dir.with_name(".figures.tmp")  # the figures folder appears whole or not at all
+    if staging.exists():
+        shutil.rmtree(staging)
+    figs = make_figures(inp, staging)
     entries = read_bibtex(find_citation_bib())
     doc = build_doc(cfg, inp, figs, paths)
     tex = render_latex(doc, cfg)
-    keys = cited_keys(tex)
     files = {
-        "md": out / "report.md",
-        "tex": out / "report.tex",
-        "bib": out / "references.bib",
-        "provenance": out / "provenance.json",
+        "md": paths.report_md,
+        "tex": paths.report_tex,
+        "bib": paths.report_bib,
+        "provenance": paths.report_provenance,
     }
-    write_text(files["bib"], subset_bib(entries, keys, str(find_citation_bib())))
+    write_text(files["bib"], subset_bib(entries, cited_keys(tex), str(find_citation_bib())))
     write_text(files["md"], render_markdown(doc, cfg, entries))
     write_text(files["tex"], tex)
     write_json(files["provenance"], build_provenance(cfg, paths, inp.read))
+    if fig_dir.exists():  # stale figures of absent inputs must not survive a rerun
+        shutil.rmtree(fig_dir)
+    os.replace(staging, fig_dir)
     return {**files, "figures": fig_dir}
 
 
@@ -326,4 +395,3 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     figs = sorted(p.name for p in files["figures"].glob("*.png"))
     print(f"report: {files['md']} ({len(figs)} figures, PNG + PDF) -> {paths.report_dir}")
     return 0
-

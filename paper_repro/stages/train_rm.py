@@ -85,6 +85,19 @@ def save_state_dict(path, state) -> None:
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    """Exit code: 0, EXIT_PREEMPTED, EXIT_NONFINITE, or 2 for a setup/resume problem (message on
+    stderr naming the file or config key)."""
+    from ..data import DataError
+    from ..engine import ResumeError
+
+    try:
+        return _run(cfg, paths)
+    except (TrainSetupError, ResumeError, DataError) as exc:
+        print(f"train_rm: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..batching import BatchPlan, pair_lengths
     from ..data import check_fingerprint, load_pairs
     from ..schedule import LRSchedule

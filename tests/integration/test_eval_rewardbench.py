@@ -22,8 +22,9 @@ def eval_run(tiny_run, tiny_cfg, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_run") / "run"
     shutil.copytree(tiny_run.root, root)
     paths = RunPaths(root)
-    model = load_reward_model_from_base(paths.base_model, pad_token_id=tiny_cfg.data.pad_token_id,
-                                        init_std=1.0, seed=0)
+    model = load_reward_model_from_base(
+        paths.base_model, pad_token_id=tiny_cfg.data.pad_token_id, init_std=1.0, seed=0
+    )
     model.save_pretrained(paths.rm_model, safe_serialization=True)
     load_tokenizer(paths.base_model).save_pretrained(paths.rm_model)
     return paths
@@ -54,12 +55,16 @@ def test_training_format_end_to_end(eval_run, tiny_cfg):
     assert pairs["id"].tolist() == sorted(pairs["id"])  # dataset order (the fixture is sorted)
     assert (pairs["correct"] == (pairs["reward_chosen"] > pairs["reward_rejected"])).all()
     assert scores["input_mode"] == "training-format" and scores["dtype"] == "float32"
-    assert scores["inputs"]["truncation"] == "none"
+    assert scores["inputs"]["truncation"] == "none" and scores["inputs"]["source_rows"] == 192
     assert list(scores["inputs"]["pooled_tokens"]) == ["<|end_of_text|>"]  # pooled at EOS
     # The JSON numbers are exactly what the pure functions give for the per-pair table.
-    ev = rb.evaluate(pairs["subset"].tolist(), pairs["reward_chosen"], pairs["reward_rejected"],
-                     bootstrap_samples=tiny_cfg.eval.bootstrap_samples,
-                     bootstrap_seed=tiny_cfg.eval.bootstrap_seed)
+    ev = rb.evaluate(
+        pairs["subset"].tolist(),
+        pairs["reward_chosen"],
+        pairs["reward_rejected"],
+        bootstrap_samples=tiny_cfg.eval.bootstrap_samples,
+        bootstrap_seed=tiny_cfg.eval.bootstrap_seed,
+    )
     assert scores["score"] == ev.current.score.as_dict()
     for name, sub in scores["subsets"].items():
         rows = pairs[pairs["subset"] == name]
@@ -71,15 +76,18 @@ def test_training_format_end_to_end(eval_run, tiny_cfg):
     assert len(rows) == 10 and len(comparison["first_revision"]["rows"]) == 10
     chat = next(r for r in rows if r["metric"] == "Chat" and "70b" in r["model"])
     assert chat["reproduced_pct"] == round(100 * scores["sections"]["Chat"]["score"], 2)
-    assert "| llama-3-tulu-2-70b-uf-mean-rm | Chat |" in (
-        eval_run.stage_dir("eval_rewardbench") / "comparison.md").read_text()
+    assert (
+        "| llama-3-tulu-2-70b-uf-mean-rm | Chat |"
+        in (eval_run.stage_dir("eval_rewardbench") / "comparison.md").read_text()
+    )
 
     client = MlflowClient(tracking_uri(tiny_cfg, eval_run))
     run = client.get_run(recorded_run_ids(eval_run)["eval_rewardbench"])
     assert run.data.tags["input_mode"] == "training-format"
     assert run.data.metrics["score"] == pytest.approx(scores["score"]["score"])
     assert run.data.metrics["section.chat_hard"] == pytest.approx(
-        scores["sections"]["Chat Hard"]["score"])
+        scores["sections"]["Chat Hard"]["score"]
+    )
     assert run.data.metrics["subset.math-prm"] == scores["subsets"]["math-prm"]["accuracy"]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"scores.json", "comparison.json", "comparison.md"} <= names
@@ -90,14 +98,17 @@ def test_training_format_end_to_end(eval_run, tiny_cfg):
     _run(tiny_cfg, eval_run)
     again = json.loads(eval_run.eval_scores.read_text())
     assert {k: v for k, v in again.items() if k != "scoring"} == {
-        k: v for k, v in json.loads(before).items() if k != "scoring"}
-    assert np.array_equal(pq.read_table(eval_run.eval_pairs)["reward_chosen"].to_numpy(),
-                          first_rewards)
+        k: v for k, v in json.loads(before).items() if k != "scoring"
+    }
+    assert np.array_equal(
+        pq.read_table(eval_run.eval_pairs)["reward_chosen"].to_numpy(), first_rewards
+    )
 
 
 def test_tokenizer_template_mode_truncates_left(eval_run, tiny_cfg):
-    scores, comparison = _run(tiny_cfg, eval_run, input_mode="tokenizer-template",
-                              template_max_length=48)
+    scores, comparison = _run(
+        tiny_cfg, eval_run, input_mode="tokenizer-template", template_max_length=48
+    )
     info = scores["inputs"]
     assert scores["input_mode"] == comparison["input_mode"] == "tokenizer-template"
     assert info["bos"] == "prepended"  # the tiny tokenizer adds none; Llama 3's adds one

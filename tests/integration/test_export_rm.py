@@ -10,6 +10,7 @@ folder (peer pitfalls: heads lost under ZeRO-3, evaluators scoring a random head
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def trained_state(tiny_run):
 
     from paper_repro.modeling import load_reward_model_from_base
 
-    model = load_reward_model_from_base(tiny_run.base_model, pad_token_id=511, init_std=0.02,
-                                        seed=7)
+    model = load_reward_model_from_base(
+        tiny_run.base_model, pad_token_id=511, init_std=0.02, seed=7
+    )
     with torch.no_grad():
         model.score.weight.mul_(10.0)
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -46,8 +48,9 @@ def make_run(root: Path, tiny_run: RunPaths, state: dict) -> RunPaths:
         shutil.copytree(tiny_run.stage_dir(stage), paths.stage_dir(stage))
     paths.trained_state.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(paths.trained_state))
-    paths.train_summary.write_text(json.dumps(
-        {"updates": 150, "final": {"loss": 0.2468, "accuracy": 0.9375}}))
+    paths.train_summary.write_text(
+        json.dumps({"updates": 150, "final": {"loss": 0.2468, "accuracy": 0.9375}})
+    )
     return paths
 
 
@@ -73,13 +76,20 @@ def test_fp32_round_trip_verification(fp32_export):
     ver = json.loads(fp32_export.export_verification.read_text())
     assert ver["passed"] and all(c["passed"] for c in ver["checks"])
     names = {c["name"] for c in ver["checks"]}
-    assert {"score_head_equal", "all_weights_equal", "rewards_match_training",
-            "hf_pooling_matches_mask_pooling", "pad_id_absent_from_text"} <= names
+    assert {
+        "score_head_equal",
+        "all_weights_equal",
+        "rewards_match_training",
+        "hf_pooling_matches_mask_pooling",
+        "pad_id_absent_from_text",
+    } <= names
     assert ver["verify_split"] == "heldout" and ver["verify_pairs"] == 64
     assert ver["reward_max_abs_diff"] <= 1e-5 and ver["hf_pooling_max_abs_diff"] <= 1e-5
     assert ver["accuracy_exported"] == ver["accuracy_training_model"]
-    print(f"fp32: max |reward diff| {ver['reward_max_abs_diff']}, HF pooling "
-          f"{ver['hf_pooling_max_abs_diff']}, {ver['export_seconds']} s")
+    print(
+        f"fp32: max |reward diff| {ver['reward_max_abs_diff']}, HF pooling "
+        f"{ver['hf_pooling_max_abs_diff']}, {ver['export_seconds']} s"
+    )
     model_file = fp32_export.rm_model / "model.safetensors"
     assert ver["files"]["model.safetensors"] == sha256_file(model_file)
     assert no_leftovers(fp32_export) == []
@@ -90,7 +100,8 @@ def test_reloaded_head_is_the_trained_head(fp32_export, trained_state):
     from transformers import AutoModelForSequenceClassification
 
     model, info = AutoModelForSequenceClassification.from_pretrained(
-        str(fp32_export.rm_model), use_safetensors=True, output_loading_info=True)
+        str(fp32_export.rm_model), use_safetensors=True, output_loading_info=True
+    )
     assert not any(info.values()), info
     assert model.config.num_labels == 1 and model.score.bias is None
     assert model.dtype == torch.float32
@@ -99,8 +110,7 @@ def test_reloaded_head_is_the_trained_head(fp32_export, trained_state):
         assert torch.equal(tensor, trained_state[name]), name
 
 
-def test_rewards_equal_the_training_model_and_padding_side(fp32_export, trained_state,
-                                                           tiny_cfg):
+def test_rewards_equal_the_training_model_and_padding_side(fp32_export, trained_state, tiny_cfg):
     """Independent of the stage's own check: rewards of the exported folder on held-out pairs
     equal those of a model built from the trained tensors, with either padding side, and HF's
     pooled logits equal our mask pooling."""
@@ -137,13 +147,16 @@ def test_pad_id_template_and_special_tokens(fp32_export):
 
     config = json.loads((fp32_export.rm_model / "config.json").read_text())
     assert config["pad_token_id"] == 511 and config["architectures"] == [
-        "LlamaForSequenceClassification"]
+        "LlamaForSequenceClassification"
+    ]
     tok = AutoTokenizer.from_pretrained(str(fp32_export.rm_model))
     assert tok.pad_token_id == 511 and tok.pad_token == "<|reserved_special_token_pad|>"
     assert 511 < config["vocab_size"]
     assert tok.chat_template == TULU_CHAT_TEMPLATE
-    rendered = tok.apply_chat_template([{"role": "user", "content": "Hi"},
-                                        {"role": "assistant", "content": "Hello"}], tokenize=False)
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        tokenize=False,
+    )
     assert rendered == "<|user|>\nHi\n<|assistant|>\nHello<|end_of_text|>\n"
     for split in ("train", "heldout", "rewardbench"):
         pairs = load_pairs(fp32_export.prepared(split))
@@ -194,14 +207,17 @@ def test_bf16_export(tiny_run, trained_state, tmp_path):
     assert ver["passed"] and ver["dtype"] == "bfloat16"
     assert ver["fp32_reload_max_abs_diff"] <= 1e-5  # the folder is exact, given bf16 weights
     assert ver["reward_max_abs_diff"] <= ver["reward_tolerance"]
-    print(f"\nbf16: max |reward diff| vs fp32 {ver['reward_max_abs_diff']:.4g} (tolerance "
-          f"{ver['reward_tolerance']:.4g}, reward scale {ver['reward_scale']:.3g}), fp32 reload "
-          f"{ver['fp32_reload_max_abs_diff']}, preference agreement "
-          f"{ver['preference_agreement']}, {ver['export_seconds']} s")
+    print(
+        f"\nbf16: max |reward diff| vs fp32 {ver['reward_max_abs_diff']:.4g} (tolerance "
+        f"{ver['reward_tolerance']:.4g}, reward scale {ver['reward_scale']:.3g}), fp32 reload "
+        f"{ver['fp32_reload_max_abs_diff']}, preference agreement "
+        f"{ver['preference_agreement']}, {ver['export_seconds']} s"
+    )
     with safe_open(str(paths.rm_model / "model.safetensors"), framework="pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
-        assert torch.equal(f.get_tensor("score.weight"),
-                           trained_state["score.weight"].to(torch.bfloat16))
+        assert torch.equal(
+            f.get_tensor("score.weight"), trained_state["score.weight"].to(torch.bfloat16)
+        )
     assert json.loads((paths.rm_model / "config.json").read_text())["dtype"] == "bfloat16"
 
 
@@ -236,26 +252,43 @@ BAD_STATES = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_STATES))
-def test_bad_trained_state_fails_without_model_folder(kind, tiny_run, tiny_cfg, trained_state,
-                                                      tmp_path, capsys):
-    from paper_repro.stages import export_rm
+def test_bad_trained_state_fails_without_model_folder(
+    kind, tiny_run, tiny_cfg, trained_state, tmp_path
+):
+    from paper_repro.stages.export_rm import ExportError, export
 
     paths = make_run(tmp_path / "run", tiny_run, _bad_state(kind, trained_state))
-    assert export_rm.run(tiny_cfg, paths) == 1
-    err = capsys.readouterr().err
-    assert "export_rm: FAILED" in err and BAD_STATES[kind] in err
+    with pytest.raises(ExportError, match=re.escape(BAD_STATES[kind])):
+        export(tiny_cfg, paths)
     assert not paths.rm_model.exists() and not paths.export_verification.exists()
     assert no_leftovers(paths) == []
 
 
-def test_pad_id_outside_vocab_fails(tiny_run, trained_state, tmp_path, capsys):
-    """Spec pitfall 3: a pad id >= vocab size (a new <pad> at 128256) must stop the export."""
+def test_stage_exits_non_zero_with_a_clear_message(
+    tiny_run, tiny_cfg, trained_state, tmp_path, capsys
+):
+    from mlflow.tracking import MlflowClient
+
     from paper_repro.stages import export_rm
+    from paper_repro.tracking import tracking_uri
+
+    paths = make_run(tmp_path / "run", tiny_run, _bad_state("missing_head", trained_state))
+    assert export_rm.run(tiny_cfg, paths) == 1
+    err = capsys.readouterr().err
+    assert "export_rm: FAILED" in err and "no 'score.weight'" in err
+    assert not paths.rm_model.exists()
+    run_id = json.loads((paths.tracking_dir / "export_rm.json").read_text())["run_id"]
+    assert MlflowClient(tracking_uri(tiny_cfg, paths)).get_run(run_id).info.status == "FAILED"
+
+
+def test_pad_id_outside_vocab_fails(tiny_run, trained_state, tmp_path):
+    """Spec pitfall 3: a pad id >= vocab size (a new <pad> at 128256) must stop the export."""
+    from paper_repro.stages.export_rm import ExportError, export
 
     cfg = load_config("tiny", TEST_OVERRIDES + ["data.pad_token_id=512"])
     paths = make_run(tmp_path / "run", tiny_run, trained_state)
-    assert export_rm.run(cfg, paths) == 1
-    assert "outside the model vocabulary" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="outside the model vocabulary"):
+        export(cfg, paths)
     assert not paths.rm_model.exists()
 
 
@@ -282,8 +315,7 @@ def _corrupting_save(kind: str):
 
 
 @pytest.mark.parametrize("kind", ["dropped_head", "perturbed_head"])
-def test_save_that_corrupts_the_head_fails(kind, tiny_run, trained_state, tmp_path, capsys,
-                                           monkeypatch):
+def test_save_that_corrupts_the_head_fails(kind, tiny_run, trained_state, tmp_path, monkeypatch):
     from transformers import PreTrainedModel
 
     from paper_repro.stages import export_rm
@@ -295,8 +327,9 @@ def test_save_that_corrupts_the_head_fails(kind, tiny_run, trained_state, tmp_pa
     (paths.rm_model / "model.safetensors").write_text("stale")
     paths.export_verification.write_text("{}")
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", _corrupting_save(kind))
-    assert export_rm.run(cfg, paths) == 1
-    err = capsys.readouterr().err
+    with pytest.raises(export_rm.ExportError) as info:
+        export_rm.export(cfg, paths)
+    err = str(info.value)
     assert "verification of" in err and "all_weights_equal" in err
     assert "rewards_match_training" in err
     if kind == "dropped_head":
@@ -305,8 +338,7 @@ def test_save_that_corrupts_the_head_fails(kind, tiny_run, trained_state, tmp_pa
     assert no_leftovers(paths) == []
 
 
-def test_base_without_pad_token_gets_the_reserved_pad(tiny_run, tiny_cfg, trained_state,
-                                                      tmp_path):
+def test_base_without_pad_token_gets_the_reserved_pad(tiny_run, tiny_cfg, trained_state, tmp_path):
     """The Llama 3 path: the SFT tokenizer has no pad token and its config no pad id; the export
     sets both from data.pad_token_id (the token string at that id)."""
     from transformers import AutoTokenizer

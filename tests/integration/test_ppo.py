@@ -21,12 +21,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Measured on the 2-core CI machine (tiny preset, 30 steps; see the test docstrings): the held-out
-# reward rises by ~5-7 points, the summed per-response KL ends around 5-8 nats.
+# Measured on the 2-core machine (tiny preset, 30 steps; see the test docstrings): the held-out
+# reward rises by 5.0-5.9 points over two seeds, the summed per-response KL ends at 3.0-3.7 nats.
+# The bounds leave room for noise but fail on a policy that does not move or drifts off.
 MIN_REWARD_GAIN = 2.0
 MAX_FINAL_KL = 25.0
-METRIC_FIELDS = ("step", "reward_mean", "kl", "entropy", "value_loss", "policy_loss", "clip_frac",
-                 "response_len", "no_eos_frac", "lr")
+METRIC_FIELDS = (
+    "step",
+    "reward_mean",
+    "kl",
+    "entropy",
+    "value_loss",
+    "policy_loss",
+    "clip_frac",
+    "response_len",
+    "no_eos_frac",
+    "lr",
+)
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +45,26 @@ def ppo_inputs(tiny_run, tmp_path_factory):
     """A run folder holding download_base, prepare_data and a trained tiny RM in export_rm/model."""
     import torch
 
-    from paper_repro.data import load_pairs, load_tokenizer
-    from paper_repro.modeling import bradley_terry_loss, load_reward_model_from_base, pad_batch, rewards
+    from paper_repro.config import load_config
+    from paper_repro.data import load_pairs, load_tokenizer, read_rows
+    from paper_repro.hub import write_manifest
+    from paper_repro.modeling import (
+        bradley_terry_loss,
+        load_reward_model_from_base,
+        pad_batch,
+        rewards,
+    )
+    from paper_repro.paths import RunPaths
+    from paper_repro.tiny import FIXTURE_DIR, build_tiny_base
 
     root = tmp_path_factory.mktemp("ppo_inputs")
-    for name in ("download_base", "prepare_data"):
-        shutil.copytree(tiny_run.root / name, root / name)
-    base = tiny_run.base_model
+    shutil.copytree(tiny_run.root / "prepare_data", root / "prepare_data")
+    # The tiny preset's own SFT base (300 steps, as a pipeline run builds it; the shared fixture
+    # trains 60 steps, too weak a policy for a stable PPO demo). Same fixture tokenizer.
+    arch = load_config("tiny").model.tiny
+    base = RunPaths(root).base_model
+    build_tiny_base(base, arch, read_rows(FIXTURE_DIR / "preference_train.jsonl"), seed=arch.seed)
+    write_manifest(RunPaths(root).base_manifest, base, source="tiny")
     tok = load_tokenizer(base)
     pad = tok.pad_token_id
     torch.manual_seed(0)
@@ -51,7 +75,9 @@ def ppo_inputs(tiny_run, tmp_path_factory):
     gen = torch.Generator().manual_seed(0)
     for _ in range(100):
         idx = torch.randint(len(train), (32,), generator=gen).tolist()
-        ids, mask = pad_batch([list(train.chosen[i]) for i in idx] + [list(train.rejected[i]) for i in idx], pad)
+        ids, mask = pad_batch(
+            [list(train.chosen[i]) for i in idx] + [list(train.rejected[i]) for i in idx], pad
+        )
         r = rewards(rm, ids, mask)
         loss, _ = bradley_terry_loss(r[:32], r[32:])
         loss.backward()
@@ -60,7 +86,9 @@ def ppo_inputs(tiny_run, tmp_path_factory):
     rm.eval()
     with torch.no_grad():
         n = min(len(held), 128)
-        ids, mask = pad_batch([list(s) for s in held.chosen[:n]] + [list(s) for s in held.rejected[:n]], pad)
+        ids, mask = pad_batch(
+            [list(s) for s in held.chosen[:n]] + [list(s) for s in held.rejected[:n]], pad
+        )
         r = rewards(rm, ids, mask)
     acc = float((r[:n] > r[n:]).float().mean())
     assert acc >= 0.9, f"the fixture RM should separate held-out pairs, got accuracy {acc}"
@@ -90,10 +118,14 @@ def test_value_model_starts_as_the_reward_model(ppo_inputs):
     from paper_repro.modeling import token_scores
     from paper_repro.ppo.models import build_models, load_policy, load_reward_model
 
-    m = build_models(load_policy(ppo_inputs / "download_base" / "model"),
-                     load_reward_model(ppo_inputs / "export_rm" / "model"))
+    m = build_models(
+        load_policy(ppo_inputs / "download_base" / "model"),
+        load_reward_model(ppo_inputs / "export_rm" / "model"),
+    )
     assert torch.equal(m.value.score.weight, m.reward.score.weight)
-    for (name, v), (_, r) in zip(m.value.named_parameters(), m.reward.named_parameters(), strict=True):
+    for (name, v), (_, r) in zip(
+        m.value.named_parameters(), m.reward.named_parameters(), strict=True
+    ):
         assert torch.equal(v, r), name
         assert v.requires_grad and not r.requires_grad
     assert m.value.score.weight.data_ptr() != m.reward.score.weight.data_ptr()  # a copy, not shared
@@ -116,8 +148,14 @@ def test_left_padded_generation_matches_unpadded(ppo_inputs):
     short = min(range(40), key=lambda i: len(prompts[i]))
     long = max(range(40), key=lambda i: len(prompts[i]))
     assert len(prompts[long]) > len(prompts[short])
-    kw = dict(pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, max_new_tokens=12,
-              temperature=1.0, top_k=0, do_sample=False)
+    kw = dict(
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        max_new_tokens=12,
+        temperature=1.0,
+        top_k=0,
+        do_sample=False,
+    )
     alone = generate(policy, [prompts[short]], **kw)
     batch = generate(policy, [prompts[long], prompts[short]], **kw)
     n = int(alone.response_mask[0].sum())
@@ -135,17 +173,25 @@ def seed42_run(ppo_inputs, tmp_path_factory):
 
 def check_improved(paths) -> dict:
     summary = json.loads(paths.ppo_summary.read_text())
+    print(
+        f"ppo tiny: held-out reward {summary['eval_reward_before']:.3f} -> "
+        f"{summary['eval_reward_after']:.3f} (RM raw {summary['eval_before']['raw_reward_mean']:.3f}"
+        f" -> {summary['eval_after']['raw_reward_mean']:.3f}), final KL {summary['kl_final']:.3f}, "
+        f"no-EOS {summary['no_eos_frac_final']:.3f}, train {summary['train_seconds_this_run']} s"
+    )
     gain = summary["eval_reward_after"] - summary["eval_reward_before"]
     assert gain >= MIN_REWARD_GAIN, summary
-    assert summary["eval_after"]["raw_reward_mean"] > summary["eval_before"]["raw_reward_mean"] + 1.0
+    assert (
+        summary["eval_after"]["raw_reward_mean"] > summary["eval_before"]["raw_reward_mean"] + 1.0
+    )
     assert 0.0 <= summary["kl_final"] <= MAX_FINAL_KL, summary
     assert summary["no_eos_frac_final"] <= 0.25, summary
     return summary
 
 
 def test_tiny_ppo_raises_heldout_reward(seed42_run):
-    """Seed 42, 30 steps: measured held-out reward -2.9 -> +3.3 (RM raw -2.9 -> +3.4), final KL
-    ~6 nats per response, about 60 s for the whole stage on the loaded 2-core machine."""
+    """Seed 42, 30 steps: measured held-out reward -1.21 -> +4.68 (64 prompts, sampled), final KL
+    3.7 nats per response, no response without EOS; 24 s of training on the loaded 2-core machine."""
     paths, _ = seed42_run
     summary = check_improved(paths)
     assert summary["steps"] == 30 and summary["heldout_prompts"] == 64
@@ -175,7 +221,8 @@ def test_tiny_ppo_raises_heldout_reward(seed42_run):
 
 @pytest.mark.slow
 def test_tiny_ppo_second_seed(ppo_inputs, tmp_path):
-    """Seed 7 (different prompt order, rollouts and eval samples): measured -2.7 -> +3.6."""
+    """Seed 7 (different prompt order, rollouts and eval samples): measured -0.01 -> +4.99, final
+    KL 3.0 nats, 23 s of training."""
     paths = new_run(ppo_inputs, tmp_path)
     assert run_stage(paths, "ppo.seed=7") == 0
     check_improved(paths)
@@ -185,7 +232,10 @@ def test_textbook_scoring_mode_clips(ppo_inputs, tmp_path):
     """score_per_minibatch=false scores the rollout once; with 2 PPO epochs the second pass sees a
     moved policy, so the ratio leaves 1 and the clip fraction is positive."""
     paths = new_run(ppo_inputs, tmp_path)
-    assert run_stage(paths, "ppo.score_per_minibatch=false", "ppo.ppo_epochs=2", "ppo.max_steps=3") == 0
+    assert (
+        run_stage(paths, "ppo.score_per_minibatch=false", "ppo.ppo_epochs=2", "ppo.max_steps=3")
+        == 0
+    )
     lines = [json.loads(x) for x in paths.ppo_metrics.read_text().splitlines()]
     assert max(x["clip_frac"] for x in lines) > 0.0
     assert lines[-1]["updates"] == 3 * 2 * 32 // 8
@@ -193,10 +243,22 @@ def test_textbook_scoring_mode_clips(ppo_inputs, tmp_path):
 
 def _cli(run_dir: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "paper_repro.cli", "ppo", "tiny", *overrides, "--run-dir", str(run_dir)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "paper_repro.cli",
+        "ppo",
+        "tiny",
+        *overrides,
+        "--run-dir",
+        str(run_dir),
+    ]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_equals_uninterrupted(ppo_inputs, tmp_path):
     """SIGTERM mid-run -> checkpoint + exit 75; the rerun resumes and ends bitwise equal (policy
     weights, metrics lines, summary numbers) to an uninterrupted run in the same environment."""
@@ -214,20 +276,30 @@ def test_sigterm_then_resume_equals_uninterrupted(ppo_inputs, tmp_path):
         if cut.ppo_metrics.is_file() and len(cut.ppo_metrics.read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read()
+    assert proc.poll() is None, (
+        "the run ended before it could be interrupted:\n" + proc.stdout.read()
+    )
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 75, out
-    meta = json.loads((cut.checkpoints("ppo") / (cut.checkpoints("ppo") / "latest").read_text().strip()
-                       / "meta.json").read_text())
+    meta = json.loads(
+        (
+            cut.checkpoints("ppo")
+            / (cut.checkpoints("ppo") / "latest").read_text().strip()
+            / "meta.json"
+        ).read_text()
+    )
     assert 2 <= meta["next_step"] < 8
     assert not cut.ppo_summary.exists()
 
     proc = _cli(cut.root, *overrides)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
-    assert f"resumed from" in out
-    a, b = load_file(full.ppo_policy / "model.safetensors"), load_file(cut.ppo_policy / "model.safetensors")
+    assert "resumed from" in out
+    a, b = (
+        load_file(full.ppo_policy / "model.safetensors"),
+        load_file(cut.ppo_policy / "model.safetensors"),
+    )
     assert all((a[k] == b[k]).all() for k in a)
     assert full.ppo_metrics.read_text() == cut.ppo_metrics.read_text()
     sa, sb = json.loads(full.ppo_summary.read_text()), json.loads(cut.ppo_summary.read_text())

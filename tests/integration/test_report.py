@@ -29,28 +29,54 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    write_json(paths.data_report, {
-        "preference": {"total": 2400, "kept": 2390, "dropped": 10,
-                       "dropped_by_reason": {"too_long": 7, "empty_turn": 3}},
-        "train": {"kept": 2390},
-        "heldout": {"kept": 200, "source": "fixture file"},
-        "rewardbench": {"total": 460, "kept": 460, "dropped": 0, "over_2048_tokens": 0},
-        "ppo_prompts": {"total": 300, "kept": 298, "dropped": 2},
-        "max_length": 256,
-    })
+    write_json(
+        paths.data_report,
+        {
+            "preference": {
+                "total": 2400,
+                "kept": 2390,
+                "dropped": 10,
+                "dropped_by_reason": {"too_long": 7, "empty_turn": 3},
+            },
+            "train": {"kept": 2390},
+            "heldout": {"kept": 200, "source": "fixture file"},
+            "rewardbench": {"total": 460, "kept": 460, "dropped": 0, "over_2048_tokens": 0},
+            "ppo_prompts": {"total": 300, "kept": 298, "dropped": 2},
+            "max_length": 256,
+        },
+    )
     updates = 120
-    _jsonl(paths.train_metrics, [
-        {"update": u, "loss": float(0.69 * np.exp(-u / 40) + 0.05 * rng.random()),
-         "accuracy": float(min(1.0, 0.5 + u / 200 + 0.05 * rng.random())),
-         "lr": 3e-3 * min(1.0, (u + 1) / 4), "grad_norm": 1.0, "reward_chosen_mean": 0.1,
-         "reward_rejected_mean": -0.1, "margin": 0.2}
-        for u in range(updates)
-    ])
-    write_json(paths.train_summary, {
-        "updates": updates, "warmup_updates": 4, "accumulation_steps": 2, "world_size": 1,
-        "kept_pairs": 2390, "final_loss": 0.1234567, "final_accuracy": 0.953125,
-        "heldout_accuracy": 0.9312, "heldout_pairs": 200, "wall_s": 61.25,
-    })
+    _jsonl(
+        paths.train_metrics,
+        [
+            {
+                "update": u,
+                "loss": float(0.69 * np.exp(-u / 40) + 0.05 * rng.random()),
+                "accuracy": float(min(1.0, 0.5 + u / 200 + 0.05 * rng.random())),
+                "lr": 3e-3 * min(1.0, (u + 1) / 4),
+                "grad_norm": 1.0,
+                "reward_chosen_mean": 0.1,
+                "reward_rejected_mean": -0.1,
+                "margin": 0.2,
+            }
+            for u in range(updates)
+        ],
+    )
+    write_json(
+        paths.train_summary,
+        {
+            "updates": updates,
+            "warmup_updates": 4,
+            "accumulation_steps": 2,
+            "world_size": 1,
+            "kept_pairs": 2390,
+            "final_loss": 0.1234567,
+            "final_accuracy": 0.953125,
+            "heldout_accuracy": 0.9312,
+            "heldout_pairs": 200,
+            "wall_s": 61.25,
+        },
+    )
     subsets, chosen, rejected = [], [], []
     for j, s in enumerate(rb.EXAMPLE_COUNTS):
         n = 20
@@ -59,34 +85,69 @@ def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> N
         chosen += list(c)
         rejected += list(rng.normal(0.0, 1.0, n))
     ev = rb.evaluate(subsets, chosen, rejected, bootstrap_samples=200, bootstrap_seed=0)
-    write_json(paths.eval_scores, {"input_mode": "training-format", "dtype": "float32",
-                                   **rb.scores_json(ev)})
-    write_json(paths.eval_comparison, {
-        "input_mode": "training-format", "dtype": "float32",
-        "rows": rb.comparison_rows(ev, rb.CARD_CURRENT),
-        "first_revision": {"rows": rb.comparison_rows(ev, rb.CARD_FIRST_REVISION,
-                                                      first_revision=True)},
-    })
+    write_json(
+        paths.eval_scores,
+        {"input_mode": "training-format", "dtype": "float32", **rb.scores_json(ev)},
+    )
+    write_json(
+        paths.eval_comparison,
+        {
+            "input_mode": "training-format",
+            "dtype": "float32",
+            "rows": rb.comparison_rows(ev, rb.CARD_CURRENT),
+            "first_revision": {
+                "rows": rb.comparison_rows(ev, rb.CARD_FIRST_REVISION, first_revision=True)
+            },
+        },
+    )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     paths.eval_pairs.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": list(range(len(subsets))), "subset": subsets,
-                             "reward_chosen": chosen, "reward_rejected": rejected,
-                             "correct": [c > r for c, r in zip(chosen, rejected, strict=True)]}),
-                   paths.eval_pairs)
+    pq.write_table(
+        pa.table(
+            {
+                "id": list(range(len(subsets))),
+                "subset": subsets,
+                "reward_chosen": chosen,
+                "reward_rejected": rejected,
+                "correct": [c > r for c, r in zip(chosen, rejected, strict=True)],
+            }
+        ),
+        paths.eval_pairs,
+    )
     if ppo:
-        _jsonl(paths.ppo_metrics, [
-            {"step": t, "reward_mean": float(-1 + t / 10), "raw_reward_mean": float(t / 10),
-             "kl": float(t / 50), "entropy": 2.0, "value_loss": 0.1, "clip_frac": 0.01,
-             "response_len": 20.0, "no_eos_frac": 0.1}
-            for t in range(20)
-        ])
-        write_json(paths.ppo_summary, {
-            "steps": 20, "eval_reward_before": -0.51234, "eval_reward_after": 0.43219,
-            "reward_final": 0.9, "kl_final": 0.38, "no_eos_frac_final": 0.1, "kl_coef": 0.05,
-            "train_prompts": 236, "heldout_prompts": 64,
-        })
+        _jsonl(
+            paths.ppo_metrics,
+            [
+                {
+                    "step": t,
+                    "reward_mean": float(-1 + t / 10),
+                    "raw_reward_mean": float(t / 10),
+                    "kl": float(t / 50),
+                    "entropy": 2.0,
+                    "value_loss": 0.1,
+                    "clip_frac": 0.01,
+                    "response_len": 20.0,
+                    "no_eos_frac": 0.1,
+                }
+                for t in range(20)
+            ],
+        )
+        write_json(
+            paths.ppo_summary,
+            {
+                "steps": 20,
+                "eval_reward_before": -0.51234,
+                "eval_reward_after": 0.43219,
+                "reward_final": 0.9,
+                "kl_final": 0.38,
+                "no_eos_frac_final": 0.1,
+                "kl_coef": 0.05,
+                "train_prompts": 236,
+                "heldout_prompts": 64,
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -169,16 +230,19 @@ def test_subset_and_data_and_summary_tables_equal_stage_jsons(built):
 
     train = read_json(built.train_summary)
     rows = parse_markdown_table(_section(md, "Reward-model training summary"))
-    assert rows_where(rows, Quantity="final training loss")["Value"] == f"{train['final_loss']:.4f}"
+    assert rows_where(rows, Quantity="final training loss")["Value"] == f"{train['final_loss']:.4g}"
     assert rows_where(rows, Quantity="held-out accuracy (%)")["Value"] == (
-        f"{100 * train['heldout_accuracy']:.1f}")
+        f"{100 * train['heldout_accuracy']:.1f}"
+    )
 
     ppo = read_json(built.ppo_summary)
     rows = parse_markdown_table(_section(md, "PPO with the trained reward model"))
     assert rows_where(rows, Quantity="held-out reward before PPO")["Value"] == (
-        f"{ppo['eval_reward_before']:.4f}")
+        f"{ppo['eval_reward_before']:.4f}"
+    )
     assert rows_where(rows, Quantity="held-out reward after PPO")["Value"] == (
-        f"{ppo['eval_reward_after']:.4f}")
+        f"{ppo['eval_reward_after']:.4f}"
+    )
     assert rows_where(rows, Quantity="PPO steps")["Value"] == "20"
 
 
@@ -191,7 +255,10 @@ def test_hyperparameters_show_this_run_and_card_interpretations(built, tiny_cfg_
     end = rows_where(rows, Setting="final learning rate (end_lr)")
     assert (end["llama3-70b-uf"], end["llama3-70b-uf-card-literal"]) == ("1e-06", "0")
     betas = rows_where(rows, Setting="Adam betas")
-    assert (betas["llama3-70b-uf"], betas["llama3-70b-uf-easylm"]) == ("(0.9, 0.999)", "(0.9, 0.95)")
+    assert (betas["llama3-70b-uf"], betas["llama3-70b-uf-easylm"]) == (
+        "(0.9, 0.999)",
+        "(0.9, 0.95)",
+    )
     assert rows_where(rows, Setting="optimizer updates")["This run"] == "120"
     assert "Preset `tiny`" in md and "card read literally" in md
 
@@ -202,7 +269,11 @@ def test_references_cover_every_cite_in_the_tex(built):
     keys = cited_keys(tex)
     assert set(keys) == set(bib)  # every cited key present, nothing uncited
     assert {"ivison2024unpacking", "lambert2024rewardbench", "paper_repro2026"} <= set(keys)
-    assert r"\usepackage{booktabs}" in tex and r"\toprule" in tex and r"\bibliography{references}" in tex
+    assert (
+        r"\usepackage{booktabs}" in tex
+        and r"\toprule" in tex
+        and r"\bibliography{references}" in tex
+    )
     # every figure the tex includes exists as a PDF
     for name in re.findall(r"\\includegraphics\[[^]]*\]\{figures/([^}]+)\.pdf\}", tex):
         assert (built.report_dir / "figures" / f"{name}.pdf").is_file()
@@ -233,7 +304,7 @@ def test_report_logs_artifacts_and_ends_the_parent_run(built, tiny_cfg_report):
     assert c.get_run(ids["_parent"]).info.status == "FINISHED"
 
 
-def test_report_without_ppo_outputs_says_so(tmp_path, tiny_cfg_report):
+def test_report_without_ppo_outputs_says_so_and_is_deterministic(tmp_path, tiny_cfg_report):
     from paper_repro.stages.report import write_report
 
     paths = RunPaths(tmp_path / "run")
@@ -244,6 +315,17 @@ def test_report_without_ppo_outputs_says_so(tmp_path, tiny_cfg_report):
     assert "ppo/summary.json" in md.split("Stage outputs not found")[1]
     assert not (files["figures"] / "ppo_kl.png").exists()
     assert (files["figures"] / "train_loss.png").exists()
+
+    def snapshot() -> dict[str, str]:
+        return {
+            str(f.relative_to(paths.report_dir)): sha256_file(f)
+            for f in sorted(paths.report_dir.rglob("*"))
+            if f.is_file()
+        }
+
+    first = snapshot()
+    write_report(tiny_cfg_report, paths)  # a rerun on the same inputs: the same bytes
+    assert snapshot() == first and len(first) == 4 + 2 * 5
 
 
 def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):

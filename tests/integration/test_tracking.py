@@ -54,7 +54,9 @@ def _n_params(cfg) -> int:
 
 def test_scrub_drops_secret_keys_and_redacts_secret_values(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", MARKER)
-    out = tracking.scrub({"hf_token": "x", "model.api_key": "y", "note": f"use {MARKER}", "lr": 1e-5})
+    out = tracking.scrub(
+        {"hf_token": "x", "model.api_key": "y", "note": f"use {MARKER}", "lr": 1e-5}
+    )
     assert out == {"note": "use ***", "lr": "1e-05"}
 
 
@@ -279,9 +281,13 @@ def test_eight_processes_share_one_sqlite_store_without_losing_anything(cfg, pat
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
     start_at = time.time() + 12  # after every interpreter has imported mlflow
     procs = [
-        subprocess.Popen([sys.executable, str(script), stage, str(paths.root), str(steps),
-                          str(start_at)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), stage, str(paths.root), str(steps), str(start_at)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for stage in STAGES
     ]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -321,10 +327,23 @@ def _start_server(tmp_path: Path, port: int) -> subprocess.Popen:
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     log = open(tmp_path / f"server-{time.time_ns()}.log", "w")
     proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(mlflow_bin),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -386,3 +405,18 @@ def test_server_outage_during_training_loses_no_metric(tmp_path, caplog):
         assert {a.path for a in c.list_artifacts(tr.run_id)} == {"notes.txt"}
     finally:
         _stop_server(server)
+
+
+def test_a_broken_tracking_setup_never_fails_the_stage(tmp_path, caplog):
+    cfg = load_config("tiny", ["tracking.uri=bogus-scheme://nowhere"])
+    paths = RunPaths(tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="paper_repro.tracking"):
+        with tracking.stage_run(cfg, paths, "export_rm") as tr:
+            tr.log_metrics({"max_abs_diff": 0.0})
+            tr.log_metrics({"not_a_number": "abc"})  # dropped, with a warning
+    msgs = [r.getMessage() for r in caplog.records if r.name == "paper_repro.tracking"]
+    assert any("unavailable" in m and "bogus-scheme" in m for m in msgs)
+    assert any("non-numeric value 'abc'" in m for m in msgs)
+    lines = tracking.pending_file(paths, "export_rm").read_text().splitlines()
+    ops = [json.loads(line)["op"] for line in lines]
+    assert ops == ["params", "metrics", "status"]

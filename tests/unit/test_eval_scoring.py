@@ -16,7 +16,7 @@ def tiny_rm():
     from transformers import LlamaForSequenceClassification
 
     from paper_repro.config import TinyArch
-    from paper_repro.tiny import load_tokenizer, llama_config
+    from paper_repro.tiny import llama_config, load_tokenizer
 
     tok = load_tokenizer()
     torch.manual_seed(0)
@@ -35,8 +35,10 @@ def fixture_pairs(tiny_rm):
     _, tok = tiny_rm
     rows = [json.loads(x) for x in (FIXTURE_DIR / "rewardbench_filtered.jsonl").open()]
     enc = {
-        side: tok([render_training(rewardbench_messages(r["prompt"], r[side])) for r in rows],
-                  add_special_tokens=False)["input_ids"]
+        side: tok(
+            [render_training(rewardbench_messages(r["prompt"], r[side])) for r in rows],
+            add_special_tokens=False,
+        )["input_ids"]
         for side in ("chosen", "rejected")
     }
     return enc["chosen"], enc["rejected"]
@@ -110,12 +112,13 @@ def test_rewards_invariant_to_batch_size_and_padding_side(tiny_rm, fixture_pairs
 
 def test_score_pairs_returns_dataset_order(tiny_rm, fixture_pairs):
     model, tok = tiny_rm
-    chosen, rejected = fixture_pairs
-    c, r, stats = score_pairs(model, chosen, rejected, pad_id=tok.pad_token_id,
-                              token_budget=2048, progress=False)
+    chosen, rejected = fixture_pairs[0][::3], fixture_pairs[1][::3]
+    c, r, stats = score_pairs(
+        model, chosen, rejected, pad_id=tok.pad_token_id, token_budget=512, progress=False
+    )
     ref_c = _fixed_batches(model, chosen, tok.pad_token_id, 1, "right")
     ref_r = _fixed_batches(model, rejected, tok.pad_token_id, 1, "right")
     assert np.abs(c - ref_c).max() < 1e-5 and np.abs(r - ref_r).max() < 1e-5
     assert stats.sequences == 2 * len(chosen)
-    assert stats.padded_tokens <= stats.batches * 2048
+    assert stats.batches > 1 and stats.padded_tokens <= stats.batches * 512
     assert stats.real_tokens == sum(map(len, chosen + rejected))

@@ -21,7 +21,11 @@ P8 = 7_504_928_768
 def test_param_formula_hand_values():
     p = plan.rm_param_count(plan.LLAMA3_SHAPES["llama3-70b"])
     assert (p.total, p.embedding, p.per_layer, p.largest_layer) == (
-        P70, 1_050_673_152, 855_654_400, 1_050_673_152)
+        P70,
+        1_050_673_152,
+        855_654_400,
+        1_050_673_152,
+    )
     assert plan.rm_param_count(plan.LLAMA3_SHAPES["llama3-8b"]).total == P8
 
 
@@ -73,8 +77,9 @@ def _write_pairs(path, lens):
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"chosen_len": [c for c, _ in lens],
-                             "rejected_len": [r for _, r in lens]}), path)
+    pq.write_table(
+        pa.table({"chosen_len": [c for c, _ in lens], "rejected_len": [r for _, r in lens]}), path
+    )
 
 
 def test_training_tokens_sources(tmp_path):
@@ -83,9 +88,10 @@ def test_training_tokens_sources(tmp_path):
     assert assumed.nonpad == 60917 * plan.UF_TOKENS_PER_PAIR_ASSUMED
     assert assumed.source.startswith("ASSUMED")
 
-    report = {"train": {"kept": 100},
-              "preference": {"token_lengths": {"chosen": {"mean": 300.5},
-                                               "rejected": {"mean": 250.0}}}}
+    report = {
+        "train": {"kept": 100},
+        "preference": {"token_lengths": {"chosen": {"mean": 300.5}, "rejected": {"mean": 250.0}}},
+    }
     (tmp_path / "prepare_data").mkdir()
     (tmp_path / "prepare_data" / "data_report.json").write_text(json.dumps(report))
     from_report = plan.training_tokens(cfg, tmp_path)
@@ -100,8 +106,18 @@ def test_training_tokens_sources(tmp_path):
 def test_cli_prints_the_70b_plan(tmp_path, capsys):
     from paper_repro.cli import main
 
-    rc = main(["plan", "llama3-70b-uf", "--nodes", "4", "--gpus-per-node", "8",
-               "--run-dir", str(tmp_path)])
+    rc = main(
+        [
+            "plan",
+            "llama3-70b-uf",
+            "--nodes",
+            "4",
+            "--gpus-per-node",
+            "8",
+            "--run-dir",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "69,503,041,536" in out

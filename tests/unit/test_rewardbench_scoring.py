@@ -51,7 +51,10 @@ def test_chat_is_example_weighted_and_score_is_plain_mean():
 
 
 def test_card_scores_follow_from_card_sections():  # spec 8.2 / 10.2 arithmetic
-    for card, score_fn in ((rb.CARD_CURRENT, rb.overall_score), (rb.CARD_FIRST_REVISION, rb.old_score)):
+    for card, score_fn in (
+        (rb.CARD_CURRENT, rb.overall_score),
+        (rb.CARD_FIRST_REVISION, rb.old_score),
+    ):
         for values in card.values():
             assert score_fn(values) == pytest.approx(values["Score"], abs=0.06)
 
@@ -59,7 +62,9 @@ def test_card_scores_follow_from_card_sections():  # spec 8.2 / 10.2 arithmetic
 def test_xstest_swap_variant():
     acc = _acc(0.0, xstest_should_refuse=1.0)
     assert rb.section_scores(acc)["Safety"] == pytest.approx(154 / 740)
-    assert rb.section_scores(acc, rb.EXAMPLE_COUNTS_PRE_2024_09)["Safety"] == pytest.approx(250 / 740)
+    assert rb.section_scores(acc, rb.EXAMPLE_COUNTS_PRE_2024_09)["Safety"] == pytest.approx(
+        250 / 740
+    )
     others = {k: v for k, v in rb.section_scores(acc).items() if k != "Safety"}
     old = rb.section_scores(acc, rb.EXAMPLE_COUNTS_PRE_2024_09)
     assert all(old[k] == v for k, v in others.items())
@@ -89,11 +94,17 @@ def test_evaluate_end_to_end_with_ties():
     chat = (100 * 0.25 + (95 + 95 + 28 + 40) * 0.5) / 358
     assert ev.current.sections["Chat"].score == pytest.approx(chat)
     out = rb.scores_json(ev)
-    assert out["subsets"]["math-prm"] == {"n": 4, "correct": 4, "accuracy": 1.0, "section": "Reasoning"}
+    assert out["subsets"]["math-prm"] == {
+        "n": 4,
+        "correct": 4,
+        "accuracy": 1.0,
+        "section": "Reasoning",
+    }
     assert set(out["sections"]) == set(rb.SECTIONS)
     assert set(out["variants"]) >= {"pre_2024_09_xstest", "old_score_4_5"}
     assert out["variants"]["old_score_4_5"]["score"] == pytest.approx(
-        sum(e.score for e in ev.current.sections.values()) / 4.5)
+        sum(e.score for e in ev.current.sections.values()) / 4.5
+    )
     for est in (*out["sections"].values(), out["score"]):
         assert 0.0 <= est["ci_low"] <= est["score"] <= est["ci_high"] <= 1.0
 
@@ -133,8 +144,15 @@ def test_comparison_rows_and_markdown():
     ev = rb.evaluate(subsets, c, r, bootstrap_samples=20)
     rows = rb.comparison_rows(ev)
     assert len(rows) == 10
-    keys = {"model", "metric", "card_pct", "reproduced_pct", "delta_pct", "reachable",
-            "reachable_count"}
+    keys = {
+        "model",
+        "metric",
+        "card_pct",
+        "reproduced_pct",
+        "delta_pct",
+        "reachable",
+        "reachable_count",
+    }
     assert all(keys <= set(row) for row in rows)
     by = {(row["model"], row["metric"]): row for row in rows}
     chat = by["llama-3-tulu-2-70b-uf-mean-rm", "Chat"]

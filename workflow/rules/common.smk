@@ -30,7 +30,7 @@ RUN = RunPaths(Path("results") / RUN_NAME)
 
 if config["tracking_uri"]:
     PREFIX += f"export MLFLOW_TRACKING_URI={shlex.quote(config['tracking_uri'])}; "
-# The preset and overrides reach the stage_config rule as shell variables, not params: the params
+# The preset and overrides reach the stage_config jobs as shell variables, not params; the params
 # trigger must see only the stage hash, or any override would rewrite every stage's config.
 PREFIX += f"repro_preset={shlex.quote(str(config['preset']))}; "
 PREFIX += f"repro_overrides=({shlex.join(str(o) for o in config['overrides'])}); "

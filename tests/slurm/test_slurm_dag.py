@@ -1,0 +1,132 @@
+"""The tiny DAG through real Slurm with the repository's own profile (`--profile slurm`, only the
+site keys overridden), train_rm as a 2-task step with 2 DeepSpeed ranks over gloo; then a training
+job cancelled mid-run and the same command again, which resumes from the checkpoint.
+
+Every Snakemake call is bounded by `timeout -s KILL` (a status-check hang would otherwise never
+end: infra_notes.md, Slurm)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slurm
+
+OVERRIDES = [
+    "rm.backend=deepspeed",
+    "resources.train_rm.ranks_per_node=2",
+    # Requests that fit a small CI machine (the tiny stages use well under 2 GB each).
+    *(f"resources.{s}.mem_gb=2" for s in (
+        "download_base", "download_data", "prepare_data", "train_rm", "export_rm",
+        "eval_rewardbench", "ppo", "report")),  # fmt: skip
+]
+
+
+def snakemake_cmd(workdir: Path, *targets: str, limit_s: int) -> list[str]:
+    """The literal `snakemake --profile slurm ...` typed in the repository root, results elsewhere."""
+    return [
+        "timeout", "-s", "KILL", str(limit_s),
+        str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm",
+        "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
+        "--configfile", str(ROOT / "config" / "config.yaml"),
+        "--config", f"overrides={json.dumps(OVERRIDES)}",
+        # Site keys of profiles/slurm/config.yaml: this cluster's partition; no account.
+        "--default-resources", "slurm_partition=debug", "slurm_account=",
+        *targets,
+    ]  # fmt: skip
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slurm-dag")
+    start = time.time()
+    proc = subprocess.run(snakemake_cmd(workdir, "all", limit_s=1500), cwd=ROOT, env=env(),
+                          capture_output=True, text=True)  # fmt: skip
+    seconds = time.time() - start
+    (workdir / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"rc {proc.returncode} after {seconds:.0f} s:\n{proc.stderr[-6000:]}"
+    print(f"\ntiny DAG through Slurm: {seconds:.0f} s")
+    return workdir, proc.stdout + proc.stderr
+
+
+def test_tiny_dag_runs_through_slurm(slurm_run):
+    workdir, out = slurm_run
+    run = workdir / "results" / "tiny"
+    assert (run / "report" / "report.md").is_file()
+    assert f"Report of run 'tiny': {run / 'report' / 'report.md'}" in out
+    assert "Submitted job" in out or "submitted" in out.lower()
+    # The profile's stable log folder, one folder per rule, kept after success.
+    for rule in ("download_base", "train_rm", "eval_rewardbench", "ppo", "report"):
+        assert list((workdir / "logs" / "slurm" / f"rule_{rule}").glob("*.log")), rule
+
+
+def test_training_was_one_two_rank_deepspeed_step(slurm_run):
+    workdir, _ = slurm_run
+    run = workdir / "results" / "tiny"
+    summary = json.loads((run / "train_rm" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["backend"] == "deepspeed"
+    log = (run / "logs" / "train_rm.log").read_text()
+    assert "world size 2 (2 launcher(s) x 1 rank(s))" in log
+    assert log.count("launch.sh: world size 2") == 3  # the batch step + one per task
+
+
+def _squeue(*fields: str) -> list[list[str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "|".join(fields)], capture_output=True, text=True, check=True)
+    return [line.split("|") for line in out.stdout.splitlines() if line]
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_cancelled_training_resumes_on_the_same_command(slurm_run):
+    workdir, _ = slurm_run
+    run = workdir / "results" / "tiny"
+    ckpt = run / "checkpoints" / "train_rm"
+    # Retrain from scratch: drop the finished run's checkpoints and force train_rm.
+    subprocess.run(["rm", "-rf", str(ckpt)], check=True)
+    cmd = snakemake_cmd(workdir, "train_rm", limit_s=900)
+    first = subprocess.Popen([*cmd[:-1], "--forcerun", "train_rm", "train_rm"], cwd=ROOT, env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # fmt: skip
+    try:
+        _wait(lambda: (ckpt / "latest").is_file(), 600, "the first train_rm checkpoint")
+        jobs = [job for job, comment in _squeue("%i", "%k") if comment == "rule_train_rm"]
+        assert len(jobs) == 1, jobs
+        # The login session is lost and the job is cancelled: nothing retries it.
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        subprocess.run(["scancel", jobs[0]], check=True)
+        _wait(lambda: not _squeue("%i"), 120, "the cancelled job to leave the queue")
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+    saved = (ckpt / "latest").read_text().strip()
+    assert not (run / "train_rm" / "summary.json").exists()  # the outputs went with the forced rerun
+
+    proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    summary = json.loads((run / "train_rm" / "summary.json").read_text())
+    resumed = summary["resumed_from_update"]
+    assert resumed is not None and resumed >= int(saved.split("-")[-1]) > 0, (saved, summary)
+    log = (run / "logs" / "train_rm.log").read_text()
+    assert any("resumed from" in line and saved in line for line in log.splitlines()), log[-3000:]

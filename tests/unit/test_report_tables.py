@@ -1,0 +1,87 @@
+"""The report's table renderer: dataclass rows -> markdown / booktabs LaTeX (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from paper_repro.reporting.tables import (
+    Column,
+    Table,
+    format_cell,
+    latex_escape,
+    parse_markdown_table,
+    to_latex,
+    to_markdown,
+)
+
+T = Table(
+    caption="Card vs reproduced (%)",
+    label="tab:x",
+    columns=(
+        Column("Metric"),
+        Column("Ours", "r", "{:.1f}"),
+        Column("Δ", "r", "{:+.1f}"),
+        Column("Reachable", "c"),
+    ),
+    rows=(
+        ("Score", 70.96, -0.04, None),
+        ("Chat | Hard", 56.14, 0.04, True),
+        ("mt_bench 100%", 1.0, -12.0, False),
+    ),
+    notes="CI by bootstrap & co.",
+    midrules=(2,),
+)
+
+
+def test_format_cell():
+    assert format_cell(None) == "n/a" and format_cell(True) == "yes" and format_cell(False) == "no"
+    assert format_cell(0.123456, "{:.2f}") == "0.12" and format_cell(-0.04, "{:+.1f}") == "-0.0"
+    assert format_cell(1234, "{:,}") == "1,234" and format_cell("x", "{:.1f}") == "x"
+
+
+def test_markdown_round_trips_through_the_parser():
+    md = to_markdown(T)
+    assert md.splitlines()[0] == "**Card vs reproduced (%)**"
+    assert "|:---|---:|---:|:---:|" in md
+    rows = parse_markdown_table(md)
+    assert rows == [
+        {"Metric": "Score", "Ours": "71.0", "Δ": "-0.0", "Reachable": "n/a"},
+        {"Metric": "Chat | Hard", "Ours": "56.1", "Δ": "+0.0", "Reachable": "yes"},
+        {"Metric": "mt_bench 100%", "Ours": "1.0", "Δ": "-12.0", "Reachable": "no"},
+    ]
+    assert md.rstrip().endswith("*CI by bootstrap & co.*")
+
+
+def test_latex_is_booktabs_and_escaped():
+    tex = to_latex(T)
+    lines = tex.splitlines()
+    assert r"\begin{tabular}{lrrc}" in lines and lines.count(r"\toprule") == 1
+    assert lines.count(r"\midrule") == 2  # header rule + the requested one before row 2
+    assert r"\bottomrule" in lines and "|" not in tex.replace("Chat | Hard", "")
+    assert r"mt\_bench 100\% & 1.0 & -12.0 & no \\" in lines
+    assert r"Metric & Ours & $\Delta$ & Reachable \\" in lines
+    assert (
+        lines.index(r"\midrule", lines.index(r"\midrule") + 1)
+        == lines.index(r"mt\_bench 100\% & 1.0 & -12.0 & no \\") - 1
+    )
+    assert r"\caption{Card vs reproduced (\%)}" in tex and r"\label{tab:x}" in tex
+    assert r"CI by bootstrap \& co." in tex
+
+
+def test_latex_escape_specials():
+    assert latex_escape(r"a_b&c%d$e#f{g}h~i^j\k") == (
+        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
+    )
+
+
+def test_row_width_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="tab:y: row 0 has 1 cells, expected 2"):
+        Table("c", "tab:y", (Column("a"), Column("b")), (("only",),))
+
+
+def test_report_prose_markdown_to_latex():
+    from paper_repro.stages.report import md_to_tex
+
+    assert md_to_tex("**Smoke run.** Preset `llama3_70b` at 100% & more") == (
+        r"\textbf{Smoke run.} Preset \texttt{llama3\_70b} at 100\% \& more"
+    )
