@@ -56,8 +56,12 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str,
 
 def make_adamw(model: nn.Module, rm) -> torch.optim.AdamW:
     """``rm``: an ``RMTrainConfig``. lr is set before every update from the schedule."""
-    return torch.optim.AdamW(weight_decay_groups(model, rm.weight_decay), lr=0.0,
-                             betas=(rm.betas[0], rm.betas[1]), eps=rm.eps)
+    return torch.optim.AdamW(
+        weight_decay_groups(model, rm.weight_decay),
+        lr=0.0,
+        betas=(rm.betas[0], rm.betas[1]),
+        eps=rm.eps,
+    )
 
 
 def clip_by_global_norm(params: list[nn.Parameter], max_norm: float) -> float:
@@ -66,7 +70,9 @@ def clip_by_global_norm(params: list[nn.Parameter], max_norm: float) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    norm = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+    )
     value = float(norm)
     if value == value and value != float("inf") and value >= max_norm:
         for g in grads:
@@ -85,15 +91,26 @@ class TorchBackend:
     rank = 0
     world_size = 1
 
-    def __init__(self, model: nn.Module, rm, *, accumulation: int, compute_dtype: str = "float32",
-                 device: str | torch.device | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        rm,
+        *,
+        accumulation: int,
+        compute_dtype: str = "float32",
+        device: str | torch.device | None = None,
+    ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if any(p.dtype != torch.float32 for p in model.parameters()):
-            raise ValueError("the torch backend keeps fp32 master weights; load the model in float32")
+            raise ValueError(
+                "the torch backend keeps fp32 master weights; load the model in float32"
+            )
         self.module = ScoreModule(model).to(self.device)
         self.hf_model = model
         if rm.activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
         self.optimizer = make_adamw(model, rm)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.grad_clip = rm.grad_clip
@@ -143,8 +160,10 @@ class TorchBackend:
 
     # state -------------------------------------------------------------------------------
     def save_checkpoint(self, folder: Path) -> None:
-        torch.save({"model": self.hf_model.state_dict(), "optimizer": self.optimizer.state_dict()},
-                   folder / "torch_state.pt")
+        torch.save(
+            {"model": self.hf_model.state_dict(), "optimizer": self.optimizer.state_dict()},
+            folder / "torch_state.pt",
+        )
 
     def load_checkpoint(self, folder: Path) -> None:
         state = torch.load(folder / "torch_state.pt", map_location=self.device, weights_only=True)
@@ -197,8 +216,9 @@ def ensure_dist_env() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
 
 
 class DeepSpeedBackend:
@@ -215,8 +235,11 @@ class DeepSpeedBackend:
 
         # DeepSpeed 0.19 calls torch.distributed collectives that torch 2.13 flags as deprecated,
         # once per call: hundreds of identical lines per update otherwise.
-        warnings.filterwarnings("ignore", message=r".*is deprecated\. Please use `torch\.distributed",
-                                category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*is deprecated\. Please use `torch\.distributed",
+            category=FutureWarning,
+        )
         ensure_dist_env()
         deepspeed.init_distributed()
         self.dist = dist
@@ -226,7 +249,9 @@ class DeepSpeedBackend:
         self._hf_ds_config = HfDeepSpeedConfig(self.config) if rm.zero_stage == 3 else None
         model = load_model()
         if rm.activation_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
         module = ScoreModule(model)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=module, optimizer=make_adamw(model, rm), config=self.config
@@ -283,8 +308,9 @@ class DeepSpeedBackend:
         self.engine.save_checkpoint(str(folder), tag="deepspeed", save_latest=False)
 
     def load_checkpoint(self, folder: Path) -> None:
-        path, _ = self.engine.load_checkpoint(str(folder), tag="deepspeed", load_optimizer_states=True,
-                                              load_lr_scheduler_states=False)
+        path, _ = self.engine.load_checkpoint(
+            str(folder), tag="deepspeed", load_optimizer_states=True, load_lr_scheduler_states=False
+        )
         if path is None:
             raise RuntimeError(f"{folder}: DeepSpeed could not load the checkpoint")
 

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 
-
 @dataclass(frozen=True)
 class PairBatch:
     """One micro batch: rows ``[0, n_pairs)`` are the chosen sides, ``[n_pairs, 2 n_pairs)`` the
@@ -50,11 +49,14 @@ class PairBatch:
         return PairBatch(self.input_ids.to(device), self.attention_mask.to(device), self.n_pairs)
 
 
-def collate_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]],
-                  pad_id: int) -> PairBatch:
+def collate_pairs(
+    chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]], pad_id: int
+) -> PairBatch:
     """``[chosen; rejected]`` right-padded to the longest of all ``2 n`` rows."""
     if len(chosen) != len(rejected) or not chosen:
-        raise ValueError(f"need as many chosen as rejected sides (> 0), got {len(chosen)} and {len(rejected)}")
+        raise ValueError(
+            f"need as many chosen as rejected sides (> 0), got {len(chosen)} and {len(rejected)}"
+        )
     rows = [*chosen, *rejected]
     if any(len(r) == 0 for r in rows):
         raise ValueError("empty token sequence in a pair (prepared rows are BOS ... EOS)")
@@ -69,17 +71,29 @@ def collate_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[i
 
 def pair_lengths(pairs) -> np.ndarray:
     """Padding cost key of each pair: the longer of its two sides."""
-    return np.fromiter((max(len(c), len(r)) for c, r in zip(pairs.chosen, pairs.rejected, strict=True)),
-                       dtype=np.int64, count=len(pairs.chosen))
+    return np.fromiter(
+        (max(len(c), len(r)) for c, r in zip(pairs.chosen, pairs.rejected, strict=True)),
+        dtype=np.int64,
+        count=len(pairs.chosen),
+    )
 
 
 class BatchPlan:
     """The data order of a run: ``micro_batches(k, rank)`` lists the pair indices each rank uses
     at update ``k``. Pure function of its arguments (no hidden iterator state)."""
 
-    def __init__(self, n_pairs: int, *, total_batch: int, micro_batch: int, world_size: int = 1,
-                 epochs: int = 1, seed: int = 42, length_grouped: bool = False,
-                 lengths: np.ndarray | None = None):
+    def __init__(
+        self,
+        n_pairs: int,
+        *,
+        total_batch: int,
+        micro_batch: int,
+        world_size: int = 1,
+        epochs: int = 1,
+        seed: int = 42,
+        length_grouped: bool = False,
+        lengths: np.ndarray | None = None,
+    ):
         if total_batch % (micro_batch * world_size):
             raise ValueError(
                 f"total batch {total_batch} pairs is not divisible by micro batch x world size "
@@ -120,4 +134,6 @@ class BatchPlan:
 
 def make_batch(pairs, indices: np.ndarray, pad_id: int) -> PairBatch:
     """Collate pairs ``indices`` of a ``PairData``-like object (``.chosen``, ``.rejected``)."""
-    return collate_pairs([pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices], pad_id)
+    return collate_pairs(
+        [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices], pad_id
+    )

@@ -154,6 +154,7 @@ class RMTrainConfig:
     zero_stage: int = 3
     activation_checkpointing: bool = True
     checkpoint_every: int = 10  # updates between preemption checkpoints
+    eval_every: int = 0  # held-out accuracy every N updates (0: only after the last update)
     length_grouped: bool = False  # speed option; default keeps EasyLM's plain shuffled order
     head_init_std: float = 0.02
 
@@ -373,6 +374,8 @@ def validate(cfg: ReproConfig) -> None:
     for key in ("epochs", "total_batch_pairs", "micro_batch_pairs", "checkpoint_every"):
         if getattr(cfg.rm, key) <= 0:
             raise ConfigError(f"rm.{key}", "must be positive")
+    if cfg.rm.eval_every < 0:
+        raise ConfigError("rm.eval_every", "must be >= 0 (0 = only after the last update)")
     if cfg.rm.zero_stage not in (0, 1, 2, 3):
         raise ConfigError("rm.zero_stage", "must be 0, 1, 2 or 3")
     world = cfg.resources.train_rm.world_size
@@ -392,7 +395,9 @@ def validate(cfg: ReproConfig) -> None:
     if p.temperature <= 0:
         raise ConfigError("ppo.temperature", "must be positive")
     if p.policy_hub_id and not p.policy_revision:
-        raise ConfigError("ppo.policy_revision", "a hub policy needs a pinned revision (commit sha)")
+        raise ConfigError(
+            "ppo.policy_revision", "a hub policy needs a pinned revision (commit sha)"
+        )
     if cfg.eval.template_max_length <= 0 or cfg.eval.token_budget <= 0:
         raise ConfigError("eval.token_budget", "must be positive")
     for stage in STAGES:

@@ -60,8 +60,10 @@ class Preempted(Exception):  # noqa: N818 - a control-flow signal, not an error
 class NonFiniteError(RuntimeError):
     def __init__(self, update: int, what: str):
         self.update = update
-        super().__init__(f"non-finite {what} at update {update} (0-based); stopping, the last good "
-                         "checkpoint is kept")
+        super().__init__(
+            f"non-finite {what} at update {update} (0-based); stopping, the last good "
+            "checkpoint is kept"
+        )
 
 
 class ResumeError(RuntimeError):
@@ -113,6 +115,7 @@ class UpdateMetrics:
     seconds: float
     tokens_per_s: float
     pairs_per_s: float
+    heldout_accuracy: float | None = None  # every ``eval_every`` updates, else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -142,7 +145,11 @@ class MetricsLog:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -215,9 +222,11 @@ class CheckpointStore:
             )
         for key in ("stage_hash", "num_updates", "kept_pairs"):
             if meta.get(key) != expect[key]:
-                raise ResumeError(f"{folder}: {key} {meta.get(key)!r} != this run's {expect[key]!r} "
-                                  "(config or data changed since the checkpoint); delete "
-                                  f"{self.root} to start over")
+                raise ResumeError(
+                    f"{folder}: {key} {meta.get(key)!r} != this run's {expect[key]!r} "
+                    "(config or data changed since the checkpoint); delete "
+                    f"{self.root} to start over"
+                )
         self.backend.load_checkpoint(folder)
         rng = folder / f"rng-rank{self.backend.rank}.pt"
         if rng.is_file():
@@ -239,11 +248,26 @@ class Trainer:
     """``fit()`` runs updates ``start .. plan.num_updates - 1``. ``pool`` is the reward read-out
     (tests pass a deliberately wrong one to prove the accuracy test can fail)."""
 
-    def __init__(self, backend, pairs, plan: BatchPlan, schedule: LRSchedule, pad_id: int, *,
-                 store: CheckpointStore | None = None, checkpoint_every: int = 0,
-                 meta: dict[str, Any] | None = None, metrics: MetricsLog | None = None,
-                 on_update: Callable[[UpdateMetrics], None] | None = None,
-                 stop: StopFlag | None = None, pool: PoolFn = pool_last, progress: bool = True):
+    def __init__(
+        self,
+        backend,
+        pairs,
+        plan: BatchPlan,
+        schedule: LRSchedule,
+        pad_id: int,
+        *,
+        store: CheckpointStore | None = None,
+        checkpoint_every: int = 0,
+        meta: dict[str, Any] | None = None,
+        metrics: MetricsLog | None = None,
+        on_update: Callable[[UpdateMetrics], None] | None = None,
+        stop: StopFlag | None = None,
+        pool: PoolFn = pool_last,
+        progress: bool = True,
+        evaluate: Callable[[], float] | None = None,
+        eval_every: int = 0,
+        on_checkpoint: Callable[[Path, int], None] | None = None,
+    ):
         if schedule.total != plan.num_updates:
             raise ValueError(f"schedule has {schedule.total} updates, data plan {plan.num_updates}")
         self.backend, self.pairs, self.plan, self.schedule = backend, pairs, plan, schedule
@@ -251,6 +275,7 @@ class Trainer:
         self.meta = meta or {}
         self.metrics = metrics or MetricsLog(None)
         self.on_update, self.stop, self.pool, self.progress = on_update, stop, pool, progress
+        self.evaluate, self.eval_every, self.on_checkpoint = evaluate, eval_every, on_checkpoint
 
     def resume(self) -> int:
         """Load the latest checkpoint if there is one; returns the update to start from."""
@@ -265,19 +290,38 @@ class Trainer:
         from tqdm.auto import tqdm
 
         b, plan = self.backend, self.plan
-        bar = tqdm(total=plan.num_updates, initial=start, desc="train_rm", unit="update",
-                   disable=not self.progress or b.rank != 0, dynamic_ncols=True)
+        bar = tqdm(
+            total=plan.num_updates,
+            initial=start,
+            desc="train_rm",
+            unit="update",
+            disable=not self.progress or b.rank != 0,
+            dynamic_ncols=True,
+        )
         last = None
         try:
             for k in range(start, plan.num_updates):
                 last = self._update(k)
+                due = self.eval_every and (k + 1) % self.eval_every == 0
+                if self.evaluate is not None and due and k + 1 < plan.num_updates:
+                    last.heldout_accuracy = self.evaluate()  # all ranks (ZeRO-3 forwards)
+                if b.rank == 0:
+                    self.metrics.append(last)
+                    if self.on_update is not None:
+                        self.on_update(last)
                 bar.update(1)
-                bar.set_postfix(loss=f"{last.loss:.4f}", acc=f"{last.accuracy:.3f}",
-                                pairs_s=f"{last.pairs_per_s:.1f}", tok_s=f"{last.tokens_per_s:.0f}")
+                bar.set_postfix(
+                    loss=f"{last.loss:.4f}",
+                    acc=f"{last.accuracy:.3f}",
+                    pairs_s=f"{last.pairs_per_s:.1f}",
+                    tok_s=f"{last.tokens_per_s:.0f}",
+                )
                 stop = b.any_true(self.stop is not None and self.stop.requested)
                 periodic = self.checkpoint_every and (k + 1) % self.checkpoint_every == 0
                 if self.store is not None and (stop or (periodic and k + 1 < plan.num_updates)):
                     folder = self.store.save(k + 1, self.meta, self.metrics.lines)
+                    if self.on_checkpoint is not None and b.rank == 0:
+                        self.on_checkpoint(folder, k + 1)
                     if stop:
                         raise Preempted(k + 1, folder)
         finally:
@@ -310,23 +354,29 @@ class Trainer:
         _, stats = bradley_terry_loss(b.gather(torch.cat(chosen)), b.gather(torch.cat(rejected)))
         tokens, padded = int(b.sum(tokens)), int(b.sum(padded))
         dt = time.perf_counter() - t0
-        m = UpdateMetrics(
-            update=k, lr=lr, loss=stats.loss, accuracy=stats.accuracy,
-            reward_chosen_mean=stats.reward_chosen_mean, reward_chosen_std=stats.reward_chosen_std,
+        return UpdateMetrics(
+            update=k,
+            lr=lr,
+            loss=stats.loss,
+            accuracy=stats.accuracy,
+            reward_chosen_mean=stats.reward_chosen_mean,
+            reward_chosen_std=stats.reward_chosen_std,
             reward_rejected_mean=stats.reward_rejected_mean,
-            reward_rejected_std=stats.reward_rejected_std, margin=stats.margin, grad_norm=grad_norm,
-            tokens=tokens, padding_fraction=1.0 - tokens / padded, seconds=dt,
-            tokens_per_s=tokens / dt, pairs_per_s=plan.total_batch / dt,
+            reward_rejected_std=stats.reward_rejected_std,
+            margin=stats.margin,
+            grad_norm=grad_norm,
+            tokens=tokens,
+            padding_fraction=1.0 - tokens / padded,
+            seconds=dt,
+            tokens_per_s=tokens / dt,
+            pairs_per_s=plan.total_batch / dt,
         )
-        if b.rank == 0:
-            self.metrics.append(m)
-            if self.on_update is not None:
-                self.on_update(m)
-        return m
 
 
 @torch.no_grad()
-def evaluate_accuracy(backend, pairs, pad_id: int, micro_batch: int, pool: PoolFn = pool_last) -> float:
+def evaluate_accuracy(
+    backend, pairs, pad_id: int, micro_batch: int, pool: PoolFn = pool_last
+) -> float:
     """Pairwise accuracy (strict >) over all pairs, sharded over ranks. Under ZeRO-3 every rank
     must run the same number of forwards, so short shards repeat pair 0 and mask it out."""
     n, world, rank = len(pairs.chosen), backend.world_size, backend.rank
@@ -339,7 +389,9 @@ def evaluate_accuracy(backend, pairs, pad_id: int, micro_batch: int, pool: PoolF
         idx = mine[s * micro_batch : (s + 1) * micro_batch]
         real = len(idx)
         fill = np.zeros(max(0, 1 - real), dtype=np.int64)  # an empty shard still runs one row
-        batch = make_batch(pairs, np.concatenate([idx, fill]).astype(np.int64), pad_id).to(backend.device)
+        batch = make_batch(pairs, np.concatenate([idx, fill]).astype(np.int64), pad_id).to(
+            backend.device
+        )
         r = pool(backend.scores(batch), batch.attention_mask)
         wins = (r[: batch.n_pairs] > r[batch.n_pairs :]).float()[:real]
         correct += float(wins.sum())

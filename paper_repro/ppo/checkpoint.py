@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,11 @@ class Resumed:
 
 
 class PPOCheckpoints:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    """``rank``/``barrier``: with several ranks (DeepSpeed) every rank writes its ZeRO shards into
+    the temporary folder (``write_shards``) between barriers, and rank 0 alone writes the rest."""
+
+    def __init__(self, root: str | Path, rank: int = 0, barrier: Callable[[], None] = lambda: None):
+        self.root, self.rank, self.barrier = Path(root), rank, barrier
 
     def latest(self) -> Path | None:
         pointer = self.root / "latest"
@@ -48,27 +52,47 @@ class PPOCheckpoints:
         return folder
 
     def save(
-        self, next_step: int, state: dict[str, Any], meta: dict[str, Any], metrics: list[str]
+        self,
+        next_step: int,
+        state: dict[str, Any],
+        meta: dict[str, Any],
+        metrics: list[str],
+        write_shards: Callable[[Path], None] | None = None,
     ) -> Path:
         name = f"step-{next_step:06d}"
         tmp, final = self.root / f".tmp-{name}", self.root / name
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save(state, tmp / STATE_FILE)
-        write_text(tmp / "metrics.jsonl", "".join(line + "\n" for line in metrics))
-        write_json(tmp / "meta.json", {**meta, "next_step": next_step})
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        write_text(self.root / "latest", name + "\n")
-        for old in self.root.glob("step-*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.barrier()
+        if write_shards is not None:
+            write_shards(tmp)
+        self.barrier()
+        if self.rank == 0:
+            torch.save(state, tmp / STATE_FILE)
+            write_text(tmp / "metrics.jsonl", "".join(line + "\n" for line in metrics))
+            write_json(tmp / "meta.json", {**meta, "next_step": next_step})
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            write_text(self.root / "latest", name + "\n")
+            for old in self.root.glob("step-*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
         return final
 
     def load(self, folder: Path, expect: dict[str, Any]) -> tuple[dict[str, Any], Resumed]:
         """Check ``meta.json`` against this run (config hash, prompt split); returns the trainer
         state and what the stage needs to continue."""
         meta = read_json(folder / "meta.json")
+        for key in ("backend", "world_size"):
+            if key in expect and meta.get(key) != expect[key]:
+                raise ResumeError(
+                    f"{folder}: written with {key} {meta.get(key)!r}, this run has {key} "
+                    f"{expect[key]!r}. DeepSpeed ZeRO optimizer shards and the per-rank prompt "
+                    f"slices belong to one world size and backend: resume with {key} "
+                    f"{meta.get(key)!r}, or delete {self.root} to start over"
+                )
         for key, want in expect.items():
             if meta.get(key) != want:
                 raise ResumeError(

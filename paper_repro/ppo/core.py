@@ -15,6 +15,7 @@ Everything follows EasyLM ``llama_train_ppo.py`` (reproduction_spec.md section 9
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,29 +23,47 @@ import torch
 WHITEN_EPS = 1e-6  # EasyLM whiten(): sqrt(var + 1e-6)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+# A cross-rank sum of a tensor (``torch.distributed.all_reduce`` SUM). ``None`` = one process.
+AllSum = Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def masked_mean(
+    x: torch.Tensor, mask: torch.Tensor, dim: int | None = None, all_sum: AllSum = None
+) -> torch.Tensor:
+    """With ``all_sum`` (full reduction only) the mean runs over the masked entries of all ranks,
+    so data-parallel whitening uses the statistics one process would see for the whole batch."""
     mask = mask.to(x.dtype)
     if dim is None:
+        if all_sum is not None:
+            both = all_sum(torch.stack([(x * mask).sum(), mask.sum()]))
+            return both[0] / both[1]
         return (x * mask).sum() / mask.sum()
     return (x * mask).sum(dim) / mask.sum(dim)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+def masked_var(
+    x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, all_sum: AllSum = None
+) -> torch.Tensor:
     """Variance of the masked entries (Bessel-corrected by default, as EasyLM)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    mean = masked_mean(x, mask, all_sum=all_sum)
+    var = masked_mean((x - mean) ** 2, mask, all_sum=all_sum)
     if unbiased:
         n = mask.to(x.dtype).sum()
+        if all_sum is not None:
+            n = all_sum(n.reshape(1))[0]
         if n < 2:
             raise ValueError("unbiased masked variance needs at least two masked entries")
         var = var * n / (n - 1)
     return var
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, all_sum: AllSum = None
+) -> torch.Tensor:
     """EasyLM whiten(): normalise by masked mean/var; ``shift_mean=False`` adds the mean back.
     Pads come out as arbitrary values; every consumer masks them."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean = masked_mean(x, mask, all_sum=all_sum)
+    var = masked_var(x, mask, all_sum=all_sum)
     out = (x - mean) * torch.rsqrt(var + WHITEN_EPS)
     return out if shift_mean else out + mean
 
@@ -117,13 +136,15 @@ def compute_advantages(
     lam: float,
     whiten_rewards: bool = False,
     whiten_advantages: bool = True,
+    all_sum: AllSum = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE with EasyLM's optional reward whitening (shift_mean=False) and advantage whitening."""
+    """GAE with EasyLM's optional reward whitening (shift_mean=False) and advantage whitening.
+    ``all_sum``: the batch is split over ranks; whitening statistics cover all of it."""
     if whiten_rewards:
-        rewards = whiten(rewards * mask, mask, shift_mean=False)
+        rewards = whiten(rewards * mask, mask, shift_mean=False, all_sum=all_sum)
     advantages, returns = gae(values, rewards, mask, gamma, lam)
     if whiten_advantages:
-        advantages = whiten(advantages, mask, shift_mean=True)
+        advantages = whiten(advantages, mask, shift_mean=True, all_sum=all_sum)
     return advantages.detach(), returns.detach()
 
 

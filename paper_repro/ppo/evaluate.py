@@ -43,6 +43,7 @@ def evaluate_policy(
     eos_id: int,
     seed: int,
     batch_size: int,
+    synced_gpus: bool = False,
 ) -> EvalResult:
     rewards, raws, no_eos, lengths = [], [], [], []
     for i, start in enumerate(range(0, len(prompts), batch_size)):
@@ -55,6 +56,7 @@ def evaluate_policy(
             temperature=cfg.temperature,
             top_k=cfg.top_k,
             seed=seed + i,
+            synced_gpus=synced_gpus,
         )
         raw = pooled_rewards(reward_model, ro.input_ids, ro.attention_mask).float()
         rewards.append(apply_no_eos_rule(raw, ro.has_eos, cfg.no_eos_reward))

@@ -83,9 +83,12 @@ def generate(
     top_k: int,
     do_sample: bool = True,
     seed: int | None = None,
+    synced_gpus: bool = False,
 ) -> Rollout:
     """Sample one response per prompt (EasyLM: temperature 0.7, HF defaults otherwise, so top_k 50
-    [spec 9, I]). ``seed`` seeds torch's global generator that HF sampling draws from."""
+    [spec 9, I]). ``seed`` seeds torch's global generator that HF sampling draws from.
+    ``synced_gpus``: under ZeRO-3 every rank keeps stepping (and gathering parameters) until all
+    ranks are done, so a rank whose responses end early does not leave the others hanging."""
     from transformers import GenerationConfig
 
     prompt_ids, prompt_mask = left_pad_prompts(prompts, pad_id)
@@ -106,7 +109,10 @@ def generate(
     was_training = policy.training
     policy.eval()
     out = policy.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_cfg
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        generation_config=gen_cfg,
+        synced_gpus=synced_gpus,
     )
     policy.train(was_training)
     width = prompt_ids.shape[1]

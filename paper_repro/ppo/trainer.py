@@ -101,6 +101,13 @@ def warmup_updates(cfg: PPOConfig, steps_per_epoch: int) -> int:
 
 
 class PPOTrainer:
+    """One process (CPU or one GPU). ``ppo.distributed.DeepSpeedPPOTrainer`` is the multi-rank
+    version; the stage drives both through the same methods."""
+
+    name = "torch"
+    rank = 0
+    world_size = 1
+
     def __init__(
         self,
         cfg: PPOConfig,
@@ -118,6 +125,32 @@ class PPOTrainer:
         self.opt_policy = adamw(models.policy, cfg)
         self.opt_value = adamw(models.value, cfg)
         self.updates = 0  # optimizer updates so far (the schedule's clock)
+        self.mini_batch = cfg.mini_batch  # rows per update in this process (DeepSpeed: per rank)
+
+    # ---------------------------------------------------------------- model access
+    # One process here; ``ppo.distributed.DeepSpeedPPOTrainer`` overrides these to run the same
+    # step on DeepSpeed engines with each rank holding a slice of every mini-batch.
+    def policy_logits(self, ro: Rollout) -> torch.Tensor:
+        return response_logits(self.m.policy, ro)
+
+    def reference_logits(self, ro: Rollout) -> torch.Tensor:
+        return response_logits(self.m.reference, ro)
+
+    def values(self, ro: Rollout) -> torch.Tensor:
+        return response_values(self.m.value, ro)
+
+    def rm_rewards(self, ro: Rollout) -> torch.Tensor:
+        return pooled_rewards(self.m.reward, ro.input_ids, ro.attention_mask).float()
+
+    all_sum: core.AllSum = None  # cross-rank sum; None in one process
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Rows of all ranks (identity in one process)."""
+        return t
+
+    def global_mean(self, value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """A per-rank masked mean over ``weight`` entries -> the mean over all ranks' entries."""
+        return value
 
     # ---------------------------------------------------------------- rollout and scoring
     def rollout(self, prompts: Sequence[np.ndarray], seed: int) -> Rollout:
@@ -139,18 +172,18 @@ class PPOTrainer:
         c = self.cfg
         mask = ro.response_mask
         # RM on [prompt ; response], read at the last real token (EasyLM; no BOS, pitfall 4).
-        raw = pooled_rewards(self.m.reward, ro.input_ids, ro.attention_mask).float()
+        raw = self.rm_rewards(ro)
         rows = torch.arange(len(ro), device=raw.device)
         last_tok = ro.response_ids[rows, core.last_index(mask)]
         reward = core.apply_no_eos_rule(raw, last_tok == self.eos_id, c.no_eos_reward)
         score = core.score_from_reward(reward, c.reward_gain, c.reward_bias)
 
-        logits = response_logits(self.m.policy, ro)
+        logits = self.policy_logits(ro)
         old_logps = token_logprobs(logits, ro.response_ids)
         entropy = core.entropy_from_logits(logits)
         del logits
-        ref_logps = token_logprobs(response_logits(self.m.reference, ro), ro.response_ids)
-        old_values = response_values(self.m.value, ro)
+        ref_logps = token_logprobs(self.reference_logits(ro), ro.response_ids)
+        old_values = self.values(ro)
 
         rewards, kl = core.kl_penalized_rewards(old_logps, ref_logps, score, mask, c.kl_coef)
         adv, ret = core.compute_advantages(
@@ -161,6 +194,7 @@ class PPOTrainer:
             lam=c.lam,
             whiten_rewards=c.whiten_rewards,
             whiten_advantages=c.whiten_advantages,
+            all_sum=self.all_sum,
         )
         return Experience(
             ro, old_logps, ref_logps, old_values, adv, ret, kl, reward, raw, score, entropy
@@ -170,8 +204,8 @@ class PPOTrainer:
         """Textbook mode: score the whole rollout once, whiten over the whole batch, then slice."""
         exp = self.score(ro)
         out = []
-        for start in range(0, len(ro), self.cfg.mini_batch):
-            idx = slice(start, start + self.cfg.mini_batch)
+        for start in range(0, len(ro), self.mini_batch):
+            idx = slice(start, start + self.mini_batch)
             sub = ro.select(idx)
             width = sub.response_mask.shape[1]
 
@@ -207,13 +241,9 @@ class PPOTrainer:
     def update(self, exp: Experience) -> core.LossParts:
         c, ro = self.cfg, exp.ro
         lr = self.lr()
-        for opt in (self.opt_policy, self.opt_value):
-            for g in opt.param_groups:
-                g["lr"] = lr
-        self.m.policy.train()
-        self.m.value.train()
-        logps = token_logprobs(response_logits(self.m.policy, ro), ro.response_ids)
-        values = response_values(self.m.value, ro)
+        self.train_mode(True)
+        logps = token_logprobs(self.policy_logits(ro), ro.response_ids)
+        values = self.values(ro)
         parts = core.ppo_loss(
             logps,
             exp.old_logps,
@@ -229,32 +259,42 @@ class PPOTrainer:
         )
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"PPO loss is {parts.total.item()} at update {self.updates}")
+        self.optimize(parts, ro.response_mask, lr)
+        self.train_mode(False)
+        self.updates += 1
+        return parts
+
+    def train_mode(self, on: bool) -> None:
+        self.m.policy.train(on)
+        self.m.value.train(on)
+
+    def optimize(self, parts: core.LossParts, mask: torch.Tensor, lr: float) -> None:
+        """One backward of ``pg + vf_coef * vf``, per-model global-norm clipping, both AdamW."""
+        for opt in (self.opt_policy, self.opt_value):
+            for g in opt.param_groups:
+                g["lr"] = lr
         self.opt_policy.zero_grad(set_to_none=True)
         self.opt_value.zero_grad(set_to_none=True)
         parts.total.backward()
-        torch.nn.utils.clip_grad_norm_(self.m.policy.parameters(), c.grad_clip)
-        torch.nn.utils.clip_grad_norm_(self.m.value.parameters(), c.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.m.policy.parameters(), self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.m.value.parameters(), self.cfg.grad_clip)
         self.opt_policy.step()
         self.opt_value.step()
-        self.m.policy.eval()
-        self.m.value.eval()
-        self.updates += 1
-        return parts
 
     def step(self, step: int, prompts: Sequence[np.ndarray], seed: int) -> StepStats:
         """Rollout ``prompts`` (seeded by ``seed``), then ``ppo_epochs`` passes of mini-batch updates."""
         c = self.cfg
-        if len(prompts) % c.mini_batch:
+        if len(prompts) % self.mini_batch:
             raise ValueError(
-                f"{len(prompts)} prompts are not divisible by mini_batch {c.mini_batch}"
+                f"{len(prompts)} prompts are not divisible by mini_batch {self.mini_batch}"
             )
         lr_first = self.lr()
         ro = self.rollout(prompts, seed)
         logs: list[tuple[Experience, core.LossParts]] = []
         for _ in range(c.ppo_epochs):
             if self.score_per_minibatch:
-                for start in range(0, len(ro), c.mini_batch):
-                    exp = self.score(ro.select(slice(start, start + c.mini_batch)))
+                for start in range(0, len(ro), self.mini_batch):
+                    exp = self.score(ro.select(slice(start, start + self.mini_batch)))
                     logs.append((exp, self.update(exp)))
             else:
                 for exp in self.score_batch(ro):
@@ -264,13 +304,26 @@ class PPOTrainer:
     def _stats(
         self, step: int, logs: list[tuple[Experience, core.LossParts]], lr: float
     ) -> StepStats:
+        """Step metrics over all ranks' rows: per-response values are gathered, per-token means
+        are token-weighted across ranks, so the numbers do not depend on the world size."""
+
         def mean(values: list[torch.Tensor]) -> float:
             return float(torch.stack([v.detach().float() for v in values]).mean())
 
         def cat(name: str) -> torch.Tensor:
-            return torch.cat([getattr(e, name) for e, _ in logs])
+            return self.gather(torch.cat([getattr(e, name) for e, _ in logs]))
 
         masks = [e.ro.response_mask for e, _ in logs]
+        tokens = [mk.sum().float() for mk in masks]
+
+        def token_mean(values: list[torch.Tensor]) -> float:
+            return mean(
+                [
+                    self.global_mean(v.detach().float(), n)
+                    for v, n in zip(values, tokens, strict=True)
+                ]
+            )
+
         reward = cat("reward")
         return StepStats(
             step=step,
@@ -278,22 +331,24 @@ class PPOTrainer:
             reward_std=float(reward.std(unbiased=False)),
             raw_reward_mean=float(cat("raw_reward").mean()),
             score_mean=float(cat("score").mean()),
-            kl=mean([e.kl.sum(-1).mean() for e, _ in logs]),
-            kl_per_token=mean(
+            kl=mean([self.gather(e.kl.sum(-1)).mean() for e, _ in logs]),
+            kl_per_token=token_mean(
                 [core.masked_mean(e.kl, mk) for (e, _), mk in zip(logs, masks, strict=True)]
             ),
-            entropy=mean(
+            entropy=token_mean(
                 [core.masked_mean(e.entropy, mk) for (e, _), mk in zip(logs, masks, strict=True)]
             ),
-            policy_loss=mean([p.policy for _, p in logs]),
-            value_loss=mean([p.value for _, p in logs]),
-            total_loss=mean([p.total for _, p in logs]),
-            clip_frac=mean([p.clip_frac for _, p in logs]),
-            value_clip_frac=mean([p.value_clip_frac for _, p in logs]),
-            approx_kl=mean([p.approx_kl for _, p in logs]),
-            ratio_mean=mean([p.ratio_mean for _, p in logs]),
-            response_len=float(torch.cat([mk.sum(-1) for mk in masks]).float().mean()),
-            no_eos_frac=float((~torch.cat([e.ro.has_eos for e, _ in logs])).float().mean()),
+            policy_loss=token_mean([p.policy for _, p in logs]),
+            value_loss=token_mean([p.value for _, p in logs]),
+            total_loss=token_mean([p.total for _, p in logs]),
+            clip_frac=token_mean([p.clip_frac for _, p in logs]),
+            value_clip_frac=token_mean([p.value_clip_frac for _, p in logs]),
+            approx_kl=token_mean([p.approx_kl for _, p in logs]),
+            ratio_mean=token_mean([p.ratio_mean for _, p in logs]),
+            response_len=float(self.gather(torch.cat([mk.sum(-1) for mk in masks])).float().mean()),
+            no_eos_frac=float(
+                self.gather(torch.cat([(~e.ro.has_eos).float() for e, _ in logs])).mean()
+            ),
             lr=lr,
             updates=self.updates,
         )
@@ -307,6 +362,31 @@ class PPOTrainer:
             "opt_value": self.opt_value.state_dict(),
             "updates": self.updates,
         }
+
+    # The stage's backend-neutral surface (the DeepSpeed trainer writes ZeRO shards instead).
+    def checkpoint_state(self) -> dict:
+        return {**self.state_dict(), "backend": self.name, "world_size": self.world_size}
+
+    write_shards = None  # Callable[[Path], None] | None: per-rank checkpoint files
+
+    def restore(self, state: dict, folder) -> None:
+        self.load_state_dict(state)
+
+    def full_state_dict(self, which: str = "policy") -> dict[str, torch.Tensor] | None:
+        model = self.m.policy if which == "policy" else self.m.value
+        return {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+
+    def eval_models(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        return self.m.policy, self.m.reward
+
+    def any_true(self, flag: bool) -> bool:
+        return bool(flag)
+
+    def barrier(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def load_state_dict(self, state: dict) -> None:
         self.m.policy.load_state_dict(state["policy"])

@@ -125,8 +125,10 @@ def training_format_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
         with open(source, "rb") as f:
             source_rows = sum(1 for line in f if line.strip())
         if source_rows != len(pairs):
-            print(f"eval_rewardbench: WARNING {source} has {source_rows} rows but "
-                  f"{paths.prepared('rewardbench')} has {len(pairs)} pairs (see data_report.json)")
+            print(
+                f"eval_rewardbench: WARNING {source} has {source_rows} rows but "
+                f"{paths.prepared('rewardbench')} has {len(pairs)} pairs (see data_report.json)"
+            )
     return EvalInputs(
         ids=[int(x) for x in pairs.id],
         subsets=list(pairs.subset),

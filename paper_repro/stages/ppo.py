@@ -8,6 +8,10 @@ The last ``ppo.eval_prompts`` prompts are held out (never trained on) and scored
 training; the rest are shuffled per epoch with a seeded permutation [I: EasyLM's loader order is
 not documented] and consumed ``prompts_per_step`` at a time (a partial last batch is dropped).
 
+Backends: ``ppo.backend=torch`` (one process) or ``deepspeed`` (ZeRO-2/3 under torchrun / srun,
+``ppo/distributed.py``); e.g. ``torchrun --nproc-per-node 2 -m paper_repro.cli ppo tiny
+ppo.backend=deepspeed --run-dir DIR``. Rank 0 alone writes files and logs to MLflow.
+
 Outputs: ``ppo/metrics.jsonl`` (one line per step, rank 0), ``ppo/summary.json``, ``ppo/policy/``
 (safetensors + tokenizer). SIGTERM/SIGUSR1 -> checkpoint at the end of the current step and exit
 75; a rerun resumes from ``checkpoints/ppo/`` and gives bitwise the same result on CPU.
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,32 +98,84 @@ def policy_source(cfg: ReproConfig, paths: RunPaths) -> Path:
     return paths.ppo_policy_base
 
 
-def save_policy(policy, tokenizer, dest: Path) -> None:
-    """HF folder (safetensors + tokenizer), written next to ``dest`` and renamed into place."""
+def save_policy(policy, tokenizer, dest: Path, state_dict: dict | None = None) -> None:
+    """HF folder (safetensors + tokenizer), written next to ``dest`` and renamed into place.
+    ``state_dict``: the consolidated weights of a ZeRO-partitioned ``policy``."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp, safe_serialization=True)
+    policy.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    """Exit code 0, or EXIT_PREEMPTED after a checkpoint. With DeepSpeed on several ranks the
+    process ends here with ``os._exit`` once every rank passed the final barrier: ranks sometimes
+    abort in interpreter teardown (infra_notes.md), and all work is on disk by then."""
+    trainer_box: list = []
     try:
-        return _run(cfg, paths)
+        code = _run(cfg, paths, trainer_box)
     except PPOPreempted as exc:
-        print(f"ppo: {exc}; rerun the stage to continue (exit {EXIT_PREEMPTED})")
-        return EXIT_PREEMPTED
+        if not trainer_box or trainer_box[0].rank == 0:
+            print(f"ppo: {exc}; rerun the stage to continue (exit {EXIT_PREEMPTED})")
+        code = EXIT_PREEMPTED
+    if trainer_box and trainer_box[0].world_size > 1:
+        trainer_box[0].close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
-def _run(cfg: ReproConfig, paths: RunPaths) -> int:
+def build_trainer(cfg: ReproConfig, policy_dir: Path, rm_dir: Path, *, eos_id, pad_id, warmup):
+    """The configured backend's trainer: plain torch in one process, or DeepSpeed engines."""
     p = cfg.ppo
-    if p.backend != "torch":
+    if p.backend == "deepspeed":
+        from ..ppo.distributed import DeepSpeedPPOTrainer
+
+        trainer = DeepSpeedPPOTrainer(
+            p,
+            policy_dir,
+            rm_dir,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            warmup=warmup,
+            compute_dtype=cfg.model.dtype,
+            score_per_minibatch=p.score_per_minibatch,
+        )
+        check_vocab(trainer.m.policy, trainer.m.reward, eos_id=eos_id, pad_id=pad_id)
+        return trainer
+    from ..ppo.models import build_models, load_policy, load_reward_model
+    from ..ppo.trainer import PPOTrainer
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != 1:
         raise ConfigError(
             "ppo.backend",
-            f"'{p.backend}' PPO is not implemented; only the plain "
-            "torch backend (one process) exists, set ppo.backend=torch",
+            f"torch runs one process, but WORLD_SIZE={world}; use ppo.backend=deepspeed",
         )
+    policy = load_policy(policy_dir, cfg.model.dtype)
+    reward_model = load_reward_model(rm_dir, cfg.model.dtype)
+    check_vocab(policy, reward_model, eos_id=eos_id, pad_id=pad_id)
+    return PPOTrainer(
+        p,
+        build_models(policy, reward_model),
+        eos_id=eos_id,
+        pad_id=pad_id,
+        warmup=warmup,
+        score_per_minibatch=p.score_per_minibatch,
+    )
+
+
+def check_vocab(policy, reward_model, *, eos_id: int, pad_id: int) -> None:
+    from ..ppo.models import check_vocab as check
+
+    check(policy, reward_model, eos_id=eos_id, pad_id=pad_id)
+
+
+def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
+    p = cfg.ppo
     import torch
     from tqdm import tqdm
 
@@ -125,8 +183,7 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..hub import verify_manifest
     from ..ppo.checkpoint import PPOCheckpoints
     from ..ppo.evaluate import evaluate_policy
-    from ..ppo.models import build_models, check_vocab, load_policy, load_reward_model
-    from ..ppo.trainer import PPOTrainer, warmup_updates
+    from ..ppo.trainer import warmup_updates
 
     torch.manual_seed(p.seed)
     policy_dir = policy_source(cfg, paths)
@@ -141,39 +198,49 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     plan = plan_prompts(list(load_prompts(source).input_ids), cfg, source)
     warmup = warmup_updates(p, min(plan.steps_per_epoch, plan.total_steps))
 
-    policy = load_policy(policy_dir, cfg.model.dtype)
-    reward_model = load_reward_model(paths.rm_model, cfg.model.dtype)
-    check_vocab(policy, reward_model, eos_id=eos_id, pad_id=pad_id)
-    models = build_models(policy, reward_model)
-    trainer = PPOTrainer(
-        p,
-        models,
-        eos_id=eos_id,
-        pad_id=pad_id,
-        warmup=warmup,
-        score_per_minibatch=p.score_per_minibatch,
+    trainer = build_trainer(
+        cfg, policy_dir, paths.rm_model, eos_id=eos_id, pad_id=pad_id, warmup=warmup
     )
+    trainer_box.append(trainer)
+    rank, world = trainer.rank, trainer.world_size
+    sharded = trainer.write_shards is not None
+
+    def my_prompts(step: int) -> list[np.ndarray]:
+        prompts = plan.step_prompts(step)
+        if world == 1:
+            return prompts
+        from ..ppo.distributed import rank_slice
+
+        return rank_slice(prompts, p.mini_batch, rank, world)
 
     def evaluate(label: str):
+        # Every rank scores all held-out prompts with the same seed (identical results on every
+        # rank and the same number of forwards, as ZeRO-3 needs); W-fold redundant but simple.
         t = time.time()
+        policy, reward_model = trainer.eval_models()
         res = evaluate_policy(
-            models.policy,
-            models.reward,
+            policy,
+            reward_model,
             plan.heldout,
             p,
             pad_id=pad_id,
             eos_id=eos_id,
             seed=p.seed + EVAL_SEED_OFFSET,
             batch_size=p.mini_batch,
+            synced_gpus=sharded and world > 1,
         )
+        if rank != 0:
+            return res.to_dict()
         print(
             f"ppo: eval {label}: reward {res.reward_mean:.4f} (RM raw {res.raw_reward_mean:.4f}, "
             f"no EOS {res.no_eos_frac:.3f}) on {res.prompts} held-out prompts, {time.time() - t:.1f} s"
         )
         return res.to_dict()
 
-    store = PPOCheckpoints(paths.checkpoints("ppo"))
+    store = PPOCheckpoints(paths.checkpoints("ppo"), rank=rank, barrier=trainer.barrier)
     expect = {
+        "backend": trainer.name,
+        "world_size": world,
         "stage_hash": stage_hash(cfg, "ppo"),
         "train_prompts": len(plan.train),
         "total_steps": plan.total_steps,
@@ -187,6 +254,7 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                 "ppo.derived.warmup_updates": warmup,
                 "ppo.derived.train_prompts": len(plan.train),
                 "ppo.derived.heldout_prompts": len(plan.heldout),
+                "ppo.derived.world_size": world,
                 "ppo.eval_decoding": f"sampled (temperature {p.temperature}, top_k {p.top_k}, "
                 f"seed {p.seed + EVAL_SEED_OFFSET})",
             }
@@ -195,13 +263,15 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         latest = store.latest()
         if latest is not None:
             state, resumed = store.load(latest, expect)
-            trainer.load_state_dict(state)
+            trainer.restore(state, latest)
             start, lines, before = resumed.next_step, resumed.metrics, resumed.meta["eval_before"]
-            print(f"ppo: resumed from {latest} at step {start}/{plan.total_steps}")
+            if rank == 0:
+                print(f"ppo: resumed from {latest} at step {start}/{plan.total_steps}")
         else:
             before = evaluate("before")
             tr.log_metrics({f"eval_before.{k}": v for k, v in before.items()})
-        write_text(paths.ppo_metrics, "".join(line + "\n" for line in lines))
+        if rank == 0:
+            write_text(paths.ppo_metrics, "".join(line + "\n" for line in lines))
         meta = {**expect, "eval_before": before}
 
         flag = StopFlag().install()
@@ -213,28 +283,35 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                 unit="step",
                 initial=start,
                 total=plan.total_steps,
+                disable=rank != 0,
             )
             for step in bar:
-                stats = trainer.step(step, plan.step_prompts(step), seed=p.seed * 100_003 + step)
+                stats = trainer.step(step, my_prompts(step), seed=p.seed * 100_003 + step)
                 row = stats.to_dict()
                 if not all(math.isfinite(v) for v in row.values()):
                     raise FloatingPointError(f"non-finite PPO metrics at step {step}: {row}")
                 lines.append(json.dumps(row, sort_keys=True))
-                with open(paths.ppo_metrics, "a") as fh:
-                    fh.write(lines[-1] + "\n")
+                if rank == 0:
+                    with open(paths.ppo_metrics, "a") as fh:
+                        fh.write(lines[-1] + "\n")
                 tr.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
                 bar.set_postfix(reward=f"{stats.reward_mean:.3f}", kl=f"{stats.kl:.3f}")
                 done = step + 1
-                if flag.requested or (done % p.checkpoint_every == 0 and done < plan.total_steps):
-                    folder = store.save(done, trainer.state_dict(), meta, lines)
-                    if flag.requested:
+                stop = trainer.any_true(flag.requested)  # all ranks checkpoint together
+                if stop or (done % p.checkpoint_every == 0 and done < plan.total_steps):
+                    folder = store.save(
+                        done, trainer.checkpoint_state(), meta, lines, trainer.write_shards
+                    )
+                    if stop:
                         raise PPOPreempted(folder, done)
         finally:
             flag.uninstall()
         train_s = time.time() - t0
 
         after = evaluate("after")
-        save_policy(models.policy, tok, paths.ppo_policy)
+        state = trainer.full_state_dict("policy") if sharded else None
+        if rank == 0:
+            save_policy(trainer.m.policy, tok, paths.ppo_policy, state_dict=state)
         last = json.loads(lines[-1]) if lines else {}
         summary = {
             "steps": plan.total_steps,
@@ -256,14 +333,19 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
             "score_per_minibatch": p.score_per_minibatch,
             "train_seconds_this_run": round(train_s, 2),
             "policy_source": str(policy_dir),
+            "backend": trainer.name,
+            "world_size": world,
         }
-        write_json(paths.ppo_summary, summary)
+        if rank == 0:
+            write_json(paths.ppo_summary, summary)
         tr.log_metrics({f"eval_after.{k}": v for k, v in after.items()})
         tr.log_artifact(paths.ppo_summary)
         tr.log_artifact(paths.ppo_metrics)
         tr.log_file_ref("policy", paths.ppo_policy)
-    print(
-        f"ppo: {plan.total_steps} steps; held-out reward {before['reward_mean']:.4f} -> "
-        f"{after['reward_mean']:.4f}; final KL {summary['kl_final']}; policy -> {paths.ppo_policy}"
-    )
+    if rank == 0:
+        print(
+            f"ppo: {plan.total_steps} steps; held-out reward {before['reward_mean']:.4f} -> "
+            f"{after['reward_mean']:.4f}; final KL {summary['kl_final']}; "
+            f"policy -> {paths.ppo_policy}"
+        )
     return 0

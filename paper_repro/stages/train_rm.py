@@ -58,8 +58,12 @@ def build_backend(cfg: ReproConfig, paths: RunPaths, accumulation_for_world):
 
     def load(dtype: str):
         return load_reward_model_from_base(
-            paths.base_model, pad_token_id=cfg.data.pad_token_id, init_std=rm.head_init_std,
-            seed=rm.seed, dtype=dtype, attn_implementation=cfg.model.attn_implementation,
+            paths.base_model,
+            pad_token_id=cfg.data.pad_token_id,
+            init_std=rm.head_init_std,
+            seed=rm.seed,
+            dtype=dtype,
+            attn_implementation=cfg.model.attn_implementation,
         )
 
     if rm.backend == "torch":
@@ -67,11 +71,17 @@ def build_backend(cfg: ReproConfig, paths: RunPaths, accumulation_for_world):
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != 1:
-            raise TrainSetupError(f"rm.backend=torch runs one process, but WORLD_SIZE={world}; "
-                                  "use rm.backend=deepspeed for several ranks")
+            raise TrainSetupError(
+                f"rm.backend=torch runs one process, but WORLD_SIZE={world}; "
+                "use rm.backend=deepspeed for several ranks"
+            )
         # fp32 master weights; bf16 (model.dtype) is a compute dtype under autocast
-        return TorchBackend(load("float32"), rm, accumulation=accumulation_for_world(1),
-                            compute_dtype=cfg.model.dtype)
+        return TorchBackend(
+            load("float32"),
+            rm,
+            accumulation=accumulation_for_world(1),
+            compute_dtype=cfg.model.dtype,
+        )
     from ..backends import DeepSpeedBackend
 
     return DeepSpeedBackend(lambda: load(cfg.model.dtype), rm, compute_dtype=cfg.model.dtype)
@@ -81,7 +91,9 @@ def save_state_dict(path, state) -> None:
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+        save_file(
+            {k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"}
+        )
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
@@ -107,8 +119,10 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     rm = cfg.rm
     fp = check_fingerprint(paths.fingerprint, paths.base_model)
     if fp["pad_token_id"] != cfg.data.pad_token_id:
-        raise TrainSetupError(f"{paths.fingerprint}: data padded with id {fp['pad_token_id']}, "
-                              f"config data.pad_token_id is {cfg.data.pad_token_id}")
+        raise TrainSetupError(
+            f"{paths.fingerprint}: data padded with id {fp['pad_token_id']}, "
+            f"config data.pad_token_id is {cfg.data.pad_token_id}"
+        )
     train = load_pairs(paths.prepared("train"))
     heldout_path = paths.prepared("heldout")
     heldout = load_pairs(heldout_path) if heldout_path.is_file() else None
@@ -118,31 +132,53 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         if rm.total_batch_pairs % (rm.micro_batch_pairs * world):
             raise TrainSetupError(
                 f"rm.total_batch_pairs {rm.total_batch_pairs} is not divisible by "
-                f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})")
+                f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})"
+            )
         return rm.total_batch_pairs // (rm.micro_batch_pairs * world)
 
     if len(train) < rm.total_batch_pairs:
-        raise TrainSetupError(f"{paths.prepared('train')}: {len(train)} pairs, fewer than one update "
-                              f"of rm.total_batch_pairs={rm.total_batch_pairs}")
+        raise TrainSetupError(
+            f"{paths.prepared('train')}: {len(train)} pairs, fewer than one update "
+            f"of rm.total_batch_pairs={rm.total_batch_pairs}"
+        )
     backend = build_backend(cfg, paths, accumulation)
     rank, world = backend.rank, backend.world_size
-    plan = BatchPlan(len(train), total_batch=rm.total_batch_pairs, micro_batch=rm.micro_batch_pairs,
-                     world_size=world, epochs=rm.epochs, seed=rm.seed,
-                     length_grouped=rm.length_grouped,
-                     lengths=pair_lengths(train) if rm.length_grouped else None)
+    plan = BatchPlan(
+        len(train),
+        total_batch=rm.total_batch_pairs,
+        micro_batch=rm.micro_batch_pairs,
+        world_size=world,
+        epochs=rm.epochs,
+        seed=rm.seed,
+        length_grouped=rm.length_grouped,
+        lengths=pair_lengths(train) if rm.length_grouped else None,
+    )
     schedule = LRSchedule.from_config(rm, len(train))
-    meta = {"backend": backend.name, "world_size": world, "stage_hash": stage_hash(cfg, STAGE),
-            "num_updates": plan.num_updates, "kept_pairs": len(train)}
-    _log(rank, f"{backend.name} backend, world size {world}, {len(train)} pairs -> "
-               f"{plan.num_updates} updates ({schedule.warmup} warmup), accumulation "
-               f"{plan.accumulation} x micro {rm.micro_batch_pairs} pairs")
+    meta = {
+        "backend": backend.name,
+        "world_size": world,
+        "stage_hash": stage_hash(cfg, STAGE),
+        "num_updates": plan.num_updates,
+        "kept_pairs": len(train),
+    }
+    _log(
+        rank,
+        f"{backend.name} backend, world size {world}, {len(train)} pairs -> "
+        f"{plan.num_updates} updates ({schedule.warmup} warmup), accumulation "
+        f"{plan.accumulation} x micro {rm.micro_batch_pairs} pairs",
+    )
 
     code = 0
     stop = StopFlag().install()
     try:
         with stage_run(cfg, paths, STAGE) as tr:
-            tr.set_tags({"world_size": world, "backend": backend.name,
-                         "accumulation_steps": plan.accumulation})
+            tr.set_tags(
+                {
+                    "world_size": world,
+                    "backend": backend.name,
+                    "accumulation_steps": plan.accumulation,
+                }
+            )
             if backend.name == "deepspeed" and rank == 0:
                 ds_path = paths.stage_dir(STAGE) / "deepspeed_config.json"
                 write_json(ds_path, backend.config)
@@ -150,12 +186,39 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
             metrics = MetricsLog(paths.train_metrics, enabled=rank == 0)
 
             def on_update(m: UpdateMetrics) -> None:
-                tr.log_metrics({k: v for k, v in vars(m).items() if k != "update"}, step=m.update)
+                values = {k: v for k, v in vars(m).items() if k != "update" and v is not None}
+                tr.log_metrics(values, step=m.update)
 
-            trainer = Trainer(backend, train, plan, schedule, cfg.data.pad_token_id,
-                              store=CheckpointStore(paths.checkpoints(STAGE), backend),
-                              checkpoint_every=rm.checkpoint_every, meta=meta, metrics=metrics,
-                              on_update=on_update, stop=stop)
+            def on_checkpoint(folder, next_update: int) -> None:
+                # by path only: a 70B checkpoint is far too big to upload or hash every time
+                tr.set_tags(
+                    {
+                        "checkpoint.latest": str(folder.resolve()),
+                        "checkpoint.next_update": next_update,
+                    }
+                )
+
+            def heldout_accuracy() -> float:
+                return evaluate_accuracy(
+                    backend, heldout, cfg.data.pad_token_id, rm.micro_batch_pairs
+                )
+
+            trainer = Trainer(
+                backend,
+                train,
+                plan,
+                schedule,
+                cfg.data.pad_token_id,
+                store=CheckpointStore(paths.checkpoints(STAGE), backend),
+                checkpoint_every=rm.checkpoint_every,
+                meta=meta,
+                metrics=metrics,
+                on_update=on_update,
+                stop=stop,
+                evaluate=heldout_accuracy if heldout is not None else None,
+                eval_every=rm.eval_every,
+                on_checkpoint=on_checkpoint,
+            )
             start = trainer.resume()
             if start == 0:
                 metrics.restore([])  # a fresh run starts a fresh metrics file
@@ -168,20 +231,22 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                 tr.set_tags({"preempted_at_update": exc.next_update})
                 _log(rank, f"{exc}; exiting with {EXIT_PREEMPTED}")
                 raise
-            heldout_acc = None
-            if heldout is not None:
-                heldout_acc = evaluate_accuracy(backend, heldout, cfg.data.pad_token_id,
-                                                rm.micro_batch_pairs)
+            heldout_acc = heldout_accuracy() if heldout is not None else None
             state = backend.full_state_dict()
             if rank == 0:
                 save_state_dict(paths.trained_state, state)
                 final = result.final
                 summary = {
-                    "updates": plan.num_updates, "warmup_updates": schedule.warmup,
-                    "accumulation_steps": plan.accumulation, "world_size": world,
-                    "backend": backend.name, "zero_stage": rm.zero_stage if backend.name != "torch" else None,
-                    "kept_pairs": len(train), "total_batch_pairs": rm.total_batch_pairs,
-                    "micro_batch_pairs": rm.micro_batch_pairs, "length_grouped": rm.length_grouped,
+                    "updates": plan.num_updates,
+                    "warmup_updates": schedule.warmup,
+                    "accumulation_steps": plan.accumulation,
+                    "world_size": world,
+                    "backend": backend.name,
+                    "zero_stage": rm.zero_stage if backend.name != "torch" else None,
+                    "kept_pairs": len(train),
+                    "total_batch_pairs": rm.total_batch_pairs,
+                    "micro_batch_pairs": rm.micro_batch_pairs,
+                    "length_grouped": rm.length_grouped,
                     "final_loss": final.loss if final else None,
                     "final_accuracy": final.accuracy if final else None,
                     "heldout_accuracy": heldout_acc,
@@ -190,12 +255,21 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                     "resumed_from_update": result.resumed_from_update,
                 }
                 write_json(paths.train_summary, summary)
-                tr.log_metrics({k: summary[k] for k in ("final_loss", "heldout_accuracy", "wall_s")
-                                if summary[k] is not None})
+                tr.log_metrics(
+                    {
+                        k: summary[k]
+                        for k in ("final_loss", "heldout_accuracy", "wall_s")
+                        if summary[k] is not None
+                    },
+                    step=plan.num_updates,
+                )
                 tr.log_artifact(paths.train_summary)
                 tr.log_file_ref("final_state", paths.trained_state)
-                _log(rank, f"done: {plan.num_updates} updates, final loss {summary['final_loss']:.4f}, "
-                           f"held-out accuracy {heldout_acc}, {summary['wall_s']:.1f} s")
+                _log(
+                    rank,
+                    f"done: {plan.num_updates} updates, final loss {summary['final_loss']:.4f}, "
+                    f"held-out accuracy {heldout_acc}, {summary['wall_s']:.1f} s",
+                )
     except Preempted:
         code = EXIT_PREEMPTED
     except NonFiniteError as exc:

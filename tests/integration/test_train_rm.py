@@ -41,9 +41,17 @@ def clone_run(src, dest: Path, n_train: int | None = None, n_heldout: int | None
 
 def cli(args: list[str], env_extra: dict | None = None, launcher: list[str] | None = None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    cmd = (launcher or [sys.executable]) + ["-m", "paper_repro.cli", "train-rm", "tiny", *TINY, *args]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    cmd = (launcher or [sys.executable]) + [
+        "-m",
+        "paper_repro.cli",
+        "train-rm",
+        "tiny",
+        *TINY,
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(proc, timeout=600) -> tuple[int, str]:
@@ -73,10 +81,12 @@ def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp
     from paper_repro.stages import train_rm
     from paper_repro.tracking import tracking_uri
 
+    cfg = replace(tiny_cfg, rm=replace(tiny_cfg.rm, eval_every=10, checkpoint_every=5))
     paths = clone_run(tiny_run, tmp_path / "run", n_train=320, n_heldout=64)
-    assert train_rm.run(tiny_cfg, paths) == 0
+    assert train_rm.run(cfg, paths) == 0
     summary = json.loads(paths.train_summary.read_text())
-    assert (summary["updates"], summary["warmup_updates"], summary["accumulation_steps"]) == (20, 1, 2)
+    counts = (summary["updates"], summary["warmup_updates"], summary["accumulation_steps"])
+    assert counts == (20, 1, 2)
     assert (summary["kept_pairs"], summary["world_size"], summary["backend"]) == (320, 1, "torch")
     assert summary["resumed_from_update"] is None and summary["heldout_pairs"] == 64
     assert 0.0 <= summary["heldout_accuracy"] <= 1.0 and summary["wall_s"] > 0
@@ -89,17 +99,24 @@ def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp
     for key in ("tokens_per_s", "pairs_per_s", "grad_norm", "margin", "reward_chosen_std"):
         assert lines[-1][key] > 0
     assert 0 < lines[-1]["padding_fraction"] < 1
+    # held-out accuracy every 10 updates (the last one is the summary's)
+    assert [m["update"] for m in lines if m["heldout_accuracy"] is not None] == [9]
+    assert 0.0 <= lines[9]["heldout_accuracy"] <= 1.0
     with safe_open(str(paths.trained_state), "pt") as f:
         keys = set(f.keys())
         assert f.get_tensor("score.weight").shape == (1, tiny_cfg.model.tiny.hidden_size)
     assert {"score.weight", "model.embed_tokens.weight", "model.norm.weight"} <= keys
     assert not any(k.startswith("lm_head") for k in keys)
     run_id = json.loads((paths.tracking_dir / "train_rm.json").read_text())["run_id"]
-    client = MlflowClient(tracking_uri(tiny_cfg, paths))
+    client = MlflowClient(tracking_uri(cfg, paths))
     assert len(client.get_metric_history(run_id, "loss")) == 20
     run = client.get_run(run_id)
     assert run.data.tags["backend"] == "torch" and run.data.tags["world_size"] == "1"
     assert run.data.params["rm.total_batch_pairs"] == "32"
+    assert run.data.tags["checkpoint.next_update"] == "15"  # checkpoints by path, not uploaded
+    assert (paths.checkpoints("train_rm") / "update-000015" / "meta.json").is_file()
+    assert not list(paths.checkpoints("train_rm").glob(".tmp-*"))
+    assert [p.name for p in paths.checkpoints("train_rm").glob("update-*")] == ["update-000015"]
 
 
 @pytest.mark.slow
@@ -140,12 +157,23 @@ def short_training(tiny_run, tiny_cfg):
         train = PairData(full.chosen[:n], full.rejected[:n], full.row[:n])
         if swap:
             train = PairData(train.rejected, train.chosen, train.row)
-        model = load_reward_model_from_base(tiny_run.base_model, pad_token_id=tiny_cfg.data.pad_token_id,
-                                            init_std=rm.head_init_std, seed=rm.seed)
+        model = load_reward_model_from_base(
+            tiny_run.base_model,
+            pad_token_id=tiny_cfg.data.pad_token_id,
+            init_std=rm.head_init_std,
+            seed=rm.seed,
+        )
         backend = TorchBackend(model, rm, accumulation=2, device="cpu")
         plan = BatchPlan(n, total_batch=32, micro_batch=16, seed=rm.seed)
-        Trainer(backend, train, plan, LRSchedule.from_config(rm, n), tiny_cfg.data.pad_token_id,
-                pool=pool, progress=False).fit()
+        Trainer(
+            backend,
+            train,
+            plan,
+            LRSchedule.from_config(rm, n),
+            tiny_cfg.data.pad_token_id,
+            pool=pool,
+            progress=False,
+        ).fit()
         return evaluate_accuracy(backend, heldout, tiny_cfg.data.pad_token_id, 16, pool=pool)
 
     return train
@@ -181,19 +209,37 @@ def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_run, tiny_cfg
 
     rm, pad = tiny_cfg.rm, tiny_cfg.data.pad_token_id
     train = load_pairs(tiny_run.prepared("train"))
-    model = load_reward_model_from_base(tiny_run.base_model, pad_token_id=pad, init_std=0.02, seed=42)
+    model = load_reward_model_from_base(
+        tiny_run.base_model, pad_token_id=pad, init_std=0.02, seed=42
+    )
     backend = TorchBackend(model, rm, accumulation=2, device="cpu")
     plan = BatchPlan(len(train), total_batch=32, micro_batch=16, epochs=2, seed=42)
     store = CheckpointStore(tmp_path / "ckpt", backend)
-    meta = {"backend": "torch", "world_size": 1, "stage_hash": "x", "num_updates": 150, "kept_pairs": 2400}
+    meta = {
+        "backend": "torch",
+        "world_size": 1,
+        "stage_hash": "x",
+        "num_updates": 150,
+        "kept_pairs": 2400,
+    }
 
     def corrupt(m):
         if m.update == 4:
             with torch.no_grad():
                 model.model.norm.weight[0] = float("nan")
 
-    trainer = Trainer(backend, train, plan, LRSchedule.from_config(rm, len(train)), pad, store=store,
-                      checkpoint_every=4, meta=meta, on_update=corrupt, progress=False)
+    trainer = Trainer(
+        backend,
+        train,
+        plan,
+        LRSchedule.from_config(rm, len(train)),
+        pad,
+        store=store,
+        checkpoint_every=4,
+        meta=meta,
+        on_update=corrupt,
+        progress=False,
+    )
     with pytest.raises(NonFiniteError, match="update 5 "):
         trainer.fit()
     assert store.latest().name == "update-000004"
@@ -234,14 +280,19 @@ def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path):
     proc = cli([*args, "--run-dir", str(cut.root)])
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if cut.train_metrics.is_file() and len(cut.train_metrics.read_text().splitlines()) >= stop_after:
+        if (
+            cut.train_metrics.is_file()
+            and len(cut.train_metrics.read_text().splitlines()) >= stop_after
+        ):
             proc.send_signal(signal.SIGTERM)
             break
         time.sleep(0.01)
     code, out = finish(proc)
     assert code == EXIT_PREEMPTED, out
     ckpt = cut.checkpoints("train_rm")
-    resume_at = json.loads((ckpt / (ckpt / "latest").read_text().strip() / "meta.json").read_text())["next_update"]
+    resume_at = json.loads(
+        (ckpt / (ckpt / "latest").read_text().strip() / "meta.json").read_text()
+    )["next_update"]
     assert stop_after <= resume_at < 20
     assert not cut.trained_state.exists()
 
@@ -253,28 +304,44 @@ def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path):
 
     a, b = load_state(ref.trained_state), load_state(cut.trained_state)
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert all(torch.equal(a[k], b[k]) for k in a), (
+        "resumed weights differ from the uninterrupted run"
+    )
     ref_m, cut_m = metric_lines(ref), metric_lines(cut)
     assert [m["update"] for m in cut_m] == list(range(20))
     assert [m["loss"] for m in cut_m] == [m["loss"] for m in ref_m]
-    assert summary["heldout_accuracy"] == json.loads(ref.train_summary.read_text())["heldout_accuracy"]
+    assert (
+        summary["heldout_accuracy"] == json.loads(ref.train_summary.read_text())["heldout_accuracy"]
+    )
 
 
 # --------------------------------------------------------------------------- DeepSpeed (slow)
 
-DS_ARGS = ["rm.total_batch_pairs=16", "rm.micro_batch_pairs=4", "rm.epochs=1", "rm.checkpoint_every=2"]
+DS_ARGS = [
+    "rm.total_batch_pairs=16",
+    "rm.micro_batch_pairs=4",
+    "rm.epochs=1",
+    "rm.checkpoint_every=2",
+]
 DS_TRAIN = 96  # 6 updates of 16 pairs
 TORCHRUN = [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2"]
 
 
 def ds_args(world: int) -> list[str]:
-    return [*DS_ARGS, "rm.backend=deepspeed", "rm.zero_stage=3", f"resources.train_rm.ranks_per_node={world}"]
+    return [
+        *DS_ARGS,
+        "rm.backend=deepspeed",
+        "rm.zero_stage=3",
+        f"resources.train_rm.ranks_per_node={world}",
+    ]
 
 
 @pytest.fixture(scope="module")
 def ds_env(tmp_path_factory):
     # the shm comm op DeepSpeed builds on first use (~40 s) is cached across tests and runs
-    cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    cache = Path(
+        os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions")
+    )
     return {"TORCH_EXTENSIONS_DIR": str(cache)}
 
 

@@ -94,6 +94,10 @@ start() {
         log "already started (see $pids); stop it first"
         exit 1
     fi
+    if [[ -e $SLURM_CONF ]] && timeout 5 scontrol ping 2>/dev/null | grep -q UP; then
+        log "a Slurm controller already answers for $SLURM_CONF; not starting a second cluster"
+        exit 1
+    fi
     : >"$pids"
     start_munge
     write_conf

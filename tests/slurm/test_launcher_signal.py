@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slurm
 def wait_until_gone(job: str, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
+        )
         if out.stdout.strip() in ("", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
             return
         time.sleep(1)

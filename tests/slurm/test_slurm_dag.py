@@ -18,15 +18,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slurm
+# The whole DAG through Slurm takes 10 to 15 minutes on a loaded 2-core machine.
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(2400)]
 
 OVERRIDES = [
     "rm.backend=deepspeed",
     "resources.train_rm.ranks_per_node=2",
+    "rm.epochs=1",  # 75 updates instead of 150: enough for checkpoints every 20
     # Requests that fit a small CI machine (the tiny stages use well under 2 GB each).
-    *(f"resources.{s}.mem_gb=2" for s in (
-        "download_base", "download_data", "prepare_data", "train_rm", "export_rm",
-        "eval_rewardbench", "ppo", "report")),  # fmt: skip
+    *(
+        f"resources.{s}.mem_gb=2"
+        for s in (
+            "download_base",
+            "download_data",
+            "prepare_data",
+            "train_rm",
+            "export_rm",
+            "eval_rewardbench",
+            "ppo",
+            "report",
+        )
+    ),  # fmt: skip
 ]
 
 
@@ -34,18 +46,21 @@ def snakemake_cmd(workdir: Path, *targets: str, limit_s: int) -> list[str]:
     """The literal `snakemake --profile slurm ...` typed in the repository root, results elsewhere."""
     return [
         "timeout", "-s", "KILL", str(limit_s),
-        str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm",
+        str(Path(sys.executable).parent / "snakemake"), *targets, "--profile", "slurm",
         "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
         "--configfile", str(ROOT / "config" / "config.yaml"),
         "--config", f"overrides={json.dumps(OVERRIDES)}",
-        # Site keys of profiles/slurm/config.yaml: this cluster's partition; no account.
-        "--default-resources", "slurm_partition=debug", "slurm_account=",
-        *targets,
+        # The site key of profiles/slurm/config.yaml: this cluster's partition (no account).
+        "--default-resources", "slurm_partition=debug",
     ]  # fmt: skip
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +71,9 @@ def slurm_run(slurm_cluster, tmp_path_factory):
                           capture_output=True, text=True)  # fmt: skip
     seconds = time.time() - start
     (workdir / "snakemake.out").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, f"rc {proc.returncode} after {seconds:.0f} s:\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (
+        f"rc {proc.returncode} after {seconds:.0f} s:\n{proc.stderr[-6000:]}"
+    )
     print(f"\ntiny DAG through Slurm: {seconds:.0f} s")
     return workdir, proc.stdout + proc.stderr
 
@@ -84,7 +101,9 @@ def test_training_was_one_two_rank_deepspeed_step(slurm_run):
 
 
 def _squeue(*fields: str) -> list[list[str]]:
-    out = subprocess.run(["squeue", "-h", "-o", "|".join(fields)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "|".join(fields)], capture_output=True, text=True, check=True
+    )
     return [line.split("|") for line in out.stdout.splitlines() if line]
 
 
@@ -104,7 +123,7 @@ def test_cancelled_training_resumes_on_the_same_command(slurm_run):
     # Retrain from scratch: drop the finished run's checkpoints and force train_rm.
     subprocess.run(["rm", "-rf", str(ckpt)], check=True)
     cmd = snakemake_cmd(workdir, "train_rm", limit_s=900)
-    first = subprocess.Popen([*cmd[:-1], "--forcerun", "train_rm", "train_rm"], cwd=ROOT, env=env(),
+    first = subprocess.Popen([*cmd, "--forcerun", "train_rm"], cwd=ROOT, env=env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # fmt: skip
     try:
@@ -121,7 +140,9 @@ def test_cancelled_training_resumes_on_the_same_command(slurm_run):
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=30)
     saved = (ckpt / "latest").read_text().strip()
-    assert not (run / "train_rm" / "summary.json").exists()  # the outputs went with the forced rerun
+    assert not (
+        run / "train_rm" / "summary.json"
+    ).exists()  # the outputs went with the forced rerun
 
     proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-6000:]

@@ -62,7 +62,9 @@ def test_order_is_seeded_and_a_pure_function_of_the_update():
     c = BatchPlan(64, total_batch=8, micro_batch=4, seed=43)
     assert np.array_equal(a.update_group(5), b.update_group(5))  # resume: k is the whole state
     assert not np.array_equal(a.update_group(0), c.update_group(0))
-    assert np.array_equal(a.epoch_order(0), torch.randperm(64, generator=torch.Generator().manual_seed(42)).numpy())
+    assert np.array_equal(
+        a.epoch_order(0), torch.randperm(64, generator=torch.Generator().manual_seed(42)).numpy()
+    )
 
 
 def test_ranks_split_the_same_group_whatever_the_world_size():
@@ -74,7 +76,9 @@ def test_ranks_split_the_same_group_whatever_the_world_size():
         ranks = [two.micro_batches(k, r) for r in range(2)]
         # micro batch j goes to rank j % world at accumulation step j // world
         assert np.array_equal(ranks[0][0], group[0:4]) and np.array_equal(ranks[1][0], group[4:8])
-        assert np.array_equal(ranks[0][1], group[8:12]) and np.array_equal(ranks[1][1], group[12:16])
+        assert np.array_equal(ranks[0][1], group[8:12]) and np.array_equal(
+            ranks[1][1], group[12:16]
+        )
         assert np.array_equal(np.concatenate(one.micro_batches(k, 0)), group)
 
 
@@ -82,7 +86,9 @@ def test_length_grouping_keeps_the_pairs_of_each_update_and_cuts_padding():
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 500, size=256)
     faithful = BatchPlan(256, total_batch=32, micro_batch=4, seed=42)
-    grouped = BatchPlan(256, total_batch=32, micro_batch=4, seed=42, length_grouped=True, lengths=lengths)
+    grouped = BatchPlan(
+        256, total_batch=32, micro_batch=4, seed=42, length_grouped=True, lengths=lengths
+    )
 
     def waste(plan):
         pad = 0

@@ -60,9 +60,17 @@ def tiny_model_factory():
 
     def make():
         torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=2, num_labels=1,
-                          pad_token_id=PAD, max_position_embeddings=64)
+        cfg = LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            num_labels=1,
+            pad_token_id=PAD,
+            max_position_embeddings=64,
+        )
         return LlamaForSequenceClassification(cfg).float().eval()
 
     return make
@@ -74,31 +82,39 @@ def test_weight_decay_mask_excludes_embeddings_and_norms(tiny_model_factory):
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay_names = sorted(names[id(p)] for p in no_decay["params"])
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
-    assert no_decay_names == ["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
-                              "model.layers.0.post_attention_layernorm.weight", "model.norm.weight"]
+    assert no_decay_names == [
+        "model.embed_tokens.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.norm.weight",
+    ]
     assert "score.weight" in {names[id(p)] for p in decay["params"]}
 
 
 def test_reward_matches_hf_pooling_at_eos(tiny_model_factory):
     """Our mask pooling agrees with transformers' own rightmost-non-pad rule on right padding."""
     model = tiny_model_factory()
-    backend = TorchBackend(model, RMTrainConfig(activation_checkpointing=False), accumulation=1,
-                           device="cpu")
+    backend = TorchBackend(
+        model, RMTrainConfig(activation_checkpointing=False), accumulation=1, device="cpu"
+    )
     batch = collate_pairs([[1, 5, 6, 2], [1, 7, 2]], [[1, 8, 2], [1, 9, 10, 11, 2]], PAD)
     ours = pool_last(backend.scores(batch), batch.attention_mask)
     with torch.no_grad():
-        hf = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.squeeze(-1)
+        hf = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.squeeze(
+            -1
+        )
     assert torch.allclose(ours.detach(), hf, atol=1e-5)
 
 
 def test_accumulation_gives_the_gradient_of_the_full_batch_mean(tiny_model_factory):
     chosen = [[1, 5, 6, 2], [1, 7, 2], [1, 3, 4, 5, 2], [1, 12, 2]]
     rejected = [[1, 8, 2], [1, 9, 10, 11, 2], [1, 13, 2], [1, 14, 15, 2]]
-    rm = RMTrainConfig(activation_checkpointing=False)
 
-    def grads(accumulation):
+    def grads(accumulation, checkpointing=False):
+        rm = RMTrainConfig(activation_checkpointing=checkpointing)
         model = tiny_model_factory()
         backend = TorchBackend(model, rm, accumulation=accumulation, device="cpu")
+        backend.train()  # HF checkpoints layers only in training mode (Llama has no dropout)
         step = len(chosen) // accumulation
         for i in range(0, len(chosen), step):
             batch = collate_pairs(chosen[i : i + step], rejected[i : i + step], PAD)
@@ -110,3 +126,6 @@ def test_accumulation_gives_the_gradient_of_the_full_batch_mean(tiny_model_facto
     assert full.keys() == accumulated.keys()
     for name in full:
         assert torch.allclose(full[name], accumulated[name], atol=1e-6, rtol=1e-5), name
+    checkpointed = grads(1, checkpointing=True)  # recomputed in backward: same gradients
+    for name in full:
+        assert torch.allclose(full[name], checkpointed[name], atol=1e-7), name

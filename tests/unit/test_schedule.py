@@ -30,7 +30,9 @@ def test_card_recipe_counts():
     ],
 )
 def test_lr_values_d118_w4(k, expected):
-    assert lr_at(k, peak=1e-5, end_lr=1e-6, warmup=4, total=118) == pytest.approx(expected, rel=1e-12)
+    assert lr_at(k, peak=1e-5, end_lr=1e-6, warmup=4, total=118) == pytest.approx(
+        expected, rel=1e-12
+    )
 
 
 def test_last_update_value_written_out():

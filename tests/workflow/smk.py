@@ -37,13 +37,18 @@ def snakemake(
         env={**os.environ, "OMP_NUM_THREADS": "1", **env},
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
 def config_arg(**values: object) -> list[str]:
     """`--config key=value ...` with lists as JSON (Snakemake parses the values as YAML)."""
-    return ["--config", *(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in values.items())]
+    return [
+        "--config",
+        *(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in values.items()),
+    ]
 
 
 def planned_jobs(output: str) -> dict[str, int]:

@@ -40,8 +40,10 @@ def test_bad_arguments_fail_with_a_message(args, message):
 
 
 def test_world_size_one_runs_the_command_with_the_rank_environment():
-    code = "import json, os; print(json.dumps({k: os.environ.get(k) for k in " \
-           "('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}))"
+    code = (
+        "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+        "('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}))"
+    )
     proc = launch("--launchers", "1", "--procs", "1", "--", sys.executable, "-c", code)
     assert proc.returncode == 0, proc.stderr
     env = json.loads(proc.stdout)
@@ -56,7 +58,9 @@ def test_exit_code_of_the_command_is_kept():
 
 @pytest.mark.slow
 def test_two_ranks_form_one_gloo_group(tmp_path):
-    proc = launch("--launchers", "2", "--procs", "1", "--", sys.executable, str(PROBE), str(tmp_path))
+    proc = launch(
+        "--launchers", "2", "--procs", "1", "--", sys.executable, str(PROBE), str(tmp_path)
+    )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in records] == [2, 2]

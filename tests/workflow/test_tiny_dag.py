@@ -14,7 +14,7 @@ import pytest
 
 from .smk import ROOT, SNAKEMAKE, config_arg, snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,9 @@ def test_changed_training_setting_retrains_from_scratch(tiny_dag):
     workdir, _ = tiny_dag
     run = workdir / "results" / "tiny"
     assert (run / "checkpoints" / "train_rm" / "latest").is_file()
-    snakemake(workdir, "--cores", "2", "train_rm", *config_arg(overrides=["rm.lr=0.002"]), timeout=600)
+    snakemake(
+        workdir, "--cores", "2", "train_rm", *config_arg(overrides=["rm.lr=0.002"]), timeout=600
+    )
     summary = json.loads((run / "train_rm" / "summary.json").read_text())
     assert summary["resumed_from_update"] is None  # not the old config's checkpoint
     assert (run / "checkpoints" / "train_rm.stale" / "latest").is_file()

@@ -53,7 +53,9 @@ def test_dry_run_of_all_for_every_preset(tmp_path, preset):
 
 def test_70b_dry_run_shows_cluster_resources(tmp_path):
     cfg = load_config("llama3-70b-uf")
-    out = snakemake(tmp_path, "-n", "all", *config_arg(preset="llama3-70b-uf", gpu_type="h100")).stdout
+    out = snakemake(
+        tmp_path, "-n", "all", *config_arg(preset="llama3-70b-uf", gpu_type="h100")
+    ).stdout
     train = job_resources(out, "train_rm")
     r = cfg.resources.train_rm
     assert r.nodes == 4 and r.gpus_per_node == 8  # the preset this test is about
@@ -143,7 +145,9 @@ def finished_run(tmp_path_factory):
 
 
 def test_eval_only_change_reruns_eval_and_report_not_training(finished_run):
-    out = snakemake(finished_run, "-n", "all", *config_arg(overrides=["eval.bootstrap_samples=123"])).stdout
+    out = snakemake(
+        finished_run, "-n", "all", *config_arg(overrides=["eval.bootstrap_samples=123"])
+    ).stdout
     jobs = planned_jobs(out)
     assert jobs == {"stage_config": 2, "eval_rewardbench": 1, "report": 1, "all": 1}
     assert "results/tiny/config/eval_rewardbench.yaml" in out
@@ -151,13 +155,17 @@ def test_eval_only_change_reruns_eval_and_report_not_training(finished_run):
 
 
 def test_rm_change_reruns_training_and_everything_after(finished_run):
-    jobs = planned_jobs(snakemake(finished_run, "-n", "all", *config_arg(overrides=["rm.lr=0.002"])).stdout)
+    jobs = planned_jobs(
+        snakemake(finished_run, "-n", "all", *config_arg(overrides=["rm.lr=0.002"])).stdout
+    )
     assert {"train_rm", "export_rm", "eval_rewardbench", "ppo", "report"} <= set(jobs)
     assert not {"download_base", "download_data", "prepare_data"} & set(jobs)
 
 
 def test_tracking_uri_and_other_stages_resources_rerun_nothing(finished_run):
-    out = snakemake(finished_run, "-n", "all", *config_arg(tracking_uri="http://127.0.0.1:1")).stdout
+    out = snakemake(
+        finished_run, "-n", "all", *config_arg(tracking_uri="http://127.0.0.1:1")
+    ).stdout
     assert "Nothing to be done" in out
     # A stage's own resources (its world size) are part of its trigger; nobody else's.
     jobs = planned_jobs(snakemake(
