@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, PPOConfig
-from .core import AllSum  # noqa: F401 - re-exported type of ``all_sum``
 from .models import PPOModels, freeze, load_policy, load_reward_model
 from .rollout import Rollout, generate, response_logits
 from .trainer import PPOTrainer

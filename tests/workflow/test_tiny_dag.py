@@ -67,6 +67,8 @@ def test_interrupted_training_resumes_with_rerun_incomplete(tiny_dag):
     saved = (ckpt / "latest").read_text().strip()
     assert ckpt.is_dir() and not (run / "train_rm" / "summary.json").exists()
 
+    # What Snakemake asks for after a crash: release the stale lock, rerun the incomplete job.
+    snakemake(workdir, "--unlock")
     snakemake(workdir, "--cores", "2", "--rerun-incomplete", "train_rm", timeout=600)
     summary = json.loads((run / "train_rm" / "summary.json").read_text())
     assert summary["resumed_from_update"] is not None
