@@ -49,4 +49,4 @@ fixtures: setup
 	$(BIN)/python -m paper_repro.fixtures.generate
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake logs

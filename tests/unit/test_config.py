@@ -45,10 +45,10 @@ def test_every_preset_validates(preset):
 
 
 def test_derived_values_match_easylm_arithmetic():
-    d = derived(load_config("llama3-70b-uf"))  # 60,917 pairs, 512 per update, 32 GPUs x micro 4
+    d = derived(load_config("llama3-70b-uf"))  # 60,917 pairs, 512 per update, 32 GPUs x micro 2
     assert (d.world_size, d.accumulation_steps, d.est_updates, d.est_warmup_updates) == (
         32,
-        4,
+        8,
         118,
         4,
     )
