@@ -208,6 +208,24 @@ def deepspeed_config(rm, *, world_size: int, compute_dtype: str) -> dict[str, An
     }
 
 
+def init_deepspeed_distributed():
+    """Start (or join) the process group DeepSpeed uses; returns ``(torch.distributed, rank,
+    world_size)``."""
+    import deepspeed
+    import torch.distributed as dist
+
+    # DeepSpeed 0.19 calls torch.distributed collectives that torch 2.13 flags as deprecated,
+    # once per call: hundreds of identical lines per update otherwise.
+    warnings.filterwarnings(
+        "ignore",
+        message=r".*is deprecated\. Please use `torch\.distributed",
+        category=FutureWarning,
+    )
+    ensure_dist_env()
+    deepspeed.init_distributed()
+    return dist, dist.get_rank(), dist.get_world_size()
+
+
 def ensure_dist_env() -> None:
     """A single process without a launcher still needs the torch.distributed rendezvous env
     (otherwise DeepSpeed goes looking for mpi4py)."""
@@ -230,20 +248,9 @@ class DeepSpeedBackend:
 
     def __init__(self, load_model: Callable[[], nn.Module], rm, *, compute_dtype: str = "float32"):
         import deepspeed
-        import torch.distributed as dist
         from transformers.integrations import HfDeepSpeedConfig
 
-        # DeepSpeed 0.19 calls torch.distributed collectives that torch 2.13 flags as deprecated,
-        # once per call: hundreds of identical lines per update otherwise.
-        warnings.filterwarnings(
-            "ignore",
-            message=r".*is deprecated\. Please use `torch\.distributed",
-            category=FutureWarning,
-        )
-        ensure_dist_env()
-        deepspeed.init_distributed()
-        self.dist = dist
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.dist, self.rank, self.world_size = init_deepspeed_distributed()
         self.config = deepspeed_config(rm, world_size=self.world_size, compute_dtype=compute_dtype)
         # Must stay referenced while from_pretrained runs (transformers checks it through a weakref).
         self._hf_ds_config = HfDeepSpeedConfig(self.config) if rm.zero_stage == 3 else None

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -34,8 +32,9 @@ import numpy as np
 import torch
 
 from .batching import BatchPlan, make_batch
-from .io import read_json, write_json, write_text
-from .modeling import bradley_terry_loss, last_token_index
+from .checkpoints import CheckpointDir
+from .io import write_text
+from .modeling import bradley_terry_loss, pool_last
 from .schedule import LRSchedule
 
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: checkpoint written, rerun to resume
@@ -43,12 +42,6 @@ EXIT_NONFINITE = 3  # NaN/Inf loss, reward or gradient norm; the last good check
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 PoolFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """EasyLM pooling (spec section 4): the score at the last non-pad token, i.e. the EOS."""
-    rows = torch.arange(scores.shape[0], device=scores.device)
-    return scores[rows, last_token_index(attention_mask)]
 
 
 class Preempted(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -64,10 +57,6 @@ class NonFiniteError(RuntimeError):
             f"non-finite {what} at update {update} (0-based); stopping, the last good "
             "checkpoint is kept"
         )
-
-
-class ResumeError(RuntimeError):
-    """A checkpoint that this run cannot continue from (names both sides of the mismatch)."""
 
 
 class StopFlag:
@@ -163,70 +152,36 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class CheckpointStore:
-    """``<root>/update-NNNNNN/`` folders (NNNNNN = the next update to run) and a ``latest`` file.
+# meta.json keys a resumed run must share with the run that wrote the checkpoint
+RESUME_KEYS = ("backend", "world_size", "stage_hash", "num_updates", "kept_pairs")
 
-    Save protocol: every rank writes into ``<root>/.tmp-update-NNNNNN``; after a barrier rank 0
-    adds ``meta.json`` and the metrics so far, renames the folder, points ``latest`` at it and only
-    then deletes older checkpoints. A crash at any point leaves the previous checkpoint intact."""
+
+class CheckpointStore:
+    """RM-training checkpoints ``<root>/update-NNNNNN/`` (NNNNNN = the next update to run): the
+    backend state of every rank plus each rank's RNG, saved by ``checkpoints.CheckpointDir``."""
 
     def __init__(self, root: Path, backend):
-        self.root, self.backend = Path(root), backend
+        self.backend = backend
+        self.dir = CheckpointDir(root, "update", rank=backend.rank, barrier=backend.barrier)
+        self.root = self.dir.root
 
     def latest(self) -> Path | None:
-        pointer = self.root / "latest"
-        if not pointer.is_file():
-            return None
-        folder = self.root / pointer.read_text().strip()
-        if not (folder / "meta.json").is_file():
-            raise ResumeError(f"{pointer} names {folder.name}, which has no meta.json")
-        return folder
+        return self.dir.latest()
 
     def save(self, next_update: int, meta: dict[str, Any], metrics: list[str]) -> Path:
         b = self.backend
-        name = f"update-{next_update:06d}"
-        tmp, final = self.root / f".tmp-{name}", self.root / name
-        if b.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        b.barrier()
-        b.save_checkpoint(tmp)
-        torch.save(rng_state(), tmp / f"rng-rank{b.rank}.pt")
-        b.barrier()
-        if b.rank == 0:
-            write_text(tmp / "metrics.jsonl", "".join(line + "\n" for line in metrics))
-            write_json(tmp / "meta.json", {**meta, "next_update": next_update})
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            write_text(self.root / "latest", name + "\n")
-            for old in self.root.glob("update-*"):
-                if old.name != name:
-                    shutil.rmtree(old, ignore_errors=True)
-        b.barrier()
-        return final
+
+        def every_rank(tmp: Path) -> None:
+            b.save_checkpoint(tmp)
+            torch.save(rng_state(), tmp / f"rng-rank{b.rank}.pt")
+
+        return self.dir.save(
+            next_update, {**meta, "next_update": next_update}, metrics, every_rank=every_rank
+        )
 
     def load(self, folder: Path, expect: dict[str, Any]) -> dict[str, Any]:
         """Check ``meta.json`` against this run, load backend state and this rank's RNG."""
-        meta = read_json(folder / "meta.json")
-        if meta.get("backend") != expect["backend"]:
-            raise ResumeError(
-                f"{folder}: written by backend '{meta.get('backend')}', this run uses "
-                f"'{expect['backend']}'; rerun with rm.backend={meta.get('backend')} or delete "
-                f"{self.root} to start over"
-            )
-        if meta.get("world_size") != expect["world_size"]:
-            raise ResumeError(
-                f"{folder}: written with world size {meta.get('world_size')}, this run has world "
-                f"size {expect['world_size']}. DeepSpeed ZeRO optimizer shards are per rank: resume "
-                f"with {meta.get('world_size')} ranks, or delete {self.root} to start over"
-            )
-        for key in ("stage_hash", "num_updates", "kept_pairs"):
-            if meta.get(key) != expect[key]:
-                raise ResumeError(
-                    f"{folder}: {key} {meta.get(key)!r} != this run's {expect[key]!r} "
-                    "(config or data changed since the checkpoint); delete "
-                    f"{self.root} to start over"
-                )
+        meta = self.dir.check(folder, {k: expect[k] for k in RESUME_KEYS})
         self.backend.load_checkpoint(folder)
         rng = folder / f"rng-rank{self.backend.rank}.pt"
         if rng.is_file():
@@ -283,7 +238,7 @@ class Trainer:
         if folder is None:
             return 0
         meta = self.store.load(folder, self.meta)
-        self.metrics.restore((folder / "metrics.jsonl").read_text().splitlines())
+        self.metrics.restore(CheckpointDir.metrics(folder))
         return int(meta["next_update"])
 
     def fit(self, start: int = 0) -> TrainResult:

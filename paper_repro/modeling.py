@@ -39,11 +39,15 @@ def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     return model.score(hidden).squeeze(-1)
 
 
-def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Scalar reward per row, pooled at the last non-pad token (the EOS)."""
-    scores = token_scores(model, input_ids, attention_mask)
+def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """EasyLM pooling (spec section 4): the score at the last non-pad token, i.e. the EOS."""
     rows = torch.arange(scores.shape[0], device=scores.device)
     return scores[rows, last_token_index(attention_mask)]
+
+
+def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Scalar reward per row, pooled at the last non-pad token (the EOS)."""
+    return pool_last(token_scores(model, input_ids, attention_mask), attention_mask)
 
 
 @dataclass(frozen=True)

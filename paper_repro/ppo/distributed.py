@@ -32,7 +32,6 @@ collective). Each rank samples with its own seed (``seed + RANK_SEED_STRIDE * ra
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,20 +118,11 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         score_per_minibatch: bool = True,
     ):
         import deepspeed
-        import torch.distributed as dist
         from transformers.integrations import HfDeepSpeedConfig
 
-        from ..backends import ScoreModule, ensure_dist_env, make_adamw
+        from ..backends import ScoreModule, init_deepspeed_distributed, make_adamw
 
-        warnings.filterwarnings(
-            "ignore",
-            message=r".*is deprecated\. Please use `torch\.distributed",
-            category=FutureWarning,
-        )
-        ensure_dist_env()
-        deepspeed.init_distributed()
-        self.dist = dist
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.dist, self.rank, self.world_size = init_deepspeed_distributed()
         self.config = ppo_deepspeed_config(
             cfg, world_size=self.world_size, compute_dtype=compute_dtype
         )
@@ -202,7 +192,7 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         return scores[:, ro.prompt_width - 1 : -1].float()
 
     def rm_rewards(self, ro: Rollout) -> torch.Tensor:
-        from ..engine import pool_last
+        from ..modeling import pool_last
 
         return pool_last(
             self.reward_fwd(ro.input_ids, ro.attention_mask).float(), ro.attention_mask

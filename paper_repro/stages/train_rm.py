@@ -99,8 +99,8 @@ def save_state_dict(path, state) -> None:
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     """Exit code: 0, EXIT_PREEMPTED, EXIT_NONFINITE, or 2 for a setup/resume problem (message on
     stderr naming the file or config key)."""
+    from ..checkpoints import ResumeError
     from ..data import DataError
-    from ..engine import ResumeError
 
     try:
         return _run(cfg, paths)

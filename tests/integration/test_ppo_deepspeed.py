@@ -197,10 +197,10 @@ def test_stage_deepspeed_sigterm_then_resume(ppo_inputs, tmp_path):  # noqa: F81
     assert not paths.ppo_summary.exists()
 
     # Another world size cannot take over the ZeRO shards: a clear message naming both sizes.
-    from paper_repro.engine import ResumeError
+    from paper_repro.checkpoints import ResumeError
     from paper_repro.ppo.checkpoint import PPOCheckpoints
 
-    with pytest.raises(ResumeError, match="world_size 2, this run has world_size 1"):
+    with pytest.raises(ResumeError, match="world size 2, this run has world size 1"):
         PPOCheckpoints(root).load(folder, {**meta, "world_size": 1})
 
     proc = subprocess.run(

@@ -144,8 +144,8 @@ def short_training(tiny_run, tiny_cfg):
     from paper_repro.backends import TorchBackend
     from paper_repro.batching import BatchPlan
     from paper_repro.data import PairData, load_pairs
-    from paper_repro.engine import Trainer, evaluate_accuracy, pool_last
-    from paper_repro.modeling import load_reward_model_from_base
+    from paper_repro.engine import Trainer, evaluate_accuracy
+    from paper_repro.modeling import load_reward_model_from_base, pool_last
     from paper_repro.schedule import LRSchedule
 
     rm = replace(tiny_cfg.rm, epochs=1)

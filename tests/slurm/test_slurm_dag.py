@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from paper_repro.config import STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 # The whole DAG through Slurm takes 10 to 15 minutes on a loaded 2-core machine.
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(2400)]
@@ -26,19 +28,7 @@ OVERRIDES = [
     "resources.train_rm.ranks_per_node=2",
     "rm.epochs=1",  # 75 updates instead of 150: enough for checkpoints every 20
     # Requests that fit a small CI machine (the tiny stages use well under 2 GB each).
-    *(
-        f"resources.{s}.mem_gb=2"
-        for s in (
-            "download_base",
-            "download_data",
-            "prepare_data",
-            "train_rm",
-            "export_rm",
-            "eval_rewardbench",
-            "ppo",
-            "report",
-        )
-    ),  # fmt: skip
+    *(f"resources.{s}.mem_gb=2" for s in STAGES),
 ]
 
 

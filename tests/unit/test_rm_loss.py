@@ -9,8 +9,7 @@ import torch
 from paper_repro.backends import TorchBackend, clip_by_global_norm, weight_decay_groups
 from paper_repro.batching import collate_pairs
 from paper_repro.config import RMTrainConfig
-from paper_repro.engine import pool_last
-from paper_repro.modeling import bradley_terry_loss
+from paper_repro.modeling import bradley_terry_loss, pool_last
 
 PAD = 31
 

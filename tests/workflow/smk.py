@@ -11,16 +11,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-STAGE_ORDER = (
-    "download_base",
-    "download_data",
-    "prepare_data",
-    "train_rm",
-    "export_rm",
-    "eval_rewardbench",
-    "ppo",
-    "report",
-)
 
 
 def snakemake(
