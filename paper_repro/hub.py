@@ -270,6 +270,92 @@ def verify_manifest(folder: str | Path, manifest_path: str | Path) -> dict[str, 
     return manifest
 
 
+# --------------------------------------------------------------------------- snapshots
+
+
+def fetch_snapshot(
+    repo_id: str,
+    revision: str | None,
+    dest: str | Path,
+    manifest_path: str | Path,
+    *,
+    allow: list[str],
+    ignore: list[str] | None = None,
+    repo_type: str = "model",
+    require: tuple[list[str], str] | None = None,
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+    **meta: Any,
+) -> dict[str, Any]:
+    """Download (or find in the cache) the ``allow``-ed files of a pinned model or dataset
+    snapshot, verify them, link them into ``dest`` and write the lock manifest. Returns it.
+
+    ``require``: (patterns, what) -- at least one file must match a pattern, else a HubError
+    saying ``what`` is missing. ``meta``: extra manifest fields that are also part of the lock's
+    identity (e.g. a dataset split). ``endpoint``: a hub mirror (default ``HF_ENDPOINT``)."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    ignore = ignore or []
+    dest, manifest_path = Path(dest), Path(manifest_path)
+    offline = is_offline()
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT")  # read now, not at library import
+    what = f"{repo_type} {repo_id}@{revision or 'main'}"
+    # Model manifests keep their original fields; other repo types record theirs.
+    ident = {"repo_id": repo_id, "requested_revision": revision, **meta}
+    if repo_type != "model":
+        ident["repo_type"] = repo_type
+    lock = read_json(manifest_path) if manifest_path.is_file() else None
+    if lock and any(lock.get(k) != v for k, v in ident.items()):
+        lock = None  # a different pin: start over
+
+    with hub_errors(repo_id, revision, repo_type):
+        snapshot = Path(
+            snapshot_download(
+                repo_id,
+                repo_type=repo_type,
+                revision=revision,
+                cache_dir=cache_dir,
+                allow_patterns=allow,
+                ignore_patterns=ignore,
+                local_files_only=offline,
+                endpoint=endpoint,
+            )
+        )
+        commit = snapshot.name
+        if lock:
+            expected, source = {n: {"sha256": h} for n, h in lock["files"].items()}, "lock file"
+        elif not offline:
+            commit, expected = expected_from_hub(
+                repo_id, revision, allow, ignore, repo_type=repo_type, endpoint=endpoint
+            )
+            source = "hub metadata"
+        else:
+            expected = expected_from_cache(snapshot, allow, ignore)
+            source = "hf cache content address"
+        if require and not any(_wanted(n, require[0], []) for n in expected):
+            raise HubError(f"{what}: {require[1]} (no file matches {', '.join(require[0])})")
+        bad = check_files(snapshot, expected)
+        if bad and not offline:  # fetch again only what is missing or corrupt
+            for b in bad:
+                print(f"re-downloading {b.name} (expected {b.expected}, found {b.actual})")
+                hf_hub_download(
+                    repo_id,
+                    b.name,
+                    repo_type=repo_type,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=True,
+                    endpoint=endpoint,
+                )
+            bad = check_files(snapshot, expected)
+    if bad:
+        raise ChecksumError(snapshot, bad)
+    _link_tree(snapshot, sorted(expected), dest)
+    return write_manifest(
+        manifest_path, dest, sorted(expected), **ident, commit=commit, expected_from=source
+    )
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -284,70 +370,18 @@ def fetch_model(
     ignore: list[str] | None = None,
     endpoint: str | None = None,
 ) -> dict[str, Any]:
-    """Download (or find in the cache) a pinned model snapshot, verify it, link it into ``dest``
-    and write the lock manifest. Returns the manifest. ``endpoint``: a hub mirror (default
-    ``HF_ENDPOINT`` or huggingface.co)."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-
-    allow, ignore = allow or MODEL_ALLOW, ignore or MODEL_IGNORE
-    dest, manifest_path = Path(dest), Path(manifest_path)
-    offline = is_offline()
-    endpoint = endpoint or os.environ.get("HF_ENDPOINT")  # read now, not at library import
-    lock = read_json(manifest_path) if manifest_path.is_file() else None
-    if lock and (lock.get("repo_id"), lock.get("requested_revision")) != (repo_id, revision):
-        lock = None  # a different pin: start over
-
-    with hub_errors(repo_id, revision):
-        snapshot = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=cache_dir,
-                allow_patterns=allow,
-                ignore_patterns=ignore,
-                local_files_only=offline,
-                endpoint=endpoint,
-            )
-        )
-        commit = snapshot.name
-        if lock:
-            expected, source = {n: {"sha256": h} for n, h in lock["files"].items()}, "lock file"
-        elif not offline:
-            commit, expected = expected_from_hub(
-                repo_id, revision, allow, ignore, endpoint=endpoint
-            )
-            source = "hub metadata"
-        else:
-            expected = expected_from_cache(snapshot, allow, ignore)
-            source = "hf cache content address"
-        if not expected:
-            raise HubError(f"model {repo_id}@{revision}: no safetensors/config/tokenizer files")
-        bad = check_files(snapshot, expected)
-        if bad and not offline:  # fetch again only what is missing or corrupt
-            for b in bad:
-                print(f"re-downloading {b.name} (expected {b.expected}, found {b.actual})")
-                hf_hub_download(
-                    repo_id,
-                    b.name,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=True,
-                    endpoint=endpoint,
-                )
-            bad = check_files(snapshot, expected)
-    if bad:
-        raise ChecksumError(snapshot, bad)
-    if not any(n.endswith(".safetensors") for n in expected):
-        raise HubError(f"model {repo_id}@{revision} has no safetensors weights (pickles refused)")
-    _link_tree(snapshot, sorted(expected), dest)
-    return write_manifest(
-        manifest_path,
+    """A pinned model snapshot (safetensors, configs, tokenizer; never pickles), verified and
+    linked into ``dest``; see ``fetch_snapshot``."""
+    return fetch_snapshot(
+        repo_id,
+        revision,
         dest,
-        sorted(expected),
-        repo_id=repo_id,
-        requested_revision=revision,
-        commit=commit,
-        expected_from=source,
+        manifest_path,
+        allow=allow or MODEL_ALLOW,
+        ignore=ignore or MODEL_IGNORE,
+        require=(["*.safetensors"], "no safetensors weights (pickled weights are refused)"),
+        cache_dir=cache_dir,
+        endpoint=endpoint,
     )
 
 
@@ -400,22 +434,70 @@ def link_local_model(
 
 # --------------------------------------------------------------------------- datasets
 
+# Data-file formats of the upstream repos: tulu-2.5-preference-data and tulu-2.5-prompts ship
+# ``data/<split>-00000-of-00001.jsonl``, reward-bench ``data/<split>-*.parquet``.
+DATA_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
-def load_dataset_rows(hub_id: str, split: str, revision: str | None, local_path: str | None = None):
-    """A ``datasets.Dataset`` for one split: from ``local_path`` (json/jsonl/parquet file or a
-    saved folder) or from the hub at the pinned revision."""
+
+def split_patterns(split: str) -> list[str]:
+    """The hub file layouts of one split (sharded ``<split>-00000-of-00001.*`` under ``data/``
+    or at the top, or a single ``<split>.*``). The shard patterns start with a digit so that
+    split ``a`` never picks up split ``a-b``."""
+    return [f"data/{split}-[0-9]*", f"{split}-[0-9]*", f"{split}.*", f"data/{split}.*"]
+
+
+def fetch_dataset_split(
+    repo_id: str,
+    split: str,
+    revision: str | None,
+    dest: str | Path,
+    manifest_path: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+) -> tuple[dict[str, Any], list[Path]]:
+    """The data files of one split of a dataset repo (and its README, the dataset card), fetched,
+    verified and locked exactly like a model snapshot. Returns (manifest, data files in
+    ``dest``), the files sorted so shards load in order."""
+    data = split_patterns(split)
+    manifest = fetch_snapshot(
+        repo_id,
+        revision,
+        dest,
+        manifest_path,
+        allow=[*data, "README.md"],
+        repo_type="dataset",
+        require=(data, f"no data file for split {split!r}"),
+        cache_dir=cache_dir,
+        endpoint=endpoint,
+        split=split,
+    )
+    files = [Path(dest) / n for n in sorted(manifest["files"]) if _wanted(n, data, [])]
+    return manifest, files
+
+
+def load_data_files(files: list[Path]):
+    """A ``datasets.Dataset`` from verified local data files of one format (json or parquet)."""
     import datasets
 
-    if local_path:
-        p = Path(local_path)
-        if p.is_file():
-            kind = "parquet" if p.suffix == ".parquet" else "json"
-            return datasets.load_dataset(kind, data_files=str(p), split="train")
-        if p.is_dir():
-            return datasets.load_dataset(str(p), split=split)
-        raise HubError(f"local_path {p} does not exist")
-    with hub_errors(hub_id, revision, "dataset"):
-        return datasets.load_dataset(hub_id, split=split, revision=revision)
+    kinds = {DATA_BUILDERS.get(f.suffix) for f in files}
+    if None in kinds or len(kinds) != 1:
+        raise HubError(
+            f"data files {[str(f) for f in files]}: need one format among {sorted(DATA_BUILDERS)}"
+        )
+    return datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
+
+
+def load_local_rows(split: str, local_path: str):
+    """A ``datasets.Dataset`` from ``local_path``: a json/jsonl/parquet file or a saved folder."""
+    p = Path(local_path)
+    if p.is_file():
+        return load_data_files([p])
+    if p.is_dir():
+        import datasets
+
+        return datasets.load_dataset(str(p), split=split)
+    raise HubError(f"local_path {p} does not exist")
 
 
 def write_jsonl(path: str | Path, rows) -> int:

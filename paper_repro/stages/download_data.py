@@ -1,10 +1,17 @@
 """download_data: the three datasets at pinned revisions, as upstream-schema jsonl.
 
-``data.source``: ``hub`` (``datasets.load_dataset(hub_id, split=..., revision=...)``), ``local``
-(each DatasetRef's ``local_path``) or ``fixture`` (the shipped tiny files, including the fixture's
-own held-out split as ``preference_heldout.jsonl``). Output: ``download_data/{preference,
-rewardbench,ppo_prompts}.jsonl`` and ``manifest.json`` ({"files": {name: sha256}, "datasets":
-{...}}), the lock file: a rerun re-fetches only files that are missing or whose hash is wrong.
+``data.source``: ``hub``, ``local`` (each DatasetRef's ``local_path``) or ``fixture`` (the shipped
+tiny files, including the fixture's own held-out split as ``preference_heldout.jsonl``).
+
+``hub``: the split's data files are fetched like a model snapshot (``hub.fetch_dataset_split``):
+pinned revision, every file checked against the hub's LFS sha256, linked into
+``download_data/upstream/<name>/`` with the lock file ``upstream/<name>.manifest.json``; a bad
+file stops the stage (offline) or is fetched again alone (online). Checked on every run, so a
+corrupt cache never goes unnoticed. The verified files are then read with ``datasets``.
+
+Output: ``download_data/{preference,rewardbench,ppo_prompts}.jsonl`` and ``manifest.json``
+({"files": {name: sha256}, "datasets": {...}}), the lock file: a rerun rewrites only files that
+are missing or whose hash is wrong.
 """
 
 from __future__ import annotations
@@ -12,7 +19,14 @@ from __future__ import annotations
 import shutil
 
 from ..config import DatasetRef, ReproConfig
-from ..hub import check_files, load_dataset_rows, write_jsonl, write_manifest
+from ..hub import (
+    check_files,
+    fetch_dataset_split,
+    load_data_files,
+    load_local_rows,
+    write_jsonl,
+    write_manifest,
+)
 from ..io import read_json
 from ..paths import RunPaths
 from ..tracking import stage_run
@@ -61,11 +75,22 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
                 "revision": ref.revision,
                 "local_path": ref.local_path,
             }
+            files = []
+            if d.source == "hub":
+                upstream = paths.data_manifest.parent / "upstream"
+                up, files = fetch_dataset_split(
+                    ref.hub_id,
+                    ref.split,
+                    ref.revision,
+                    upstream / name,
+                    upstream / f"{name}.manifest.json",
+                )
+                refs[name]["commit"] = up["commit"]  # what the pin (or "main") resolved to
+            elif not ref.local_path:
+                raise ValueError(f"data.{name}.local_path is not set (data.source=local)")
             if _still_good(paths, name, refs[name]):
                 continue
-            ds = load_dataset_rows(
-                ref.hub_id, ref.split, ref.revision, ref.local_path if d.source == "local" else None
-            )
+            ds = load_data_files(files) if files else load_local_rows(ref.split, ref.local_path)
             write_jsonl(paths.raw_data(name), ds)
             fetched.append(name)
     manifest = write_manifest(

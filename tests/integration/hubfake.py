@@ -1,12 +1,13 @@
 """Test doubles for the Hugging Face hub that the REAL ``huggingface_hub`` code talks to:
 
 * ``make_cache``: a hub cache folder exactly as huggingface_hub lays it out
-  (``models--org--name/{blobs/<hash>, snapshots/<commit>/<file> -> ../../blobs/<hash>,
+  (``{models,datasets}--org--name/{blobs/<hash>, snapshots/<commit>/<file> -> ../../blobs/<hash>,
   refs/main}``; LFS blobs named by sha256, small files by git blob sha1).
 * ``FakeHub``: a local HTTP server on 127.0.0.1 speaking the few hub endpoints a download uses
-  (``/api/models/<repo>/revision/<rev>``, ``/api/models/<repo>/tree/<rev>``,
-  ``/<repo>/resolve/<rev>/<file>``), with the hub's error headers for a missing repo, a missing
-  revision and a gated repo. It records the Authorization headers it receives.
+  (``/api/{models,datasets}/<repo>/revision/<rev>``, ``/api/{models,datasets}/<repo>/tree/<rev>``,
+  ``/<repo>/resolve/<rev>/<file>``, ``/datasets/<repo>/resolve/<rev>/<file>``), with the hub's
+  error headers for a missing repo, a missing revision and a gated repo. It records the
+  Authorization headers it receives and every file whose content it sent.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-LFS_SUFFIXES = (".safetensors", ".bin")
+LFS_SUFFIXES = (".safetensors", ".bin", ".jsonl", ".parquet")  # as on the hub
 
 
 def git_sha1(data: bytes) -> str:
@@ -46,10 +47,30 @@ def tiny_repo_files() -> dict[str, bytes]:
     }
 
 
+def tiny_dataset_files(split: str = "train") -> dict[str, bytes]:
+    """A small dataset repo as the tulu-2.5 ones: one jsonl shard per split and a card."""
+    rows = [
+        {"id": f"{split}-{i}", "chosen": [{"role": "user", "content": f"q{i}"}], "score": i}
+        for i in range(40)
+    ]
+    other = [{"id": "other-0", "chosen": [], "score": -1}]
+    return {
+        "README.md": b"---\nlicense: odc-by\n---\n# tiny dataset\n",
+        f"data/{split}-00000-of-00001.jsonl": b"".join(
+            json.dumps(r).encode() + b"\n" for r in rows
+        ),
+        f"data/{split}_other-00000-of-00001.jsonl": json.dumps(other[0]).encode() + b"\n",
+    }
+
+
 def make_cache(
-    cache_dir: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT
+    cache_dir: Path,
+    repo_id: str,
+    files: dict[str, bytes],
+    commit: str = COMMIT,
+    repo_type: str = "model",
 ) -> Path:
-    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    repo = cache_dir / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
     snap = repo / "snapshots" / commit
     snap.mkdir(parents=True, exist_ok=True)
@@ -65,9 +86,14 @@ def make_cache(
 
 class FakeHub:
     def __init__(
-        self, repos: dict[str, dict[str, bytes]], gated: tuple[str, ...] = (), commit: str = COMMIT
+        self,
+        repos: dict[str, dict[str, bytes]],
+        gated: tuple[str, ...] = (),
+        commit: str = COMMIT,
+        datasets: dict[str, dict[str, bytes]] | None = None,
     ):
         self.repos, self.gated, self.commit = repos, set(gated), commit
+        self.datasets = datasets or {}
         self.auth_headers: list[str] = []
         self.downloads: list[str] = []  # files whose content was sent (GET)
         hub = self
@@ -125,16 +151,19 @@ class FakeHub:
         if auth := h.headers.get("Authorization"):
             self.auth_headers.append(auth)
         path = unquote(urlparse(h.path).path)
-        api = path.startswith("/api/models/")
-        parts = path.removeprefix("/api/models/" if api else "/").split("/")
+        api = path.startswith("/api/")
+        path = path.removeprefix("/api")
+        kind = "datasets" if path.startswith("/datasets/") else "models"
+        parts = path.removeprefix(f"/{kind}/" if api or kind == "datasets" else "/").split("/")
         repo_id, rest = "/".join(parts[:2]), parts[2:]
-        if repo_id not in self.repos:
+        repos = self.datasets if kind == "datasets" else self.repos
+        if repo_id not in repos:
             return self._error(h, 404, "RepoNotFound", f"Repository {repo_id} not found")
         if repo_id in self.gated and not h.headers.get("Authorization"):
             return self._error(h, 401, "GatedRepo", f"Access to {repo_id} is restricted")
         if len(rest) < 2 or rest[1] not in (self.commit, "main", self.commit[:7]):
             return self._error(h, 404, "RevisionNotFound", "Invalid rev id")
-        files = self.repos[repo_id]
+        files = repos[repo_id]
         if api and rest[0] == "revision":
             siblings = [
                 {

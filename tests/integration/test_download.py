@@ -4,9 +4,16 @@ local fake hub server on 127.0.0.1 (online path): verification, repair, error me
 from __future__ import annotations
 
 import pytest
-from hubfake import COMMIT, FakeHub, etag, make_cache, tiny_repo_files
+from hubfake import COMMIT, FakeHub, etag, make_cache, tiny_dataset_files, tiny_repo_files
 
-from paper_repro.hub import ChecksumError, HubError, fetch_model, verify_manifest
+from paper_repro.hub import (
+    ChecksumError,
+    HubError,
+    fetch_dataset_split,
+    fetch_model,
+    load_data_files,
+    verify_manifest,
+)
 from paper_repro.io import read_json
 
 REPO = "org/tiny-model"
@@ -248,3 +255,153 @@ def test_local_model_folder_skips_pickles(tmp_path):
     (src / "model.safetensors").unlink()
     with pytest.raises(HubError, match="no \\*.safetensors"):
         link_local_model(src, tmp_path / "model2", tmp_path / "manifest2.json")
+
+
+# --------------------------------------------------------------------------- datasets
+
+DREPO = "org/tiny-prefs"
+SPLIT = "ultrafeedback_mean_aspects"
+SHARD = f"data/{SPLIT}-00000-of-00001.jsonl"
+
+
+def dataset_blob(cache, name, repo=DREPO, files=None):
+    data = (files or tiny_dataset_files(SPLIT))[name]
+    return cache / ("datasets--" + repo.replace("/", "--")) / "blobs" / etag(name, data)
+
+
+def jsonl_rows(data: bytes) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def test_dataset_online_good_download_writes_lock(tmp_path, online):
+    cache, dest, lock = tmp_path / "hub", tmp_path / "up" / "prefs", tmp_path / "up" / "m.json"
+    with FakeHub({}, datasets={DREPO: tiny_dataset_files(SPLIT)}) as hub:
+        m, files = fetch_dataset_split(
+            DREPO, SPLIT, COMMIT, dest, lock, cache_dir=cache, endpoint=hub.url
+        )
+    # only this split's shard and the card; the "<split>_other" split is never fetched
+    assert sorted(hub.downloads) == ["README.md", SHARD] == sorted(m["files"])
+    assert files == [dest / SHARD]
+    assert m["expected_from"] == "hub metadata" and m["commit"] == COMMIT
+    assert (m["repo_type"], m["split"], m["repo_id"]) == ("dataset", SPLIT, DREPO)
+    assert read_json(lock) == m
+    verify_manifest(dest, lock)
+    rows = load_data_files(files).to_list()
+    assert rows == jsonl_rows(tiny_dataset_files(SPLIT)[SHARD])
+
+
+def test_dataset_flipped_byte_names_file_and_hashes(tmp_path, offline):
+    from paper_repro.io import sha256_file
+
+    cache = tmp_path / "hub"
+    make_cache(cache, DREPO, tiny_dataset_files(SPLIT), repo_type="dataset")
+    good = etag(SHARD, tiny_dataset_files(SPLIT)[SHARD])
+    flip_byte(dataset_blob(cache, SHARD), offset=7)
+    lock = tmp_path / "m.json"
+    with pytest.raises(ChecksumError) as exc:
+        fetch_dataset_split(DREPO, SPLIT, COMMIT, tmp_path / "d", lock, cache_dir=cache)
+    actual = sha256_file(dataset_blob(cache, SHARD))
+    assert f"{SHARD} expected sha256:{good} got sha256:{actual}" in str(exc.value)
+    assert actual != good and not lock.exists()  # nothing is locked on bad data
+
+
+def test_dataset_rerun_refetches_only_the_bad_file(tmp_path, online):
+    cache, dest, lock = tmp_path / "hub", tmp_path / "d", tmp_path / "m.json"
+    with FakeHub({}, datasets={DREPO: tiny_dataset_files(SPLIT)}) as hub:
+        m = fetch_dataset_split(
+            DREPO, SPLIT, COMMIT, dest, lock, cache_dir=cache, endpoint=hub.url
+        )[0]
+        hub.downloads.clear()
+        fetch_dataset_split(DREPO, SPLIT, COMMIT, dest, lock, cache_dir=cache, endpoint=hub.url)
+        assert hub.downloads == []  # all good: nothing fetched again
+        flip_byte(dataset_blob(cache, SHARD))
+        m2 = fetch_dataset_split(
+            DREPO, SPLIT, COMMIT, dest, lock, cache_dir=cache, endpoint=hub.url
+        )[0]
+        assert hub.downloads == [SHARD]  # only the corrupt shard came again
+    assert m2["files"] == m["files"] and m2["expected_from"] == "lock file"
+    verify_manifest(dest, lock)
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_dataset_missing_split_is_one_clear_message(tmp_path, monkeypatch, request, mode):
+    request.getfixturevalue(mode)
+    cache = tmp_path / "hub"
+    make_cache(cache, DREPO, tiny_dataset_files(SPLIT), repo_type="dataset")
+    with FakeHub({}, datasets={DREPO: tiny_dataset_files(SPLIT)}) as hub:
+        with pytest.raises(HubError) as exc:
+            fetch_dataset_split(
+                DREPO,
+                "nope",
+                COMMIT,
+                tmp_path / "d",
+                tmp_path / "m.json",
+                cache_dir=cache,
+                endpoint=hub.url,
+            )
+    msg = str(exc.value)
+    assert f"dataset {DREPO}@{COMMIT}: no data file for split 'nope'" in msg
+    assert len(msg.splitlines()) == 1 and not (tmp_path / "m.json").exists()
+
+
+def test_download_data_stage_offline_from_hf_cache(tmp_path, offline, monkeypatch, capfd):
+    """data.source=hub with HF_HUB_OFFLINE=1 on a populated cache: jsonl and parquet splits
+    are verified, locked, read with datasets and written as the jsonl later stages read; a rerun
+    fetches nothing; a corrupt cached file then stops the stage naming it."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from huggingface_hub import constants
+
+    from paper_repro.config import load_config
+    from paper_repro.data import read_rows
+    from paper_repro.paths import RunPaths
+    from paper_repro.stages import download_data
+
+    bench = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "id": i} for i in range(5)]
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(bench), buf)
+    repos = {
+        "org/prefs": tiny_dataset_files(SPLIT),
+        "org/bench": {
+            "README.md": b"# bench\n",
+            "data/filtered-00000-of-00001.parquet": buf.getvalue(),
+        },
+        "org/prompts": tiny_dataset_files("uf_prompts"),
+    }
+    cache = tmp_path / "hub"
+    for repo, files in repos.items():
+        make_cache(cache, repo, files, repo_type="dataset")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    cfg = load_config(
+        "tiny",
+        [
+            "data.source=hub",
+            "data.preference.hub_id=org/prefs",
+            f"data.preference.split={SPLIT}",
+            "data.rewardbench.hub_id=org/bench",
+            "data.rewardbench.split=filtered",
+            "data.ppo_prompts.hub_id=org/prompts",
+            "data.ppo_prompts.split=uf_prompts",
+        ]
+        + [f"data.{n}.revision={COMMIT}" for n in ("preference", "rewardbench", "ppo_prompts")],
+    )
+    paths = RunPaths(tmp_path / "run")
+    assert download_data.run(cfg, paths) == 0
+    assert read_rows(paths.raw_data("preference")) == jsonl_rows(repos["org/prefs"][SHARD])
+    assert read_rows(paths.raw_data("rewardbench")) == bench
+    up = paths.data_manifest.parent / "upstream"
+    assert (
+        read_json(up / "rewardbench.manifest.json")["expected_from"] == "hf cache content address"
+    )
+    manifest = verify_manifest(paths.data_manifest.parent, paths.data_manifest)
+    assert manifest["datasets"]["preference"]["commit"] == COMMIT
+    capfd.readouterr()
+    assert download_data.run(cfg, paths) == 0
+    assert "fetched nothing" in capfd.readouterr().out
+    flip_byte(dataset_blob(cache, SHARD, repo="org/prefs"))
+    with pytest.raises(ChecksumError, match=f"{SHARD} expected sha256:"):
+        download_data.run(cfg, paths)
