@@ -273,6 +273,29 @@ def data_table(report: Mapping[str, Any]) -> Table:
     )
 
 
+def _quantity_table(
+    summary: Mapping[str, Any],
+    keys: tuple[tuple[str, str, str], ...],
+    caption: str,
+    label: str,
+    notes: str,
+) -> Table:
+    """Two-column (quantity, value) table of a stage summary; fractions under PCT print as %."""
+    rows = []
+    for name, key, fmt in keys:
+        v = summary.get(key)
+        if fmt == PCT and isinstance(v, int | float):
+            v = 100.0 * v
+        rows.append((name, v if v is None else fmt.format(v)))
+    return Table(
+        caption=caption,
+        label=label,
+        columns=(Column("Quantity"), Column("Value", "r")),
+        rows=tuple(rows),
+        notes=notes,
+    )
+
+
 def training_table(summary: Mapping[str, Any]) -> Table:
     keys = (
         ("optimizer updates", "updates", "{:,}"),
@@ -282,18 +305,12 @@ def training_table(summary: Mapping[str, Any]) -> Table:
         ("held-out accuracy (%)", "heldout_accuracy", PCT),
         ("wall time (s)", "wall_s", "{:,.1f}"),
     )
-    rows = []
-    for label, key, fmt in keys:
-        v = summary.get(key)
-        if fmt == PCT and isinstance(v, int | float):
-            v = 100.0 * v
-        rows.append((label, v if v is None else fmt.format(v)))
-    return Table(
-        caption="Reward-model training summary",
-        label="tab:training",
-        columns=(Column("Quantity"), Column("Value", "r")),
-        rows=tuple(rows),
-        notes="From train_rm/summary.json.",
+    return _quantity_table(
+        summary,
+        keys,
+        "Reward-model training summary",
+        "tab:training",
+        "From train_rm/summary.json.",
     )
 
 
@@ -309,16 +326,10 @@ def ppo_table(summary: Mapping[str, Any]) -> Table:
         ("training prompts", "train_prompts", "{:,}"),
         ("held-out prompts", "heldout_prompts", "{:,}"),
     )
-    rows = []
-    for label, key, fmt in keys:
-        v = summary.get(key)
-        if fmt == PCT and isinstance(v, int | float):
-            v = 100.0 * v
-        rows.append((label, v if v is None else fmt.format(v)))
-    return Table(
-        caption="PPO with the trained reward model",
-        label="tab:ppo",
-        columns=(Column("Quantity"), Column("Value", "r")),
-        rows=tuple(rows),
-        notes="From ppo/summary.json; held-out rewards are means over sampled responses.",
+    return _quantity_table(
+        summary,
+        keys,
+        "PPO with the trained reward model",
+        "tab:ppo",
+        "From ppo/summary.json; held-out rewards are means over sampled responses.",
     )
