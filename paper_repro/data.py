@@ -137,23 +137,22 @@ def special_strings(tokenizer) -> SpecialStrings:
     return SpecialStrings(bos=tokenizer.bos_token, eos=tokenizer.eos_token)
 
 
-def resolve_pad(tokenizer, pad_token_id: int) -> str:
+def resolve_pad(tokenizer, pad_token_id: int, source: str = "data.pad_token_id") -> str:
     """Check the configured pad id against the tokenizer and return the pad token string.
 
     EasyLM pads with a flag id (128255, a reserved token) because the Llama 3 SFT tokenizer has no
     pad token (spec 3.6). A tokenizer that *does* define a pad must agree with the config; the id
     must exist (pitfall 3: a new ``<pad>`` at 128256 would be out of range) and differ from
-    BOS/EOS (pitfall 2: pad == EOS moves the pooled token)."""
+    BOS/EOS (pitfall 2: pad == EOS moves the pooled token). ``source`` names where the id comes
+    from in the messages."""
     vocab = len(tokenizer)
     if not 0 <= pad_token_id < vocab:
-        raise DataError(
-            f"data.pad_token_id {pad_token_id} is outside the vocabulary (size {vocab})"
-        )
+        raise DataError(f"{source} {pad_token_id} is outside the vocabulary (size {vocab})")
     if pad_token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        raise DataError(f"data.pad_token_id {pad_token_id} equals BOS/EOS; pooling would move")
+        raise DataError(f"{source} {pad_token_id} equals BOS/EOS; pooling would move")
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != pad_token_id:
         raise DataError(
-            f"data.pad_token_id {pad_token_id} != the tokenizer's pad id {tokenizer.pad_token_id} "
+            f"{source} {pad_token_id} != the tokenizer's pad id {tokenizer.pad_token_id} "
             f"({tokenizer.pad_token!r})"
         )
     return tokenizer.convert_ids_to_tokens(pad_token_id)

@@ -88,13 +88,12 @@ def check_pad(model, tokenizer, model_dir: Path) -> int:
             f"{model_dir}/config.json: pad_token_id {pad} is outside the vocabulary "
             f"(size {model.config.vocab_size})"
         )
-    if pad in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        raise EvalError(f"{model_dir}/config.json: pad_token_id {pad} equals BOS/EOS")
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != pad:
-        raise EvalError(
-            f"{model_dir}: tokenizer pad id {tokenizer.pad_token_id} != model "
-            f"config pad_token_id {pad}"
-        )
+    from ..data import DataError, resolve_pad
+
+    try:
+        resolve_pad(tokenizer, pad, source=f"{model_dir}/config.json pad_token_id")
+    except DataError as exc:
+        raise EvalError(str(exc)) from None
     return int(pad)
 
 
