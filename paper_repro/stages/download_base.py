@@ -13,7 +13,8 @@ import shutil
 import time
 
 from ..config import ReproConfig
-from ..hub import fetch_model, link_local_model, write_manifest
+from ..hub import fetch_model, link_local_model
+from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
 

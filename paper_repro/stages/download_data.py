@@ -19,15 +19,9 @@ from __future__ import annotations
 import shutil
 
 from ..config import DatasetRef, ReproConfig
-from ..hub import (
-    check_files,
-    fetch_dataset_split,
-    load_data_files,
-    load_local_rows,
-    write_jsonl,
-    write_manifest,
-)
+from ..hub import fetch_dataset_split, load_data_files, load_local_rows, write_jsonl
 from ..io import read_json
+from ..manifest import check_files, write_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
 

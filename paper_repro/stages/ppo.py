@@ -180,7 +180,7 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
     from tqdm import tqdm
 
     from ..data import check_fingerprint, load_prompts, load_tokenizer
-    from ..hub import verify_manifest
+    from ..manifest import verify_manifest
     from ..ppo.checkpoint import PPOCheckpoints
     from ..ppo.evaluate import evaluate_policy
     from ..ppo.trainer import warmup_updates

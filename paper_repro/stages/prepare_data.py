@@ -17,8 +17,8 @@ from ..data import (
     split_report,
     write_parquet,
 )
-from ..hub import verify_manifest
 from ..io import write_json
+from ..manifest import verify_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
 

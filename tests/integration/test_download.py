@@ -6,15 +6,9 @@ from __future__ import annotations
 import pytest
 from hubfake import COMMIT, FakeHub, etag, make_cache, tiny_dataset_files, tiny_repo_files
 
-from paper_repro.hub import (
-    ChecksumError,
-    HubError,
-    fetch_dataset_split,
-    fetch_model,
-    load_data_files,
-    verify_manifest,
-)
+from paper_repro.hub import HubError, fetch_dataset_split, fetch_model, load_data_files
 from paper_repro.io import read_json
+from paper_repro.manifest import ChecksumError, verify_manifest
 
 REPO = "org/tiny-model"
 MARKER = "hf_SECRETMARKER1234567890"

@@ -47,7 +47,7 @@ def ppo_inputs(tiny_run, tmp_path_factory):
 
     from paper_repro.config import load_config
     from paper_repro.data import load_pairs, load_tokenizer, read_rows
-    from paper_repro.hub import write_manifest
+    from paper_repro.manifest import write_manifest
     from paper_repro.modeling import (
         bradley_terry_loss,
         load_reward_model_from_base,

@@ -189,7 +189,7 @@ def _copy_downloads(src, dst):
 
 
 def test_prepare_is_deterministic_and_counts_bad_rows(tiny_run, tiny_cfg, tmp_path):
-    from paper_repro.hub import write_manifest
+    from paper_repro.manifest import write_manifest
     from paper_repro.paths import RunPaths
     from paper_repro.stages import prepare_data
 
@@ -221,7 +221,7 @@ def test_prepare_is_deterministic_and_counts_bad_rows(tiny_run, tiny_cfg, tmp_pa
 
 
 def test_prepare_refuses_corrupt_download(tiny_run, tiny_cfg, tmp_path):
-    from paper_repro.hub import ChecksumError
+    from paper_repro.manifest import ChecksumError
     from paper_repro.paths import RunPaths
     from paper_repro.stages import prepare_data
 

@@ -1,221 +1,34 @@
-"""MLflow records: one parent run per pipeline run, one child run per stage, rank 0 only.
-
-Files under ``results/<run>/`` are the record; MLflow mirrors them. Stages use::
-
-    with stage_run(cfg, paths, "train_rm") as tr:
-        tr.log_metrics({"loss": 0.6}, step=3)
-        tr.log_dataset("train", paths.prepared("train"))
-        tr.log_file_ref("final", paths.trained_state)   # big file: path + sha256, not uploaded
-
-Guarantees (peer_pitfalls.md section 5; tests in tests/integration/test_tracking.py):
-
-- Ranks other than 0 get a ``NullTracker`` (pitfall: every rank creating its own run).
-- Run ids live in ``results/<run>/tracking/<stage>.json`` (never a Snakemake output), so a
-  resumed job continues the same MLflow run; re-logging unchanged params is a no-op.
-- MLflow never fails a stage. Every record is sent at once when the store answers; otherwise it is
-  appended to ``tracking/<stage>.pending.jsonl`` and sent, in order, when the store is back (the
-  next log call after ``RETRY_INTERVAL_S``, the end of the stage, a resumed job, or ``sync()``).
-  The first failure of each kind is logged once as a warning with its reason.
-- Many stage processes can share one sqlite store: store initialisation (schema creation and
-  migrations), experiment creation and parent-run creation happen under an ``fcntl.flock`` next to
-  the database, and writes that still meet "database is locked" are retried with backoff.
-- Credentials never reach MLflow: keys that look like secrets are dropped and the values of
-  secret-looking environment variables are redacted from params and tags; a text artifact that
-  contains one is not uploaded.
-"""
+"""The rank-0 tracker of one stage: records go to MLflow when it answers, else to a JSONL buffer
+on disk that is replayed in order later; ranks other than 0 get a ``NullTracker``."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import random
 import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .config import ReproConfig, config_hash, flatten, stage_hash
-from .io import read_json, sha256_file, sha256_tree, write_json
-from .paths import RunPaths
+from ..io import read_json, sha256_file, sha256_tree, write_json
+from ..paths import RunPaths
+from .redact import is_secret_key, public_uri, redact, scrub, secret_values
+from .store import flock, is_permanent, lock_file, pending_file, reason, retry_locked, run_id_file
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # one logger for the whole tracking package
 
-SECRET_MARKERS = ("token", "secret", "password", "passwd", "api_key", "apikey", "credential")
-REDACTED = "***"
-
-# A dead tracking server must not stall training: MLflow's HTTP defaults are 7 retries with
-# exponential backoff and a 120 s timeout per request (minutes per call). Applied with setdefault,
-# so a user's own settings win.
-HTTP_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
 RETRY_INTERVAL_S = 30.0  # while the store is unreachable, try to reconnect at most this often
-LOCK_RETRIES = 12  # "database is locked" retries (backoff 0.05 s doubling to 2 s, ~15 s total)
 MAX_BATCH_METRICS = 1000  # MLflow log_batch limits
 MAX_BATCH_PARAMS = 100
 PARAM_MAX_CHARS = 6000
 _KEY_OK = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
-# --------------------------------------------------------------------------- small helpers
-
-
-def tracking_uri(cfg: ReproConfig, paths: RunPaths) -> str:
-    return (
-        cfg.tracking.uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{paths.mlflow_db.resolve()}"
-    )
-
-
-def public_uri(uri: str) -> str:
-    """The URI without a ``user:password@`` part (it goes into files and warnings)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _is_secret_key(key: str) -> bool:
-    return any(m in key.lower() for m in SECRET_MARKERS)
-
-
-def secret_values() -> list[str]:
-    """Values of secret-looking environment variables (HF_TOKEN, WANDB_API_KEY, ...)."""
-    return sorted(
-        {v for k, v in os.environ.items() if _is_secret_key(k) and len(v) >= 6},
-        key=len,
-        reverse=True,
-    )
-
-
-def redact(text: str, secrets: list[str] | None = None) -> str:
-    for s in secret_values() if secrets is None else secrets:
-        text = text.replace(s, REDACTED)
-    return text
-
-
-def scrub(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop anything that looks like a credential before it reaches MLflow: secret-looking keys
-    are removed and secret env-var values are redacted from the remaining values."""
-    secrets = secret_values()
-    return {k: redact(str(v), secrets) for k, v in params.items() if not _is_secret_key(k)}
-
-
 def metric_key(key: str) -> str:
     """MLflow accepts letters, digits, ``_ - . /`` and space in metric names."""
     return _KEY_OK.sub("_", key)
-
-
-def git_commit() -> str:
-    """HEAD of the checkout the package runs from, with ``-dirty`` when it has local changes."""
-    import subprocess
-
-    cwd = Path(__file__).parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, timeout=10
-        ).stdout.strip()
-        if not head:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            timeout=10,
-        ).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-_git_commit = git_commit  # backwards-compatible name
-
-
-def _is_locked(exc: BaseException) -> bool:
-    return "database is locked" in str(exc) or "database is busy" in str(exc)
-
-
-def _reason(exc: BaseException, width: int = 160) -> str:
-    """One line; long HTTP errors keep their head (the call) and tail (the socket error)."""
-    text = " ".join(str(exc).split())
-    if len(text) > 2 * width:
-        text = f"{text[:width]} ... {text[-width:]}"
-    return f"{type(exc).__name__}: {text}"
-
-
-def _is_permanent(exc: BaseException) -> bool:
-    """Errors that a retry cannot fix (bad input); everything else is treated as an outage."""
-    code = getattr(exc, "error_code", "")
-    return code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE") and not _is_locked(
-        exc
-    )
-
-
-def _retry_locked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """sqlite writers that collide get SQLITE_BUSY even with MLflow's 20 s busy_timeout when a
-    read transaction must upgrade to a write; back off and try again."""
-    delay = 0.05
-    for attempt in range(LOCK_RETRIES):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if not _is_locked(exc) or attempt == LOCK_RETRIES - 1:
-                raise
-            time.sleep(delay * (1.0 + random.random()))
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
-
-
-def _lock_file(uri: str, paths: RunPaths) -> Path:
-    """Next to the sqlite file when the store is one (several runs may share it), else per run."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///") + ".lock")
-    return paths.tracking_dir / ".lock"
-
-
-@contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _run_id_file(paths: RunPaths, key: str) -> Path:
-    return paths.tracking_dir / f"{key}.json"
-
-
-def pending_file(paths: RunPaths, stage: str) -> Path:
-    return paths.tracking_dir / f"{stage}.pending.jsonl"
-
-
-def recorded_run_ids(paths: RunPaths) -> dict[str, str]:
-    """{"_parent" | stage: MLflow run id} as recorded under results/<run>/tracking/."""
-    out = {}
-    for f in sorted(paths.tracking_dir.glob("*.json")):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            out[f.stem] = str(read_json(f)["run_id"])
-    return out
 
 
 # --------------------------------------------------------------------------- trackers
@@ -309,7 +122,7 @@ class StageTracker(NullTracker):
         self.set_tags({f"file.{name}.path": str(path), f"file.{name}.sha256": sha256})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        clean = {k: redact(str(v), self._secrets) for k, v in tags.items() if not _is_secret_key(k)}
+        clean = {k: redact(str(v), self._secrets) for k, v in tags.items() if not is_secret_key(k)}
         if clean:
             self._submit({"op": "tags", "tags": clean})
 
@@ -351,7 +164,7 @@ class StageTracker(NullTracker):
         try:
             return self._flush()
         except Exception as exc:  # e.g. the buffer's disk is full: never fail the stage
-            self._warn("internal", f"buffered records not sent: {_reason(exc)}")
+            self._warn("internal", f"buffered records not sent: {reason(exc)}")
             return False
 
     def start(self) -> None:
@@ -387,10 +200,10 @@ class StageTracker(NullTracker):
             return
         from mlflow.tracking import MlflowClient
 
-        with _flock(_lock_file(self.uri, self.paths)):
+        with flock(lock_file(self.uri, self.paths)):
             client = MlflowClient(self.uri)
-            exp_id = _retry_locked(self._experiment_id, client)
-            self.parent_run_id = _retry_locked(
+            exp_id = retry_locked(self._experiment_id, client)
+            self.parent_run_id = retry_locked(
                 self._get_or_create,
                 client,
                 exp_id,
@@ -399,7 +212,7 @@ class StageTracker(NullTracker):
                 {**self.parent_tags, "stage": "pipeline"},
             )
         tags = {**self.run_tags, "mlflow.parentRunId": self.parent_run_id}
-        self.run_id = _retry_locked(
+        self.run_id = retry_locked(
             self._get_or_create, client, exp_id, self.stage, self.stage, tags
         )
         self.client = client
@@ -429,7 +242,7 @@ class StageTracker(NullTracker):
         new one only when the store says that run does not exist."""
         from mlflow.exceptions import MlflowException
 
-        f = _run_id_file(self.paths, key)
+        f = run_id_file(self.paths, key)
         if f.is_file():
             run_id = read_json(f)["run_id"]
             try:
@@ -458,7 +271,7 @@ class StageTracker(NullTracker):
                     self._apply([op])
                     return
                 except Exception as exc:
-                    if _is_permanent(exc):
+                    if is_permanent(exc):
                         self._warn(
                             f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}"
                         )
@@ -474,14 +287,14 @@ class StageTracker(NullTracker):
         self._next_try = time.monotonic() + self.retry_interval
         self._warn(
             "offline",
-            f"MLflow at {public_uri(self.uri)} unavailable ({_reason(exc)}); buffering records in "
+            f"MLflow at {public_uri(self.uri)} unavailable ({reason(exc)}); buffering records in "
             f"{self.pending} and "
             f"retrying every {self.retry_interval:g} s",
         )
 
     def _append(self, op: dict[str, Any]) -> None:
         self.pending.parent.mkdir(parents=True, exist_ok=True)
-        with _flock(self.pending.with_suffix(".lock")), open(self.pending, "a") as fh:
+        with flock(self.pending.with_suffix(".lock")), open(self.pending, "a") as fh:
             fh.write(json.dumps(op) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -489,7 +302,7 @@ class StageTracker(NullTracker):
     def _flush(self) -> bool:
         if not self.pending.exists():
             return True
-        with _flock(self.pending.with_suffix(".lock")):
+        with flock(self.pending.with_suffix(".lock")):
             lines = [ln for ln in self.pending.read_text().splitlines() if ln.strip()]
             ops = []
             for ln in lines:
@@ -504,7 +317,7 @@ class StageTracker(NullTracker):
                     try:
                         self._apply([op])
                     except Exception as exc:
-                        if not _is_permanent(exc):
+                        if not is_permanent(exc):
                             raise
                         self._warn(
                             f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}"
@@ -530,7 +343,7 @@ class StageTracker(NullTracker):
 
     def _apply(self, ops: list[dict[str, Any]]) -> None:
         for op in ops:
-            _retry_locked(getattr(self, f"_apply_{op['op']}"), op)
+            retry_locked(getattr(self, f"_apply_{op['op']}"), op)
 
     def _apply_params(self, op: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -591,84 +404,3 @@ class StageTracker(NullTracker):
     def _apply_status(self, op: dict[str, Any]) -> None:
         run_id = self.parent_run_id if op.get("parent") else self.run_id
         self.client.set_terminated(run_id, op["status"], end_time=op["end_time"])
-
-
-# --------------------------------------------------------------------------- entry points
-
-
-def _common_tags(cfg: ReproConfig, paths: RunPaths) -> dict[str, str]:
-    from . import __version__
-
-    tags = {
-        "preset": cfg.preset,
-        "git_commit": git_commit(),
-        "config_hash": config_hash(cfg),
-        "run_dir": str(paths.root.resolve()),
-        "package_version": __version__,
-    }
-    return tags
-
-
-def _make_tracker(cfg: ReproConfig, paths: RunPaths, stage: str) -> StageTracker:
-    for key, value in HTTP_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    uri = tracking_uri(cfg, paths)
-    common = _common_tags(cfg, paths)
-    tags = {**common, "stage": stage, "stage_config_hash": stage_hash(cfg, stage)}
-    if job := os.environ.get("SLURM_JOB_ID"):
-        tags["slurm_job_id"] = job
-    if world := os.environ.get("WORLD_SIZE"):
-        tags["world_size"] = world
-    return StageTracker(
-        uri, paths, stage, experiment=cfg.tracking.experiment, run_tags=tags, parent_tags=common
-    )
-
-
-@contextlib.contextmanager
-def stage_run(cfg: ReproConfig, paths: RunPaths, stage: str) -> Iterator[NullTracker]:
-    """The MLflow child run of ``stage`` (rank 0) or a NullTracker (other ranks).
-
-    The run ends FINISHED, or FAILED when the body raises (the exception propagates). The report
-    stage, the last of the DAG, also ends the parent run."""
-    if not is_rank_zero():
-        yield NullTracker()
-        return
-    paths.root.mkdir(parents=True, exist_ok=True)
-    try:
-        tracker = _make_tracker(cfg, paths, stage)
-    except Exception as exc:  # tracking must never fail a stage; say why once
-        log.warning("[tracking:%s] disabled: %s", stage, _reason(exc))
-        yield NullTracker()
-        return
-    tracker.start()
-    tracker.log_params(flatten(cfg))
-    status = "FAILED"
-    try:
-        yield tracker
-        status = "FINISHED"
-    finally:
-        end = int(time.time() * 1000)
-        tracker._submit({"op": "status", "status": status, "end_time": end})
-        if stage == "report" and status == "FINISHED":
-            tracker._submit({"op": "status", "status": status, "end_time": end, "parent": True})
-        if not tracker.flush():
-            tracker._warn(
-                "left",
-                f"MLflow unreachable at the end of {stage}; records kept in "
-                f"{tracker.pending} (sent by the next stage run or tracking.sync())",
-            )
-
-
-def sync(cfg: ReproConfig, paths: RunPaths) -> dict[str, bool]:
-    """Send every stage's buffered records (e.g. after a tracking-server outage).
-
-    Returns {stage: True when its buffer is now empty}."""
-    out = {}
-    for f in sorted(paths.tracking_dir.glob("*.pending.jsonl")):
-        stage = f.name.removesuffix(".pending.jsonl")
-        try:
-            out[stage] = _make_tracker(cfg, paths, stage).flush()
-        except Exception as exc:
-            log.warning("[tracking:%s] buffered records not sent: %s", stage, _reason(exc))
-            out[stage] = False
-    return out

@@ -1,0 +1,121 @@
+"""Presets, overrides and the resolved config: loading, hashing and the derived values."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .schema import STAGE_SECTIONS, ReproConfig
+from .validate import ConfigError, validate
+
+PRESET_DIR = Path(__file__).parents[1] / "presets"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _preset_chain(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError("preset", f"unknown preset '{name}' (known: {', '.join(list_presets())})")
+    if name in seen:
+        raise ConfigError("_base_", f"preset inheritance loop through '{name}'")
+    body = yaml.safe_load(path.read_text()) or {}
+    base = body.pop("_base_", None)
+    chain = _preset_chain(base, seen + (name,)) if base else []
+    return chain + [body]
+
+
+def _schema_error(exc: OmegaConfBaseException) -> ConfigError:
+    key = getattr(exc, "full_key", None) or "?"
+    msg = str(exc).splitlines()[0]
+    if "Key '" in msg and "not in" in msg or "ConfigKeyError" in type(exc).__name__:
+        msg = "unknown key"
+    return ConfigError(key, msg)
+
+
+def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ReproConfig:
+    """Preset name or resolved YAML file, plus ``key=value`` overrides, validated."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        layers = [yaml.safe_load(path.read_text()) or {}]
+    else:
+        layers = _preset_chain(str(source))
+        layers[-1].setdefault("preset", str(source))
+    try:
+        merged = OmegaConf.structured(ReproConfig)
+        for layer in layers:
+            merged = OmegaConf.merge(merged, OmegaConf.create(layer))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(item, "override must look like key.path=value")
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        cfg: ReproConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise _schema_error(exc) from None
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: ReproConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: ReproConfig, sections: tuple[str, ...] | None = None) -> str:
+    """sha256 (first 16 hex) of the canonical YAML of the whole config or of some sections."""
+    data = to_dict(cfg)
+    if sections is not None:
+        data = {k: data[k] for k in sections}
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stage_hash(cfg: ReproConfig, stage: str) -> str:
+    return config_hash(cfg, STAGE_SECTIONS[stage])
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted-key view of a config (for MLflow params)."""
+    if is_dataclass(obj):
+        obj = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if is_dataclass(value) or isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Derived:
+    world_size: int
+    accumulation_steps: int
+    est_updates: int
+    est_warmup_updates: int
+
+
+def derived(cfg: ReproConfig, kept_pairs: int | None = None) -> Derived:
+    """Values computed from the config (never written back). EasyLM: updates = epochs x
+    floor(N / total_batch), warmup = ceil(warmup_ratio x updates) (spec 6.1)."""
+    world = cfg.resources.train_rm.world_size
+    n = cfg.data.expected_pairs if kept_pairs is None else kept_pairs
+    updates = cfg.rm.epochs * (n // cfg.rm.total_batch_pairs)
+    return Derived(
+        world_size=world,
+        accumulation_steps=cfg.rm.total_batch_pairs // (cfg.rm.micro_batch_pairs * world),
+        est_updates=updates,
+        est_warmup_updates=math.ceil(cfg.rm.warmup_ratio * updates),
+    )

@@ -1,0 +1,258 @@
+"""The configuration schema: one dataclass per section, each default commented with its source.
+
+``STAGE_SECTIONS`` says which sections each stage reads, so a change elsewhere never reruns it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from omegaconf import MISSING
+
+STAGES = (
+    "download_base",
+    "download_data",
+    "prepare_data",
+    "train_rm",
+    "export_rm",
+    "eval_rewardbench",
+    "ppo",
+    "report",
+)
+
+# Known dataset splits per hub id; a typo in a split name should fail before a cluster job starts.
+KNOWN_SPLITS: dict[str, tuple[str, ...]] = {
+    "allenai/tulu-2.5-preference-data": (
+        "ultrafeedback_mean_aspects",
+        "ultrafeedback_overall",
+        "ultrafeedback_ultrachat",
+        "ultrafeedback_evol_instruct",
+        "ultrafeedback_flan_v2",
+        "ultrafeedback_top_10k",
+        "ultrafeedback_middle_10k",
+        "ultrafeedback_lower_10k",
+        "alpaca_farm_gpt4_pref",
+        "alpaca_farm_human_pref",
+        "capybara",
+        "chatbot_arena_2023",
+        "chatbot_arena_2024",
+        "helpsteer",
+        "hh_rlhf",
+        "nectar",
+        "orca_dpo_pairs",
+        "shp_2",
+        "stack_exchange_paired",
+        "prm800k_pairs_phase2",
+    ),
+    "allenai/reward-bench": ("filtered", "train"),
+    "allenai/tulu-2.5-prompts": (
+        "ultrafeedback_prompts",
+        "gsm8k_prompts",
+        "math_prompts_20k",
+        "ultrafeedback_code_math_prompts",
+    ),
+}
+
+
+@dataclass
+class TinyArch:
+    """Shape of the locally built tiny Llama (tiny preset only)."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 192
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    sft_steps: int = 300  # causal-LM steps on fixture dialogues that make the tiny "SFT base"
+    sft_lr: float = 3e-3
+    seed: int = 0  # torch seed of the tiny base's init and SFT batches
+
+
+@dataclass
+class ModelConfig:
+    source: Literal["hub", "local", "tiny"] = "hub"
+    hub_id: str = "allenai/llama-3-tulu-2-70b"
+    revision: str | None = None  # pinned commit sha (required for source=hub)
+    local_path: str | None = None  # a local HF folder (source=local)
+    arch: Literal["llama3-70b", "llama3-8b", "tiny"] = "llama3-70b"  # for planning without weights
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"  # compute dtype
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    trust_remote_code: bool = False
+    tiny: TinyArch = field(default_factory=TinyArch)
+
+
+@dataclass
+class DatasetRef:
+    hub_id: str = MISSING
+    split: str = MISSING
+    revision: str | None = None
+    local_path: str | None = None  # a local file/folder instead of the hub
+
+
+@dataclass
+class DataConfig:
+    source: Literal["hub", "local", "fixture"] = "hub"
+    preference: DatasetRef = field(
+        default_factory=lambda: DatasetRef(
+            "allenai/tulu-2.5-preference-data", "ultrafeedback_mean_aspects"
+        )
+    )
+    # Held-out preference pairs for RM accuracy during/after training. EasyLM trained on the whole
+    # split; a fraction > 0 carves a seeded held-out set out of it (reported, off by default).
+    heldout_fraction: float = 0.0
+    heldout_seed: int = 42  # seed of that carve-out (data section: prepare_data reruns)
+    rewardbench: DatasetRef = field(
+        default_factory=lambda: DatasetRef("allenai/reward-bench", "filtered")
+    )
+    ppo_prompts: DatasetRef = field(
+        default_factory=lambda: DatasetRef("allenai/tulu-2.5-prompts", "ultrafeedback_prompts")
+    )
+    max_length: int = 4096  # EasyLM seq_length; longer pairs are dropped, never truncated
+    pad_token_id: int = 128255  # EasyLM tokenizer_pad_token_id: last reserved Llama 3 token
+    expected_pairs: int = 60917  # rows before filtering, for `config show` / `plan` estimates
+    ppo_prompt_max_length: int = 1024
+    ppo_prompt_bos: bool = False  # EasyLM PPO prompts carry no BOS (spec 9, pitfall 4)
+
+
+@dataclass
+class RMTrainConfig:
+    lr: float = 1e-5
+    end_lr: float = 1e-6  # absolute lr reached at the last update (EasyLM end_lr)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    epochs: int = 1
+    total_batch_pairs: int = 512  # pairs per optimizer update, independent of world size
+    micro_batch_pairs: int = 8  # pairs per rank per forward (chosen+rejected = 2x rows)
+    grad_clip: float = 1.0
+    seed: int = 42
+    backend: Literal["torch", "deepspeed"] = "deepspeed"
+    zero_stage: int = 3
+    activation_checkpointing: bool = True
+    checkpoint_every: int = 10  # updates between preemption checkpoints
+    eval_every: int = 0  # held-out accuracy every N updates (0: only after the last update)
+    length_grouped: bool = False  # speed option; default keeps EasyLM's plain shuffled order
+    head_init_std: float = 0.02
+
+
+@dataclass
+class EvalConfig:
+    input_mode: Literal["training-format", "tokenizer-template"] = "training-format"
+    template_max_length: int = 2048  # run_rm.py left-truncation length (tokenizer-template mode)
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    token_budget: int = 16384  # padded tokens per scoring batch
+    bootstrap_samples: int = 1000
+    bootstrap_seed: int = 0
+
+
+@dataclass
+class PPOConfig:
+    kl_coef: float = 0.05  # fixed beta, no adaptive controller (EasyLM)
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    value_loss_scale: float = 0.5
+    lr: float = 1e-6  # policy and value
+    warmup_ratio: float = 0.1  # of the first epoch's steps, then constant
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    prompts_per_step: int = 512
+    mini_batch: int = 64
+    ppo_epochs: int = 1
+    epochs: int = 1
+    max_steps: int | None = None  # cap on PPO steps (None = the full epochs)
+    temperature: float = 0.7
+    top_k: int = 50  # HF GenerationConfig default that applied in EasyLM's generate
+    max_new_tokens: int = 1024
+    no_eos_reward: float = -10.0  # EasyLM "EOS trick"
+    reward_gain: float = 1.0
+    reward_bias: float = 0.0
+    eval_prompts: int = 256  # held-out prompts scored before/after for the report
+    seed: int = 42
+    backend: Literal["torch", "deepspeed"] = "deepspeed"
+    zero_stage: int = 3
+    checkpoint_every: int = 5
+    policy_hub_id: str | None = None  # None: the SFT base of `model`
+    policy_revision: str | None = None  # pinned commit of policy_hub_id (required with it)
+    # EasyLM scores each mini-batch (rewards, old log-probs, values, GAE, whitening) right before
+    # its update; False scores the whole rollout batch once (textbook PPO). See ppo/trainer.py.
+    score_per_minibatch: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # None: sqlite under results/<run>/ (embedded, nothing to start)
+    experiment: str = "tulu25-rm-repro"
+
+
+@dataclass
+class StageResources:
+    nodes: int = 1
+    gpus_per_node: int = 0
+    ranks_per_node: int = 0  # processes per node; 0 = gpus_per_node (or 1 on CPU)
+    cpus_per_rank: int = 1
+    mem_gb: int = 8  # per node
+    gpu_mem_gb: int = 80
+    runtime_min: int = 60
+
+    @property
+    def procs_per_node(self) -> int:
+        return self.ranks_per_node or self.gpus_per_node or 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+
+@dataclass
+class ResourcesConfig:
+    download_base: StageResources = field(default_factory=StageResources)
+    download_data: StageResources = field(default_factory=StageResources)
+    prepare_data: StageResources = field(default_factory=StageResources)
+    train_rm: StageResources = field(default_factory=StageResources)
+    export_rm: StageResources = field(default_factory=StageResources)
+    eval_rewardbench: StageResources = field(default_factory=StageResources)
+    ppo: StageResources = field(default_factory=StageResources)
+    report: StageResources = field(default_factory=StageResources)
+
+
+@dataclass
+class ExportConfig:
+    # Held-out pairs scored by both the in-training fp32 model and the exported folder after the
+    # export (paper_repro/stages/export_rm.py). Each pair costs three 2-sequence forwards; lower
+    # it for a 70B export on CPU.
+    verify_pairs: int = 64
+
+
+@dataclass
+class ReproConfig:
+    preset: str = MISSING
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rm: RMTrainConfig = field(default_factory=RMTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+
+# Config sections each stage reads: a change elsewhere must not rerun it (Snakemake params).
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "download_base": ("model",),
+    "download_data": ("data",),
+    "prepare_data": ("model", "data"),
+    "train_rm": ("model", "data", "rm"),
+    "export_rm": ("model", "data", "rm", "export"),
+    "eval_rewardbench": ("model", "data", "eval"),
+    "ppo": ("model", "data", "ppo"),
+    "report": ("preset", "description", "model", "data", "rm", "eval", "ppo"),
+}

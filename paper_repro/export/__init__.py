@@ -1,0 +1,1 @@
+"""Exporting a trained reward model as a verified Hugging Face folder (stage ``export_rm``)."""
