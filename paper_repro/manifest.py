@@ -4,6 +4,7 @@ later stage uses them. ``{"files": {relative name: sha256}, ...metadata}``."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,14 @@ def verify_manifest(folder: str | Path, manifest_path: str | Path) -> dict[str, 
     if bad:
         raise ChecksumError(folder, bad)
     return manifest
+
+
+def files_digest(files: dict[str, str]) -> str:
+    """One sha256 for a ``{name: sha256}`` map (sorted, canonical JSON): the content identity of a
+    folder, independent of paths, mtimes and manifest metadata."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def manifest_digest(manifest_path: str | Path) -> str:
+    """``files_digest`` of the files a manifest lists (what a consumer's identity records)."""
+    return files_digest(read_json(manifest_path)["files"])

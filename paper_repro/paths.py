@@ -32,6 +32,10 @@ class RunPaths:
     def checkpoints(self, stage: str) -> Path:
         return self.root / "checkpoints" / stage
 
+    def manifest(self, stage: str) -> Path:
+        """``<stage>/manifest.json``: sha256 of the files a stage produced (``paper_repro.manifest``)."""
+        return self.root / stage / "manifest.json"
+
     def log(self, stage: str) -> Path:
         return self.root / "logs" / f"{stage}.log"
 
@@ -45,7 +49,7 @@ class RunPaths:
 
     @property
     def base_manifest(self) -> Path:
-        return self.root / "download_base" / "manifest.json"
+        return self.manifest("download_base")
 
     # download_data -----------------------------------------------------------
     def raw_data(self, name: str) -> Path:
@@ -54,7 +58,7 @@ class RunPaths:
 
     @property
     def data_manifest(self) -> Path:
-        return self.root / "download_data" / "manifest.json"
+        return self.manifest("download_data")
 
     # prepare_data ------------------------------------------------------------
     def prepared(self, name: str) -> Path:

@@ -1,1 +1,17 @@
-"""One module per pipeline stage; each exposes ``run(cfg, paths)``."""
+"""One module per pipeline stage; each exposes ``run(cfg, paths)``.
+
+``UPSTREAM`` is the DAG in Python: the stages whose outputs each stage reads (the Snakemake rules
+declare the same files as inputs). Identities, input verification and the report's consistency
+checks follow it.
+"""
+
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "download_base": (),
+    "download_data": (),
+    "prepare_data": ("download_base", "download_data"),
+    "train_rm": ("download_base", "prepare_data"),
+    "export_rm": ("download_base", "prepare_data", "train_rm"),
+    "eval_rewardbench": ("download_data", "prepare_data", "export_rm"),
+    "ppo": ("download_base", "prepare_data", "export_rm"),
+    "report": ("prepare_data", "train_rm", "export_rm", "eval_rewardbench", "ppo"),
+}
