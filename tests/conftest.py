@@ -33,3 +33,12 @@ def tiny_run(tmp_path_factory, tiny_cfg):
     for stage in (download_base, download_data, prepare_data):
         assert stage.run(tiny_cfg, paths) == 0
     return paths
+
+
+@pytest.fixture(scope="session")
+def llama3_tok():
+    """The real Llama 3 tokenizer with the Tulu 2 additions, built offline from the llama-models
+    wheel (once per machine: kept in the user cache, see paper_repro.llama3_tokenizer)."""
+    from paper_repro.llama3_tokenizer import load_tulu_llama3
+
+    return load_tulu_llama3()
