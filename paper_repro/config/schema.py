@@ -131,6 +131,9 @@ class RMTrainConfig:
     micro_batch_pairs: int = 8  # pairs per rank per forward (chosen+rejected = 2x rows)
     grad_clip: float = 1.0
     seed: int = 42
+    # Pair order: "easylm" = the permutation EasyLM's seeded torch DataLoader drew (the original
+    # run's update groups); "seeded-randperm" = torch.randperm seeded with seed + epoch.
+    data_order: Literal["easylm", "seeded-randperm"] = "easylm"
     backend: Literal["torch", "deepspeed"] = "deepspeed"
     zero_stage: int = 3
     activation_checkpointing: bool = True
