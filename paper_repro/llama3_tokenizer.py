@@ -30,6 +30,7 @@ from pathlib import Path
 from .formatting import TULU_CHAT_TEMPLATE
 from .io import sha256_file
 from .manifest import ManifestError, verify_manifest, write_manifest
+from .paths import cache_root
 
 # llama-models 0.3.0 wheel: llama_models/llama3/tokenizer.model (2,183,982 bytes).
 TOKENIZER_MODEL = "llama_models/llama3/tokenizer.model"
@@ -172,14 +173,6 @@ def check_llama3(tok, pad: bool = False) -> None:
 
 
 # --------------------------------------------------------------------------- cache
-
-
-def cache_root() -> Path:
-    """``$PAPER_REPRO_CACHE``, else ``$XDG_CACHE_HOME/paper-repro``, else ``~/.cache/paper-repro``."""
-    if root := os.environ.get("PAPER_REPRO_CACHE"):
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "paper-repro"
 
 
 def load_tulu_llama3(cache_dir: str | Path | None = None):
