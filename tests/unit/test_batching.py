@@ -138,3 +138,21 @@ def test_bad_plans_are_refused():
         BatchPlan(100, total_batch=10, micro_batch=5, world_size=2).micro_batches(0, rank=2)
     with pytest.raises(ValueError, match="data order 'shuffled'"):
         BatchPlan(100, total_batch=10, micro_batch=5, order="shuffled")
+
+
+@pytest.mark.parametrize(
+    "preset",
+    ["llama3-70b-uf", "llama3-70b-uf-card-literal", "llama3-70b-uf-easylm", "llama3-8b-uf"],
+)
+def test_card_presets_use_the_easylm_order(preset):
+    from paper_repro.config import load_config
+
+    assert load_config(preset).rm.data_order == "easylm"
+    assert load_config(preset, ["rm.data_order=seeded-randperm"]).rm.data_order == "seeded-randperm"
+
+
+def test_unknown_data_order_is_a_config_error():
+    from paper_repro.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="rm.data_order"):
+        load_config("tiny", ["rm.data_order=shuffled"])
