@@ -158,12 +158,8 @@ def check_llama3(tok, pad: bool = False) -> None:
     if wrong:
         problems.append(f"special tokens at the wrong id: {wrong[:3]}")
     added = tok.added_tokens_decoder
-    if any(
-        not added[NUM_BASE_TOKENS + i].special
-        for i in range(len(SPECIAL_TOKENS))
-        if NUM_BASE_TOKENS + i in added
-    ):
-        problems.append("a reserved token is not special")
+    if not all(i in added and added[i].special for i in range(NUM_BASE_TOKENS, VOCAB_SIZE)):
+        problems.append("a special token is missing or not marked special")
     if (tok.bos_token_id, tok.eos_token_id) != (BOS_ID, EOS_ID):
         problems.append(f"BOS/EOS ids {tok.bos_token_id}/{tok.eos_token_id}")
     if pad and tok.pad_token_id != PAD_ID:

@@ -60,32 +60,17 @@ def test_edge_cases():
     assert math.isclose(lr_at(9, peak=1.0, end_lr=0.5, warmup=0, total=10), 0.55)
 
 
-def test_the_training_loop_applies_update_ks_lr():
+def test_the_training_loop_applies_update_ks_lr(tiny_model_factory):
     """engine.Trainer._update asks the schedule for the lr of update k: the optimizer must step
     with schedule(k), so the first update has lr 0 and leaves the weights unchanged. An off-by-one
     there (k + 1, k - 1) fails here, in well under a second."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     from paper_repro.backends import TorchBackend
     from paper_repro.batching import BatchPlan
     from paper_repro.config import RMTrainConfig
     from paper_repro.engine import Trainer
 
-    torch.manual_seed(0)
-    pad = 31
-    model = LlamaForSequenceClassification(
-        LlamaConfig(
-            vocab_size=32,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            num_labels=1,
-            pad_token_id=pad,
-            max_position_embeddings=64,
-        )
-    ).float()
+    pad = 31  # tiny_model_factory's pad id
+    model = tiny_model_factory().train()
     pairs = SimpleNamespace(
         chosen=[np.array([1, 3 + i % 7, 2]) for i in range(16)],
         rejected=[np.array([1, 10 + i % 5, 11, 2]) for i in range(16)],
