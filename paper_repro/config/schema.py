@@ -190,6 +190,9 @@ class PPOConfig:
 class TrackingConfig:
     uri: str | None = None  # None: sqlite under results/<run>/ (embedded, nothing to start)
     experiment: str = "tulu25-rm-repro"
+    # An exported RM up to this size is copied into the artifact store as a loadable MLflow model;
+    # a larger one (a 70B export is 140 GB) is recorded by path and sha256 manifest only.
+    copy_model_max_mb: int = 2048
 
 
 @dataclass

@@ -121,7 +121,7 @@ def test_tokenizer_template_mode_truncates_left(eval_run, tiny_cfg):
 
 def test_template_ids_one_bos_and_double_bos_is_an_error(eval_run):
     from paper_repro.data import load_tokenizer
-    from paper_repro.stages.eval_rewardbench import EvalError, template_ids
+    from paper_repro.evaluation import EvalError, template_ids
 
     tok = load_tokenizer(eval_run.rm_model)
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
@@ -135,6 +135,8 @@ def test_template_ids_one_bos_and_double_bos_is_an_error(eval_run):
 
 def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, tmp_path):
     from paper_repro.data import FingerprintMismatch, load_tokenizer
+    from paper_repro.evaluation import EvalError
+    from paper_repro.evaluation.inputs import prepared_inputs
     from paper_repro.paths import RunPaths
     from paper_repro.stages import eval_rewardbench
 
@@ -148,11 +150,11 @@ def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, 
     (paths.rm_model / "chat_template.jinja").unlink(missing_ok=True)
     assert not load_tokenizer(paths.rm_model).chat_template
     cfg = with_eval(tiny_cfg, input_mode="tokenizer-template")
-    with pytest.raises(eval_rewardbench.EvalError, match="no chat template"):
+    with pytest.raises(EvalError, match="no chat template"):
         eval_rewardbench.run(cfg, paths)
 
     # Training format: a tokenizer whose vocabulary differs from the data's is refused.
     tok = load_tokenizer(paths.rm_model)
     tok.add_tokens(["<|brand_new|>"])
     with pytest.raises(FingerprintMismatch):
-        eval_rewardbench.training_format_inputs(paths, tok)
+        prepared_inputs(paths, tok)
