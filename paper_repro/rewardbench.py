@@ -210,18 +210,22 @@ def _weight_matrix(counts: Mapping[str, int]) -> np.ndarray:
 
 
 def bootstrap_subset_accuracies(
-    subsets: Sequence[str], correct: Sequence[bool], samples: int, seed: int
+    subsets: Sequence[str], correct: Sequence[bool] | np.ndarray, samples: int, seed: int
 ) -> np.ndarray:
     """[samples x subsets] accuracies of resampled data sets: each replicate redraws every
-    subset's pairs with replacement, keeping subset sizes (a stratified bootstrap)."""
+    subset's pairs with replacement, keeping subset sizes (a stratified bootstrap).
+
+    ``correct`` may be [pairs x models] (several models on the same pairs): every model then sees
+    the same redrawn pairs (a paired bootstrap) and the result is [samples x subsets x models].
+    Column k gives exactly what ``correct[:, k]`` alone gives with the same seed."""
     check_subsets(subsets)
     rng = np.random.default_rng(seed)
     labels = np.asarray(subsets)
     ok = np.asarray(correct, dtype=np.float64)
-    out = np.empty((samples, len(EXAMPLE_COUNTS)))
+    out = np.empty((samples, len(EXAMPLE_COUNTS), *ok.shape[1:]))
     for j, s in enumerate(EXAMPLE_COUNTS):
         member = ok[labels == s]
-        out[:, j] = member[rng.integers(0, member.size, size=(samples, member.size))].mean(1)
+        out[:, j] = member[rng.integers(0, len(member), size=(samples, len(member)))].mean(1)
     return out
 
 

@@ -73,9 +73,9 @@ class Encoder:
         return self.tok(texts, add_special_tokens=False)["input_ids"] if texts else []
 
     def _progress(self, items: list, desc: str):
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
-        return tqdm(
+        return progress(
             range(0, len(items), BATCH),
             desc=desc,
             unit="batch",

@@ -100,7 +100,8 @@ def _requirements() -> list[str]:
     from importlib import metadata
 
     return [
-        f"{p}=={metadata.version(p).split('+')[0]}" for p in ("torch", "transformers", "safetensors")
+        f"{p}=={metadata.version(p).split('+')[0]}"
+        for p in ("torch", "transformers", "safetensors")
     ]
 
 
