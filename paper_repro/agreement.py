@@ -100,8 +100,7 @@ def score_difference(
         for k, name in enumerate("ab")
     }
     point = {
-        k: rb.section_scores(dict(zip(rb.EXAMPLE_COUNTS, v, strict=True)))
-        for k, v in acc.items()
+        k: rb.section_scores(dict(zip(rb.EXAMPLE_COUNTS, v, strict=True))) for k, v in acc.items()
     }
     reps = rb.bootstrap_subset_accuracies(subsets, ok, samples, seed)  # [samples, subsets, 2]
     diff = (reps[:, :, 0] - reps[:, :, 1]) @ rb._weight_matrix(rb.EXAMPLE_COUNTS)
@@ -145,7 +144,5 @@ def compare(
         n_pairs=len(correct_a),
         same_ranking=same_ranking(correct_a, correct_b),
         spearman_margin=spearman(ca - ra, cb - rbj),
-        difference=score_difference(
-            subsets, correct_a, correct_b, samples=samples, seed=seed
-        ),
+        difference=score_difference(subsets, correct_a, correct_b, samples=samples, seed=seed),
     )

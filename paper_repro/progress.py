@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 DEFAULT_INTERVAL_S = 30.0
-PLAIN_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
+PLAIN_FORMAT = "{desc}: {n:,.0f}/{total:,.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
 
 
 def interactive(stream: TextIO | None = None) -> bool:

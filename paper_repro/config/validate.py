@@ -34,6 +34,13 @@ def validate(cfg: ReproConfig) -> None:
         _check_revision("model.revision", m.revision)
     if m.source == "local" and not m.local_path:
         raise ConfigError("model.local_path", "source=local needs a folder")
+    ref = cfg.reference
+    if ref.source == "hub":
+        if not ref.revision:
+            raise ConfigError("reference.revision", "a hub model needs a pinned revision")
+        _check_revision("reference.revision", ref.revision)
+    if ref.source == "local" and not ref.local_path:
+        raise ConfigError("reference.local_path", "source=local needs a folder")
     if m.trust_remote_code:
         raise ConfigError("model.trust_remote_code", "remote code is disabled in this package")
     for name in ("preference", "rewardbench", "ppo_prompts"):

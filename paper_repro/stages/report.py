@@ -18,14 +18,21 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import __version__
 from ..config import ReproConfig, config_hash, load_config
 from ..io import write_json, write_text
 from ..paths import RunPaths
 from ..reporting import content, figures
-from ..reporting.bibtex import BibEntry, cited_keys, find_citation_bib, read_bibtex, subset_bib
+from ..reporting.bibtex import BibEntry, cited_keys, find_citation_bib, read_bibtex, report_bib
 from ..reporting.inputs import ReportInputs, load_inputs, series
 from ..reporting.provenance import build_provenance
-from ..reporting.tables import Table, latex_escape, to_latex, to_markdown
+from ..reporting.tables import FIT_WIDTH_PREAMBLE, Table, latex_escape, to_latex, to_markdown
+from ..reporting.verdict import (
+    agreement_sentence,
+    build_verdict,
+    three_way_table,
+    verdict_sentences,
+)
 from ..tracking import stage_run, sync
 
 STAGE = "report"
@@ -75,15 +82,23 @@ class Doc:
         self.blocks.append(("f", f))
 
 
+def _breakable(tex: str, code: bool = False) -> str:
+    """Let a line break after / and _ (and - in code, where typewriter fonts never hyphenate):
+    paths and model ids in prose are otherwise one long unbreakable word."""
+    tex = tex.replace("/", r"/\allowbreak{}").replace(r"\_", r"\_\allowbreak{}")
+    return tex.replace("-", r"-\allowbreak{}") if code else tex
+
+
 def md_to_tex(md: str) -> str:
     """The little markdown the report's prose uses: `code` and **bold**; the rest escaped."""
     out = []
     for i, chunk in enumerate(md.split("`")):
         if i % 2:
-            out.append(rf"\texttt{{{latex_escape(chunk)}}}")
+            out.append(rf"\texttt{{{_breakable(latex_escape(chunk), code=True)}}}")
             continue
         for j, part in enumerate(chunk.split("**")):
-            out.append(rf"\textbf{{{latex_escape(part)}}}" if j % 2 else latex_escape(part))
+            text = _breakable(latex_escape(part))
+            out.append(rf"\textbf{{{text}}}" if j % 2 else text)
     return "".join(out)
 
 
@@ -196,11 +211,17 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
     doc = Doc([])
     names = {f.name: f for f in figs}
     if is_smoke(cfg):
+        size = (
+            f"of {inp.rm_parameters:,} parameters (the exported reward model, counted from its "
+            "safetensors files)"
+            if inp.rm_parameters
+            else "(its size is in `paper-repro plan tiny`)"
+        )
         doc.para(
             "**Smoke-scale run, not a reproduction.** This report comes from the `tiny` preset: "
-            "a locally built Llama-architecture model of about half a million parameters, trained "
-            "on the shipped synthetic fixtures on CPU. It exercises the same code path as the "
-            "cluster presets; its numbers say nothing about the 70B reward model."
+            f"a locally built Llama-architecture model {size}, trained on the shipped synthetic "
+            "fixtures on CPU. It exercises the same code path as the cluster presets; its "
+            "numbers say nothing about the 70B reward model."
         )
     parts = (  # (text, keys cited after it)
         (f"This report records run {paths.root.name} of paper-repro", ("paper_repro2026",)),
@@ -267,6 +288,8 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
         if name in names:
             doc.figure(names[name])
 
+    verdict_section(doc, cfg, inp, paths)
+
     doc.heading("PPO")
     if inp.ppo_summary:
         doc.table(content.ppo_table(inp.ppo_summary))
@@ -285,6 +308,44 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
         gone = ", ".join(str(p.relative_to(paths.root)) for p in inp.missing)
         doc.para(f"Stage outputs not found when this report was written: {gone}.")
     return doc
+
+
+def verdict_section(doc: Doc, cfg: ReproConfig, inp: ReportInputs, paths: RunPaths) -> None:
+    """The reproduced RM against the published RM re-evaluated by the same code (eval_reference):
+    the three-way table, pair-by-pair agreement and one verdict sentence per metric."""
+    doc.heading("Verdict: reproduced vs published reward model")
+    if not (inp.scores and inp.pairs and inp.reference_scores and inp.reference_pairs):
+        doc.para(
+            "No verdict: it needs the outputs of both eval_rewardbench and eval_reference "
+            f"(see {paths.eval_files('eval_reference').folder.name}/)."
+        )
+        return
+    standin = cfg.reference.source == "tiny"
+    v = build_verdict(
+        inp.scores,
+        inp.pairs,
+        inp.reference_scores,
+        inp.reference_pairs,
+        content.card_values(cfg),
+        samples=cfg.eval.bootstrap_samples,
+        seed=cfg.eval.bootstrap_seed,
+        standin=standin,
+    )
+    if standin:
+        doc.para(
+            f"**Stand-in, not the published model.** On the tiny preset eval_reference scores "
+            f"`{v.reference}`, a second tiny RM trained here with the same recipe and seed "
+            f"{cfg.reference.standin_seed}, so that this comparison runs on CPU."
+        )
+    else:
+        doc.para(
+            f"The published model `{cfg.reference.hub_id}` (revision `{cfg.reference.revision}`) "
+            "was scored by eval_reference with exactly the evaluation code and settings of "
+            "eval_rewardbench; the card column is the value printed on its model card."
+        )
+    doc.table(three_way_table(v))
+    doc.para(agreement_sentence(v))
+    doc.items([(s, md_to_tex(s)) for s in verdict_sentences(v)])
 
 
 def _md_references(entries: dict[str, BibEntry]) -> str:
@@ -320,12 +381,15 @@ def render_latex(doc: Doc, cfg: ReproConfig) -> str:
     out = [
         r"\documentclass[11pt]{article}",
         r"\usepackage[T1]{fontenc}",
+        r"\usepackage{lmodern}",  # Type 1 outline fonts (T1 without it falls back to bitmaps)
         r"\usepackage[utf8]{inputenc}",
         r"\usepackage{booktabs}",
         r"\usepackage{graphicx}",
         r"\usepackage[margin=2.5cm]{geometry}",
         r"\usepackage{hyperref}",
+        FIT_WIDTH_PREAMBLE,
         rf"\title{{{title}}}",
+        rf"\author{{paper-repro {__version__}}}",
         r"\date{}",
         r"\begin{document}",
         r"\maketitle",
@@ -374,7 +438,7 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
         "bib": paths.report_bib,
         "provenance": paths.report_provenance,
     }
-    write_text(files["bib"], subset_bib(entries, cited_keys(tex), str(find_citation_bib())))
+    write_text(files["bib"], report_bib(entries, cited_keys(tex), str(find_citation_bib())))
     write_text(files["md"], render_markdown(doc, cfg, entries))
     write_text(files["tex"], tex)
     write_json(files["provenance"], build_provenance(cfg, paths, inp.read))

@@ -107,5 +107,17 @@ def stage_shell(stage):
     return f"{command} > {{log:q}} 2>&1"
 
 
+def eval_reference_inputs(wildcards):
+    """The configured reference's inputs: the raw RewardBench pairs, plus the base model and the
+    prepared data the tiny stand-in is trained from."""
+    inputs = {
+        "config": RUN.stage_config("eval_reference"),
+        "rewardbench": RUN.raw_data("rewardbench"),
+    }
+    if CFG.reference.source == "tiny":
+        inputs.update(model=RUN.base_model, train=RUN.prepared("train"))
+    return inputs
+
+
 # Used with `--sdm conda` only (e.g. a cluster without the .venv); relative to workflow/rules/.
 CONDA_ENV = "../../environment.yml"
