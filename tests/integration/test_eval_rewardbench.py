@@ -4,6 +4,7 @@ file, MLflow records, and the loud failures (double BOS, missing template, wrong
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,3 +159,124 @@ def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, 
     tok.add_tokens(["<|brand_new|>"])
     with pytest.raises(FingerprintMismatch):
         prepared_inputs(paths, tok)
+
+
+# --------------------------------------------------------------------------- results file, card
+
+
+def test_leaderboard_json_is_reward_bench_layout(eval_run, tiny_cfg):
+    """reward-bench's results file (run_rm.py results_grouped, save_to_hub's serialisation):
+    flat, model/model_type/chat_template plus one accuracy per subset, 4-space indent, sorted."""
+    scores, _ = _run(tiny_cfg, eval_run)
+    path = eval_run.eval_files().leaderboard
+    board = json.loads(path.read_text())
+    assert set(board) == {"model", "model_type", "chat_template", *rb.EXAMPLE_COUNTS}
+    assert board["model"] == "paper-repro/tiny-rm" and board["model_type"] == "Seq. Classifier"
+    assert board["chat_template"] == "tulu (EasyLM training)"
+    for name, sub in scores["subsets"].items():
+        assert board[name] == sub["accuracy"]
+    assert path.read_text() == json.dumps(board, indent=4, sort_keys=True) + "\n"
+    # the leaderboard's own section arithmetic on this file gives our sections
+    acc = {k: v for k, v in board.items() if k in rb.EXAMPLE_COUNTS}
+    for name, value in rb.section_scores(acc).items():
+        assert value == pytest.approx(scores["sections"][name]["score"])
+
+
+def test_stage_fills_the_card_and_keeps_the_model_folder_date(eval_run, tiny_cfg):
+    """The card gets this model's results; the folder's mtime (what Snakemake compares for a
+    directory output) stays, so ppo and eval_rewardbench are not made out of date."""
+    import os
+
+    from paper_repro.export.card import NOT_EVALUATED, RESULTS_BEGIN, RESULTS_END
+
+    card = eval_run.rm_model / "README.md"
+    card.write_text(
+        f"# card\n\n## RewardBench\n\n{RESULTS_BEGIN}\n{NOT_EVALUATED}\n{RESULTS_END}\n"
+    )
+    os.utime(eval_run.rm_model, (1_600_000_000, 1_600_000_000))
+    scores, _ = _run(tiny_cfg, eval_run)
+    text = card.read_text()
+    assert NOT_EVALUATED not in text and text.count(RESULTS_BEGIN) == 1
+    s = scores["score"]
+    mine = f"{100 * s['score']:.1f} [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}]"
+    assert f"| this model | {mine} |" in text
+    assert "| `allenai/llama-3-tulu-2-70b-uf-mean-rm` (its card) | 71.0 | 86.3 |" in text
+    assert os.stat(eval_run.rm_model).st_mtime == 1_600_000_000
+
+
+# --------------------------------------------------------------------------- MLflow model
+
+
+def _latest_version(client, name):
+    return max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+
+
+def test_registered_version_carries_the_score_and_loads(eval_run, tiny_cfg):
+    """The tiny export is logged as a loadable pyfunc (a copy), registered as a version whose
+    tags hold the Score and sections; the loaded model scores a training-format text exactly as
+    the pipeline's own scoring does."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from paper_repro.modeling import rewards
+    from paper_repro.tracking import recorded_run_ids, tracking_uri
+    from paper_repro.tracking.models import _fluent_uri, input_example
+
+    scores, _ = _run(tiny_cfg, eval_run)
+    uri = tracking_uri(tiny_cfg, eval_run)
+    client = MlflowClient(uri)
+    v = _latest_version(client, "paper-repro-tiny-rm")
+    assert v.tags["rewardbench.score"] == f"{scores['score']['score']:.6f}"
+    assert v.tags["rewardbench.chat_hard"] == f"{scores['sections']['Chat Hard']['score']:.6f}"
+    assert v.run_id == recorded_run_ids(eval_run)["eval_rewardbench"]
+    model = client.get_logged_model(v.source.removeprefix("models:/"))
+    assert {m.key for m in model.metrics} >= {"rewardbench.score", "rewardbench.safety"}
+    assert model.tags.get("mlflow.model.isExternal") != "true"
+    exp = client.get_experiment(model.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    import mlflow
+
+    example = input_example(eval_run.rm_model)
+    with _fluent_uri(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/paper-repro-tiny-rm/{v.version}")
+        got = loaded.predict(example)
+    from paper_repro.data import load_tokenizer
+    from paper_repro.evaluation.model import load_model
+
+    tok = load_tokenizer(eval_run.rm_model)
+    ids = torch.tensor([tok(example["text"][0], add_special_tokens=False)["input_ids"]])
+    want = rewards(load_model(eval_run.rm_model, "float32"), ids, torch.ones_like(ids))
+    assert float(got[0]) == pytest.approx(float(want[0]), abs=1e-5)
+
+
+def test_large_export_is_referenced_not_copied(eval_run, tiny_cfg, tmp_path):
+    """Above tracking.copy_model_max_mb the record is an external logged model: path and the
+    sha256 of every file, no weights in the artifact store."""
+    from mlflow.tracking import MlflowClient
+
+    from paper_repro.manifest import files_digest
+    from paper_repro.paths import RunPaths
+    from paper_repro.tracking import tracking_uri
+
+    root = tmp_path / "run"
+    shutil.copytree(eval_run.root, root)
+    paths = RunPaths(root)
+    cfg = dataclasses.replace(
+        tiny_cfg, tracking=dataclasses.replace(tiny_cfg.tracking, copy_model_max_mb=0)
+    )
+    _run(cfg, paths)
+    client = MlflowClient(tracking_uri(cfg, paths))
+    v = _latest_version(client, "paper-repro-tiny-rm")
+    model = client.get_logged_model(v.source.removeprefix("models:/"))
+    assert model.tags["mlflow.model.isExternal"] == "true"
+    assert v.tags["export.path"] == str(paths.rm_model.resolve())
+    # the logged model's artifacts: the MLflow stub and the sha256 manifest, no weights
+    stored = Path(model.artifact_location.removeprefix("file://"))
+    assert sorted(p.name for p in stored.rglob("*") if p.is_file()) == [
+        "MLmodel",
+        "export.manifest.json",
+    ]
+    files = json.loads((stored / "export.manifest.json").read_text())["files"]
+    assert "model.safetensors" in files and "README.md" not in files
+    assert v.tags["export.files_sha256"] == files_digest(files)
