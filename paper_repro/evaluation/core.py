@@ -64,7 +64,7 @@ def evaluate_rm(
 
     e = cfg.eval
     torch.manual_seed(0)  # nothing is sampled; fixed anyway so a rerun is bit-identical
-    model = load_model(model_dir, e.dtype, cfg.model.attn_implementation)
+    model = load_model(model_dir, e.dtype, cfg.model.attn_implementation, strict=own_export)
     tokenizer = load_tokenizer(model_dir)
     if own_export:
         pad_id, pad_note = check_pad(model, tokenizer, model_dir), None

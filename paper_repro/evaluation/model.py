@@ -65,11 +65,20 @@ def obtain_model(spec: ModelSpec, dest: Path, manifest: Path) -> Path:
     return dest
 
 
-def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa"):
+def declared_pad(model_dir: Path) -> int | None:
+    """``pad_token_id`` as config.json states it (before transformers touches it)."""
+    import json
+
+    return json.loads((model_dir / "config.json").read_text()).get("pad_token_id")
+
+
+def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa", *, strict=True):
     """A sequence-classification RM with one output, safetensors only and no remote code; on GPUs
-    spread over every visible device with ``device_map``."""
+    spread over every visible device with ``device_map``. A pad id outside the vocabulary (a new
+    ``<pad>`` at 128256 on a 128256-token model) cannot even be loaded by transformers: with
+    ``strict`` it is an error, otherwise it is dropped here and ``filler_pad`` records it."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from ..modeling import DTYPES
 
@@ -77,8 +86,18 @@ def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa"):
         raise EvalError(f"{model_dir}: no config.json (not a Hugging Face model folder)")
     extra = {"device_map": "auto"} if torch.cuda.is_available() else {}
     try:
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
+        pad = config.pad_token_id
+        if pad is not None and not 0 <= pad < config.vocab_size:
+            if strict:
+                raise EvalError(
+                    f"{model_dir}/config.json: pad_token_id {pad} is outside the vocabulary "
+                    f"(size {config.vocab_size})"
+                )
+            config.pad_token_id = None
         model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir),
+            config=config,
             dtype=DTYPES[dtype],
             use_safetensors=True,
             trust_remote_code=False,
@@ -86,6 +105,8 @@ def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa"):
             **extra,
         )
     except (OSError, ValueError) as exc:  # no safetensors, unknown architecture, remote code
+        if isinstance(exc, EvalError):
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvalError(f"{model_dir}: cannot load a sequence classifier ({first})") from None
     if model.config.num_labels != 1:
@@ -119,13 +140,13 @@ def filler_pad(model, tokenizer, model_dir: Path) -> tuple[int, str | None]:
     (``modeling.rewards``), so the filler's value never changes a reward; only an id outside the
     embedding would crash. Published RMs often have no pad, EOS as pad, or a new ``<pad>`` past
     the vocabulary (128256): those are recorded, not fatal."""
-    pad = model.config.pad_token_id
+    pad = declared_pad(model_dir)
     vocab = model.config.vocab_size
     if pad is not None and 0 <= pad < vocab:
         if pad in (tokenizer.bos_token_id, tokenizer.eos_token_id):
             return int(pad), (
-                f"{model_dir}/config.json: pad_token_id {pad} is BOS/EOS; harmless here (pooling "
-                "reads the attention mask) but HF's own pooling moves"
+                f"config.json pad_token_id {pad} is BOS/EOS; harmless here (pooling reads the "
+                "attention mask) but HF's own pooling moves"
             )
         return int(pad), None
     eos = tokenizer.eos_token_id
@@ -133,6 +154,6 @@ def filler_pad(model, tokenizer, model_dir: Path) -> tuple[int, str | None]:
         raise EvalError(f"{model_dir}: no pad_token_id and no usable EOS id to pad with")
     why = "is not set" if pad is None else f"{pad} is outside the vocabulary (size {vocab})"
     return int(eos), (
-        f"{model_dir}/config.json: pad_token_id {why}; padded with EOS {eos} (harmless: pooling "
-        "reads the attention mask)"
+        f"config.json pad_token_id {why}; padded with EOS {eos} (harmless: pooling reads the "
+        "attention mask)"
     )

@@ -280,3 +280,156 @@ def test_large_export_is_referenced_not_copied(eval_run, tiny_cfg, tmp_path):
     files = json.loads((stored / "export.manifest.json").read_text())["files"]
     assert "model.safetensors" in files and "README.md" not in files
     assert v.tags["export.files_sha256"] == files_digest(files)
+
+
+# --------------------------------------------------------------------------- any model (--model)
+
+
+def _cli(*args: str) -> int:
+    from paper_repro import cli
+
+    return cli.main(["eval-rewardbench", "tiny", "model.tiny.sft_steps=60", *args])
+
+
+def test_any_local_model_gives_the_stage_rewards(eval_run, tiny_cfg, tmp_path):
+    """--model on the export folder: scored as someone else's model (its own tokenizer renders
+    the raw pairs, no prepare_data), yet every reward equals the stage's, and MLflow is left
+    alone."""
+    import pyarrow.parquet as pq
+    from mlflow.tracking import MlflowClient
+
+    from paper_repro.tracking import tracking_uri
+
+    _run(tiny_cfg, eval_run)
+    client = MlflowClient(tracking_uri(tiny_cfg, eval_run))
+    versions = len(client.search_model_versions("name='paper-repro-tiny-rm'"))
+    out = tmp_path / "any"
+    assert (
+        _cli("--run-dir", str(eval_run.root), "--model", str(eval_run.rm_model), "--out", str(out))
+        == 0
+    )
+    stage = pq.read_table(eval_run.eval_pairs).to_pandas()
+    mine = pq.read_table(out / "pairs.parquet").to_pandas()
+    assert mine["id"].tolist() == stage["id"].tolist()
+    assert np.array_equal(mine["reward_chosen"], stage["reward_chosen"])
+    assert np.array_equal(mine["reward_rejected"], stage["reward_rejected"])
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["inputs"]["source"].endswith("download_data/rewardbench.jsonl")
+    assert json.loads((out / "leaderboard.json").read_text())["model"] == "model"
+    assert {p.name for p in out.iterdir()} == {
+        "pairs.parquet",
+        "scores.json",
+        "comparison.json",
+        "comparison.md",
+        "leaderboard.json",
+    }
+    assert len(client.search_model_versions("name='paper-repro-tiny-rm'")) == versions
+
+
+def test_any_model_without_a_usable_pad_is_scored_and_says_so(eval_run, tmp_path):
+    """A published RM with a pad past the vocabulary (a new <pad> at 128256): padded with EOS,
+    recorded in scores.json; the rewards do not change (pooling reads the mask)."""
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "published"
+    shutil.copytree(eval_run.rm_model, folder)
+    conf = json.loads((folder / "config.json").read_text())
+    conf["pad_token_id"] = conf["vocab_size"]
+    (folder / "config.json").write_text(json.dumps(conf))
+    out = tmp_path / "out"
+    assert _cli("--run-dir", str(eval_run.root), "--model", str(folder), "--out", str(out)) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    from paper_repro.data import load_tokenizer
+
+    assert "outside the vocabulary" in scores["pad"]["note"]
+    assert scores["pad"]["id"] == load_tokenizer(folder).eos_token_id
+    stage = pq.read_table(eval_run.eval_pairs).to_pandas()
+    mine = pq.read_table(out / "pairs.parquet").to_pandas()
+    assert np.allclose(mine["reward_chosen"], stage["reward_chosen"], atol=1e-5)
+
+
+@pytest.fixture
+def fake_hub_model(eval_run, tmp_path, monkeypatch):
+    """The exported tiny RM served by the fake hub (tests/integration/hubfake.py) as
+    org/tiny-rm, with an empty hub cache; yields the hub."""
+    from hubfake import FakeHub
+    from huggingface_hub import constants
+
+    files = {
+        p.name: p.read_bytes()
+        for p in eval_run.rm_model.iterdir()
+        if p.is_file() and p.name != "README.md"
+    }
+    files["pytorch_model.bin"] = b"PICKLE" * 10  # must never be fetched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with FakeHub({"org/tiny-rm": files}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        yield hub
+
+
+def test_hub_model_at_a_pin_is_downloaded_verified_and_scored(eval_run, fake_hub_model, tmp_path):
+    import pyarrow.parquet as pq
+    from hubfake import COMMIT
+
+    from paper_repro.io import read_json
+
+    out = tmp_path / "hub"
+    assert (
+        _cli("--run-dir", str(eval_run.root), "--model", f"org/tiny-rm@{COMMIT}", "--out", str(out))
+        == 0
+    )
+    lock = read_json(out / "model.manifest.json")
+    assert lock["commit"] == COMMIT and lock["expected_from"] == "hub metadata"
+    assert "pytorch_model.bin" not in lock["files"] and "model.safetensors" in lock["files"]
+    assert "pytorch_model.bin" not in fake_hub_model.downloads
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["model"] == "org/tiny-rm"
+    stage = pq.read_table(eval_run.eval_pairs).to_pandas()
+    mine = pq.read_table(out / "pairs.parquet").to_pandas()
+    assert np.array_equal(mine["reward_chosen"], stage["reward_chosen"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("org/tiny-rm", "pin the hub model to a commit"),
+        ("org/tiny-rm@main", "pin the hub model to a commit"),
+        ("not a model", "not a folder and not a hub id"),
+    ],
+)
+def test_unpinned_or_unknown_model_is_refused(spec, message):
+    from paper_repro.evaluation import EvalError, parse_model_spec
+
+    with pytest.raises(EvalError, match=message):
+        parse_model_spec(spec)
+
+
+def test_eval_reference_scores_a_hub_reference_like_the_stage(
+    eval_run, tiny_cfg, fake_hub_model, tmp_path
+):
+    """eval_reference with reference.source=hub: the pinned download, then exactly
+    eval_rewardbench's evaluation (same rewards for the same weights)."""
+    import pyarrow.parquet as pq
+    from hubfake import COMMIT
+
+    from paper_repro.io import read_json
+    from paper_repro.paths import RunPaths
+    from paper_repro.stages import eval_reference
+
+    _run(tiny_cfg, eval_run)
+    root = tmp_path / "run"
+    shutil.copytree(eval_run.root, root)
+    paths = RunPaths(root)
+    ref = dataclasses.replace(
+        tiny_cfg.reference, source="hub", hub_id="org/tiny-rm", revision=COMMIT[:7]
+    )
+    assert eval_reference.run(dataclasses.replace(tiny_cfg, reference=ref), paths) == 0
+    assert read_json(paths.reference_model_manifest)["commit"] == COMMIT
+    files = paths.eval_files("eval_reference")
+    assert json.loads(files.leaderboard.read_text())["model"] == "org/tiny-rm"
+    stage = pq.read_table(eval_run.eval_pairs).to_pandas()
+    mine = pq.read_table(files.pairs).to_pandas()
+    assert np.array_equal(mine["reward_chosen"], stage["reward_chosen"])
