@@ -40,6 +40,10 @@ rule all:
         rules.report.output,
 
 
+onstart:
+    check_slurm_commands(getattr(workflow.executor_plugin, "name", None))
+
+
 onsuccess:
     if RUN.report_md.is_file():
         print(f"\nReport of run '{RUN_NAME}': {RUN.report_md.resolve()} (LaTeX: {RUN.report_tex})")
