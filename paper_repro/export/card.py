@@ -121,7 +121,7 @@ stripped, the whole string stripped, BOS prepended. The pad token is
 `{verification.numbers.get("pad_token")}` (id {cfg.data.pad_token_id}), set in both `config.json`
 and the tokenizer; it never occurs in text, so HF's pooling lands on the EOS with either padding
 side. The tokenizer's chat template (Tulu) renders a newline **after** the EOS and no BOS; add the
-BOS and drop that newline to match training (reproduction_spec.md pitfalls 1 and 4).
+BOS and drop that newline to match training (paper-repro `docs/fidelity.md`, section 5).
 
 ## Final training metrics (`train_rm/summary.json`)
 
