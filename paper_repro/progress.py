@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 DEFAULT_INTERVAL_S = 30.0
-PLAIN_FORMAT = "{desc}: {n:,.0f}/{total:,.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
+PLAIN_FORMAT = "{desc}: {n:,.0f}/{total:,.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
 def interactive(stream: TextIO | None = None) -> bool:
@@ -54,7 +54,17 @@ def progress(iterable: Iterable | None = None, *, stream: TextIO | None = None, 
         return tqdm(iterable, file=stream, dynamic_ncols=True, **kwargs)
     kwargs.pop("dynamic_ncols", None)
     kwargs.pop("leave", None)  # a finished bar stays as its last line
-    return tqdm(
+
+    class PlainBar(tqdm):
+        """Postfix and description wait for the next timed line instead of forcing one."""
+
+        def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_description(self, desc=None, refresh=False):
+            super().set_description(desc, refresh=False)
+
+    return PlainBar(
         iterable,
         file=LineWriter(stream),
         mininterval=interval_s(),

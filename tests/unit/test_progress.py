@@ -40,6 +40,19 @@ def test_log_lines_are_rate_limited(monkeypatch):
     assert len(log.getvalue().splitlines()) <= 3
 
 
+def test_postfix_waits_for_the_next_timed_line(monkeypatch):
+    """The trainer sets a postfix every update; that must not print a line every update."""
+    monkeypatch.delenv("PAPER_REPRO_PROGRESS_S", raising=False)
+    log = Log()
+    bar = progress(total=1000, desc="train_rm", unit="update", stream=log)
+    for k in range(1000):
+        bar.update(1)
+        bar.set_postfix(loss=f"{1 / (k + 1):.4f}")
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) <= 3 and lines[-1].endswith("loss=0.0010]")
+
+
 def test_unit_scale_prints_whole_counts(monkeypatch):
     monkeypatch.setenv("PAPER_REPRO_PROGRESS_S", "0")
     log = Log()
