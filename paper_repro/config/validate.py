@@ -112,7 +112,7 @@ def _check_optim(
 
 
 # Parameter counts of the architectures we plan for (meta-device count of the HF Llama shapes).
-ARCH_PARAMS = {"llama3-70b": 70.55e9, "llama3-8b": 8.03e9, "tiny": 0.5e6}
+ARCH_PARAMS = {"llama3-70b": 70.55e9, "llama3-8b": 8.03e9, "tiny": 139_648}
 BYTES_PER_PARAM_ZERO = 16  # bf16 weights + grads, fp32 master + Adam m and v (ZeRO paper, K=12)
 
 

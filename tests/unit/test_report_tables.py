@@ -82,7 +82,7 @@ def test_row_width_mismatch_is_an_error():
 
 
 def test_report_prose_markdown_to_latex():
-    from paper_repro.stages.report import md_to_tex
+    from paper_repro.reporting.document import md_to_tex
 
     assert md_to_tex("**Smoke run.** Preset `llama3_70b` at 100% & more") == (
         r"\textbf{Smoke run.} Preset \texttt{llama3\_\allowbreak{}70b} at 100\% \& more"
