@@ -71,6 +71,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from .progress import quiet_library_bars
 
     quiet_library_bars()
+    if getattr(args, "out", None) and not args.model:
+        raise ConfigError("--out", "only with --model (the stage writes to its run folder)")
     cfg = load_config(args.config, args.overrides)
     paths = RunPaths(_run_dir(args, cfg))
     if getattr(args, "model", None):

@@ -4,7 +4,9 @@ Writes ``results/<run>/report/``:
 
 - ``report.md`` and ``report.tex`` (booktabs tables: RewardBench card vs reproduced with deltas
   and CIs, per-subset accuracy, hyperparameters and card interpretation, data counts, training
-  and PPO summaries; a tiny-preset report says it is a smoke-scale run, not a reproduction);
+  and PPO summaries; the verdict: card / published RM re-evaluated here (eval_reference) /
+  reproduced RM, pair agreement and one within-noise sentence per metric; a tiny-preset report
+  says it is a smoke-scale run, not a reproduction, and that its "published" RM is a stand-in);
 - ``figures/<name>.{png,pdf}`` (names in ``paper_repro.reporting.figures.FIGURES``);
 - ``references.bib``: the CITATION.bib entries of every key ``report.tex`` cites;
 - ``provenance.json``: git commit, config hashes, data and model sha256 manifests, MLflow run ids,

@@ -45,3 +45,8 @@ def test_model_option_only_on_eval_rewardbench():
     assert args.model == "org/x@0123456" and args.out is None
     with pytest.raises(SystemExit):
         parser.parse_args(["train-rm", "tiny", "--model", "org/x@0123456"])
+
+
+def test_out_without_model_is_refused(capsys):
+    assert cli.main(["eval-rewardbench", "tiny", "--out", "somewhere"]) == 2
+    assert "'--out': only with --model" in capsys.readouterr().err
