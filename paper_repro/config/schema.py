@@ -271,8 +271,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_rm": ("model", "data", "rm"),
     "export_rm": ("model", "data", "rm", "export"),
     "eval_rewardbench": ("model", "data", "eval"),
-    # rm: only the tiny stand-in reads it (it is trained with the rm recipe and another seed)
-    "eval_reference": ("model", "data", "rm", "eval", "reference"),
+    # + "rm" with reference.source=tiny: the stand-in is trained with the rm recipe (stage_hash)
+    "eval_reference": ("model", "data", "eval", "reference"),
     "ppo": ("model", "data", "ppo"),
     "report": ("preset", "description", "model", "data", "rm", "eval", "reference", "ppo"),
 }

@@ -147,7 +147,14 @@ def test_eval_only_change_reruns_eval_and_report_not_training(finished_run):
         finished_run, "-n", "all", *config_arg(overrides=["eval.bootstrap_samples=123"])
     ).stdout
     jobs = planned_jobs(out)
-    assert jobs == {"stage_config": 2, "eval_rewardbench": 1, "report": 1, "all": 1}
+    # eval_reference evaluates with the same eval settings, so it reruns too
+    assert jobs == {
+        "stage_config": 3,
+        "eval_rewardbench": 1,
+        "eval_reference": 1,
+        "report": 1,
+        "all": 1,
+    }
     assert "results/tiny/config/eval_rewardbench.yaml" in out
     assert "results/tiny/config/train_rm.yaml" not in out
 
@@ -158,6 +165,7 @@ def test_rm_change_reruns_training_and_everything_after(finished_run):
     )
     assert {"train_rm", "export_rm", "eval_rewardbench", "ppo", "report"} <= set(jobs)
     assert not {"download_base", "download_data", "prepare_data"} & set(jobs)
+    assert "eval_reference" in jobs  # the tiny stand-in is trained with the rm recipe
 
 
 def test_tracking_uri_and_other_stages_resources_rerun_nothing(finished_run):
