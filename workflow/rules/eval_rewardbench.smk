@@ -8,6 +8,7 @@ rule eval_rewardbench:
         pairs=RUN.eval_pairs,
         scores=RUN.eval_scores,
         comparison=RUN.eval_comparison,
+        leaderboard=RUN.eval_files().leaderboard,
     params:
         run_dir=RUN.root,
     log:
