@@ -64,11 +64,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from .paths import RunPaths
+    from .runner import run_stage
 
     cfg = load_config(args.config, args.overrides)
-    module = importlib.import_module(f"paper_repro.stages.{args.stage}")
-    result = module.run(cfg, RunPaths(_run_dir(args, cfg)))
-    return int(result or 0)
+    return run_stage(args.stage, cfg, RunPaths(_run_dir(args, cfg)))
 
 
 def cmd_tool(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 from .. import rewardbench as rb
 from ..config import ReproConfig
 from ..io import atomic_path, write_json, write_text
+from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
 
@@ -363,6 +364,9 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         + "\n"
         + rb.comparison_markdown(first, "First card revision, June 2024 (spec 10.2)"),
     )
+    # the content identity the report records for these scores (identity.py)
+    outputs = (paths.eval_pairs, paths.eval_scores, paths.eval_comparison, md)
+    write_manifest(paths.manifest(STAGE), out, [f.name for f in outputs])
 
     s = ev.current
     print(

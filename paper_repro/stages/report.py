@@ -8,21 +8,30 @@ Writes ``results/<run>/report/``:
 - ``figures/<name>.{png,pdf}`` (names in ``paper_repro.reporting.figures.FIGURES``);
 - ``references.bib``: the CITATION.bib entries of every key ``report.tex`` cites;
 - ``provenance.json``: git commit, config hashes, data and model sha256 manifests, MLflow run ids,
-  package versions.
+  package versions, and the identity of every stage.
+
+Before anything is written, the recorded identity of every stage is checked against the current
+config and upstream files (``reporting.consistency``): a mixture (e.g. eval scores of a model
+other than the current export) stops the report with one line and exit 2. The parent MLflow run
+gets the headline results (RewardBench Score and sections, held-out accuracy, PPO held-out reward
+and KL) so pipelines can be sorted in the MLflow UI.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import ReproConfig, config_hash, load_config
 from ..io import write_json, write_text
 from ..paths import RunPaths
 from ..reporting import content, figures
 from ..reporting.bibtex import BibEntry, cited_keys, find_citation_bib, read_bibtex, subset_bib
+from ..reporting.consistency import MixtureError, check_consistency
 from ..reporting.inputs import ReportInputs, load_inputs, series
 from ..reporting.provenance import build_provenance
 from ..reporting.tables import Table, latex_escape, to_latex, to_markdown
@@ -358,8 +367,10 @@ def render_latex(doc: Doc, cfg: ReproConfig) -> str:
 
 
 def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
-    """Build every report file; returns {kind: path}. No MLflow here (tests call it directly)."""
+    """Build every report file; returns {kind: path}. No MLflow here (tests call it directly).
+    Raises ``MixtureError`` (before writing anything) when the inputs do not belong together."""
     inp = load_inputs(paths)
+    identities = check_consistency(cfg, paths, inp.read)
     fig_dir = paths.report_figures
     staging = fig_dir.with_name(".figures.tmp")  # the figures folder appears whole or not at all
     if staging.exists():
@@ -377,21 +388,44 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
     write_text(files["bib"], subset_bib(entries, cited_keys(tex), str(find_citation_bib())))
     write_text(files["md"], render_markdown(doc, cfg, entries))
     write_text(files["tex"], tex)
-    write_json(files["provenance"], build_provenance(cfg, paths, inp.read))
+    write_json(files["provenance"], build_provenance(cfg, paths, inp.read, identities))
     if fig_dir.exists():  # stale figures of absent inputs must not survive a rerun
         shutil.rmtree(fig_dir)
     os.replace(staging, fig_dir)
     return {**files, "figures": fig_dir}
 
 
+def headline(paths: RunPaths) -> dict[str, float]:
+    """The numbers a pipeline is compared by, for the parent MLflow run."""
+    inp = load_inputs(paths)
+    out: dict[str, Any] = {}
+    if inp.scores:
+        out["rewardbench.score"] = inp.scores["score"]["score"]
+        for name, est in inp.scores["sections"].items():
+            out[f"rewardbench.{name.lower().replace(' ', '_')}"] = est["score"]
+    if inp.train_summary:
+        out["heldout_accuracy"] = inp.train_summary.get("heldout_accuracy")
+    if inp.ppo_summary:
+        out["ppo.heldout_reward_before"] = inp.ppo_summary.get("eval_reward_before")
+        out["ppo.heldout_reward_after"] = inp.ppo_summary.get("eval_reward_after")
+        out["ppo.kl"] = inp.ppo_summary.get("kl_final")
+    return {k: v for k, v in out.items() if isinstance(v, int | float)}
+
+
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     sync(cfg, paths)  # send what earlier stages buffered during a tracking outage
-    with stage_run(cfg, paths, STAGE) as tr:
-        files = write_report(cfg, paths)
-        for key in ("md", "tex", "bib", "provenance"):
-            tr.log_artifact(files[key])
-        tr.log_artifact(files["figures"], "figures")
-        tr.set_tags({"smoke_scale": is_smoke(cfg)})
+    try:
+        with stage_run(cfg, paths, STAGE) as tr:
+            files = write_report(cfg, paths)
+            for key in ("md", "tex", "bib", "provenance"):
+                tr.log_artifact(files[key])
+            tr.log_artifact(files["figures"], "figures")
+            tr.set_tags({"smoke_scale": is_smoke(cfg)})
+            tr.set_parent_tags({"preset": cfg.preset, "config_hash": config_hash(cfg)})
+            tr.log_parent_metrics(headline(paths))
+    except MixtureError as exc:
+        print(f"report: {exc}", file=sys.stderr, flush=True)
+        return 2
     figs = sorted(p.name for p in files["figures"].glob("*.png"))
     print(f"report: {files['md']} ({len(figs)} figures, PNG + PDF) -> {paths.report_dir}")
     return 0

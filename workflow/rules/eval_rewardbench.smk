@@ -8,6 +8,8 @@ rule eval_rewardbench:
         pairs=RUN.eval_pairs,
         scores=RUN.eval_scores,
         comparison=RUN.eval_comparison,
+        identity=RUN.identity("eval_rewardbench"),
+        manifest=RUN.manifest("eval_rewardbench"),
     params:
         run_dir=RUN.root,
     log:

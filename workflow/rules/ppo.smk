@@ -13,6 +13,8 @@ rule ppo:
         metrics=RUN.ppo_metrics,
         summary=RUN.ppo_summary,
         policy=directory(RUN.ppo_policy),
+        identity=RUN.identity("ppo"),
+        manifest=RUN.manifest("ppo"),
     params:
         run_dir=RUN.root,
     log:

@@ -15,6 +15,8 @@ rule train_rm:
         metrics=RUN.train_metrics,
         summary=RUN.train_summary,
         state=RUN.trained_state,
+        identity=RUN.identity("train_rm"),
+        manifest=RUN.manifest("train_rm"),
     params:
         run_dir=RUN.root,
     log:
