@@ -36,12 +36,12 @@ EXCLUDED = (
 PACKAGE_DATA = {f"{PACKAGE}.tiny": ("fixtures/data",)}
 
 
-def _file(module: str) -> Path | None:
+def _file(module: str, root: Path) -> Path | None:
     """The source file of ``paper_repro.x.y``: ``x/y.py`` or ``x/y/__init__.py``."""
     rel = Path(*module.split(".")[1:])
     if rel == Path():
-        return ROOT / "__init__.py"
-    for candidate in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
+        return root / "__init__.py"
+    for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
         if candidate.is_file():
             return candidate
     return None
@@ -51,12 +51,17 @@ def _excluded(module: str) -> bool:
     return any(module == e or module.startswith(e + ".") for e in EXCLUDED)
 
 
-@functools.cache
-def _parsed(module: str) -> tuple[str, tuple[str, ...]]:
+def _parsed(module: str, root: Path) -> tuple[str, tuple[str, ...]]:
     """(normalised AST dump, imported package modules) of one module."""
-    path = _file(module)
-    tree = ast.parse(path.read_bytes(), filename=str(path))
-    is_package = path.name == "__init__.py"
+    path = _file(module, root)
+    dump, imports = _analyse(module, path.read_bytes(), path.name == "__init__.py")
+    ours = {m for m in imports if m.split(".")[0] == PACKAGE and _file(m, root) is not None}
+    return dump, tuple(sorted(ours))
+
+
+@functools.cache  # by source bytes: an edited file is parsed again
+def _analyse(module: str, source: bytes, is_package: bool) -> tuple[str, frozenset[str]]:
+    tree = ast.parse(source)
     imports: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -75,12 +80,12 @@ def _parsed(module: str) -> tuple[str, tuple[str, ...]]:
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
                 if isinstance(body[0].value.value, str):
                     node.body = body[1:]  # the docstring (ast.walk already queued the children)
-    ours = {m for m in imports if m.split(".")[0] == PACKAGE and _file(m) is not None}
-    return ast.dump(tree), tuple(sorted(ours))
+    return ast.dump(tree), frozenset(imports)
 
 
-def import_closure(module: str) -> list[str]:
-    """Every package module importing ``module`` can execute, parents' ``__init__`` included."""
+def import_closure(module: str, root: Path = ROOT) -> list[str]:
+    """Every package module importing ``module`` can execute, parents' ``__init__`` included.
+    ``root``: the package folder (another copy of the package in tests)."""
     seen: set[str] = set()
     todo = [module]
     while todo:
@@ -90,23 +95,22 @@ def import_closure(module: str) -> list[str]:
         seen.add(m)
         parts = m.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages run first
-        todo.extend(_parsed(m)[1])
+        todo.extend(_parsed(m, root)[1])
     return sorted(seen)
 
 
-def _data_digest(module: str) -> str:
+def _data_digest(module: str, root: Path) -> str:
     h = hashlib.sha256()
     for rel in PACKAGE_DATA.get(module, ()):
-        for f in sorted(p for p in (ROOT / rel).rglob("*") if p.is_file()):
+        for f in sorted(p for p in (root / rel).rglob("*") if p.is_file()):
             if "__pycache__" not in f.parts:
-                h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes())
+                h.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes())
     return h.hexdigest()
 
 
-@functools.cache
-def code_version(stage: str) -> str:
+def code_version(stage: str, root: Path = ROOT) -> str:
     """16 hex digits identifying the code ``paper_repro.stages.<stage>`` can run."""
     h = hashlib.sha256()
-    for module in import_closure(f"{PACKAGE}.stages.{stage}"):
-        h.update(f"{module}\0{_parsed(module)[0]}\0{_data_digest(module)}\0".encode())
+    for module in import_closure(f"{PACKAGE}.stages.{stage}", root):
+        h.update(f"{module}\0{_parsed(module, root)[0]}\0{_data_digest(module, root)}\0".encode())
     return h.hexdigest()[:16]

@@ -24,7 +24,7 @@ class MixtureError(RuntimeError):
 
 
 def _short(digest: str | None) -> str:
-    return digest[:12] if digest else "nothing"
+    return digest[:12] if digest else "(none)"
 
 
 def check_consistency(cfg: ReproConfig, paths: RunPaths, read: list[Path]) -> dict[str, Any]:

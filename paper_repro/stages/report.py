@@ -413,19 +413,20 @@ def headline(paths: RunPaths) -> dict[str, float]:
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
-    sync(cfg, paths)  # send what earlier stages buffered during a tracking outage
-    try:
-        with stage_run(cfg, paths, STAGE) as tr:
-            files = write_report(cfg, paths)
-            for key in ("md", "tex", "bib", "provenance"):
-                tr.log_artifact(files[key])
-            tr.log_artifact(files["figures"], "figures")
-            tr.set_tags({"smoke_scale": is_smoke(cfg)})
-            tr.set_parent_tags({"preset": cfg.preset, "config_hash": config_hash(cfg)})
-            tr.log_parent_metrics(headline(paths))
+    try:  # a mixture stops here, before anything is written or sent to MLflow
+        check_consistency(cfg, paths, load_inputs(paths).read)
     except MixtureError as exc:
         print(f"report: {exc}", file=sys.stderr, flush=True)
         return 2
+    sync(cfg, paths)  # send what earlier stages buffered during a tracking outage
+    with stage_run(cfg, paths, STAGE) as tr:
+        files = write_report(cfg, paths)
+        for key in ("md", "tex", "bib", "provenance"):
+            tr.log_artifact(files[key])
+        tr.log_artifact(files["figures"], "figures")
+        tr.set_tags({"smoke_scale": is_smoke(cfg)})
+        tr.set_parent_tags({"preset": cfg.preset, "config_hash": config_hash(cfg)})
+        tr.log_parent_metrics(headline(paths))
     figs = sorted(p.name for p in files["figures"].glob("*.png"))
     print(f"report: {files['md']} ({len(figs)} figures, PNG + PDF) -> {paths.report_dir}")
     return 0
