@@ -125,12 +125,12 @@ class CheckpointDir:
         if self.rank == 0 and self.root.is_dir():
             for tmp in self.root.glob(".tmp-*"):
                 shutil.rmtree(tmp, ignore_errors=True)
-            reason = self._stale_reason()
-            if reason is not None:
+            stale = self._stale()
+            if stale is not None:
+                kind, reason = stale
                 old = self._recorded()
-                tag = "completed" if (self.root / COMPLETE).is_file() else "superseded"
                 aside = self.root.with_name(
-                    f"{self.root.name}.{tag}-{stamp()}-{old.digest if old else 'unknown'}"
+                    f"{self.root.name}.{kind}-{stamp()}-{old.digest if old else 'unknown'}"
                 )
                 self.root.rename(aside)
                 self.log(f"{reason}; moved {self.root} aside to {aside.name}; starting from 0")
@@ -141,17 +141,24 @@ class CheckpointDir:
             return StageIdentity.from_json(read_json(self.root / IDENTITY))
         return None
 
-    def _stale_reason(self) -> str | None:
+    def _stale(self) -> tuple[str, str] | None:
+        """(how the folder set aside is named, why) when this run must not resume from it."""
         if not any(self.root.iterdir()):
             return None
-        if (self.root / COMPLETE).is_file():
-            return "the checkpoints belong to a run that completed (a rerun trains from the start)"
         old = self._recorded()
         if old is None:
-            return "the checkpoints have no readable identity.json"
+            return "superseded", "the checkpoints have no readable identity.json"
         if old != self.identity:
             changed = ", ".join(self.identity.changes(old))
-            return f"the checkpoints were written under another identity ({changed} changed)"
+            return (
+                "superseded",
+                f"the checkpoints were written under another identity ({changed} changed)",
+            )
+        if (self.root / COMPLETE).is_file():
+            return (
+                "completed",
+                "the checkpoints belong to a run that completed (a rerun trains from the start)",
+            )
         return None
 
     def complete(self) -> None:
