@@ -95,7 +95,7 @@ def load_torch(path: Path, map_location=None, safe_globals: tuple = ()) -> Any:
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ResumeError(
-            f"{path}: refused to load, it holds more than tensors and numbers ({first[:160]}); "
+            f"{path}: refused to load as plain tensors and numbers ({first[:160]}); "
             f"move {path.parent} away if you did not put it there"
         ) from None
 
@@ -107,16 +107,15 @@ class CheckpointDir:
         prefix: str,
         identity: StageIdentity,
         group: Group | None = None,
-        log: Callable[[str], None] | None = None,
     ):
         self.root, self.prefix, self.identity = Path(root), prefix, identity
         self.group = group or Solo()
         self.rank = self.group.rank
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     def log(self, msg: str) -> None:
+        """One line on stderr (the stage's log), rank 0 only."""
         if self.rank == 0:
-            self._log(f"{self.identity.stage}: {msg}")
+            print(f"{self.identity.stage}: {msg}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ identity
     def prepare(self) -> None:

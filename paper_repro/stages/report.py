@@ -24,7 +24,6 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..config import ReproConfig, config_hash, load_config
 from ..io import write_json, write_text
@@ -32,7 +31,7 @@ from ..paths import RunPaths
 from ..reporting import content, figures
 from ..reporting.bibtex import BibEntry, cited_keys, find_citation_bib, read_bibtex, subset_bib
 from ..reporting.consistency import MixtureError, check_consistency
-from ..reporting.inputs import ReportInputs, load_inputs, series
+from ..reporting.inputs import ReportInputs, headline, load_inputs, series
 from ..reporting.provenance import build_provenance
 from ..reporting.tables import Table, latex_escape, to_latex, to_markdown
 from ..tracking import stage_run, sync
@@ -395,26 +394,10 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
     return {**files, "figures": fig_dir}
 
 
-def headline(paths: RunPaths) -> dict[str, float]:
-    """The numbers a pipeline is compared by, for the parent MLflow run."""
-    inp = load_inputs(paths)
-    out: dict[str, Any] = {}
-    if inp.scores:
-        out["rewardbench.score"] = inp.scores["score"]["score"]
-        for name, est in inp.scores["sections"].items():
-            out[f"rewardbench.{name.lower().replace(' ', '_')}"] = est["score"]
-    if inp.train_summary:
-        out["heldout_accuracy"] = inp.train_summary.get("heldout_accuracy")
-    if inp.ppo_summary:
-        out["ppo.heldout_reward_before"] = inp.ppo_summary.get("eval_reward_before")
-        out["ppo.heldout_reward_after"] = inp.ppo_summary.get("eval_reward_after")
-        out["ppo.kl"] = inp.ppo_summary.get("kl_final")
-    return {k: v for k, v in out.items() if isinstance(v, int | float)}
-
-
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    inp = load_inputs(paths)
     try:  # a mixture stops here, before anything is written or sent to MLflow
-        check_consistency(cfg, paths, load_inputs(paths).read)
+        check_consistency(cfg, paths, inp.read)
     except MixtureError as exc:
         print(f"report: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -426,7 +409,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         tr.log_artifact(files["figures"], "figures")
         tr.set_tags({"smoke_scale": is_smoke(cfg)})
         tr.set_parent_tags({"preset": cfg.preset, "config_hash": config_hash(cfg)})
-        tr.log_parent_metrics(headline(paths))
+        tr.log_parent_metrics(headline(inp))
     figs = sorted(p.name for p in files["figures"].glob("*.png"))
     print(f"report: {files['md']} ({len(figs)} figures, PNG + PDF) -> {paths.report_dir}")
     return 0

@@ -116,6 +116,28 @@ class RunBook:
         return out
 
 
+def experiment_id(client, name: str, paths: RunPaths, uri: str) -> str:
+    """The experiment (created when missing, tagged as a model-training experiment)."""
+    from mlflow.exceptions import MlflowException
+
+    kind_key, kind = EXPERIMENT_KIND
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        # a server proxies artifacts; the embedded store keeps them next to the run
+        location = paths.mlflow_artifacts.resolve().as_uri() if uri.startswith("sqlite:") else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={kind_key: kind})
+        except MlflowException as exc:  # another machine created it first (server store)
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+            exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    if kind_key not in exp.tags:  # an experiment created before the tag existed
+        client.set_experiment_tag(exp.experiment_id, kind_key, kind)
+    return exp.experiment_id
+
+
 def recorded_run_ids(paths: RunPaths) -> dict[str, str]:
     """{"_parent" | stage: MLflow id of its current run} as recorded under results/<run>/tracking/."""
     out = {}

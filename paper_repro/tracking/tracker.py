@@ -16,14 +16,13 @@ from typing import Any
 from ..io import sha256_file, sha256_tree
 from ..paths import RunPaths
 from .redact import is_secret_key, public_uri, redact, scrub, secret_values
-from .runs import EXPERIMENT_KIND, PARENT, RunBook, RunResolver, parent_book
+from .runs import PARENT, RunBook, RunResolver, experiment_id, parent_book
 from .store import flock, is_permanent, lock_file, pending_file, reason, retry_locked
+from .writers import WRITERS
 
 log = logging.getLogger(__package__)  # one logger for the whole tracking package
 
 RETRY_INTERVAL_S = 30.0  # while the store is unreachable, try to reconnect at most this often
-MAX_BATCH_METRICS = 1000  # MLflow log_batch limits
-MAX_BATCH_PARAMS = 100
 PARAM_MAX_CHARS = 6000
 _KEY_OK = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -257,34 +256,9 @@ class StageTracker(NullTracker):
 
         with flock(lock_file(self.uri, self.paths)):
             client = MlflowClient(self.uri)
-            exp_id = retry_locked(self._experiment_id, client)
+            exp_id = retry_locked(experiment_id, client, self.experiment, self.paths, self.uri)
         self.resolver = RunResolver(client, exp_id, self.paths, self.uri, self._warn)
         self.client = client
-
-    def _experiment_id(self, client) -> str:
-        from mlflow.exceptions import MlflowException
-
-        kind_key, kind = EXPERIMENT_KIND
-        exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            location = (
-                self.paths.mlflow_artifacts.resolve().as_uri()
-                if self.uri.startswith("sqlite:")
-                else None
-            )  # a server proxies artifacts
-            try:
-                return client.create_experiment(
-                    self.experiment, artifact_location=location, tags={kind_key: kind}
-                )
-            except MlflowException as exc:  # another machine created it first (server store)
-                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                    raise
-                exp = client.get_experiment_by_name(self.experiment)
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        if kind_key not in exp.tags:  # an experiment created before the tag existed
-            client.set_experiment_tag(exp.experiment_id, kind_key, kind)
-        return exp.experiment_id
 
     def _rid(self, op: dict[str, Any]) -> str:
         """The MLflow run of a record: the parent, the run its key names, or (records of an
@@ -376,76 +350,4 @@ class StageTracker(NullTracker):
 
     def _apply(self, ops: list[dict[str, Any]]) -> None:
         for op in ops:
-            retry_locked(getattr(self, f"_apply_{op['op']}"), op)
-
-    def _apply_params(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        run_id = self._rid(op)
-        existing = self.client.get_run(run_id).data.params
-        new = []
-        for k, v in op["params"].items():
-            if k not in existing:
-                new.append(Param(k, v))
-            elif existing[k] != v:  # MLflow forbids changing a param; keep the first, say so
-                self._warn(
-                    f"param:{k}",
-                    f"param '{k}' changed from {existing[k]!r} to {v!r} on "
-                    "resume; MLflow keeps the first value (see the config_hash tag)",
-                )
-        for i in range(0, len(new), MAX_BATCH_PARAMS):
-            self.client.log_batch(run_id, params=new[i : i + MAX_BATCH_PARAMS])
-
-    def _apply_metrics(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
-
-        run_id = self._rid(op)
-        rows = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
-        for i in range(0, len(rows), MAX_BATCH_METRICS):
-            self.client.log_batch(run_id, metrics=rows[i : i + MAX_BATCH_METRICS])
-
-    def _apply_tags(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        run_id = self._rid(op)
-        tags = [RunTag(k, v) for k, v in op["tags"].items()]
-        for i in range(0, len(tags), MAX_BATCH_PARAMS):
-            self.client.log_batch(run_id, tags=tags[i : i + MAX_BATCH_PARAMS])
-
-    def _apply_artifact(self, op: dict[str, Any]) -> None:
-        path = Path(op["path"])
-        if not path.exists():
-            self._warn(f"artifact:{path}", f"buffered artifact {path} is gone; not uploaded")
-            return
-        if path.is_dir():
-            self.client.log_artifacts(self._rid(op), str(path), op["subdir"])
-        else:
-            self.client.log_artifact(self._rid(op), str(path), op["subdir"])
-
-    def _apply_dataset(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        d = op["dataset"]
-        ds = Dataset(
-            name=d["name"],
-            digest=d["digest"],
-            source_type=d["source_type"],
-            source=d["source"],
-            schema=d["schema"],
-            profile=d["profile"],
-        )
-        tags = [InputTag("mlflow.data.context", d["context"])]
-        self.client.log_inputs(self._rid(op), datasets=[DatasetInput(ds, tags)])
-
-    def _apply_status(self, op: dict[str, Any]) -> None:
-        self.client.set_terminated(self._rid(op), op["status"], end_time=op["end_time"])
-
-    def _apply_reopen(self, op: dict[str, Any]) -> None:
-        self.client.update_run(self._rid(op), status="RUNNING")
-
-    def _apply_supersede(self, op: dict[str, Any]) -> None:
-        """The replaced run keeps its data; tags say it is superseded and by which run."""
-        from mlflow.entities import RunTag
-
-        tags = [RunTag("superseded", "true"), RunTag("superseded_by", self._rid({"run": op["by"]}))]
-        self.client.log_batch(self._rid(op), tags=tags)
+            retry_locked(WRITERS[op["op"]], self.client, self._rid, op, self._warn)

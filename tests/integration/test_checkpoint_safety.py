@@ -5,7 +5,8 @@ resume reads: the torch backend's ``torch_state.pt``, the per-rank RNG file, PPO
 and DeepSpeed's ZeRO model and optimizer files (slow). With the sha256 in ``meta.json`` updated
 too (a hostile writer can do that), the resume is refused with one line and exit 2; without, the
 checkpoint fails verification, is set aside and the previous one is used (training then ends
-bitwise equal to an uninterrupted run). The payload never runs.
+bitwise equal to an uninterrupted run, and a torn last line of metrics.jsonl is repaired). The
+payload never runs.
 """
 
 from __future__ import annotations
@@ -100,11 +101,17 @@ def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(rm_run, tm
     paths = RunPaths(reopen(Path(shutil.copytree(src.root, tmp_path / "run"))))
     marker = tmp_path / "PWNED"
     plant(paths.checkpoints("train_rm") / "update-000003" / "torch_state.pt", marker, False)
+    with open(paths.train_metrics, "a") as fh:  # and a line torn by a crash (or a full disk)
+        fh.write('{"update": 3, "lo')
     capsys.readouterr()
     assert train_rm.run(cfg, paths) == 0
     one_line(capsys.readouterr().err, "update-000003 failed verification", "using update-000002")
     assert not marker.exists()
     assert json.loads(paths.train_summary.read_text())["resumed_from_update"] == 2
+    lines = paths.train_metrics.read_text().splitlines()  # rewritten from the checkpoint
+    assert [json.loads(x)["update"] for x in lines] == [0, 1, 2, 3]
+    want = [json.loads(x)["loss"] for x in src.train_metrics.read_text().splitlines()]
+    assert [json.loads(x)["loss"] for x in lines] == want
     a, b = load_file(str(src.trained_state)), load_file(str(paths.trained_state))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the uninterrupted run's weights
 
