@@ -27,12 +27,12 @@ from .paths import RunPaths
 
 def run_stage(stage: str, cfg: ReproConfig, paths: RunPaths) -> int:
     die_with_parent()
-    module = importlib.import_module(f"paper_repro.stages.{stage}")
     rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
         with stage_lock(paths, stage) if rank0 else contextlib.nullcontext():
             if rank0:
                 paths.identity(stage).unlink(missing_ok=True)
+            module = importlib.import_module(f"paper_repro.stages.{stage}")  # after the lock: fast
             code = int(module.run(cfg, paths) or 0)
             if code == 0 and rank0:
                 record(paths, stage_identity(cfg, paths, stage))

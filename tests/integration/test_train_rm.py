@@ -263,9 +263,14 @@ def test_cli_exits_nonfinite_on_corrupt_weights(tiny_run, tmp_path):
 # --------------------------------------------------------------------------- kill / resume
 
 
-def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path):
-    """Real subprocesses: an uninterrupted run vs one stopped by SIGTERM at a random update and
-    rerun. 20 updates (320 pairs x 2 epochs), checkpoints every 3 updates."""
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    ids=["TERM", "INT"],
+)
+def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path, sig):
+    """Real subprocesses: an uninterrupted run vs one stopped by SIGTERM (or Ctrl-C's SIGINT) at a
+    random update and rerun. 20 updates (320 pairs x 2 epochs), checkpoints every 3 updates."""
     import torch
 
     args = ["rm.checkpoint_every=3"]
@@ -282,7 +287,7 @@ def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path):
             cut.train_metrics.is_file()
             and len(cut.train_metrics.read_text().splitlines()) >= stop_after
         ):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             break
         time.sleep(0.01)
     code, out = finish(proc)

@@ -299,3 +299,39 @@ def test_second_writer_exits_2_naming_the_holder(tmp_path):
 
     with stage_lock(RunPaths(tmp_path), "train_rm"):  # the kernel dropped the dead holder's lock
         pass
+
+
+def test_a_second_stage_process_exits_2_naming_the_holder(tmp_path):
+    """The real CLI against a held stage folder: one line, exit 2, nothing else run."""
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.run(
+            [sys.executable, "-m", "paper_repro.cli", "train-rm", "tiny", "--run-dir", str(tmp_path)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert line.startswith("paper-repro train-rm: ") and f"in use by PID {holder.pid}" in line
+    assert not (tmp_path / "train_rm" / "summary.json").exists()
+
+
+def test_stop_flag_takes_sigint_like_sigterm_and_a_second_one_stops_at_once():
+    import signal
+
+    from paper_repro.engine import StopFlag
+
+    flag = StopFlag().install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert flag.requested and flag.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        flag.uninstall()

@@ -110,8 +110,16 @@ def test_killed_snakemake_leaves_no_orphan_and_the_rerun_resumes_bitwise(tiny_da
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # fmt: skip
     lock = run / "train_rm" / ".lock"
-    try:
-        _wait(lambda: list(ckpt.glob("update-*")), 600, "the first checkpoint")
+    done_before = len(list(ckpt.parent.glob("train_rm.completed-*")))
+    try:  # the finished run's checkpoints are set aside first, then the first new one appears
+        _wait(
+            lambda: (
+                len(list(ckpt.parent.glob("train_rm.completed-*"))) > done_before
+                and list(ckpt.glob("update-*"))
+            ),
+            600,
+            "the first checkpoint",
+        )
         time.sleep(random.Random(os.getpid()).uniform(0, 3))
         trainer = json.loads(lock.read_text())["pid"]
         ppid = int(Path(f"/proc/{trainer}/status").read_text().split("PPid:\t")[1].split()[0])
