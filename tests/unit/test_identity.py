@@ -279,43 +279,39 @@ HOLD = textwrap.dedent(
 )
 
 
-def test_second_writer_exits_2_naming_the_holder(tmp_path):
+@pytest.fixture
+def holder(tmp_path):
+    """Another process holding ``tmp_path``'s train_rm folder."""
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
-    holder = subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
     )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        from paper_repro.lock import StageBusy, stage_lock
+    assert proc.stdout.readline().strip() == "held"
+    yield proc
+    proc.kill()
+    proc.wait()
 
-        with pytest.raises(StageBusy) as err, stage_lock(RunPaths(tmp_path), "train_rm"):
-            pass
-        msg = str(err.value)
-        assert f"PID {holder.pid} on host {socket.gethostname()}" in msg and "\n" not in msg
-    finally:
-        holder.kill()
-        holder.wait()
-    from paper_repro.lock import stage_lock
 
+def test_second_writer_exits_2_naming_the_holder(tmp_path, holder):
+    from paper_repro.lock import StageBusy, stage_lock
+
+    with pytest.raises(StageBusy) as err, stage_lock(RunPaths(tmp_path), "train_rm"):
+        pass
+    msg = str(err.value)
+    assert f"PID {holder.pid} on host {socket.gethostname()}" in msg and "\n" not in msg
+    holder.kill()
+    holder.wait()
     with stage_lock(RunPaths(tmp_path), "train_rm"):  # the kernel dropped the dead holder's lock
         pass
 
 
-def test_a_second_stage_process_exits_2_naming_the_holder(tmp_path):
+def test_a_second_stage_process_exits_2_naming_the_holder(tmp_path, holder):
     """The real CLI against a held stage folder: one line, exit 2, nothing else run."""
-    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        proc = subprocess.run(
-            [sys.executable, "-m", "paper_repro.cli", "train-rm", "tiny", "--run-dir", str(tmp_path)],
-            capture_output=True, text=True, env=env, timeout=300,
-        )  # fmt: skip
-    finally:
-        holder.kill()
-        holder.wait()
+    proc = subprocess.run(
+        [sys.executable, "-m", "paper_repro.cli", "train-rm", "tiny", "--run-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+    )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert line.startswith("paper-repro train-rm: ") and f"in use by PID {holder.pid}" in line
