@@ -78,21 +78,16 @@ class StageIdentity:
 
 
 def _interim_files(paths: RunPaths, stage: str) -> dict[str, str] | None:
-    """prepare_data and export_rm do not write ``<stage>/manifest.json`` yet: the same
-    ``{file: sha256}`` from their files (prepared parquet; the export's own file list)."""
-    if stage == "prepare_data":
-        names = [
-            *(paths.prepared(n).name for n in ("train", "heldout", "rewardbench", "ppo_prompts"))
-        ]
-        names += [paths.fingerprint.name, paths.data_report.name]
-        folder = paths.stage_dir(stage)
-        if not all((folder / n).is_file() for n in names):
-            return None
-        return {n: sha256_file(folder / n) for n in names}
-    if stage == "export_rm" and paths.export_verification.is_file():
-        files = read_json(paths.export_verification).get("files")
-        return {f"model/{k}": v for k, v in files.items()} if isinstance(files, dict) else None
-    return None
+    """prepare_data does not write ``<stage>/manifest.json`` yet: the same ``{file: sha256}`` of
+    the files it produces."""
+    if stage != "prepare_data":
+        return None
+    names = [paths.prepared(n).name for n in ("train", "heldout", "rewardbench", "ppo_prompts")]
+    names += [paths.fingerprint.name, paths.data_report.name]
+    folder = paths.stage_dir(stage)
+    if not all((folder / n).is_file() for n in names):
+        return None
+    return {n: sha256_file(folder / n) for n in names}
 
 
 def content_digest(paths: RunPaths, artifact: str) -> str | None:

@@ -1,8 +1,10 @@
-"""The real tiny DAG on CPU (`snakemake --cores 2 all`, as `make run`), Snakemake's --report, and
-what happens after a finished run: a forced rerun trains from update 0, a killed Snakemake leaves
-no orphan trainer and the rerun resumes bitwise, an upstream override restarts PPO against the new
-reward model, and an eval-only override gets its own MLflow run. The tests run in file order on
-one run folder. Several minutes: marked slow."""
+"""The real tiny DAG on CPU (`snakemake --cores 2 all`, as `make run`), for the `tiny` preset and
+for `tiny-llama3-vocab` (the real Llama 3 tokenizer and vocabulary): every stage's output and
+identity, the exported folder read with transformers 4.51.0 / 4.57.6, Snakemake's --report. On
+`tiny`, what happens after a finished run (in file order, on one run folder): a forced rerun
+trains from update 0, a killed Snakemake leaves no orphan trainer and the rerun resumes bitwise,
+an upstream override restarts PPO against the new reward model, and an eval-only override gets
+its own MLflow run. Several minutes: marked slow."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,49 +30,119 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 RM_LR = "rm.lr=0.002"
 
 
-@pytest.fixture(scope="module")
-def tiny_dag(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny-dag")
+def read(path: Path):
+    return json.loads(path.read_text())
+
+
+@dataclass
+class Dag:
+    workdir: Path
+    preset: str
+    output: str
+    fresh_weights: bytes = b""  # train_rm/final.safetensors of the first, uninterrupted run
+
+    @property
+    def run(self) -> Path:
+        return self.workdir / "results" / self.preset
+
+    def snakemake(self, *args: str, **kw):
+        return snakemake(self.workdir, *args, *config_arg(preset=self.preset), **kw)
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-llama3-vocab"])
+def tiny_dag(request, tmp_path_factory):
+    dag = Dag(tmp_path_factory.mktemp(f"dag-{request.param}"), request.param, "")
     start = time.time()
-    proc = snakemake(workdir, "--cores", "2", "all", timeout=1800)
-    print(f"\ntiny DAG, --cores 2: {time.time() - start:.0f} s")
-    run = workdir / "results" / "tiny"
-    fresh = {"weights": (run / "train_rm" / "final.safetensors").read_bytes()}
-    return workdir, proc.stdout + proc.stderr, fresh
+    proc = dag.snakemake("--cores", "2", "all", timeout=1800)
+    print(f"\n{dag.preset} DAG, --cores 2: {time.time() - start:.0f} s")
+    dag.output = proc.stdout + proc.stderr
+    dag.fresh_weights = (dag.run / "train_rm" / "final.safetensors").read_bytes()
+    return dag
+
+
+def test_all_ends_with_the_report_path(tiny_dag):
+    report = tiny_dag.run / "report" / "report.md"
+    assert report.is_file()
+    assert f"Report of run '{tiny_dag.preset}': {report}" in tiny_dag.output
+    for stage in ("download_base", "train_rm", "eval_rewardbench", "ppo", "report"):
+        assert (tiny_dag.run / "benchmarks" / f"{stage}.tsv").is_file()
+    prov = read(tiny_dag.run / "report" / "provenance.json")
+    assert set(prov["stage_identities"]) == set(STAGES) - {"report"}
+    for stage in STAGES:
+        assert read(tiny_dag.run / stage / "identity.json")["stage"] == stage
+    assert "Nothing to be done" in tiny_dag.snakemake("-n", "all").stdout
+
+
+def test_every_stage_output(tiny_dag):
+    """What each stage wrote, checked against the preset: the tokenizer and vocabulary the data
+    was made with, the kept pairs and update count, the verified export (a clean folder: no
+    Snakemake marker, no local path), the RewardBench pairs, the PPO steps, the report."""
+    from paper_repro.config import derived, load_config
+    from paper_repro.manifest import verify_manifest
+    from paper_repro.paths import RunPaths
+
+    cfg, paths = load_config(tiny_dag.preset), RunPaths(tiny_dag.run)
+    llama3 = cfg.model.tiny.tokenizer == "llama3"
+    verify_manifest(paths.base_model, paths.base_manifest)
+    fp = read(paths.fingerprint)
+    ids = (fp["bos_token_id"], fp["eos_token_id"], fp["pad_token_id"], fp["vocab_size"])
+    assert ids == ((128000, 128001, 128255, 128256) if llama3 else (0, 1, 511, 512))
+    data = read(paths.data_report)
+    kept = data["train"]["kept"]
+    assert kept + data["preference"]["dropped"] == data["preference"]["total"] == 2400
+    if llama3:  # max_length 64 counted in Llama 3 tokens drops the longest fixture pairs
+        assert data["preference"]["dropped_by_reason"]["too_long"] > 0
+    summary = read(paths.train_summary)
+    assert summary["updates"] == derived(cfg, kept).est_updates
+    ver = read(paths.export_verification)
+    assert ver["passed"] and ver["vocab_size"] == fp["vocab_size"]
+    files = sorted(p.name for p in paths.rm_model.iterdir())
+    assert files == sorted(ver["files"]) and not [f for f in files if f.startswith(".")]
+    verify_manifest(paths.rm_model, paths.manifest("export_rm"))
+    assert str(tiny_dag.workdir) not in (paths.rm_model / "README.md").read_text()
+    scores = read(paths.eval_scores)
+    assert scores["n_pairs"] == data["rewardbench"]["kept"] > 0
+    assert read(paths.ppo_summary)["steps"] == cfg.ppo.max_steps
+    assert paths.report_md.is_file() and paths.report_provenance.is_file()
+
+
+def test_export_reads_the_same_in_transformers_4x(tiny_dag):
+    """The exported folder with transformers 4.51.0 (reward-bench 0.1.4) and 4.57.6 (reward-bench
+    main) in side environments: same tokenizer behaviour and fp32 rewards within 1e-5 of this
+    environment's on the export's verification pairs; recorded in export_rm/crosscheck.json."""
+    from paper_repro.export.crosscheck import crosscheck
+    from paper_repro.paths import RunPaths
+
+    paths = RunPaths(tiny_dag.run)
+    record = crosscheck(paths, ["4.51.0", "4.57.6"])
+    for version, c in record["checked"].items():
+        print(
+            f"\n{tiny_dag.preset}: transformers {version} vs {record['reference']['transformers']}"
+            f": reward max |diff| {c['reward_max_abs_diff']:.3g}, differs {c['differs']}"
+        )
+        assert c["versions"]["transformers"] == version
+        assert c["passed"] and c["reward_max_abs_diff"] <= 1e-5, c
+    assert record["passed"] and read(paths.export_crosscheck) == record
+    assert record["pairs"] == read(paths.export_verification)["verify_pairs"]
+
+
+def test_snakemake_report_html_has_the_figures(tiny_dag):
+    html = tiny_dag.workdir / "snakemake-report.html"
+    tiny_dag.snakemake("--report", str(html))
+    text = html.read_text(errors="replace")
+    figures = sorted(p.name for p in (tiny_dag.run / "report" / "figures").glob("*.png"))
+    assert figures and all(name in text for name in figures)
 
 
 def log(workdir: Path, stage: str) -> str:
     return (workdir / "results" / "tiny" / "logs" / f"{stage}.log").read_text()
 
 
-def test_all_ends_with_the_report_path(tiny_dag):
-    workdir, out, _ = tiny_dag
-    run = workdir / "results" / "tiny"
-    report = run / "report" / "report.md"
-    assert report.is_file()
-    assert f"Report of run 'tiny': {report}" in out
-    for stage in ("download_base", "train_rm", "eval_rewardbench", "ppo", "report"):
-        assert (run / "benchmarks" / f"{stage}.tsv").is_file()
-    prov = json.loads((run / "report" / "provenance.json").read_text())
-    assert set(prov["stage_identities"]) == set(STAGES) - {"report"}
-    for stage in STAGES:
-        assert json.loads((run / stage / "identity.json").read_text())["stage"] == stage
-    assert "Nothing to be done" in snakemake(workdir, "-n", "all").stdout
-
-
-def test_snakemake_report_html_has_the_figures(tiny_dag):
-    workdir, _, _ = tiny_dag
-    html = workdir / "snakemake-report.html"
-    snakemake(workdir, "--report", str(html))
-    text = html.read_text(errors="replace")
-    figures = sorted(p.name for p in (workdir / "results/tiny/report/figures").glob("*.png"))
-    assert figures and all(name in text for name in figures)
-
-
+@pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
 def test_forcerun_of_a_finished_stage_trains_from_update_0(tiny_dag):
     """`--forcerun train_rm` reran only the last 10 of 150 updates before (the completed run's
     checkpoint): now update 0, and bitwise the fresh run's weights."""
-    workdir, _, fresh = tiny_dag
+    workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
     snakemake(workdir, "--cores", "2", "--forcerun", "train_rm", "train_rm", timeout=900)
     text = log(workdir, "train_rm")
@@ -77,7 +150,7 @@ def test_forcerun_of_a_finished_stage_trains_from_update_0(tiny_dag):
     summary = json.loads((run / "train_rm" / "summary.json").read_text())
     assert summary["resumed_from_update"] is None
     assert len((run / "train_rm" / "metrics.jsonl").read_text().splitlines()) == 150
-    assert (run / "train_rm" / "final.safetensors").read_bytes() == fresh["weights"]
+    assert (run / "train_rm" / "final.safetensors").read_bytes() == tiny_dag.fresh_weights
     assert list((run / "checkpoints").glob("train_rm.completed-*/update-*"))  # kept, named
 
 
@@ -96,11 +169,12 @@ def _alive(pid: int) -> bool:
     return "State:\tZ" not in status  # a zombie has exited
 
 
+@pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
 def test_killed_snakemake_leaves_no_orphan_and_the_rerun_resumes_bitwise(tiny_dag):
     """SIGKILL of Snakemake alone (not its process group) at a random moment after the first
     checkpoint: the trainer, its direct child, gets SIGTERM from the kernel, checkpoints and
     exits; the lock is free; `--rerun-incomplete` resumes and ends bitwise equal to a fresh run."""
-    workdir, _, fresh = tiny_dag
+    workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
     ckpt = run / "checkpoints" / "train_rm"
     cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
@@ -138,14 +212,15 @@ def test_killed_snakemake_leaves_no_orphan_and_the_rerun_resumes_bitwise(tiny_da
     snakemake(workdir, "--cores", "2", "--rerun-incomplete", "train_rm", timeout=900)
     summary = json.loads((run / "train_rm" / "summary.json").read_text())
     assert summary["resumed_from_update"] == saved > 0
-    assert (run / "train_rm" / "final.safetensors").read_bytes() == fresh["weights"]
+    assert (run / "train_rm" / "final.safetensors").read_bytes() == tiny_dag.fresh_weights
 
 
+@pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
 def test_upstream_override_restarts_ppo_against_the_new_reward_model(tiny_dag, tmp_path):
     """Before: `rm.lr=...` retrained the RM but PPO resumed its old checkpoint (a policy trained
     against the old RM finished against the new one; the report's pre-PPO reward was the old
     RM's). Now PPO starts at step 0 and equals a fresh PPO run on the new reward model."""
-    workdir, _, _ = tiny_dag
+    workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
     snakemake(workdir, "--cores", "2", "all", *config_arg(overrides=[RM_LR]), timeout=1800)
     assert "another identity (config changed)" in log(workdir, "train_rm")
@@ -173,6 +248,7 @@ def test_upstream_override_restarts_ppo_against_the_new_reward_model(tiny_dag, t
     )
 
 
+@pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
 def test_eval_only_override_gets_its_own_mlflow_run(tiny_dag):
     """Before: the eval run kept bootstrap_samples 200 and the old config_hash after a 300
     override, and a second attempt appended to the first one's history."""
@@ -180,7 +256,7 @@ def test_eval_only_override_gets_its_own_mlflow_run(tiny_dag):
 
     from paper_repro.tracking import recorded_run_ids
 
-    workdir, _, _ = tiny_dag
+    workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
     overrides = [RM_LR, "eval.bootstrap_samples=300"]
     out = snakemake(workdir, "--cores", "2", "all", *config_arg(overrides=overrides), timeout=900)

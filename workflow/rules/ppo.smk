@@ -1,13 +1,14 @@
 rule ppo:
     """PPO of the SFT policy against the trained RM (EasyLM recipe), same launcher as train_rm.
 
-    Checkpoints live in results/<run>/checkpoints/ppo/ (never an output), so a rerun resumes.
+    Checkpoints live in results/<run>/checkpoints/ppo/ (never an output): an interrupted run
+    resumes from them; any other rerun moves them aside (paper_repro/checkpoints.py).
     """
     input:
         config=RUN.stage_config("ppo"),
         model=RUN.base_model,
         model_manifest=RUN.base_manifest,
-        rm=RUN.rm_model,
+        rm_manifest=RUN.manifest("export_rm"),  # pins the files of RUN.rm_model
         prompts=RUN.prepared("ppo_prompts"),
     output:
         metrics=RUN.ppo_metrics,
