@@ -23,7 +23,6 @@ a repeated step rather than replacing it).
 from __future__ import annotations
 
 import contextlib
-import logging
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,8 +32,6 @@ from ..io import read_json, write_json
 from ..paths import RunPaths
 from .redact import public_uri
 from .store import flock, run_id_file
-
-log = logging.getLogger(__package__)
 
 PARENT = "_parent"
 # Tag that makes MLflow 3's UI list the experiment under "Machine learning" (model training), not
@@ -51,7 +48,8 @@ class RunEntry:
     run_id: str | None = None  # set once MLflow created it
     finished: bool = False  # the attempt ended FINISHED: a later attempt opens a new run
     superseded_by: str | None = None  # key of the run that replaced it
-    steps: dict[str, int] = field(default_factory=dict)  # highest step submitted per metric
+    # highest step submitted per metric (our stages log each metric at increasing steps)
+    steps: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
