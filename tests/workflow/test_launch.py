@@ -103,5 +103,6 @@ def test_ranks_die_with_the_job_that_started_them(tmp_path, killed):
     finally:
         parent.kill()
         parent.wait()
-    for r in (0, 1):
-        assert json.loads((tmp_path / f"rank-{r}.json").read_text())["signals"] == ["SIGTERM"]
+    for r in (0, 1):  # torchrun's forwarded SIGTERM, the kernel's when torchrun is gone, or both
+        signals = json.loads((tmp_path / f"rank-{r}.json").read_text())["signals"]
+        assert signals and set(signals) == {"SIGTERM"}
