@@ -277,8 +277,11 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
                 print(f"ppo: identity {identity.digest}, starting at step 0/{plan.total_steps}")
             before = evaluate("before")
             tr.log_metrics({f"eval_before.{k}": v for k, v in before.items()})
-        meta = {"train_prompts": len(plan.train), "total_steps": plan.total_steps}
-        meta["eval_before"] = before
+        meta = {
+            "train_prompts": len(plan.train),
+            "total_steps": plan.total_steps,
+            "eval_before": before,
+        }
 
         flag = StopFlag().install()
         t0 = time.time()
