@@ -13,6 +13,7 @@ from typing import Any
 
 from ..codeversion import code_version
 from ..config import STAGES, ReproConfig, config_hash, stage_hash
+from ..identity import recorded
 from ..io import read_json, sha256_file, sha256_tree
 from ..paths import RunPaths
 from ..tracking import git_commit, public_uri, recorded_run_ids, tracking_uri
@@ -73,9 +74,12 @@ def _file(path: Path) -> str | None:
 
 
 def build_provenance(
-    cfg: ReproConfig, paths: RunPaths, read: list[Path], identities: dict[str, Any]
+    cfg: ReproConfig, paths: RunPaths, read: list[Path], identities: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``identities``: {stage: recorded identity} (``consistency.check_consistency``)."""
+    """``identities``: {stage: recorded identity}, as ``consistency.check_consistency`` returns
+    them (default: the records as they are, unchecked)."""
+    if identities is None:
+        identities = {s: i.to_json() for s in STAGES if (i := recorded(paths, s)) is not None}
     root = paths.root.resolve()
 
     def rel(p: Path) -> str:
