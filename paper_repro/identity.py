@@ -90,14 +90,20 @@ def _interim_files(paths: RunPaths, stage: str) -> dict[str, str] | None:
     return {n: sha256_file(folder / n) for n in names}
 
 
+def _manifest(paths: RunPaths, artifact: str) -> Path:
+    """Where an artifact's manifest is: ``<stage>/manifest.json``, or the lock manifest of a model
+    a stage fetched for itself (PPO's policy, the reference RM)."""
+    own = {
+        "ppo_policy_base": paths.ppo_policy_base_manifest,
+        "reference_model": paths.reference_model_manifest,
+    }
+    return own.get(artifact) or paths.manifest(artifact)
+
+
 def content_digest(paths: RunPaths, artifact: str) -> str | None:
-    """The content identity of what ``artifact`` (a stage, or ``ppo_policy_base``) produced:
+    """The content identity of what ``artifact`` (a stage, or a model a stage fetched) holds:
     ``manifest_digest`` of its manifest; None when there is none (nothing produced yet)."""
-    manifest = (
-        paths.ppo_policy_base_manifest
-        if artifact == "ppo_policy_base"
-        else paths.manifest(artifact)
-    )
+    manifest = _manifest(paths, artifact)
     if manifest.is_file():
         return manifest_digest(manifest)
     files = _interim_files(paths, artifact)
@@ -105,12 +111,15 @@ def content_digest(paths: RunPaths, artifact: str) -> str | None:
 
 
 def upstream_artifacts(cfg: ReproConfig, stage: str) -> tuple[str, ...]:
-    """The artifacts ``stage`` consumes: its upstream stages, plus PPO's own policy snapshot when
-    the policy is not the RM's base model (``ppo.policy_hub_id``)."""
+    """The artifacts ``stage`` consumes: its upstream stages, plus the models a stage fetches for
+    itself: PPO's policy when it is not the RM's base (``ppo.policy_hub_id``) and the reference
+    RM of ``eval_reference``."""
     names = UPSTREAM[stage]
     p = cfg.ppo
     if stage == "ppo" and p.policy_hub_id and p.policy_hub_id != cfg.model.hub_id:
         names = (*names, "ppo_policy_base")
+    if stage == "eval_reference":
+        names = (*names, "reference_model")
     return names
 
 

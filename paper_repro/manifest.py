@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import read_json, sha256_file, write_json
+from .progress import progress
 
 
 class ManifestError(RuntimeError):
@@ -53,10 +54,8 @@ def digest(path: Path, algo: str) -> str:
 
 
 def check_files(folder: Path, expected: dict[str, dict[str, str]]) -> list[BadFile]:
-    from tqdm.auto import tqdm
-
     bad = []
-    for name, want in tqdm(
+    for name, want in progress(
         sorted(expected.items()),
         desc=f"verify {folder.name}",
         unit="file",

@@ -22,6 +22,39 @@ def cache_root() -> Path:
 
 
 @dataclass(frozen=True)
+class EvalFiles:
+    """What one RewardBench evaluation writes (the stages eval_rewardbench and eval_reference, and
+    ``paper-repro eval-rewardbench --model``): the same five files in one folder."""
+
+    folder: Path
+
+    @property
+    def pairs(self) -> Path:
+        """Per-pair rewards: id, subset, reward_chosen, reward_rejected, correct."""
+        return self.folder / "pairs.parquet"
+
+    @property
+    def scores(self) -> Path:
+        return self.folder / "scores.json"
+
+    @property
+    def comparison(self) -> Path:
+        return self.folder / "comparison.json"
+
+    @property
+    def comparison_md(self) -> Path:
+        return self.folder / "comparison.md"
+
+    @property
+    def leaderboard(self) -> Path:
+        """Flat per-subset accuracies in reward-bench's results layout (submit as is)."""
+        return self.folder / "leaderboard.json"
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.pairs, self.scores, self.comparison, self.comparison_md, self.leaderboard)
+
+
+@dataclass(frozen=True)
 class RunPaths:
     root: Path
 
@@ -115,17 +148,32 @@ class RunPaths:
         return self.root / "export_rm" / "crosscheck.json"
 
     # eval_rewardbench ------------------------------------------------------------
+
+    # eval_rewardbench / eval_reference -------------------------------------------------
+    def eval_files(self, stage: str = "eval_rewardbench") -> EvalFiles:
+        return EvalFiles(self.stage_dir(stage))
+
     @property
     def eval_pairs(self) -> Path:
-        return self.root / "eval_rewardbench" / "pairs.parquet"
+        return self.eval_files().pairs
 
     @property
     def eval_scores(self) -> Path:
-        return self.root / "eval_rewardbench" / "scores.json"
+        return self.eval_files().scores
 
     @property
     def eval_comparison(self) -> Path:
-        return self.root / "eval_rewardbench" / "comparison.json"
+        return self.eval_files().comparison
+
+    @property
+    def reference_model(self) -> Path:
+        """The published RM (linked from the hub cache) or the tiny stand-in that eval_reference
+        scores; kept across reruns like checkpoints, never a rule output."""
+        return self.root / "reference_model" / "model"
+
+    @property
+    def reference_model_manifest(self) -> Path:
+        return self.root / "reference_model" / "manifest.json"
 
     # ppo ---------------------------------------------------------------------
     @property

@@ -16,6 +16,7 @@ STAGES = (
     "train_rm",
     "export_rm",
     "eval_rewardbench",
+    "eval_reference",
     "ppo",
     "report",
 )
@@ -154,6 +155,18 @@ class EvalConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """The published reward model that eval_reference scores with eval_rewardbench's code and
+    ``eval`` settings, to judge the reproduction against the original and not only its card."""
+
+    source: Literal["hub", "local", "tiny"] = "hub"
+    hub_id: str = "allenai/llama-3-tulu-2-70b-uf-mean-rm"
+    revision: str | None = None  # pinned commit sha (required for source=hub)
+    local_path: str | None = None  # a local HF folder (source=local)
+    standin_seed: int = 1  # source=tiny: rm.seed of the locally trained stand-in RM
+
+
+@dataclass
 class PPOConfig:
     kl_coef: float = 0.05  # fixed beta, no adaptive controller (EasyLM)
     gamma: float = 1.0
@@ -197,6 +210,9 @@ class PPOConfig:
 class TrackingConfig:
     uri: str | None = None  # None: sqlite under results/<run>/ (embedded, nothing to start)
     experiment: str = "tulu25-rm-repro"
+    # An exported RM up to this size is copied into the artifact store as a loadable MLflow model;
+    # a larger one (a 70B export is 140 GB) is recorded by path and sha256 manifest only.
+    copy_model_max_mb: int = 2048
 
 
 @dataclass
@@ -226,6 +242,7 @@ class ResourcesConfig:
     train_rm: StageResources = field(default_factory=StageResources)
     export_rm: StageResources = field(default_factory=StageResources)
     eval_rewardbench: StageResources = field(default_factory=StageResources)
+    eval_reference: StageResources = field(default_factory=StageResources)
     ppo: StageResources = field(default_factory=StageResources)
     report: StageResources = field(default_factory=StageResources)
 
@@ -246,6 +263,7 @@ class ReproConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rm: RMTrainConfig = field(default_factory=RMTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -260,6 +278,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_rm": ("model", "data", "rm"),
     "export_rm": ("model", "data", "rm", "export"),
     "eval_rewardbench": ("model", "data", "eval"),
+    # + "rm" with reference.source=tiny: the stand-in is trained with the rm recipe (stage_hash)
+    "eval_reference": ("model", "data", "eval", "reference"),
     "ppo": ("model", "data", "ppo"),
-    "report": ("preset", "description", "model", "data", "rm", "eval", "ppo"),
+    "report": ("preset", "description", "model", "data", "rm", "eval", "reference", "ppo"),
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formatting import TULU_CHAT_TEMPLATE
+from ..progress import progress
 from .build import VerifyBatch
 
 # Rewards of the reloaded folder vs the in-training fp32 model. fp32: the same weights and the same
@@ -64,14 +65,13 @@ def score_pairs(
     one right-padded forward per micro batch). ``hf_pooling`` reads ``model(...).logits`` (the HF
     class's own pad-id pooling) instead of our attention-mask pooling."""
     import torch
-    from tqdm import tqdm
 
     from ..modeling import pad_batch, rewards
 
     out_c, out_r = [], []
     n = len(batch.chosen)
     with torch.no_grad():
-        for i in tqdm(range(0, n, micro_pairs), desc=desc, unit="batch", leave=False):
+        for i in progress(range(0, n, micro_pairs), desc=desc, unit="batch", leave=False):
             c, r = batch.chosen[i : i + micro_pairs], batch.rejected[i : i + micro_pairs]
             ids, mask = pad_batch(c + r, pad_token_id, side="right")
             if hf_pooling:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_path
+from ..progress import progress
 from .errors import HubError
 from .snapshot import _wanted, fetch_snapshot
 
@@ -78,11 +79,9 @@ def load_local_rows(split: str, local_path: str):
 
 
 def write_jsonl(path: str | Path, rows) -> int:
-    from tqdm.auto import tqdm
-
     n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in tqdm(rows, desc=Path(path).stem, unit="row", leave=False):
+        for row in progress(rows, desc=Path(path).stem, unit="row", leave=False):
             f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
             n += 1
     return n

@@ -34,7 +34,7 @@ from ..export.build import (
     require,
     verification_batch,
 )
-from ..export.card import model_card
+from ..export.card import CARD_FILE, model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
 from ..io import read_json, sha256_file, sha256_tree, write_json, write_text
 from ..manifest import write_manifest
@@ -134,10 +134,11 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             "stage_config_hash": stage_hash(cfg, "export_rm"),
             "preset": cfg.preset,
         }
-        write_text(tmp / "README.md", model_card(cfg, summary, ver, provenance))
+        write_text(tmp / CARD_FILE, model_card(cfg, summary, ver, provenance))
         ver.numbers.update(
             provenance=provenance,
-            files=sha256_tree(tmp),
+            # every file but the card, which eval_rewardbench completes later
+            files={n: h for n, h in sha256_tree(tmp).items() if n != CARD_FILE},
             export_seconds=round(time.perf_counter() - t0, 3),
             model_dir=str(target.resolve()),
         )
@@ -160,7 +161,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
             ver = export(cfg, paths, tr)
             tr.log_metrics({"export_seconds": ver.numbers["export_seconds"]})
             tr.log_artifact(paths.export_verification)
-            tr.log_artifact(paths.rm_model / "README.md")
+            tr.log_artifact(paths.rm_model / CARD_FILE)
             for name in sorted(ver.numbers["files"]):
                 if name.endswith(".safetensors"):
                     tr.log_file_ref(f"rm_model/{name}", paths.rm_model / name)

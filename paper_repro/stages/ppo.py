@@ -40,6 +40,7 @@ from ..identity import stage_identity
 from ..io import write_json
 from ..manifest import write_manifest
 from ..paths import RunPaths
+from ..progress import progress
 from ..tracking import stage_run
 
 EVAL_SEED_OFFSET = 7_919  # eval sampling seed = ppo.seed + this, identical before and after
@@ -183,7 +184,6 @@ def check_vocab(policy, reward_model, *, eos_id: int, pad_id: int) -> None:
 def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
     p = cfg.ppo
     import torch
-    from tqdm import tqdm
 
     from ..data import check_fingerprint, load_prompts, load_tokenizer
     from ..manifest import verify_manifest
@@ -286,7 +286,7 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
         flag = StopFlag().install()
         t0 = time.time()
         try:
-            bar = tqdm(
+            bar = progress(
                 range(start, plan.total_steps),
                 desc="ppo",
                 unit="step",

@@ -146,3 +146,19 @@ def test_resolve_writes_a_frozen_config_that_loads_back(tmp_path):
     assert cfg.rm.seed == 7 and cfg.preset == "tiny"
     assert config_hash(cfg) in out.read_text().splitlines()[0]
     assert "accumulation" not in out.read_text()  # derived values are never written back
+
+
+def test_rm_change_re_evaluates_the_tiny_stand_in_only():
+    """The tiny stand-in is trained with the rm recipe; a published reference is not."""
+    for preset, reruns in (("tiny", True), ("llama3-70b-uf", False)):
+        a, b = load_config(preset), load_config(preset, ["rm.lr=0.002"])
+        assert (stage_hash(a, "eval_reference") != stage_hash(b, "eval_reference")) is reruns
+        c = load_config(preset, ["eval.bootstrap_samples=123"])
+        assert stage_hash(a, "eval_reference") != stage_hash(c, "eval_reference")
+
+
+def test_hub_reference_needs_a_commit_pin():
+    with pytest.raises(ConfigError, match="reference.revision"):
+        load_config("llama3-70b-uf", ["reference.revision=main"])
+    with pytest.raises(ConfigError, match="reference.local_path"):
+        load_config("tiny", ["reference.source=local"])

@@ -81,7 +81,7 @@ def test_special_tokens_at_their_llama3_ids(llama3_tok):
 def test_exactly_one_bos_however_it_is_called(llama3_tok):
     """The double-BOS pitfall: the EasyLM text carries the BOS string and the Llama 3 tokenizer
     prepends BOS again when add_special_tokens is on; every path of ours ends with one BOS."""
-    from paper_repro.stages.eval_rewardbench import template_ids
+    from paper_repro.evaluation.inputs import template_ids
 
     text = render_training(CONVERSATION)
     assert llama3_tok(text)["input_ids"][:2] == [128000, 128000]  # the pitfall is real here

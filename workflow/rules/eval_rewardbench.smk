@@ -8,6 +8,7 @@ rule eval_rewardbench:
         pairs=RUN.eval_pairs,
         scores=RUN.eval_scores,
         comparison=RUN.eval_comparison,
+        leaderboard=RUN.eval_files().leaderboard,
         identity=RUN.identity("eval_rewardbench"),
         manifest=RUN.manifest("eval_rewardbench"),
     params:
