@@ -54,7 +54,7 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_code_version_follows_what_a_stage_imports(package):
     before = versions(package)
     assert before == versions(PACKAGE)  # a copy is the same code
-    edit(package / "stages" / "eval_rewardbench.py", "torch.manual_seed(0)", "torch.manual_seed(1)")
+    edit(package / "stages" / "eval_rewardbench.py", 'STAGE = "eval_', 'X = 1\nSTAGE = "eval_')
     after = versions(package)
     assert {s for s in before if before[s] != after[s]} == {"eval_rewardbench"}
     edit(package / "reporting" / "tables.py", "from __future__", "X = 1\nfrom __future__")

@@ -199,10 +199,11 @@ def _edit(path, old, new):
     "module, old, new, expect",
     [
         # a stage's own module: that stage and everything downstream of it
-        ("stages/eval_rewardbench.py", "torch.manual_seed(0)", "torch.manual_seed(1)",
-         {"eval_rewardbench", "report"}),
+        ("stages/eval_rewardbench.py", 'STAGE = "eval_rewardbench"',
+         'STAGE = "eval_rewardbench"\nX = 1', {"eval_rewardbench", "report"}),
+        # the training loop: train_rm, the tiny reference stand-in trained with it, and after
         ("engine.py", "EXIT_NONFINITE = 3", "EXIT_NONFINITE = 4",
-         {"train_rm", "export_rm", "eval_rewardbench", "ppo", "report"}),
+         {"train_rm", "export_rm", "eval_rewardbench", "eval_reference", "ppo", "report"}),
         # report code: only the report
         ("reporting/tables.py", "from __future__ import annotations",
          "from __future__ import annotations\nX = 1", {"report"}),
