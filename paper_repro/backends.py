@@ -166,7 +166,9 @@ class TorchBackend:
         )
 
     def load_checkpoint(self, folder: Path) -> None:
-        state = torch.load(folder / "torch_state.pt", map_location=self.device, weights_only=True)
+        from .checkpoints import load_torch
+
+        state = load_torch(folder / "torch_state.pt", map_location=self.device)
         self.hf_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
@@ -226,6 +228,26 @@ def init_deepspeed_distributed():
     return dist, dist.get_rank(), dist.get_world_size()
 
 
+def safe_checkpoint_loads(engine) -> None:
+    """Make a DeepSpeed engine read its checkpoints without unpickling code. DeepSpeed 0.19.8 loads
+    every checkpoint file through ``engine.checkpoint_engine.load``, whose default
+    (``TorchCheckpointEngine``) calls ``torch.load(weights_only=False)``: a planted file would run
+    code. Instead: ``weights_only=True`` with exactly the two DeepSpeed classes a ZeRO optimizer
+    file holds allowed (``torch.serialization.get_unsafe_globals_in_checkpoint`` of our ZeRO-2/3
+    files lists ``LossScaler`` and ``ZeroStageEnum``; ``DynamicLossScaler`` is fp16's scaler)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    from .checkpoints import load_torch
+
+    allowed = (LossScaler, DynamicLossScaler, ZeroStageEnum)
+
+    def load(path: str, map_location=None):
+        return load_torch(Path(path), map_location=map_location, safe_globals=allowed)
+
+    engine.checkpoint_engine.load = load
+
+
 def ensure_dist_env() -> None:
     """A single process without a launcher still needs the torch.distributed rendezvous env
     (otherwise DeepSpeed goes looking for mpi4py)."""
@@ -263,6 +285,7 @@ class DeepSpeedBackend:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=module, optimizer=make_adamw(model, rm), config=self.config
         )
+        safe_checkpoint_loads(self.engine)
         self.hf_model = model
         self.device = self.engine.device
 

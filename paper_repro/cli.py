@@ -80,8 +80,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
         from .stages.eval_rewardbench import run_model
 
         return run_model(cfg, paths, parse_model_spec(args.model), args.out)
-    module = importlib.import_module(f"paper_repro.stages.{args.stage}")
-    return int(module.run(cfg, paths) or 0)
+    from .runner import run_stage
+
+    return run_stage(args.stage, cfg, paths)
 
 
 def cmd_tool(args: argparse.Namespace) -> int:

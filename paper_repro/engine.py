@@ -7,19 +7,22 @@ batch is backpropagated so that gradients accumulate to the mean over the whole 
 clipped AdamW update at ``lr_k`` (``schedule.LRSchedule``). Metrics cover the whole group (all
 ranks).
 
-Preemption: SIGTERM and SIGUSR1 (what Slurm sends before a time limit or a preemption) only set a
-flag. At the next update boundary the ranks agree on it, write a checkpoint and raise
-``Preempted``; the CLI exits with ``EXIT_PREEMPTED`` (75 = EX_TEMPFAIL, "try again"). A rerun
-resumes from the latest checkpoint and ends with bitwise the same weights (plain torch).
-Checkpoints are written to a temporary folder and renamed, so a kill during a save keeps the last
-good one. A non-finite loss, reward or gradient norm stops the run at once (``NonFiniteError``,
-``EXIT_NONFINITE``) without applying that update or checkpointing it.
+Preemption: SIGTERM, SIGUSR1 (what Slurm sends before a time limit or a preemption) and SIGINT
+(Ctrl-C; a second one stops at once) only set a flag. At the next update boundary the ranks agree
+on it, write a checkpoint and raise ``Preempted``; the CLI exits with ``EXIT_PREEMPTED`` (75 =
+EX_TEMPFAIL, "try again"). A rerun of the same stage identity resumes from the latest good
+checkpoint and ends with bitwise the same weights (plain torch); see ``checkpoints.py`` for
+identity, verification and the save protocol. A non-finite loss, reward or gradient norm stops the
+run at once (``NonFiniteError``, ``EXIT_NONFINITE``) without applying that update or
+checkpointing it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import os
 import random
 import signal
 import time
@@ -32,15 +35,16 @@ import numpy as np
 import torch
 
 from .batching import BatchPlan, make_batch
-from .checkpoints import CheckpointDir
-from .io import write_text
+from .checkpoints import CheckpointDir, ResumeError
+from .identity import StageIdentity
+from .io import read_json, write_json, write_text
 from .modeling import bradley_terry_loss, pool_last
 from .progress import progress
 from .schedule import LRSchedule
 
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: checkpoint written, rerun to resume
 EXIT_NONFINITE = 3  # NaN/Inf loss, reward or gradient norm; the last good checkpoint is kept
-PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 PoolFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -61,7 +65,8 @@ class NonFiniteError(RuntimeError):
 
 
 class StopFlag:
-    """Records SIGTERM/SIGUSR1 instead of dying mid-update."""
+    """Records SIGTERM/SIGUSR1/SIGINT instead of dying mid-update; a second SIGINT (Ctrl-C twice)
+    raises ``KeyboardInterrupt`` at once (a partial checkpoint folder is removed on the next start)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -72,6 +77,8 @@ class StopFlag:
         return self.signum is not None
 
     def _handler(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.signum = signum
 
     def install(self) -> StopFlag:
@@ -111,9 +118,28 @@ class UpdateMetrics:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one whole line: one ``write`` on an O_APPEND descriptor, and on a failure (disk
+    full) the file is cut back to its previous length, so no torn line is ever left behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        data = (line + "\n").encode()
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(f"{path}: short write")
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
 class MetricsLog:
-    """``metrics.jsonl`` (rank 0). The lines also travel inside every checkpoint, so a rerun
-    restores them even after Snakemake deleted the stage outputs of the preempted attempt."""
+    """``metrics.jsonl`` (rank 0). The lines also travel inside every checkpoint: ``restore``
+    rewrites the file from them on resume (even after Snakemake deleted the preempted attempt's
+    outputs, and dropping a line torn by a crash), and ``append`` adds whole lines only."""
 
     def __init__(self, path: Path | None, enabled: bool = True):
         self.path, self.enabled, self.lines = path, enabled, []
@@ -123,71 +149,88 @@ class MetricsLog:
         if self.enabled and self.path is not None:
             write_text(self.path, "".join(line + "\n" for line in self.lines))
 
-    def append(self, m: UpdateMetrics) -> None:
-        self.lines.append(m.to_json())
+    def append(self, line: str) -> None:
+        self.lines.append(line)
         if self.enabled and self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(self.lines[-1] + "\n")
+            append_line(self.path, line)
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 
+def _bytes(t: torch.Tensor) -> str:
+    return base64.b64encode(t.numpy().tobytes()).decode()
+
+
+def _tensor(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
 def rng_state() -> dict[str, Any]:
+    """Every RNG of this process as plain JSON (never a pickle): torch (and CUDA) generator bytes
+    in base64, numpy's MT19937 keys and python's Mersenne twister as integer lists."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
     state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "torch": _bytes(torch.get_rng_state()),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(mt), gauss_next],
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [_bytes(s.cpu()) for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    torch.set_rng_state(_tensor(state["torch"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, mt, gauss_next = state["python"]
+    random.setstate((version, tuple(mt), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# meta.json keys a resumed run must share with the run that wrote the checkpoint
-RESUME_KEYS = ("backend", "world_size", "stage_hash", "num_updates", "kept_pairs")
+        torch.cuda.set_rng_state_all([_tensor(s) for s in state["cuda"]])
 
 
 class CheckpointStore:
     """RM-training checkpoints ``<root>/update-NNNNNN/`` (NNNNNN = the next update to run): the
-    backend state of every rank plus each rank's RNG, saved by ``checkpoints.CheckpointDir``."""
+    backend state of every rank plus each rank's RNG (``rng-rank<r>.json``), saved and verified
+    by ``checkpoints.CheckpointDir`` under the stage identity."""
 
-    def __init__(self, root: Path, backend):
+    def __init__(self, root: Path, backend, identity: StageIdentity):
         self.backend = backend
-        self.dir = CheckpointDir(root, "update", rank=backend.rank, barrier=backend.barrier)
+        self.dir = CheckpointDir(root, "update", identity, group=backend)
         self.root = self.dir.root
 
-    def latest(self) -> Path | None:
-        return self.dir.latest()
+    def resume_point(self) -> Path | None:
+        """Set aside checkpoints of another identity or a completed run, then the newest good one."""
+        self.dir.prepare()
+        return self.dir.resume_point()
 
     def save(self, next_update: int, meta: dict[str, Any], metrics: list[str]) -> Path:
         b = self.backend
 
         def every_rank(tmp: Path) -> None:
             b.save_checkpoint(tmp)
-            torch.save(rng_state(), tmp / f"rng-rank{b.rank}.pt")
+            write_json(tmp / f"rng-rank{b.rank}.json", rng_state())
 
         return self.dir.save(
             next_update, {**meta, "next_update": next_update}, metrics, every_rank=every_rank
         )
 
-    def load(self, folder: Path, expect: dict[str, Any]) -> dict[str, Any]:
-        """Check ``meta.json`` against this run, load backend state and this rank's RNG."""
-        meta = self.dir.check(folder, {k: expect[k] for k in RESUME_KEYS})
+    def load(self, folder: Path) -> dict[str, Any]:
+        """Backend state and this rank's RNG from a verified folder; returns its meta."""
         self.backend.load_checkpoint(folder)
-        rng = folder / f"rng-rank{self.backend.rank}.pt"
-        if rng.is_file():
-            set_rng_state(torch.load(rng, weights_only=False))
-        return meta
+        rng = folder / f"rng-rank{self.backend.rank}.json"
+        try:
+            set_rng_state(read_json(rng))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ResumeError(
+                f"{rng}: not a valid RNG state ({type(exc).__name__}: {exc})"
+            ) from None
+        return CheckpointDir.meta(folder)
+
+    def complete(self) -> None:
+        self.dir.complete()
 
 
 # --------------------------------------------------------------------------- loop
@@ -232,14 +275,18 @@ class Trainer:
         self.metrics = metrics or MetricsLog(None)
         self.on_update, self.stop, self.pool, self.progress = on_update, stop, pool, progress
         self.evaluate, self.eval_every, self.on_checkpoint = evaluate, eval_every, on_checkpoint
+        self.resumed_from: Path | None = None
 
     def resume(self) -> int:
-        """Load the latest checkpoint if there is one; returns the update to start from."""
-        folder = self.store.latest() if self.store is not None else None
+        """Load the newest good checkpoint of this identity, if any; returns the update to start
+        from (0: a fresh start, the metrics file restarts too)."""
+        folder = self.store.resume_point() if self.store is not None else None
         if folder is None:
+            self.metrics.restore([])
             return 0
-        meta = self.store.load(folder, self.meta)
+        meta = self.store.load(folder)
         self.metrics.restore(CheckpointDir.metrics(folder))
+        self.resumed_from = folder
         return int(meta["next_update"])
 
     def fit(self, start: int = 0) -> TrainResult:
@@ -259,7 +306,7 @@ class Trainer:
                 if self.evaluate is not None and due and k + 1 < plan.num_updates:
                     last.heldout_accuracy = self.evaluate()  # all ranks (ZeRO-3 forwards)
                 if b.rank == 0:
-                    self.metrics.append(last)
+                    self.metrics.append(last.to_json())
                     if self.on_update is not None:
                         self.on_update(last)
                 bar.update(1)

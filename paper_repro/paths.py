@@ -79,6 +79,10 @@ class RunPaths:
         """``<stage>/manifest.json``: sha256 of the files a stage produced (``paper_repro.manifest``)."""
         return self.root / stage / "manifest.json"
 
+    def identity(self, stage: str) -> Path:
+        """``<stage>/identity.json``: what produced the stage's files (``paper_repro.identity``)."""
+        return self.root / stage / "identity.json"
+
     def log(self, stage: str) -> Path:
         return self.root / "logs" / f"{stage}.log"
 

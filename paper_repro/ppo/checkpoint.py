@@ -1,9 +1,11 @@
-"""PPO checkpoints: ``checkpoints/ppo/step-NNNNNN/`` (NNNNNN = the next step to run) + ``latest``.
+"""PPO checkpoints: ``checkpoints/ppo/step-NNNNNN/`` (NNNNNN = the next step to run).
 
-The save protocol is RM training's (``checkpoints.CheckpointDir``). Each checkpoint carries the
-metrics lines so far and the "before" evaluation (in ``meta``), because Snakemake deletes the
-stage's declared outputs (``ppo/metrics.jsonl``) before a rerun. All randomness of a step is
-derived from (seed, step), so no RNG state needs saving.
+The protocol (identity, verification, keeping the last two, save) is RM training's
+(``checkpoints.CheckpointDir``). Each checkpoint carries the metrics lines so far and the "before"
+evaluation (in ``meta``), because Snakemake deletes the stage's declared outputs
+(``ppo/metrics.jsonl``) before a rerun. All randomness of a step is derived from (seed, step), so
+no RNG state needs saving. ``state.pt`` holds tensors and numbers only and is read with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import CheckpointDir
+from ..checkpoints import CheckpointDir, Group, load_torch
+from ..identity import StageIdentity
 
 STATE_FILE = "state.pt"
 
@@ -29,15 +32,16 @@ class Resumed:
 
 
 class PPOCheckpoints:
-    """``rank``/``barrier``: with several ranks (DeepSpeed) every rank writes its ZeRO shards into
-    the temporary folder (``write_shards``) between barriers, and rank 0 alone writes the rest."""
+    """``group``: the trainer; with several ranks (DeepSpeed) every rank writes its ZeRO shards
+    into the temporary folder (``write_shards``) between barriers, and rank 0 alone the rest."""
 
-    def __init__(self, root: str | Path, rank: int = 0, barrier: Callable[[], None] = lambda: None):
-        self.dir = CheckpointDir(root, "step", rank=rank, barrier=barrier)
+    def __init__(self, root: str | Path, identity: StageIdentity, group: Group | None = None):
+        self.dir = CheckpointDir(root, "step", identity, group=group)
         self.root = self.dir.root
 
-    def latest(self) -> Path | None:
-        return self.dir.latest(required=("meta.json", STATE_FILE))
+    def resume_point(self) -> Path | None:
+        self.dir.prepare()
+        return self.dir.resume_point()
 
     def save(
         self,
@@ -55,9 +59,11 @@ class PPOCheckpoints:
             rank_zero=lambda tmp: torch.save(state, tmp / STATE_FILE),
         )
 
-    def load(self, folder: Path, expect: dict[str, Any]) -> tuple[dict[str, Any], Resumed]:
-        """Check ``meta.json`` against this run (config hash, prompt split); returns the trainer
-        state and what the stage needs to continue."""
-        meta = self.dir.check(folder, expect)
-        state = torch.load(folder / STATE_FILE, weights_only=False)
+    def load(self, folder: Path) -> tuple[dict[str, Any], Resumed]:
+        """The trainer state of a verified folder and what the stage needs to continue."""
+        meta = CheckpointDir.meta(folder)
+        state = load_torch(folder / STATE_FILE)
         return state, Resumed(folder, int(meta["next_step"]), meta, CheckpointDir.metrics(folder))
+
+    def complete(self) -> None:
+        self.dir.complete()

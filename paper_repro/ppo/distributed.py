@@ -120,7 +120,12 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         import deepspeed
         from transformers.integrations import HfDeepSpeedConfig
 
-        from ..backends import ScoreModule, init_deepspeed_distributed, make_adamw
+        from ..backends import (
+            ScoreModule,
+            init_deepspeed_distributed,
+            make_adamw,
+            safe_checkpoint_loads,
+        )
 
         self.dist, self.rank, self.world_size = init_deepspeed_distributed()
         self.config = ppo_deepspeed_config(
@@ -148,6 +153,7 @@ class DeepSpeedPPOTrainer(PPOTrainer):
             engine, *_ = deepspeed.initialize(
                 model=module, optimizer=make_adamw(hf_model, cfg), config=copy.deepcopy(self.config)
             )
+            safe_checkpoint_loads(engine)
             return engine
 
         self.policy_engine = train_engine(policy, policy)
@@ -221,6 +227,9 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         t = torch.tensor([1.0 if flag else 0.0])
         self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
         return bool(t.item() > 0.5)
+
+    def all_true(self, flag: bool) -> bool:
+        return not self.any_true(not flag)
 
     def barrier(self) -> None:
         self.dist.barrier()

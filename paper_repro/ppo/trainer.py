@@ -382,6 +382,9 @@ class PPOTrainer:
     def any_true(self, flag: bool) -> bool:
         return bool(flag)
 
+    def all_true(self, flag: bool) -> bool:
+        return bool(flag)
+
     def barrier(self) -> None:
         pass
 

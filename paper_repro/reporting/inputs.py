@@ -66,6 +66,23 @@ def series(rows: list[dict[str, Any]], x: str, y: str) -> tuple[list[float], lis
     return xs, [pts[k] for k in xs]
 
 
+def headline(inp: ReportInputs) -> dict[str, float]:
+    """The numbers pipelines are compared by (the parent MLflow run's metrics): RewardBench Score
+    and sections, held-out accuracy, PPO held-out reward before and after, final KL."""
+    out: dict[str, Any] = {}
+    if inp.scores:
+        out["rewardbench.score"] = inp.scores["score"]["score"]
+        for name, est in inp.scores["sections"].items():
+            out[f"rewardbench.{name.lower().replace(' ', '_')}"] = est["score"]
+    if inp.train_summary:
+        out["heldout_accuracy"] = inp.train_summary.get("heldout_accuracy")
+    if inp.ppo_summary:
+        out["ppo.heldout_reward_before"] = inp.ppo_summary.get("eval_reward_before")
+        out["ppo.heldout_reward_after"] = inp.ppo_summary.get("eval_reward_after")
+        out["ppo.kl"] = inp.ppo_summary.get("kl_final")
+    return {k: v for k, v in out.items() if isinstance(v, int | float)}
+
+
 def load_inputs(paths: RunPaths) -> ReportInputs:
     inp = ReportInputs()
 

@@ -1,5 +1,7 @@
 """provenance.json: what exactly produced the numbers (code, config, data, models, MLflow runs,
-library versions). No timestamps, so identical inputs give an identical file."""
+library versions), and per stage the identity it ran with and the upstream identities it consumed
+(checked by ``consistency.check_consistency`` first). No timestamps, so identical inputs give an
+identical file."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..codeversion import code_version
 from ..config import STAGES, ReproConfig, config_hash, stage_hash
+from ..identity import recorded
 from ..io import read_json, sha256_file, sha256_tree
 from ..paths import RunPaths
 from ..tracking import git_commit, public_uri, recorded_run_ids, tracking_uri
@@ -69,7 +73,13 @@ def _file(path: Path) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def build_provenance(cfg: ReproConfig, paths: RunPaths, read: list[Path]) -> dict[str, Any]:
+def build_provenance(
+    cfg: ReproConfig, paths: RunPaths, read: list[Path], identities: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``identities``: {stage: recorded identity}, as ``consistency.check_consistency`` returns
+    them (default: the records as they are, unchecked)."""
+    if identities is None:
+        identities = {s: i.to_json() for s in STAGES if (i := recorded(paths, s)) is not None}
     root = paths.root.resolve()
 
     def rel(p: Path) -> str:
@@ -85,6 +95,9 @@ def build_provenance(cfg: ReproConfig, paths: RunPaths, read: list[Path]) -> dic
         "git_commit": git_commit(),
         "config_hash": config_hash(cfg),
         "stage_config_hashes": {s: stage_hash(cfg, s) for s in STAGES},
+        "code_versions": {s: code_version(s) for s in STAGES},
+        # {stage: {config, code, world, upstream: {artifact: content digest}, digest}}
+        "stage_identities": identities,
         "data": {
             "download_manifest": _manifest_files(paths.data_manifest),
             "prepared": {

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import ReproConfig
 from ..evaluation import ModelSpec, evaluate_rm, obtain_model
+from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
 
@@ -55,6 +56,8 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     done = evaluate_rm(
         model_dir, cfg, paths, files, name=reference_name(cfg), own_export=False, log=STAGE
     )
+    # what a consumer of these scores records as their content identity (identity.py)
+    write_manifest(paths.manifest(STAGE), files.folder, [f.name for f in files.all()])
     with stage_run(cfg, paths, STAGE) as tr:
         tr.set_tags(
             {

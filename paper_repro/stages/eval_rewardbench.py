@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import ReproConfig
 from ..evaluation import EvalError, ModelSpec, evaluate_rm, obtain_model
+from ..manifest import write_manifest
 from ..paths import EvalFiles, RunPaths
 from ..tracking import stage_run
 
@@ -51,6 +52,8 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     done = evaluate_rm(
         model_dir, cfg, paths, files, name=own_model_name(cfg), own_export=True, log=STAGE
     )
+    # what a consumer of these scores records as their content identity (identity.py)
+    write_manifest(paths.manifest(STAGE), files.folder, [f.name for f in files.all()])
     update_card_results(model_dir, done.scores)
     e = cfg.eval
     with stage_run(cfg, paths, STAGE) as tr:

@@ -13,8 +13,11 @@ Backends: ``ppo.backend=torch`` (one process) or ``deepspeed`` (ZeRO-2/3 under t
 ppo.backend=deepspeed --run-dir DIR``. Rank 0 alone writes files and logs to MLflow.
 
 Outputs: ``ppo/metrics.jsonl`` (one line per step, rank 0), ``ppo/summary.json``, ``ppo/policy/``
-(safetensors + tokenizer). SIGTERM/SIGUSR1 -> checkpoint at the end of the current step and exit
-75; a rerun resumes from ``checkpoints/ppo/`` and gives bitwise the same result on CPU.
+(safetensors + tokenizer), ``ppo/manifest.json`` (their sha256). SIGTERM/SIGUSR1/SIGINT ->
+checkpoint at the end of the current step and exit 75; a rerun of the same stage identity (config,
+code, policy base, prompts and exported RM content, backend and world size; ``identity.py``)
+resumes from ``checkpoints/ppo/`` and gives bitwise the same result on CPU. Any other rerun (a new
+reward model, ``--forcerun``) starts at step 0; the old checkpoints are moved aside.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, ReproConfig, stage_hash
-from ..engine import EXIT_PREEMPTED, StopFlag
-from ..io import write_json, write_text
+from ..checkpoints import ResumeError
+from ..config import ConfigError, ReproConfig
+from ..engine import EXIT_PREEMPTED, MetricsLog, StopFlag
+from ..identity import stage_identity
+from ..io import write_json
+from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..progress import progress
 from ..tracking import stage_run
@@ -111,9 +117,9 @@ def save_policy(policy, tokenizer, dest: Path, state_dict: dict | None = None) -
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
-    """Exit code 0, or EXIT_PREEMPTED after a checkpoint. With DeepSpeed on several ranks the
-    process ends here with ``os._exit`` once every rank passed the final barrier: ranks sometimes
-    abort in interpreter teardown (infra_notes.md), and all work is on disk by then."""
+    """Exit code 0, EXIT_PREEMPTED after a checkpoint, or 2 for a refused checkpoint. With
+    several ranks every rank passes a final barrier here (the CLI may then leave with
+    ``os._exit``: ranks sometimes abort in interpreter teardown)."""
     trainer_box: list = []
     try:
         code = _run(cfg, paths, trainer_box)
@@ -121,11 +127,11 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         if not trainer_box or trainer_box[0].rank == 0:
             print(f"ppo: {exc}; rerun the stage to continue (exit {EXIT_PREEMPTED})")
         code = EXIT_PREEMPTED
+    except ResumeError as exc:
+        print(f"ppo: {exc}", file=sys.stderr, flush=True)
+        return 2
     if trainer_box and trainer_box[0].world_size > 1:
         trainer_box[0].close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
     return code
 
 
@@ -237,17 +243,20 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
         )
         return res.to_dict()
 
-    store = PPOCheckpoints(paths.checkpoints("ppo"), rank=rank, barrier=trainer.barrier)
-    expect = {
-        "backend": trainer.name,
-        "world_size": world,
-        "stage_hash": stage_hash(cfg, "ppo"),
-        "train_prompts": len(plan.train),
-        "total_steps": plan.total_steps,
-    }
-    lines: list[str] = []
+    identity = stage_identity(cfg, paths, "ppo")  # after policy_source: its snapshot counts
+    store = PPOCheckpoints(paths.checkpoints("ppo"), identity, group=trainer)
+    latest = store.resume_point()
+    metrics = MetricsLog(paths.ppo_metrics, enabled=rank == 0)
     start = 0
-    with stage_run(cfg, paths, "ppo") as tr:
+    if latest is not None:
+        state, resumed = store.load(latest)
+        trainer.restore(state, latest)
+        start, before = resumed.next_step, resumed.meta["eval_before"]
+        metrics.restore(resumed.metrics)
+    else:
+        metrics.restore([])
+    # a resumed attempt continues its own MLflow run; anything else opens a new one
+    with stage_run(cfg, paths, "ppo", resume=latest is not None) as tr:
         tr.log_params(
             {
                 "ppo.derived.steps": plan.total_steps,
@@ -260,19 +269,19 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
             }
         )
         tr.log_dataset("ppo_prompts", source)
-        latest = store.latest()
         if latest is not None:
-            state, resumed = store.load(latest, expect)
-            trainer.restore(state, latest)
-            start, lines, before = resumed.next_step, resumed.metrics, resumed.meta["eval_before"]
             if rank == 0:
                 print(f"ppo: resumed from {latest} at step {start}/{plan.total_steps}")
         else:
+            if rank == 0:
+                print(f"ppo: identity {identity.digest}, starting at step 0/{plan.total_steps}")
             before = evaluate("before")
             tr.log_metrics({f"eval_before.{k}": v for k, v in before.items()})
-        if rank == 0:
-            write_text(paths.ppo_metrics, "".join(line + "\n" for line in lines))
-        meta = {**expect, "eval_before": before}
+        meta = {
+            "train_prompts": len(plan.train),
+            "total_steps": plan.total_steps,
+            "eval_before": before,
+        }
 
         flag = StopFlag().install()
         t0 = time.time()
@@ -290,17 +299,14 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
                 row = stats.to_dict()
                 if not all(math.isfinite(v) for v in row.values()):
                     raise FloatingPointError(f"non-finite PPO metrics at step {step}: {row}")
-                lines.append(json.dumps(row, sort_keys=True))
-                if rank == 0:
-                    with open(paths.ppo_metrics, "a") as fh:
-                        fh.write(lines[-1] + "\n")
+                metrics.append(json.dumps(row, sort_keys=True))
                 tr.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
                 bar.set_postfix(reward=f"{stats.reward_mean:.3f}", kl=f"{stats.kl:.3f}")
                 done = step + 1
                 stop = trainer.any_true(flag.requested)  # all ranks checkpoint together
                 if stop or (done % p.checkpoint_every == 0 and done < plan.total_steps):
                     folder = store.save(
-                        done, trainer.checkpoint_state(), meta, lines, trainer.write_shards
+                        done, trainer.checkpoint_state(), meta, metrics.lines, trainer.write_shards
                     )
                     if stop:
                         raise PPOPreempted(folder, done)
@@ -312,7 +318,7 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
         state = trainer.full_state_dict("policy") if sharded else None
         if rank == 0:
             save_policy(trainer.m.policy, tok, paths.ppo_policy, state_dict=state)
-        last = json.loads(lines[-1]) if lines else {}
+        last = json.loads(metrics.lines[-1]) if metrics.lines else {}
         summary = {
             "steps": plan.total_steps,
             "updates": trainer.updates,
@@ -338,6 +344,17 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
         }
         if rank == 0:
             write_json(paths.ppo_summary, summary)
+            policy_files = sorted(
+                str(f.relative_to(paths.stage_dir("ppo")))
+                for f in paths.ppo_policy.rglob("*")
+                if f.is_file()
+            )
+            write_manifest(
+                paths.manifest("ppo"),
+                paths.stage_dir("ppo"),
+                [paths.ppo_metrics.name, paths.ppo_summary.name, *policy_files],
+            )
+        store.complete()  # a rerun of a finished stage never resumes these
         tr.log_metrics({f"eval_after.{k}": v for k, v in after.items()})
         tr.log_artifact(paths.ppo_summary)
         tr.log_artifact(paths.ppo_metrics)

@@ -10,13 +10,20 @@ Writes ``results/<run>/report/``:
 - ``figures/<name>.{png,pdf}`` (names in ``paper_repro.reporting.figures.FIGURES``);
 - ``references.bib``: the CITATION.bib entries of every key ``report.tex`` cites;
 - ``provenance.json``: git commit, config hashes, data and model sha256 manifests, MLflow run ids,
-  package versions.
+  package versions, and the identity of every stage.
+
+Before anything is written, the recorded identity of every stage is checked against the current
+config and upstream files (``reporting.consistency``): a mixture (e.g. eval scores of a model
+other than the current export) stops the report with one line and exit 2. The parent MLflow run
+gets the headline results (RewardBench Score and sections, held-out accuracy, PPO held-out reward
+and KL) so pipelines can be sorted in the MLflow UI.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from ..config import ReproConfig, config_hash, load_config
@@ -24,6 +31,7 @@ from ..io import write_json, write_text
 from ..paths import RunPaths
 from ..reporting import content, figures
 from ..reporting.bibtex import cited_keys, find_citation_bib, read_bibtex, report_bib
+from ..reporting.consistency import MixtureError, check_consistency
 from ..reporting.document import (
     TARGET,
     Doc,
@@ -34,7 +42,7 @@ from ..reporting.document import (
     render_latex,
     render_markdown,
 )
-from ..reporting.inputs import ReportInputs, load_inputs, series
+from ..reporting.inputs import ReportInputs, headline, load_inputs, series
 from ..reporting.provenance import build_provenance
 from ..reporting.tables import latex_escape
 from ..reporting.verdict import (
@@ -294,8 +302,10 @@ def verdict_section(doc: Doc, cfg: ReproConfig, inp: ReportInputs, paths: RunPat
 
 
 def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
-    """Build every report file; returns {kind: path}. No MLflow here (tests call it directly)."""
+    """Build every report file; returns {kind: path}. No MLflow here (tests call it directly).
+    Raises ``MixtureError`` (before writing anything) when the inputs do not belong together."""
     inp = load_inputs(paths)
+    identities = check_consistency(cfg, paths, inp.read)
     fig_dir = paths.report_figures
     staging = fig_dir.with_name(".figures.tmp")  # the figures folder appears whole or not at all
     if staging.exists():
@@ -313,7 +323,7 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
     write_text(files["bib"], report_bib(entries, cited_keys(tex), str(find_citation_bib())))
     write_text(files["md"], render_markdown(doc, cfg, entries))
     write_text(files["tex"], tex)
-    write_json(files["provenance"], build_provenance(cfg, paths, inp.read))
+    write_json(files["provenance"], build_provenance(cfg, paths, inp.read, identities))
     if fig_dir.exists():  # stale figures of absent inputs must not survive a rerun
         shutil.rmtree(fig_dir)
     os.replace(staging, fig_dir)
@@ -321,6 +331,12 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    inp = load_inputs(paths)
+    try:  # a mixture stops here, before anything is written or sent to MLflow
+        check_consistency(cfg, paths, inp.read)
+    except MixtureError as exc:
+        print(f"report: {exc}", file=sys.stderr, flush=True)
+        return 2
     sync(cfg, paths)  # send what earlier stages buffered during a tracking outage
     with stage_run(cfg, paths, STAGE) as tr:
         files = write_report(cfg, paths)
@@ -328,6 +344,8 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
             tr.log_artifact(files[key])
         tr.log_artifact(files["figures"], "figures")
         tr.set_tags({"smoke_scale": is_smoke(cfg)})
+        tr.set_parent_tags({"preset": cfg.preset, "config_hash": config_hash(cfg)})
+        tr.log_parent_metrics(headline(inp))
     figs = sorted(p.name for p in files["figures"].glob("*.png"))
     print(f"report: {files['md']} ({len(figs)} figures, PNG + PDF) -> {paths.report_dir}")
     return 0

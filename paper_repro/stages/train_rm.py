@@ -8,9 +8,13 @@ match the data fingerprint, trains with ``engine.Trainer`` on the configured bac
 - ``train_rm/final.safetensors``: consolidated fp32 state dict of ``LlamaForSequenceClassification``
   (HF key names), read by export_rm.
 
-Checkpoints go to ``checkpoints/train_rm/`` (never a Snakemake output). Exit codes: 0 done,
-``EXIT_PREEMPTED`` (75) checkpoint written after SIGTERM/SIGUSR1 (rerun to resume),
-``EXIT_NONFINITE`` (3) NaN/Inf loss, reward or gradient norm.
+- ``train_rm/manifest.json``: sha256 of those three files (the content identity export_rm records).
+
+Checkpoints go to ``checkpoints/train_rm/`` (never a Snakemake output) under the stage identity
+(``identity.py``: config, code, base model and prepared data content, backend and world size): only
+an interrupted run of the same identity resumes (``checkpoints.py``). Exit codes: 0 done,
+``EXIT_PREEMPTED`` (75) checkpoint written after SIGTERM/SIGUSR1/SIGINT (rerun to resume),
+``EXIT_NONFINITE`` (3) NaN/Inf loss, reward or gradient norm, 2 a checkpoint refused.
 
 Launch: plain torch in one process (``rm.backend=torch``), or DeepSpeed under a launcher, e.g.
 ``torchrun --nnodes N --nproc-per-node G -m paper_repro.cli train-rm PRESET --run-dir DIR``.
@@ -22,7 +26,7 @@ import os
 import sys
 import time
 
-from ..config import ReproConfig, stage_hash
+from ..config import ReproConfig
 from ..engine import (
     EXIT_NONFINITE,
     EXIT_PREEMPTED,
@@ -35,7 +39,9 @@ from ..engine import (
     UpdateMetrics,
     evaluate_accuracy,
 )
+from ..identity import stage_identity
 from ..io import atomic_path, write_json
+from ..manifest import write_manifest
 from ..paths import RunPaths
 
 STAGE = "train_rm"
@@ -155,24 +161,38 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         lengths=pair_lengths(train) if rm.length_grouped else None,
     )
     schedule = LRSchedule.from_config(rm, len(train))
-    meta = {
-        "backend": backend.name,
-        "world_size": world,
-        "stage_hash": stage_hash(cfg, STAGE),
-        "num_updates": plan.num_updates,
-        "kept_pairs": len(train),
-    }
+    identity = stage_identity(cfg, paths, STAGE)
     _log(
         rank,
         f"{backend.name} backend, world size {world}, {len(train)} pairs -> "
         f"{plan.num_updates} updates ({schedule.warmup} warmup), accumulation "
-        f"{plan.accumulation} x micro {rm.micro_batch_pairs} pairs",
+        f"{plan.accumulation} x micro {rm.micro_batch_pairs} pairs; identity {identity.digest}",
     )
 
-    code = 0
+    def heldout_accuracy() -> float:
+        return evaluate_accuracy(backend, heldout, cfg.data.pad_token_id, rm.micro_batch_pairs)
+
+    metrics = MetricsLog(paths.train_metrics, enabled=rank == 0)
+    store = CheckpointStore(paths.checkpoints(STAGE), backend, identity)
     stop = StopFlag().install()
+    trainer = Trainer(
+        backend,
+        train,
+        plan,
+        schedule,
+        cfg.data.pad_token_id,
+        store=store,
+        checkpoint_every=rm.checkpoint_every,
+        meta={"num_updates": plan.num_updates, "kept_pairs": len(train)},
+        metrics=metrics,
+        stop=stop,
+        evaluate=heldout_accuracy if heldout is not None else None,
+        eval_every=rm.eval_every,
+    )
+    code = 0
     try:
-        with stage_run(cfg, paths, STAGE) as tr:
+        start = trainer.resume()  # before MLflow: a resumed attempt continues its own run
+        with stage_run(cfg, paths, STAGE, resume=start > 0) as tr:
             tr.set_tags(
                 {
                     "world_size": world,
@@ -184,14 +204,13 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                 ds_path = paths.stage_dir(STAGE) / "deepspeed_config.json"
                 write_json(ds_path, backend.config)
                 tr.log_artifact(ds_path)
-            metrics = MetricsLog(paths.train_metrics, enabled=rank == 0)
 
             def on_update(m: UpdateMetrics) -> None:
                 values = {k: v for k, v in vars(m).items() if k != "update" and v is not None}
                 tr.log_metrics(values, step=m.update)
 
             def on_checkpoint(folder, next_update: int) -> None:
-                # by path only: a 70B checkpoint is far too big to upload or hash every time
+                # by path only: a 70B checkpoint is far too big to upload
                 tr.set_tags(
                     {
                         "checkpoint.latest": str(folder.resolve()),
@@ -199,32 +218,9 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                     }
                 )
 
-            def heldout_accuracy() -> float:
-                return evaluate_accuracy(
-                    backend, heldout, cfg.data.pad_token_id, rm.micro_batch_pairs
-                )
-
-            trainer = Trainer(
-                backend,
-                train,
-                plan,
-                schedule,
-                cfg.data.pad_token_id,
-                store=CheckpointStore(paths.checkpoints(STAGE), backend),
-                checkpoint_every=rm.checkpoint_every,
-                meta=meta,
-                metrics=metrics,
-                on_update=on_update,
-                stop=stop,
-                evaluate=heldout_accuracy if heldout is not None else None,
-                eval_every=rm.eval_every,
-                on_checkpoint=on_checkpoint,
-            )
-            start = trainer.resume()
-            if start == 0:
-                metrics.restore([])  # a fresh run starts a fresh metrics file
-            else:
-                _log(rank, f"resumed from {trainer.store.latest()} at update {start}")
+            trainer.on_update, trainer.on_checkpoint = on_update, on_checkpoint
+            if start:
+                _log(rank, f"resumed from {trainer.resumed_from} at update {start}")
                 tr.set_tags({"resumed_from_update": start})
             try:
                 result = trainer.fit(start)
@@ -256,6 +252,11 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                     "resumed_from_update": result.resumed_from_update,
                 }
                 write_json(paths.train_summary, summary)
+                outputs = (paths.trained_state, paths.train_summary, paths.train_metrics)
+                manifest = write_manifest(
+                    paths.manifest(STAGE), paths.stage_dir(STAGE), [p.name for p in outputs]
+                )
+                store.complete()  # a rerun of a finished stage never resumes these
                 tr.log_metrics(
                     {
                         k: summary[k]
@@ -265,7 +266,8 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                     step=plan.num_updates,
                 )
                 tr.log_artifact(paths.train_summary)
-                tr.log_file_ref("final_state", paths.trained_state)
+                sha = manifest["files"][paths.trained_state.name]
+                tr.log_file_ref("final_state", paths.trained_state, sha)
                 _log(
                     rank,
                     f"done: {plan.num_updates} updates, final loss {summary['final_loss']:.4f}, "
@@ -278,11 +280,5 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         code = EXIT_NONFINITE
     finally:
         stop.uninstall()
-    backend.close()
-    if backend.name == "deepspeed" and world > 1:
-        # Ranks sometimes abort in interpreter teardown after training (infra_notes.md); all work
-        # is on disk and every rank passed the final barrier, so leave without it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    backend.close()  # every rank passed the final barrier (the CLI may then leave with os._exit)
     return code

@@ -1,8 +1,9 @@
-"""MLflow records: one parent run per pipeline run, one child run per stage, rank 0 only.
+"""MLflow records: one parent run per pipeline run, one child run per (stage, stage identity,
+attempt), rank 0 only.
 
 Files under ``results/<run>/`` are the record; MLflow mirrors them. Stages use::
 
-    with stage_run(cfg, paths, "train_rm") as tr:
+    with stage_run(cfg, paths, "train_rm", resume=start > 0) as tr:
         tr.log_metrics({"loss": 0.6}, step=3)
         tr.log_dataset("train", paths.prepared("train"))
         tr.log_file_ref("final", paths.trained_state)   # big file: path + sha256, not uploaded
@@ -10,8 +11,13 @@ Files under ``results/<run>/`` are the record; MLflow mirrors them. Stages use::
 Guarantees (peer_pitfalls.md section 5; tests in tests/integration/test_tracking.py):
 
 - Ranks other than 0 get a ``NullTracker`` (pitfall: every rank creating its own run).
-- Run ids live in ``results/<run>/tracking/<stage>.json`` (never a Snakemake output), so a
-  resumed job continues the same MLflow run; re-logging unchanged params is a no-op.
+- A child run belongs to one stage identity (``identity.py``) and one attempt: an attempt that
+  resumes from a checkpoint of the same identity continues its run, any other attempt opens a new
+  one and tags the previous ``superseded`` (``runs.py``; the books live in
+  ``results/<run>/tracking/<stage>.json``, never a Snakemake output). Params are the config
+  sections the stage reads (``stage_params``), so they always equal what produced the files; no
+  metric step repeats within a run. The parent carries the preset, the config hash and (from the
+  report) the headline results; the experiment is tagged as a model-training experiment.
 - MLflow never fails a stage. Every record is sent at once when the store answers; otherwise it is
   appended to ``tracking/<stage>.pending.jsonl`` and sent, in order, when the store is back (the
   next log call after ``RETRY_INTERVAL_S``, the end of the stage, a resumed job, or ``sync()``).
@@ -32,11 +38,14 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from ..config import ReproConfig, config_hash, flatten, stage_hash
+from ..config import STAGE_SECTIONS, ReproConfig, config_hash, flatten, to_dict
+from ..identity import StageIdentity, stage_identity
 from ..paths import RunPaths
 from .redact import public_uri, redact, scrub, secret_values
-from .store import HTTP_ENV_DEFAULTS, pending_file, reason, recorded_run_ids
+from .runs import recorded_run_ids
+from .store import HTTP_ENV_DEFAULTS, pending_file, reason
 from .tracker import NullTracker, StageTracker, metric_key
 
 __all__ = [
@@ -50,6 +59,7 @@ __all__ = [
     "redact",
     "scrub",
     "secret_values",
+    "stage_params",
     "stage_run",
     "sync",
     "tracking_uri",
@@ -112,24 +122,57 @@ def _common_tags(cfg: ReproConfig, paths: RunPaths) -> dict[str, str]:
     return tags
 
 
-def _make_tracker(cfg: ReproConfig, paths: RunPaths, stage: str) -> StageTracker:
+def stage_params(cfg: ReproConfig, stage: str) -> dict[str, Any]:
+    """The MLflow params of a stage's run: the config sections it reads (what its stage hash
+    covers) and its own resources, flattened. Other sections would go stale in a run that an
+    unrelated override leaves alone."""
+    d = to_dict(cfg)
+    chosen = {k: d[k] for k in STAGE_SECTIONS[stage]}
+    chosen["resources"] = {stage: d["resources"][stage]}
+    return flatten(chosen)
+
+
+def _make_tracker(
+    cfg: ReproConfig, paths: RunPaths, stage: str, identity: StageIdentity | None = None
+) -> StageTracker:
     for key, value in HTTP_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     uri = tracking_uri(cfg, paths)
     common = _common_tags(cfg, paths)
-    tags = {**common, "stage": stage, "stage_config_hash": stage_hash(cfg, stage)}
+    tags = {**common, "stage": stage}
+    if identity is not None:
+        tags.update(
+            {
+                "stage_config_hash": identity.config,
+                "identity": identity.digest,
+                "identity.code": identity.code,
+                **{f"identity.upstream.{k}": str(v) for k, v in identity.upstream.items()},
+            }
+        )
+        if identity.world:
+            tags["identity.world"] = identity.world
     if job := os.environ.get("SLURM_JOB_ID"):
         tags["slurm_job_id"] = job
     if world := os.environ.get("WORLD_SIZE"):
         tags["world_size"] = world
     return StageTracker(
-        uri, paths, stage, experiment=cfg.tracking.experiment, run_tags=tags, parent_tags=common
+        uri,
+        paths,
+        stage,
+        experiment=cfg.tracking.experiment,
+        run_tags=tags,
+        parent_tags=common,
+        identity=identity.digest if identity is not None else "",
     )
 
 
 @contextlib.contextmanager
-def stage_run(cfg: ReproConfig, paths: RunPaths, stage: str) -> Iterator[NullTracker]:
-    """The MLflow child run of ``stage`` (rank 0) or a NullTracker (other ranks).
+def stage_run(
+    cfg: ReproConfig, paths: RunPaths, stage: str, resume: bool = False
+) -> Iterator[NullTracker]:
+    """The MLflow child run of ``stage`` (rank 0) or a NullTracker (other ranks). ``resume``:
+    this attempt continues from a checkpoint of the same stage identity, so it continues that
+    attempt's run; otherwise a new run.
 
     The run ends FINISHED, or FAILED when the body raises (the exception propagates). The report
     stage, the last of the DAG, also ends the parent run."""
@@ -138,21 +181,21 @@ def stage_run(cfg: ReproConfig, paths: RunPaths, stage: str) -> Iterator[NullTra
         return
     paths.root.mkdir(parents=True, exist_ok=True)
     try:
-        tracker = _make_tracker(cfg, paths, stage)
+        tracker = _make_tracker(cfg, paths, stage, stage_identity(cfg, paths, stage))
+        tracker.start(resume)
     except Exception as exc:  # tracking must never fail a stage; say why once
         log.warning("[tracking:%s] disabled: %s", stage, reason(exc))
         yield NullTracker()
         return
-    tracker.start()
-    tracker.log_params(flatten(cfg))
+    tracker.log_params(stage_params(cfg, stage))
     status = "FAILED"
     try:
         yield tracker
         status = "FINISHED"
     finally:
-        end = int(time.time() * 1000)
-        tracker._submit({"op": "status", "status": status, "end_time": end})
+        tracker.finish(status)
         if stage == "report" and status == "FINISHED":
+            end = int(time.time() * 1000)
             tracker._submit({"op": "status", "status": status, "end_time": end, "parent": True})
         if not tracker.flush():
             tracker._warn(

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json
 from ..paths import RunPaths
 
 # A dead tracking server must not stall training: MLflow's HTTP defaults are 7 retries with
@@ -79,17 +78,9 @@ def flock(path: Path) -> Iterator[None]:
 
 
 def run_id_file(paths: RunPaths, key: str) -> Path:
+    """The run book of a stage (``runs.RunBook``) or of the parent (``_parent``)."""
     return paths.tracking_dir / f"{key}.json"
 
 
 def pending_file(paths: RunPaths, stage: str) -> Path:
     return paths.tracking_dir / f"{stage}.pending.jsonl"
-
-
-def recorded_run_ids(paths: RunPaths) -> dict[str, str]:
-    """{"_parent" | stage: MLflow run id} as recorded under results/<run>/tracking/."""
-    out = {}
-    for f in sorted(paths.tracking_dir.glob("*.json")):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            out[f.stem] = str(read_json(f)["run_id"])
-    return out

@@ -1,5 +1,6 @@
 """The rank-0 tracker of one stage: records go to MLflow when it answers, else to a JSONL buffer
-on disk that is replayed in order later; ranks other than 0 get a ``NullTracker``."""
+on disk that is replayed in order later; ranks other than 0 get a ``NullTracker``. Which run a
+record belongs to is decided locally (``runs.py``): every record names its run's local key."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json, sha256_file, sha256_tree, write_json
+from ..io import sha256_file, sha256_tree
 from ..paths import RunPaths
 from .redact import is_secret_key, public_uri, redact, scrub, secret_values
-from .store import flock, is_permanent, lock_file, pending_file, reason, retry_locked, run_id_file
+from .runs import PARENT, RunBook, RunResolver, experiment_id, parent_book
+from .store import flock, is_permanent, lock_file, pending_file, reason, retry_locked
+from .writers import WRITERS
 
 log = logging.getLogger(__package__)  # one logger for the whole tracking package
 
 RETRY_INTERVAL_S = 30.0  # while the store is unreachable, try to reconnect at most this often
-MAX_BATCH_METRICS = 1000  # MLflow log_batch limits
-MAX_BATCH_PARAMS = 100
 PARAM_MAX_CHARS = 6000
 _KEY_OK = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -44,6 +45,8 @@ class NullTracker:
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
     def log_file_ref(self, name: str, path: str | Path, sha256: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def set_parent_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_parent_metrics(self, metrics: dict[str, float]) -> None: ...
     def log_dataset(
         self,
         name: str,
@@ -69,18 +72,25 @@ class StageTracker(NullTracker):
         experiment: str,
         run_tags: dict[str, str],
         parent_tags: dict[str, str],
+        identity: str = "",
         retry_interval: float = RETRY_INTERVAL_S,
     ):
         self.uri, self.paths, self.stage, self.experiment = uri, paths, stage, experiment
-        self.run_tags, self.parent_tags = run_tags, parent_tags
+        self.run_tags, self.parent_tags, self.identity = run_tags, parent_tags, identity
         self.retry_interval = retry_interval
         self.pending = pending_file(paths, stage)
-        self.run_id: str | None = None
-        self.parent_run_id: str | None = None
+        self.key: str | None = None  # local key of this attempt's run (runs.RunBook)
         self.client = None
+        self.resolver: RunResolver | None = None
         self._next_try = 0.0
         self._warned: set[str] = set()
         self._secrets = secret_values()
+
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow id of this attempt's run, once created."""
+        entry = RunBook.load(self.paths, self.stage).runs.get(self.key or "")
+        return entry.run_id if entry else None
 
     # ---------------------------------------------------------------- public API
     def log_params(self, params: dict[str, Any]) -> None:
@@ -89,15 +99,39 @@ class StageTracker(NullTracker):
             self._submit({"op": "params", "params": clean})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Metrics at ``step``; a step this run already has for a metric is dropped (a resumed
+        attempt re-runs the updates after its checkpoint)."""
+        rows = self._rows(metrics, lambda name: int(step or 0))
+        rows = RunBook.load(self.paths, self.stage).fresh_steps(self.key, rows)
+        if rows:
+            self._submit({"op": "metrics", "metrics": rows})
+
+    def log_parent_metrics(self, metrics: dict[str, float]) -> None:
+        """Pipeline-level results on the parent run (sortable in the MLflow UI), each at the step
+        after its last one: a rerun of the report adds a point, never repeats a step."""
+        with flock(self.paths.tracking_dir / ".parent.lock"):
+            book = RunBook.load(self.paths, PARENT)
+            steps = book.entry.steps
+            rows = book.fresh_steps(
+                book.current, self._rows(metrics, lambda k: steps.get(k, -1) + 1)
+            )
+        if rows:
+            self._submit({"op": "metrics", "metrics": rows, "parent": True})
+
+    def set_parent_tags(self, tags: dict[str, Any]) -> None:
+        clean = {k: redact(str(v), self._secrets) for k, v in tags.items() if not is_secret_key(k)}
+        if clean:
+            self._submit({"op": "tags", "tags": clean, "parent": True})
+
+    def _rows(self, metrics: dict[str, float], step_of) -> list[list[Any]]:
         ts = int(time.time() * 1000)
         rows = []
         for k, v in metrics.items():
             try:
-                rows.append([metric_key(k), float(v), ts, int(step or 0)])
+                rows.append([metric_key(k), float(v), ts, step_of(metric_key(k))])
             except (TypeError, ValueError):
                 self._warn(f"metric:{k}", f"metric '{k}' has non-numeric value {v!r}; not logged")
-        if rows:
-            self._submit({"op": "metrics", "metrics": rows})
+        return rows
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
         path = Path(path).resolve()
@@ -167,14 +201,33 @@ class StageTracker(NullTracker):
             self._warn("internal", f"buffered records not sent: {reason(exc)}")
             return False
 
-    def start(self) -> None:
-        """Connect (or go offline with a warning) and replay what a previous attempt buffered."""
+    def start(self, resume: bool = False) -> None:
+        """Choose this attempt's run (locally: ``RunBook.open``), connect (or go offline with a
+        warning) and replay what a previous attempt buffered."""
+        parent_book(self.paths, self.parent_tags)
+        book = RunBook.load(self.paths, self.stage)
+        before = book.current
+        self.key, superseded = book.open(self.identity, self.run_tags, resume)
+        if superseded is not None:
+            self._submit({"op": "supersede", "run": superseded, "by": self.key})
+        if self.key == before:  # the same run again: running, with this attempt's tags (job id)
+            self._submit({"op": "reopen"})
+            self._submit({"op": "tags", "tags": self.run_tags})
         try:
             self._connect()
         except Exception as exc:
             self._offline(exc)
             return
         self._flush()
+
+    def finish(self, status: str) -> None:
+        """End this attempt's run; a FINISHED run is never continued (a later attempt opens a
+        new one)."""
+        self._submit({"op": "status", "status": status, "end_time": int(time.time() * 1000)})
+        if status == "FINISHED":
+            book = RunBook.load(self.paths, self.stage)
+            book.runs[self.key].finished = True
+            book.save()
 
     # ---------------------------------------------------------------- internals
     def _warn(self, kind: str, msg: str) -> None:
@@ -195,75 +248,29 @@ class StageTracker(NullTracker):
         return False
 
     def _connect(self) -> None:
-        """Client, experiment, parent run and stage run; store creation under the file lock."""
-        if self.client is not None and self.run_id is not None:
+        """Client and experiment (store creation and migrations under the file lock); runs are
+        created on first use (``runs.RunResolver``)."""
+        if self.resolver is not None:
             return
         from mlflow.tracking import MlflowClient
 
         with flock(lock_file(self.uri, self.paths)):
             client = MlflowClient(self.uri)
-            exp_id = retry_locked(self._experiment_id, client)
-            self.parent_run_id = retry_locked(
-                self._get_or_create,
-                client,
-                exp_id,
-                "_parent",
-                self.paths.root.name,
-                {**self.parent_tags, "stage": "pipeline"},
-            )
-        tags = {**self.run_tags, "mlflow.parentRunId": self.parent_run_id}
-        self.run_id = retry_locked(
-            self._get_or_create, client, exp_id, self.stage, self.stage, tags
-        )
+            exp_id = retry_locked(experiment_id, client, self.experiment, self.paths, self.uri)
+        self.resolver = RunResolver(client, exp_id, self.paths, self.uri, self._warn)
         self.client = client
 
-    def _experiment_id(self, client) -> str:
-        from mlflow.exceptions import MlflowException
-
-        exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            location = (
-                self.paths.mlflow_artifacts.resolve().as_uri()
-                if self.uri.startswith("sqlite:")
-                else None
-            )  # a server proxies artifacts
-            try:
-                return client.create_experiment(self.experiment, artifact_location=location)
-            except MlflowException as exc:  # another machine created it first (server store)
-                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                    raise
-                exp = client.get_experiment_by_name(self.experiment)
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-
-    def _get_or_create(self, client, exp_id: str, key: str, name: str, tags: dict[str, str]) -> str:
-        """Reuse the run recorded in tracking/<key>.json (a resumed job continues it); create a
-        new one only when the store says that run does not exist."""
-        from mlflow.exceptions import MlflowException
-
-        f = run_id_file(self.paths, key)
-        if f.is_file():
-            run_id = read_json(f)["run_id"]
-            try:
-                run = client.get_run(run_id)
-                if run.info.status != "RUNNING" and key != "_parent":
-                    client.update_run(run_id, status="RUNNING")
-                return run_id
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-                self._warn(
-                    "lost-run",
-                    f"run {run_id} of {key} is not in {public_uri(self.uri)}; starting a new one",
-                )
-        run = client.create_run(exp_id, run_name=name, tags=tags)
-        write_json(
-            f, {"run_id": run.info.run_id, "experiment_id": exp_id, "uri": public_uri(self.uri)}
-        )
-        return run.info.run_id
+    def _rid(self, op: dict[str, Any]) -> str:
+        """The MLflow run of a record: the parent, the run its key names, or (records of an
+        older version without a key) the stage's current run."""
+        if op.get("parent"):
+            return self.resolver.run_id(PARENT)
+        key = op.get("run") or RunBook.load(self.paths, self.stage).current
+        return self.resolver.run_id(self.stage, key)
 
     def _submit(self, op: dict[str, Any]) -> None:
+        if not op.get("parent"):
+            op.setdefault("run", self.key)
         try:
             if not self.pending.exists() and time.monotonic() >= self._next_try:
                 try:
@@ -343,64 +350,4 @@ class StageTracker(NullTracker):
 
     def _apply(self, ops: list[dict[str, Any]]) -> None:
         for op in ops:
-            retry_locked(getattr(self, f"_apply_{op['op']}"), op)
-
-    def _apply_params(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        existing = self.client.get_run(self.run_id).data.params
-        new = []
-        for k, v in op["params"].items():
-            if k not in existing:
-                new.append(Param(k, v))
-            elif existing[k] != v:  # MLflow forbids changing a param; keep the first, say so
-                self._warn(
-                    f"param:{k}",
-                    f"param '{k}' changed from {existing[k]!r} to {v!r} on "
-                    "resume; MLflow keeps the first value (see the config_hash tag)",
-                )
-        for i in range(0, len(new), MAX_BATCH_PARAMS):
-            self.client.log_batch(self.run_id, params=new[i : i + MAX_BATCH_PARAMS])
-
-    def _apply_metrics(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
-
-        rows = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
-        for i in range(0, len(rows), MAX_BATCH_METRICS):
-            self.client.log_batch(self.run_id, metrics=rows[i : i + MAX_BATCH_METRICS])
-
-    def _apply_tags(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        tags = [RunTag(k, v) for k, v in op["tags"].items()]
-        for i in range(0, len(tags), MAX_BATCH_PARAMS):
-            self.client.log_batch(self.run_id, tags=tags[i : i + MAX_BATCH_PARAMS])
-
-    def _apply_artifact(self, op: dict[str, Any]) -> None:
-        path = Path(op["path"])
-        if not path.exists():
-            self._warn(f"artifact:{path}", f"buffered artifact {path} is gone; not uploaded")
-            return
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), op["subdir"])
-        else:
-            self.client.log_artifact(self.run_id, str(path), op["subdir"])
-
-    def _apply_dataset(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        d = op["dataset"]
-        ds = Dataset(
-            name=d["name"],
-            digest=d["digest"],
-            source_type=d["source_type"],
-            source=d["source"],
-            schema=d["schema"],
-            profile=d["profile"],
-        )
-        tags = [InputTag("mlflow.data.context", d["context"])]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds, tags)])
-
-    def _apply_status(self, op: dict[str, Any]) -> None:
-        run_id = self.parent_run_id if op.get("parent") else self.run_id
-        self.client.set_terminated(run_id, op["status"], end_time=op["end_time"])
+            retry_locked(WRITERS[op["op"]], self.client, self._rid, op, self._warn)

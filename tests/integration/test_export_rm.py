@@ -19,6 +19,7 @@ import pytest
 from paper_repro.config import load_config
 from paper_repro.io import sha256_file
 from paper_repro.paths import RunPaths
+from paper_repro.tracking import recorded_run_ids
 
 TEST_OVERRIDES = ["model.tiny.sft_steps=60"]  # as tests/conftest.py's tiny_cfg
 REPO = Path(__file__).resolve().parents[2]
@@ -214,7 +215,7 @@ def test_mlflow_records_the_model_by_reference(fp32_export, tiny_cfg):
     from paper_repro.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri(tiny_cfg, fp32_export))
-    run_id = json.loads((fp32_export.tracking_dir / "export_rm.json").read_text())["run_id"]
+    run_id = recorded_run_ids(fp32_export)["export_rm"]
     run = client.get_run(run_id)
     model_file = fp32_export.rm_model / "model.safetensors"
     assert run.data.tags["file.rm_model/model.safetensors.sha256"] == sha256_file(model_file)
@@ -308,7 +309,7 @@ def test_stage_exits_non_zero_with_a_clear_message(
     err = capsys.readouterr().err
     assert "export_rm: FAILED" in err and "no 'score.weight'" in err
     assert not paths.rm_model.exists()
-    run_id = json.loads((paths.tracking_dir / "export_rm.json").read_text())["run_id"]
+    run_id = recorded_run_ids(paths)["export_rm"]
     assert MlflowClient(tracking_uri(tiny_cfg, paths)).get_run(run_id).info.status == "FAILED"
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from paper_repro.tracking import recorded_run_ids
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Measured on the 2-core machine (tiny preset, 30 steps; see the test docstrings): the held-out
@@ -252,7 +254,7 @@ def test_tiny_ppo_raises_heldout_reward(seed42_run):
     # MLflow got the per-step metrics.
     from mlflow.tracking import MlflowClient
 
-    run_id = json.loads((paths.tracking_dir / "ppo.json").read_text())["run_id"]
+    run_id = recorded_run_ids(paths)["ppo"]
     client = MlflowClient(f"sqlite:///{paths.mlflow_db.resolve()}")
     assert len(client.get_metric_history(run_id, "reward_mean")) == 30
     assert client.get_run(run_id).info.status == "FINISHED"

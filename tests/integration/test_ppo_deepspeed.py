@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,16 +193,25 @@ def test_stage_deepspeed_sigterm_then_resume(ppo_inputs, tmp_path):  # noqa: F81
     root = paths.checkpoints("ppo")
     folder = root / (root / "latest").read_text().strip()
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta["world_size"] == 2 and 2 <= meta["next_step"] < 6
+    assert 2 <= meta["next_step"] < 6
+    assert json.loads((root / "identity.json").read_text())["world"] == "deepspeed x2"
     assert (folder / "policy" / "deepspeed").is_dir() and (folder / "value" / "deepspeed").is_dir()
     assert not paths.ppo_summary.exists()
 
-    # Another world size cannot take over the ZeRO shards: a clear message naming both sizes.
-    from paper_repro.checkpoints import ResumeError
+    # Another world size never takes over the ZeRO shards: a different identity, so (on a copy)
+    # the shards are moved aside, kept and named, and nothing is resumed.
+    from dataclasses import replace
+
+    from paper_repro.identity import StageIdentity
     from paper_repro.ppo.checkpoint import PPOCheckpoints
 
-    with pytest.raises(ResumeError, match="world size 2, this run has world size 1"):
-        PPOCheckpoints(root).load(folder, {**meta, "world_size": 1})
+    other = tmp_path / "copy" / "ppo"
+    shutil.copytree(root, other)
+    two = StageIdentity.from_json(json.loads((root / "identity.json").read_text()))
+    assert PPOCheckpoints(other, replace(two, world="deepspeed x1")).resume_point() is None
+    (aside,) = other.parent.glob("ppo.superseded-*")
+    assert (aside / folder.name / "meta.json").is_file()
+    assert PPOCheckpoints(root, two).dir.candidates()[0] == folder  # the original is untouched
 
     proc = subprocess.run(
         stage_cmd(paths.root, *overrides),

@@ -27,6 +27,21 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def record_identities(paths: RunPaths, cfg=None) -> None:
+    """What every stage does when it ends: a manifest of its files and ``identity.json`` (the
+    content identity of what it consumed), in DAG order."""
+    from paper_repro.config import STAGES
+    from paper_repro.identity import record, stage_identity
+    from paper_repro.manifest import write_manifest
+
+    cfg = cfg or load_config("tiny")
+    for stage in STAGES[:-1]:
+        folder = paths.stage_dir(stage)
+        if folder.is_dir() and not paths.manifest(stage).is_file():
+            write_manifest(paths.manifest(stage), folder)
+        record(paths, stage_identity(cfg, paths, stage))
+
+
 def write_evaluation(files, subsets, chosen, rejected, name, ids=None) -> None:
     """One evaluation's five files, by the writers eval_rewardbench itself uses."""
     from paper_repro.evaluation import EvalInputs
@@ -147,6 +162,7 @@ def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> N
                 "heldout_prompts": 64,
             },
         )
+    record_identities(paths)
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +295,8 @@ def test_references_cover_every_cite_in_the_tex(built):
 
 
 def test_provenance_records_hashes_and_mlflow_runs(built, tiny_cfg_report):
-    from paper_repro.config import config_hash
+    from paper_repro.config import STAGES, config_hash
+    from paper_repro.identity import content_digest
     from paper_repro.tracking import recorded_run_ids
 
     prov = read_json(built.report_dir / "provenance.json")
@@ -289,6 +306,10 @@ def test_provenance_records_hashes_and_mlflow_runs(built, tiny_cfg_report):
     assert prov["mlflow"]["run_ids"]["report"] == recorded_run_ids(built)["report"]
     assert prov["packages"]["mlflow"] and prov["packages"]["torch"]
     assert set(prov["stage_config_hashes"]) >= {"train_rm", "eval_rewardbench", "report"}
+    ids = prov["stage_identities"]
+    assert set(ids) == set(STAGES) - {"report"}
+    assert ids["eval_rewardbench"]["upstream"]["export_rm"] == content_digest(built, "export_rm")
+    assert ids["train_rm"]["code"] == prov["code_versions"]["train_rm"]
 
 
 def test_report_logs_artifacts_and_ends_the_parent_run(built, tiny_cfg_report):
@@ -338,6 +359,33 @@ def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):
     with pytest.raises(ReportInputError, match=r"train_rm/metrics.jsonl:121: not JSON"):
         write_report(tiny_cfg_report, paths)
     assert not (paths.report_dir / "report.md").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("mixture", ["new export", "eval of other config", "no identity"])
+def test_report_refuses_a_mixture_with_one_line(tmp_path, tiny_cfg_report, capsys, mixture):
+    """Eval scores of a model other than the current export, scores made under another eval
+    config, or files nothing says the origin of: exit 2, one line, no report written."""
+    from paper_repro.identity import record, recorded
+    from paper_repro.manifest import write_manifest
+    from paper_repro.stages import report
+
+    paths = RunPaths(tmp_path / "run")
+    make_stage_outputs(paths, ppo=False)
+    if mixture == "new export":  # export_rm reran (new weights); eval did not
+        (paths.stage_dir("export_rm") / "weights.bin").write_bytes(b"retrained")
+        write_manifest(paths.manifest("export_rm"), paths.stage_dir("export_rm"))
+        expect = "eval_rewardbench was produced from export_rm outputs"
+    elif mixture == "eval of other config":
+        old = recorded(paths, "eval_rewardbench")
+        record(paths, type(old)(**{**old.__dict__, "config": "0" * 16}))
+        expect = "eval_rewardbench ran with stage config hash 0000000000000000"
+    else:
+        paths.identity("train_rm").unlink()
+        expect = "train_rm/identity.json is missing"
+    assert report.run(tiny_cfg_report, paths) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0] and err[0].startswith("report: "), err
+    assert not paths.report_md.exists() and not paths.report_provenance.exists()
 
 
 def test_report_compiles_print_ready(built, tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from paper_repro import tracking
-from paper_repro.config import STAGES, config_hash, flatten, load_config
+from paper_repro.config import STAGES, config_hash, load_config, stage_hash
 from paper_repro.io import sha256_file
 from paper_repro.paths import RunPaths
 
@@ -45,8 +45,8 @@ def _client(uri: str):
     return MlflowClient(uri)
 
 
-def _n_params(cfg) -> int:
-    return len(tracking.scrub(flatten(cfg)))
+def _n_params(cfg, stage: str = "train_rm") -> int:
+    return len(tracking.scrub(tracking.stage_params(cfg, stage)))
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -137,36 +137,110 @@ def test_parent_and_child_runs_with_params_metrics_tags_inputs(cfg, paths, tmp_p
     assert not tracking.pending_file(paths, "train_rm").exists()
 
 
-def test_resume_continues_the_same_run_and_relogs_params_cleanly(cfg, paths, caplog):
-    with tracking.stage_run(cfg, paths, "train_rm") as tr:
-        tr.log_metrics({"loss": 1.0}, step=0)
-        first = tr.run_id
-    with caplog.at_level(logging.WARNING, logger="paper_repro.tracking"):
+def test_resumed_attempt_continues_its_run_without_repeating_a_step(cfg, paths, caplog):
+    with pytest.raises(KeyboardInterrupt):  # an attempt killed after update 2
         with tracking.stage_run(cfg, paths, "train_rm") as tr:
+            for step in range(3):
+                tr.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+            first = tr.run_id
+            raise KeyboardInterrupt
+    with caplog.at_level(logging.WARNING, logger="paper_repro.tracking"):
+        with tracking.stage_run(cfg, paths, "train_rm", resume=True) as tr:
             assert tr.run_id == first
             run = _client(tr.uri).get_run(first)
             assert run.info.status == "RUNNING"  # reopened while the resumed job runs
-            tr.log_metrics({"loss": 0.5}, step=1)
+            for step in range(1, 5):  # the checkpoint was at update 1: updates 1, 2 run again
+                tr.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
     ours = [r for r in caplog.records if r.name == "paper_repro.tracking"]
     assert ours == []  # unchanged params: nothing to complain about
     c = _client(tracking.tracking_uri(cfg, paths))
-    assert [m.step for m in c.get_metric_history(first, "loss")] == [0, 1]
+    assert [m.step for m in c.get_metric_history(first, "loss")] == [0, 1, 2, 3, 4]
     assert c.get_run(first).info.status == "FINISHED"
     runs = c.search_runs([c.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
     assert len(runs) == 2  # one parent, one child: the resume created nothing new
 
 
-def test_changed_param_on_resume_warns_and_does_not_fail(cfg, paths, caplog):
-    with tracking.stage_run(cfg, paths, "eval_rewardbench"):
-        pass
+def test_rerun_of_a_finished_stage_opens_a_new_run(cfg, paths):
+    """--forcerun of a finished stage trains from update 0: a new run, never a second step 0."""
+    for _ in range(2):
+        with tracking.stage_run(cfg, paths, "train_rm", resume=True) as tr:
+            tr.log_metrics({"loss": 1.0}, step=0)
+    c = _client(tr.uri)
+    runs = c.search_runs(
+        [c.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+        filter_string="tags.stage = 'train_rm'",
+    )
+    old, new = sorted(runs, key=lambda r: r.info.start_time)
+    assert new.info.run_id == tr.run_id and "superseded" not in new.data.tags
+    assert old.data.tags["superseded"] == "true" and old.data.tags["superseded_by"] == tr.run_id
+    for run in (old, new):
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "loss")] == [0]
+
+
+def test_new_identity_opens_a_new_run_with_the_new_params(cfg, paths, caplog):
+    with tracking.stage_run(cfg, paths, "eval_rewardbench") as tr:
+        tr.log_metrics({"score": 0.4})
+        old = tr.run_id
     changed = load_config("tiny", ["eval.bootstrap_samples=7"])
     with caplog.at_level(logging.WARNING, logger="paper_repro.tracking"):
-        with tracking.stage_run(changed, paths, "eval_rewardbench") as tr:
+        with tracking.stage_run(changed, paths, "eval_rewardbench", resume=True) as tr:
             tr.log_metrics({"score": 0.5})
-    assert any("eval.bootstrap_samples" in r.getMessage() for r in caplog.records)
-    run = _client(tr.uri).get_run(tr.run_id)
-    assert run.data.params["eval.bootstrap_samples"] == str(cfg.eval.bootstrap_samples)
+    assert not [r for r in caplog.records if r.name == "paper_repro.tracking"]
+    c = _client(tr.uri)
+    run, prev = c.get_run(tr.run_id), c.get_run(old)
+    assert tr.run_id != old
+    assert run.data.params["eval.bootstrap_samples"] == "7"
+    assert run.data.tags["config_hash"] == config_hash(changed)
+    assert run.data.tags["stage_config_hash"] == stage_hash(changed, "eval_rewardbench")
+    assert "rm.lr" not in run.data.params  # only what the stage reads: never stale
+    assert prev.data.params["eval.bootstrap_samples"] == str(cfg.eval.bootstrap_samples)
+    assert (
+        prev.data.tags["superseded"] == "true"
+        and prev.data.tags["identity"] != run.data.tags["identity"]
+    )
     assert run.data.metrics == {"score": 0.5} and run.info.status == "FINISHED"
+
+
+def test_experiment_is_a_model_training_experiment_and_parent_gets_headlines(cfg, paths):
+    with tracking.stage_run(cfg, paths, "report") as tr:
+        tr.set_parent_tags({"preset": "tiny", "config_hash": config_hash(cfg)})
+        tr.log_parent_metrics({"rewardbench.score": 0.7})
+    with tracking.stage_run(cfg, paths, "report") as tr:
+        tr.log_parent_metrics({"rewardbench.score": 0.8})
+    c = _client(tr.uri)
+    exp = c.get_experiment_by_name(cfg.tracking.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = tracking.recorded_run_ids(paths)["_parent"]
+    hist = c.get_metric_history(parent, "rewardbench.score")
+    assert [(m.step, m.value) for m in hist] == [(0, 0.7), (1, 0.8)]
+    assert c.get_run(parent).data.tags["config_hash"] == config_hash(cfg)
+
+
+def test_offline_records_go_to_the_run_of_their_own_identity(cfg, tmp_path):
+    """Two attempts of different identities while the store is down; replayed later, each
+    record lands in its own run, and the first run is tagged superseded by the second."""
+    port = _free_port()
+    paths = RunPaths(tmp_path / "run")
+    for bootstrap in (11, 12):
+        down = load_config(
+            "tiny", [f"tracking.uri=http://127.0.0.1:{port}", f"eval.bootstrap_samples={bootstrap}"]
+        )
+        with tracking.stage_run(down, paths, "eval_rewardbench") as tr:
+            tr.log_metrics({"score": bootstrap / 100})
+    up = load_config("tiny", [f"tracking.uri=sqlite:///{tmp_path / 'up.db'}"])
+    assert tracking.sync(up, paths) == {"eval_rewardbench": True}
+    c = _client(up.tracking.uri)
+    runs = c.search_runs(
+        [c.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+        filter_string="tags.stage = 'eval_rewardbench'",
+    )
+    by_param = {r.data.params["eval.bootstrap_samples"]: r for r in runs}
+    assert sorted(by_param) == ["11", "12"]
+    assert by_param["11"].data.metrics == {"score": 0.11} and by_param["12"].data.metrics == {
+        "score": 0.12
+    }
+    assert by_param["11"].data.tags["superseded_by"] == by_param["12"].info.run_id
+    assert "superseded" not in by_param["12"].data.tags
 
 
 def test_only_rank_zero_logs(cfg, paths, monkeypatch):
@@ -307,7 +381,7 @@ def test_eight_processes_share_one_sqlite_store_without_losing_anything(cfg, pat
         run = c.get_run(ids[stage])
         assert run.data.tags["mlflow.parentRunId"] == ids["_parent"]
         assert run.info.status == "FINISHED"
-        assert len(run.data.params) == _n_params(cfg)
+        assert len(run.data.params) == _n_params(cfg, stage)
         for key in ("loss", "acc", "lr"):
             assert [m.step for m in c.get_metric_history(ids[stage], key)] == list(range(steps))
         assert sum(k.startswith("t") and k[1:].isdigit() for k in run.data.tags) == steps // 10

@@ -1,6 +1,7 @@
 """A stand-in rank for launcher tests: joins the gloo group the launcher set up, all-reduces its
 rank, records what it saw in OUT/rank-<rank>.json, and with --wait-for-signal sleeps until SIGUSR1
-or SIGTERM arrives (as the trainer does before a Slurm time limit) and exits 75 like it."""
+or SIGTERM arrives (as the trainer does before a Slurm time limit) and exits 75 like it. With
+--die-with-parent it asks for SIGTERM when its parent dies, as every stage process does."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--wait-for-signal", action="store_true")
+    parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args()
+    if args.die_with_parent:
+        from paper_repro.lock import die_with_parent
+
+        die_with_parent()
     got: list[str] = []
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, lambda s, _f: got.append(signal.Signals(s).name))
@@ -32,7 +38,7 @@ def main() -> int:
               "local_rank": int(os.environ["LOCAL_RANK"]), "host": socket.gethostname(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"rank-{rank}.ready").write_text("")
+    (args.out / f"rank-{rank}.ready").write_text(str(os.getpid()))
     if args.wait_for_signal:
         deadline = time.time() + 120
         while not got and time.time() < deadline:

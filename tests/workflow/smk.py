@@ -14,11 +14,19 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
 def snakemake(
-    workdir: Path, *args: str, timeout: float = 300, check: bool = True, **env: str
+    workdir: Path,
+    *args: str,
+    timeout: float = 300,
+    check: bool = True,
+    root: Path = ROOT,
+    **env: str,
 ) -> subprocess.CompletedProcess:
-    """`snakemake` on the repository's Snakefile and config/config.yaml, outputs under workdir."""
-    cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(ROOT / "config" / "config.yaml"), *args]  # fmt: skip
+    """`snakemake` on the repository's Snakefile and config/config.yaml (or those of a copy of
+    the repository at ``root``), outputs under workdir."""
+    cmd = [str(SNAKEMAKE), "-s", str(root / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(root / "config" / "config.yaml"), *args]  # fmt: skip
+    if root != ROOT:  # the Snakefile imports paper_repro from its own folder first
+        env = {"PYTHONPATH": str(root), **env}
     proc = subprocess.run(
         cmd,
         capture_output=True,
@@ -31,6 +39,20 @@ def snakemake(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def repo_copy(dest: Path) -> Path:
+    """What the workflow reads of the repository (Snakefile, workflow/, config/, the package),
+    copied to ``dest`` so that a test can edit code."""
+    import shutil
+
+    for name in ("Snakefile", "workflow", "config", "paper_repro", "environment.yml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
 
 
 def config_arg(**values: object) -> list[str]:

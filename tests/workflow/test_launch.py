@@ -66,3 +66,43 @@ def test_two_ranks_form_one_gloo_group(tmp_path):
     assert [r["world_size"] for r in records] == [2, 2]
     assert [r["rank_sum"] for r in records] == [1.0, 1.0]  # 0 + 1: one group, not two copies
     assert sorted(r["local_rank"] for r in records) == [0, 1]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["launch.sh's parent", "torchrun"])
+def test_ranks_die_with_the_job_that_started_them(tmp_path, killed):
+    """SIGKILL of the process that started launch.sh (e.g. Snakemake), or of torchrun itself:
+    the kernel sends SIGTERM down the chain (PR_SET_PDEATHSIG), every rank gets it and leaves."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env["PYTHONPATH"] = str(ROOT)
+    launch = f"bash {LAUNCH} --launchers 2 --procs 1 -- {sys.executable} {PROBE} {tmp_path} "
+    launch += "--wait-for-signal --die-with-parent"
+    parent = subprocess.Popen(["bash", "-c", f"{launch} & echo $! > {tmp_path}/pid; wait"], env=env)
+    try:
+        deadline = time.time() + 120
+        while len(list(tmp_path.glob("rank-*.ready"))) < 2:
+            assert time.time() < deadline and parent.poll() is None, "ranks did not start"
+            time.sleep(0.2)
+        ranks = [int(p.read_text()) for p in sorted(tmp_path.glob("rank-*.ready"))]
+        torchrun = int((tmp_path / "pid").read_text())  # launch.sh exec'd torchrun: same pid
+        os.kill(parent.pid if killed != "torchrun" else torchrun, signal.SIGKILL)
+        while not all(_gone(pid) for pid in ranks):
+            assert time.time() < deadline + 60, f"orphan ranks: {ranks}"
+            time.sleep(0.2)
+    finally:
+        parent.kill()
+        parent.wait()
+    for r in (0, 1):  # torchrun's forwarded SIGTERM, the kernel's when torchrun is gone, or both
+        signals = json.loads((tmp_path / f"rank-{r}.json").read_text())["signals"]
+        assert signals and set(signals) == {"SIGTERM"}

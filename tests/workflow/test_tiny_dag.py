@@ -1,13 +1,17 @@
 """The real tiny DAG on CPU (`snakemake --cores 2 all`, as `make run`), for the `tiny` preset and
-for `tiny-llama3-vocab` (the real Llama 3 tokenizer and vocabulary): every stage's output, the
-exported folder read with transformers 4.51.0 / 4.57.6, Snakemake's --report; on `tiny` also an
-interrupted training job resumed with --rerun-incomplete, and a changed training setting that
-retrains from scratch. Several minutes: marked slow."""
+for `tiny-llama3-vocab` (the real Llama 3 tokenizer and vocabulary): every stage's output and
+identity, the exported folder read with transformers 4.51.0 / 4.57.6, Snakemake's --report. On
+`tiny`, what happens after a finished run (in file order, on one run folder): a forced rerun
+trains from update 0, a killed Snakemake leaves no orphan trainer and the rerun resumes bitwise,
+an upstream override restarts PPO against the new reward model, and an eval-only override gets
+its own MLflow run. Several minutes: marked slow."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import time
@@ -16,9 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from paper_repro.config import STAGES, config_hash, load_config
+from paper_repro.paths import RunPaths
+from paper_repro.reporting.tables import parse_markdown_table, rows_where
+
 from .smk import ROOT, SNAKEMAKE, config_arg, snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+RM_LR = "rm.lr=0.002"
 
 
 def read(path: Path):
@@ -30,6 +39,7 @@ class Dag:
     workdir: Path
     preset: str
     output: str
+    fresh_weights: bytes = b""  # train_rm/final.safetensors of the first, uninterrupted run
 
     @property
     def run(self) -> Path:
@@ -46,6 +56,7 @@ def tiny_dag(request, tmp_path_factory):
     proc = dag.snakemake("--cores", "2", "all", timeout=1800)
     print(f"\n{dag.preset} DAG, --cores 2: {time.time() - start:.0f} s")
     dag.output = proc.stdout + proc.stderr
+    dag.fresh_weights = (dag.run / "train_rm" / "final.safetensors").read_bytes()
     return dag
 
 
@@ -55,6 +66,10 @@ def test_all_ends_with_the_report_path(tiny_dag):
     assert f"Report of run '{tiny_dag.preset}': {report}" in tiny_dag.output
     for stage in ("download_base", "train_rm", "eval_rewardbench", "ppo", "report"):
         assert (tiny_dag.run / "benchmarks" / f"{stage}.tsv").is_file()
+    prov = read(tiny_dag.run / "report" / "provenance.json")
+    assert set(prov["stage_identities"]) == set(STAGES) - {"report"}
+    for stage in STAGES:
+        assert read(tiny_dag.run / stage / "identity.json")["stage"] == stage
     assert "Nothing to be done" in tiny_dag.snakemake("-n", "all").stdout
 
 
@@ -121,45 +136,150 @@ def test_snakemake_report_html_has_the_figures(tiny_dag):
     assert figures and all(name in text for name in figures)
 
 
+def log(workdir: Path, stage: str) -> str:
+    return (workdir / "results" / "tiny" / "logs" / f"{stage}.log").read_text()
+
+
 @pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
-def test_interrupted_training_resumes_with_rerun_incomplete(tiny_dag):
+def test_forcerun_of_a_finished_stage_trains_from_update_0(tiny_dag):
+    """`--forcerun train_rm` reran only the last 10 of 150 updates before (the completed run's
+    checkpoint): now update 0, and bitwise the fresh run's weights."""
+    workdir = tiny_dag.workdir
+    run = workdir / "results" / "tiny"
+    snakemake(workdir, "--cores", "2", "--forcerun", "train_rm", "train_rm", timeout=900)
+    text = log(workdir, "train_rm")
+    assert "belong to a run that completed" in text and "resumed from" not in text
+    summary = json.loads((run / "train_rm" / "summary.json").read_text())
+    assert summary["resumed_from_update"] is None
+    assert len((run / "train_rm" / "metrics.jsonl").read_text().splitlines()) == 150
+    assert (run / "train_rm" / "final.safetensors").read_bytes() == tiny_dag.fresh_weights
+    assert list((run / "checkpoints").glob("train_rm.completed-*/update-*"))  # kept, named
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has exited
+
+
+@pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
+def test_killed_snakemake_leaves_no_orphan_and_the_rerun_resumes_bitwise(tiny_dag):
+    """SIGKILL of Snakemake alone (not its process group) at a random moment after the first
+    checkpoint: the trainer, its direct child, gets SIGTERM from the kernel, checkpoints and
+    exits; the lock is free; `--rerun-incomplete` resumes and ends bitwise equal to a fresh run."""
     workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
     ckpt = run / "checkpoints" / "train_rm"
-    subprocess.run(["rm", "-rf", str(ckpt)], check=True)  # retrain from scratch
     cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
            "--configfile", str(ROOT / "config/config.yaml"), "--cores", "2",
            "--forcerun", "train_rm", "train_rm"]  # fmt: skip
-    first = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.time() + 300
-        while not (ckpt / "latest").is_file() and time.time() < deadline:
-            time.sleep(0.5)
-        assert (ckpt / "latest").is_file(), "no checkpoint within 300 s"
+    smk = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)  # fmt: skip
+    lock = run / "train_rm" / ".lock"
+    done_before = len(list(ckpt.parent.glob("train_rm.completed-*")))
+    try:  # the finished run's checkpoints are set aside first, then the first new one appears
+        _wait(
+            lambda: (
+                len(list(ckpt.parent.glob("train_rm.completed-*"))) > done_before
+                and list(ckpt.glob("update-*"))
+            ),
+            600,
+            "the first checkpoint",
+        )
+        time.sleep(random.Random(os.getpid()).uniform(0, 3))
+        trainer = json.loads(lock.read_text())["pid"]
+        ppid = int(Path(f"/proc/{trainer}/status").read_text().split("PPid:\t")[1].split()[0])
+        assert ppid == smk.pid  # the job's shell exec'd the stage: Snakemake is its parent
+        os.kill(smk.pid, signal.SIGKILL)
+        smk.wait(timeout=30)
+        _wait(lambda: not _alive(trainer), 300, f"trainer {trainer} to exit after its parent")
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # a crash: Snakemake leaves an incomplete marker
-        first.wait(timeout=30)
-    saved = (ckpt / "latest").read_text().strip()
-    assert ckpt.is_dir() and not (run / "train_rm" / "summary.json").exists()
+        if smk.poll() is None:
+            os.killpg(smk.pid, signal.SIGKILL)
+    assert "preempted: checkpoint" in log(workdir, "train_rm")  # SIGTERM -> checkpoint -> 75
+    saved = max(int(p.name.split("-")[1]) for p in ckpt.glob("update-*"))
+    assert not (run / "train_rm" / "summary.json").exists()
 
-    # What Snakemake asks for after a crash: release the stale lock, rerun the incomplete job.
     snakemake(workdir, "--unlock")
-    snakemake(workdir, "--cores", "2", "--rerun-incomplete", "train_rm", timeout=600)
+    snakemake(workdir, "--cores", "2", "--rerun-incomplete", "train_rm", timeout=900)
     summary = json.loads((run / "train_rm" / "summary.json").read_text())
-    assert summary["resumed_from_update"] is not None
-    assert summary["resumed_from_update"] >= int(saved.split("-")[-1]) > 0
+    assert summary["resumed_from_update"] == saved > 0
+    assert (run / "train_rm" / "final.safetensors").read_bytes() == tiny_dag.fresh_weights
 
 
 @pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
-def test_changed_training_setting_retrains_from_scratch(tiny_dag):
+def test_upstream_override_restarts_ppo_against_the_new_reward_model(tiny_dag, tmp_path):
+    """Before: `rm.lr=...` retrained the RM but PPO resumed its old checkpoint (a policy trained
+    against the old RM finished against the new one; the report's pre-PPO reward was the old
+    RM's). Now PPO starts at step 0 and equals a fresh PPO run on the new reward model."""
     workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
-    assert (run / "checkpoints" / "train_rm" / "latest").is_file()
-    snakemake(
-        workdir, "--cores", "2", "train_rm", *config_arg(overrides=["rm.lr=0.002"]), timeout=600
+    snakemake(workdir, "--cores", "2", "all", *config_arg(overrides=[RM_LR]), timeout=1800)
+    assert "another identity (config changed)" in log(workdir, "train_rm")
+    text = log(workdir, "ppo")
+    assert "another identity (upstream export_rm changed)" in text, text
+    assert "starting at step 0/" in text and "resumed from" not in text
+
+    fresh = tmp_path / "fresh"  # a fresh PPO run on the same inputs, outside the DAG
+    for stage in ("download_base", "prepare_data", "export_rm"):
+        shutil.copytree(run / stage, fresh / stage)
+    proc = subprocess.run(
+        [str(SNAKEMAKE.parent / "paper-repro"), "ppo", str(run / "config" / "ppo.yaml"),
+         "--run-dir", str(fresh)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    want = json.loads((fresh / "ppo" / "summary.json").read_text())
+    got = json.loads((run / "ppo" / "summary.json").read_text())
+    for key in ("eval_reward_before", "eval_reward_after", "kl_final"):
+        assert got[key] == want[key], key
+    md = (run / "report" / "report.md").read_text()
+    rows = parse_markdown_table(md.split("**PPO with the trained reward model", 1)[1])
+    assert rows_where(rows, Quantity="held-out reward before PPO")["Value"] == (
+        f"{want['eval_reward_before']:.4f}"
     )
-    summary = json.loads((run / "train_rm" / "summary.json").read_text())
-    assert summary["resumed_from_update"] is None  # not the old config's checkpoint
-    assert (run / "checkpoints" / "train_rm.stale" / "latest").is_file()
+
+
+@pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
+def test_eval_only_override_gets_its_own_mlflow_run(tiny_dag):
+    """Before: the eval run kept bootstrap_samples 200 and the old config_hash after a 300
+    override, and a second attempt appended to the first one's history."""
+    from mlflow.tracking import MlflowClient
+
+    from paper_repro.tracking import recorded_run_ids
+
+    workdir = tiny_dag.workdir
+    run = workdir / "results" / "tiny"
+    overrides = [RM_LR, "eval.bootstrap_samples=300"]
+    out = snakemake(workdir, "--cores", "2", "all", *config_arg(overrides=overrides), timeout=900)
+    assert "rule train_rm:" not in out.stdout + out.stderr  # only eval_rewardbench and report
+    cfg = load_config("tiny", overrides)
+    client = MlflowClient(f"sqlite:///{run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    ids = recorded_run_ids(RunPaths(run))
+    current = client.get_run(ids["eval_rewardbench"])
+    assert current.data.params["eval.bootstrap_samples"] == "300"
+    assert current.data.tags["config_hash"] == config_hash(cfg)
+    assert "superseded" not in current.data.tags
+    evals = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'eval_rewardbench'")
+    old = [r for r in evals if r.data.tags.get("superseded") == "true"]
+    assert any(r.data.params["eval.bootstrap_samples"] == "200" for r in old)
+    for r in client.search_runs([exp.experiment_id], max_results=500):
+        for key in r.data.metrics:
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert len(steps) == len(set(steps)), (r.data.tags.get("stage"), key, steps)
+    parent = client.get_run(ids["_parent"])
+    assert parent.data.tags["config_hash"] == config_hash(cfg)
+    scores = json.loads(RunPaths(run).eval_scores.read_text())
+    assert parent.data.metrics["rewardbench.score"] == scores["score"]["score"]

@@ -16,6 +16,7 @@ from .smk import (
     job_resources,
     job_shell,
     planned_jobs,
+    repo_copy,
     snakemake,
 )
 
@@ -116,12 +117,12 @@ def test_bad_config_is_rejected_with_the_key(tmp_path):
     assert proc.returncode != 0 and "rm.lrr" in proc.stdout + proc.stderr
 
 
-def _complete_run_without_stages(workdir):
+def _complete_run_without_stages(workdir, root=ROOT):
     """Real per-stage config files (stage_config jobs run), stage outputs faked and marked up to
     date with --touch: the state after a finished run, in seconds."""
     targets = [f"results/tiny/config/{stage}.yaml" for stage in STAGES]
-    snakemake(workdir, "--cores", "2", *targets)
-    out = snakemake(workdir, "-n", "all").stdout
+    snakemake(workdir, "--cores", "2", *targets, root=root)
+    out = snakemake(workdir, "-n", "all", root=root).stdout
     for line in out.splitlines():
         if line.startswith("    output: "):
             for name in line.removeprefix("    output: ").split(", "):
@@ -131,8 +132,8 @@ def _complete_run_without_stages(workdir):
                     path.touch()
                 else:  # directory() outputs: model/, policy/, figures/
                     path.mkdir(parents=True, exist_ok=True)
-    snakemake(workdir, "--cores", "1", "--touch", "all")
-    assert "Nothing to be done" in snakemake(workdir, "-n", "all").stdout
+    snakemake(workdir, "--cores", "1", "--touch", "all", root=root)
+    assert "Nothing to be done" in snakemake(workdir, "-n", "all", root=root).stdout
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +178,57 @@ def test_tracking_uri_and_other_stages_resources_rerun_nothing(finished_run):
     jobs = planned_jobs(snakemake(
         finished_run, "-n", "all", *config_arg(overrides=["resources.ppo.mem_gb=2"])).stdout)  # fmt: skip
     assert jobs == {"stage_config": 1, "ppo": 1, "report": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def editable_run(tmp_path_factory):
+    """A finished run of a copy of the repository whose code the tests below edit."""
+    root = repo_copy(tmp_path_factory.mktemp("repo"))
+    workdir = tmp_path_factory.mktemp("finished-copy")
+    _complete_run_without_stages(workdir, root)
+    return root, workdir
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    "module, old, new, expect",
+    [
+        # a stage's own module: that stage and everything downstream of it
+        ("stages/eval_rewardbench.py", 'STAGE = "eval_rewardbench"',
+         'STAGE = "eval_rewardbench"\nX = 1', {"eval_rewardbench", "report"}),
+        # the training loop: train_rm, the tiny reference stand-in trained with it, and after
+        ("engine.py", "EXIT_NONFINITE = 3", "EXIT_NONFINITE = 4",
+         {"train_rm", "export_rm", "eval_rewardbench", "eval_reference", "ppo", "report"}),
+        # report code: only the report
+        ("reporting/tables.py", "from __future__ import annotations",
+         "from __future__ import annotations\nX = 1", {"report"}),
+        # a docstring or a comment: nothing
+        ("stages/ppo.py", '"""ppo: train a policy', '"""ppo (edited docstring): train a policy', set()),
+        ("batching.py", "from __future__ import annotations",
+         "from __future__ import annotations  # a new comment", set()),
+    ],
+)  # fmt: skip
+def test_code_edit_reruns_exactly_the_stages_that_run_it(editable_run, module, old, new, expect):
+    root, workdir = editable_run
+    path = root / "paper_repro" / module
+    original = path.read_text()
+    _edit(path, old, new)
+    try:
+        out = snakemake(workdir, "-n", "all", root=root).stdout
+    finally:
+        path.write_text(original)
+    jobs = set(planned_jobs(out)) - {"stage_config", "all"} if expect else set()
+    if expect:
+        assert jobs == expect, out
+        assert "Params have changed since last execution" in out  # the code version param
+    else:
+        assert "Nothing to be done" in out, out
+    assert "Nothing to be done" in snakemake(workdir, "-n", "all", root=root).stdout
 
 
 def test_stage_config_file_is_the_full_resolved_config(finished_run):

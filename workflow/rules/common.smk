@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from paper_repro.codeversion import code_version
 from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
 from paper_repro.paths import RunPaths
 
@@ -35,6 +36,13 @@ if config["tracking_uri"]:
 PREFIX += f"repro_preset={shlex.quote(str(config['preset']))}; "
 PREFIX += f"repro_overrides=({shlex.join(str(o) for o in config['overrides'])}); "
 shell.prefix(PREFIX)
+
+# The code version of every stage (paper_repro/codeversion.py: an AST hash of the package modules
+# the stage imports, docstrings and comments left out; ~0.3 s for all stages). It is part of what a
+# stage's config job depends on (stage_config_params), so Snakemake's params trigger reruns a stage
+# whose code changed, and everything downstream; a docstring, comment or test edit reruns nothing,
+# a report-only edit only `report`.
+CODE = {stage: code_version(stage) for stage in STAGES}
 
 # Absolute, so that the workflow also runs with another working directory (--directory).
 LAUNCHER = Path(workflow.basedir) / "workflow" / "scripts" / "launch.sh"
@@ -92,19 +100,27 @@ def stage_threads(stage):
 
 
 def stage_config_params(stage):
-    """What a stage's config file depends on: the config sections the stage reads (STAGE_SECTIONS)
-    and its own resources (world size). A change elsewhere leaves the file, and the stage, alone."""
-    return {"hash": stage_hash(CFG, stage), "resources": to_dict(getattr(CFG.resources, stage))}
+    """What a stage's config file, and so the stage, depends on: the config sections the stage
+    reads (STAGE_SECTIONS), its own resources (world size) and its code version. A change
+    elsewhere leaves the file, and the stage, alone."""
+    return {
+        "hash": stage_hash(CFG, stage),
+        "resources": to_dict(getattr(CFG.resources, stage)),
+        "code": CODE[stage],
+    }
 
 
 def stage_shell(stage):
     """The shell command of a stage job: `paper-repro <stage> <its config> --run-dir <run>`,
-    through the per-node launcher for distributed stages, output to the job's log."""
+    through the per-node launcher for distributed stages, output to the job's log. `exec`: the
+    stage (or its launcher) replaces the job's shell, so its parent is Snakemake itself and it
+    dies with it (paper_repro/lock.py die_with_parent): no orphan trainer after a killed
+    Snakemake."""
     command = f"paper-repro {stage.replace('_', '-')} {{input.config:q}} --run-dir {{params.run_dir:q}}"
     if stage in DISTRIBUTED:
         launcher = f"bash {shlex.quote(str(LAUNCHER))}"
         command = f"{launcher} --launchers {{resources.tasks}} --procs {{resources.procs_per_launcher}} -- {command}"
-    return f"{command} > {{log:q}} 2>&1"
+    return f"exec {command} > {{log:q}} 2>&1"
 
 
 def eval_reference_inputs(wildcards):

@@ -5,6 +5,7 @@ rule download_base:
     output:
         model=directory(RUN.base_model),
         manifest=RUN.base_manifest,
+        identity=RUN.identity("download_base"),
     params:
         run_dir=RUN.root,
     log:

@@ -7,6 +7,7 @@ rule download_data:
         rewardbench=RUN.raw_data("rewardbench"),
         ppo_prompts=RUN.raw_data("ppo_prompts"),
         manifest=RUN.data_manifest,
+        identity=RUN.identity("download_data"),
     params:
         run_dir=RUN.root,
     log:

@@ -8,6 +8,8 @@ rule eval_reference:
         scores=RUN.eval_files("eval_reference").scores,
         comparison=RUN.eval_files("eval_reference").comparison,
         leaderboard=RUN.eval_files("eval_reference").leaderboard,
+        identity=RUN.identity("eval_reference"),
+        manifest=RUN.manifest("eval_reference"),
     params:
         run_dir=RUN.root,
     log:

@@ -9,6 +9,8 @@ rule eval_rewardbench:
         scores=RUN.eval_scores,
         comparison=RUN.eval_comparison,
         leaderboard=RUN.eval_files().leaderboard,
+        identity=RUN.identity("eval_rewardbench"),
+        manifest=RUN.manifest("eval_rewardbench"),
     params:
         run_dir=RUN.root,
     log:

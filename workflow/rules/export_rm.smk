@@ -11,6 +11,7 @@ rule export_rm:
         # manifest instead, which the stage writes last and which pins every file of the folder.
         manifest=RUN.manifest("export_rm"),
         verification=RUN.export_verification,
+        identity=RUN.identity("export_rm"),
     params:
         run_dir=RUN.root,
     log:

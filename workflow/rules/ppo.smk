@@ -1,7 +1,8 @@
 rule ppo:
     """PPO of the SFT policy against the trained RM (EasyLM recipe), same launcher as train_rm.
 
-    Checkpoints live in results/<run>/checkpoints/ppo/ (never an output), so a rerun resumes.
+    Checkpoints live in results/<run>/checkpoints/ppo/ (never an output): an interrupted run
+    resumes from them; any other rerun moves them aside (paper_repro/checkpoints.py).
     """
     input:
         config=RUN.stage_config("ppo"),
@@ -13,6 +14,8 @@ rule ppo:
         metrics=RUN.ppo_metrics,
         summary=RUN.ppo_summary,
         policy=directory(RUN.ppo_policy),
+        identity=RUN.identity("ppo"),
+        manifest=RUN.manifest("ppo"),
     params:
         run_dir=RUN.root,
     log:

@@ -12,6 +12,8 @@ rule report:
         reference_pairs=RUN.eval_files("eval_reference").pairs,
         ppo_metrics=RUN.ppo_metrics,
         ppo_summary=RUN.ppo_summary,
+        # what each stage ran with and consumed: the report refuses a mixture (reporting/consistency.py)
+        identities=[RUN.identity(stage) for stage in STAGES if stage != "report"],
     output:
         markdown=report(RUN.report_md, caption="../report/report_md.rst", category="Report"),
         latex=RUN.report_tex,
@@ -25,6 +27,7 @@ rule report:
             caption="../report/figures.rst",
             category="Figures",
         ),
+        identity=RUN.identity("report"),
     params:
         run_dir=RUN.root,
     log:

@@ -2,8 +2,9 @@ rule train_rm:
     """Bradley-Terry reward-model training, one launcher per node (workflow/scripts/launch.sh).
 
     Checkpoints go to results/<run>/checkpoints/train_rm/, which is not an output: Snakemake
-    deletes outputs before rerunning a job, so a rerun (--rerun-incomplete, a retry after a Slurm
-    time limit) resumes from the last checkpoint instead of starting over.
+    deletes outputs before rerunning a job, so an interrupted run (--rerun-incomplete, a retry
+    after a Slurm time limit) resumes from the last checkpoint of the same stage identity instead
+    of starting over; any other rerun moves them aside (paper_repro/checkpoints.py).
     """
     input:
         config=RUN.stage_config("train_rm"),
@@ -15,6 +16,8 @@ rule train_rm:
         metrics=RUN.train_metrics,
         summary=RUN.train_summary,
         state=RUN.trained_state,
+        identity=RUN.identity("train_rm"),
+        manifest=RUN.manifest("train_rm"),
     params:
         run_dir=RUN.root,
     log:

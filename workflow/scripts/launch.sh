@@ -20,6 +20,11 @@
 # checkpoints and exits); this script and torchrun ignore USR1 (an ignored signal is inherited
 # through exec, the trainer installs its own handler), so the step is not torn down while the
 # ranks write their checkpoint. SIGTERM (scancel, time limit) reaches torchrun, which forwards it.
+#
+# Orphans: the workflow `exec`s this script, and it `exec`s torchrun with PR_SET_PDEATHSIG, so
+# torchrun gets SIGTERM when Snakemake (its parent) dies, however it dies; it forwards SIGTERM to the
+# ranks, which checkpoint and exit. Each rank asks the same for itself (paper_repro/lock.py), in case
+# torchrun itself is killed. No trainer outlives the job that started it.
 set -euo pipefail
 
 launchers=1
@@ -49,6 +54,17 @@ free_port() {
     python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# exec "$@" with PR_SET_PDEATHSIG=SIGTERM (kept across exec): it dies with this script's parent.
+exec_with_parent() {
+    exec python -c '
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the parent is already gone
+    sys.exit(128 + signal.SIGTERM)
+os.execvp(sys.argv[2], sys.argv[2:])
+' "$PPID" "$@"
+}
+
 run_single() {  # one process, world size 1: no launcher, but the env DeepSpeed expects
     export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1
     export MASTER_ADDR=${MASTER_ADDR:-127.0.0.1} MASTER_PORT=${MASTER_PORT:-$(free_port)}
@@ -69,8 +85,8 @@ if [[ $task -eq 1 ]]; then
     master=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
     # Same port on every node without talking to each other: derived from the job id.
     port=$((20000 + SLURM_JOB_ID % 20000))
-    exec torchrun --nnodes "$launchers" --node-rank "$SLURM_PROCID" --nproc-per-node "$procs" \
-        --master-addr "$master" --master-port "$port" --no-python "$@"
+    exec_with_parent torchrun --nnodes "$launchers" --node-rank "$SLURM_PROCID" \
+        --nproc-per-node "$procs" --master-addr "$master" --master-port "$port" --no-python "$@"
 fi
 
 if [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_STEP_ID:-} ]]; then
@@ -97,4 +113,4 @@ fi
 if [[ $world -eq 1 ]]; then
     run_single "$@"
 fi
-exec torchrun --standalone --nnodes 1 --nproc-per-node "$world" --no-python "$@"
+exec_with_parent torchrun --standalone --nnodes 1 --nproc-per-node "$world" --no-python "$@"

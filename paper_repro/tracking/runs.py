@@ -1,0 +1,203 @@
+"""Which MLflow run a record belongs to.
+
+A child run belongs to one (pipeline run, stage, stage identity, attempt): ``RunBook.open`` picks
+it locally, before MLflow is even reachable, from ``results/<run>/tracking/<stage>.json``:
+
+- an interrupted attempt of the same identity that resumes from its checkpoint (``resume=True``)
+  continues its own run;
+- anything else (a new identity, ``--forcerun``, a rerun of a stage that starts from scratch) opens
+  a new run, and the previous one is tagged ``superseded`` (kept, with a link to its successor), so
+  the params and tags of a run always describe the files its attempt produced and no metric step
+  repeats within a run.
+
+Each run has a local key; every buffered record names it, so records written while the store was
+down go to the run they belong to even when a newer run exists by the time they are replayed. The
+MLflow run itself is created on first use (``RunResolver``), with the tags recorded in the book.
+The parent run (one per pipeline run, ``tracking/_parent.json``) is shared by every stage.
+
+The book also keeps, per run and metric, the highest step submitted: a resumed attempt re-runs the
+updates after its checkpoint, and their metrics are dropped instead of logged twice (MLflow appends
+a repeated step rather than replacing it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..io import read_json, write_json
+from ..paths import RunPaths
+from .redact import public_uri
+from .store import flock, run_id_file
+
+PARENT = "_parent"
+# Tag that makes MLflow 3's UI list the experiment under "Machine learning" (model training), not
+# under "GenAI apps & agents": the ExperimentKind enum of the bundled UI (mlflow/server/js,
+# CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"); mlflow/demo/generators/traces.py sets
+# the same key to "genai_development" for GenAI demos.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+@dataclass
+class RunEntry:
+    identity: str  # StageIdentity.digest ("" for the parent)
+    tags: dict[str, str]  # creation tags
+    run_id: str | None = None  # set once MLflow created it
+    finished: bool = False  # the attempt ended FINISHED: a later attempt opens a new run
+    superseded_by: str | None = None  # key of the run that replaced it
+    # highest step submitted per metric (our stages log each metric at increasing steps)
+    steps: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunBook:
+    """``tracking/<stage>.json``: the stage's runs by local key, and the current one."""
+
+    path: Path
+    current: str | None = None
+    runs: dict[str, RunEntry] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, paths: RunPaths, stage: str) -> RunBook:
+        path = run_id_file(paths, stage)
+        book = cls(path)
+        if not path.is_file():
+            return book
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            body = read_json(path)
+            if "runs" not in body:  # a run-id file of an older version: one run, identity unknown
+                legacy = {"identity": "", "tags": {}, "run_id": body["run_id"]}
+                body = {"current": "legacy", "runs": {"legacy": legacy}}
+            book.current = body["current"]
+            book.runs = {k: RunEntry(**v) for k, v in body["runs"].items()}
+        return book
+
+    def save(self) -> None:
+        runs = {k: asdict(v) for k, v in self.runs.items()}
+        write_json(self.path, {"current": self.current, "runs": runs})
+
+    @property
+    def entry(self) -> RunEntry | None:
+        return self.runs.get(self.current) if self.current else None
+
+    def open(self, identity: str, tags: dict[str, str], resume: bool) -> tuple[str, str | None]:
+        """(key of the run this attempt logs to, key of the run it supersedes or None)."""
+        old = self.entry
+        if resume and old is not None and old.identity == identity and not old.finished:
+            old.tags.update(tags)
+            self.save()
+            return self.current, None
+        key = uuid.uuid4().hex[:12]
+        superseded = None
+        if old is not None:
+            old.superseded_by, superseded = key, self.current
+        self.runs[key] = RunEntry(identity=identity, tags=dict(tags))
+        self.current = key
+        self.save()
+        return key, superseded
+
+    def fresh_steps(self, key: str, rows: list[list[Any]]) -> list[list[Any]]:
+        """The metric rows ``[name, value, timestamp, step]`` whose step is new for that run;
+        records the new highest steps."""
+        entry = self.runs[key]
+        out = []
+        for row in rows:
+            name, step = row[0], row[3]
+            if step > entry.steps.get(name, -1):
+                entry.steps[name] = step
+                out.append(row)
+        if out:
+            self.save()
+        return out
+
+
+def experiment_id(client, name: str, paths: RunPaths, uri: str) -> str:
+    """The experiment (created when missing, tagged as a model-training experiment)."""
+    from mlflow.exceptions import MlflowException
+
+    kind_key, kind = EXPERIMENT_KIND
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        # a server proxies artifacts; the embedded store keeps them next to the run
+        location = paths.mlflow_artifacts.resolve().as_uri() if uri.startswith("sqlite:") else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={kind_key: kind})
+        except MlflowException as exc:  # another machine created it first (server store)
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+            exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    if kind_key not in exp.tags:  # an experiment created before the tag existed
+        client.set_experiment_tag(exp.experiment_id, kind_key, kind)
+    return exp.experiment_id
+
+
+def recorded_run_ids(paths: RunPaths) -> dict[str, str]:
+    """{"_parent" | stage: MLflow id of its current run} as recorded under results/<run>/tracking/."""
+    out = {}
+    for f in sorted(paths.tracking_dir.glob("*.json")):
+        entry = RunBook.load(paths, f.stem).entry
+        if entry is not None and entry.run_id:
+            out[f.stem] = entry.run_id
+    return out
+
+
+class RunResolver:
+    """Local keys -> MLflow run ids, creating runs (and the parent) on first use."""
+
+    def __init__(self, client, experiment_id: str, paths: RunPaths, uri: str, warn):
+        self.client, self.experiment_id, self.paths, self.uri = client, experiment_id, paths, uri
+        self._warn = warn
+        self._checked: set[tuple[str, str]] = set()
+
+    def run_id(self, stage: str, key: str | None = None) -> str:
+        """The MLflow id of run ``key`` of ``stage`` (the parent: its only run)."""
+        if stage == PARENT:
+            with flock(self.paths.tracking_dir / ".parent.lock"):  # stages share the parent
+                return self._resolve(PARENT, key)
+        return self._resolve(stage, key)
+
+    def _resolve(self, stage: str, key: str | None) -> str:
+        from mlflow.exceptions import MlflowException
+
+        book = RunBook.load(self.paths, stage)
+        key = key if stage != PARENT else book.current
+        entry = book.runs[key]
+        if entry.run_id and (stage, key) not in self._checked:
+            try:
+                self.client.get_run(entry.run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                self._warn(
+                    "lost-run",
+                    f"run {entry.run_id} of {stage} is not in {public_uri(self.uri)}; "
+                    "starting a new one",
+                )
+                entry.run_id = None
+        if not entry.run_id:
+            tags = dict(entry.tags)
+            if stage != PARENT:
+                tags["mlflow.parentRunId"] = self.run_id(PARENT)
+            name = self.paths.root.name if stage == PARENT else stage
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+            entry.run_id = run.info.run_id
+            book.save()
+        self._checked.add((stage, key))
+        return entry.run_id
+
+
+def parent_book(paths: RunPaths, tags: dict[str, str]) -> RunBook:
+    """The parent's book, created with ``tags`` the first time any stage runs."""
+    paths.tracking_dir.mkdir(parents=True, exist_ok=True)
+    with flock(paths.tracking_dir / ".parent.lock"):
+        book = RunBook.load(paths, PARENT)
+        if book.entry is None:
+            book.current = PARENT
+            book.runs[PARENT] = RunEntry(identity="", tags={**tags, "stage": "pipeline"})
+            book.save()
+    return book
