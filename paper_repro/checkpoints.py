@@ -15,12 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import ReproError
 from .io import read_json, write_json, write_text
 
 Writer = Callable[[Path], None]
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ReproError, RuntimeError):
     """A checkpoint that cannot be resumed by this run; the message says why and what to do."""
 
 

@@ -28,6 +28,8 @@ import numpy as np
 
 from .. import rewardbench as rb
 from ..config import ReproConfig
+from ..errors import ReproError
+from ..integrity import verify_inputs
 from ..io import atomic_path, write_json, write_text
 from ..paths import RunPaths
 from ..tracking import stage_run
@@ -36,7 +38,7 @@ STAGE = "eval_rewardbench"
 RUN_RM_MAX_LENGTH = 2048  # run_rm.py's max_length; pairs above it are reported in both modes
 
 
-class EvalError(ValueError):
+class EvalError(ReproError, ValueError):
     """The model, tokenizer or inputs cannot be evaluated (names the file or row)."""
 
 
@@ -116,18 +118,13 @@ def training_format_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
                 f"{paths.prepared('rewardbench')}: pair id {row} is not one BOS ... "
                 "EOS (the EasyLM training format)"
             )
-    # prepare_data never drops a RewardBench pair for length, but a malformed row would change a
-    # subset's denominator relative to the leaderboard: record it and say so.
-    source = paths.raw_data("rewardbench")
-    source_rows = None
-    if source.is_file():
-        with open(source, "rb") as f:
-            source_rows = sum(1 for line in f if line.strip())
-        if source_rows != len(pairs):
-            print(
-                f"eval_rewardbench: WARNING {source} has {source_rows} rows but "
-                f"{paths.prepared('rewardbench')} has {len(pairs)} pairs (see data_report.json)"
-            )
+    # prepare_data drops no valid RewardBench row (ties and long pairs included); a malformed one
+    # would change a subset's denominator relative to the leaderboard, so it stops the stage.
+    from ..io import read_json
+
+    counts = read_json(paths.data_report)["rewardbench"]
+    refuse_invalid_rows(paths.raw_data("rewardbench"), counts)
+    source_rows = counts["total"]
     return EvalInputs(
         ids=[int(x) for x in pairs.id],
         subsets=list(pairs.subset),
@@ -152,6 +149,39 @@ def training_format_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
             },
         },
     )
+
+
+def refuse_invalid_rows(source: Path, counts: dict[str, Any]) -> None:
+    """Both input modes score every row or none: reward-bench keeps every row of the split, so a
+    Score without a malformed row (no subset, a mistyped id, ...) would not be comparable."""
+    from ..data import drop_summary
+
+    if counts["dropped"]:
+        raise EvalError(
+            f"{source}: {drop_summary(counts)} of {counts['total']} RewardBench rows; the "
+            "official scoring counts every row, so section sizes would differ: fix or remove "
+            "them, then rerun download-data and prepare-data"
+        )
+
+
+def valid_rewardbench_rows(source: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(1-based line, row) of every row, validated exactly as prepare_data does."""
+    from ..data import Encoded, iter_jsonl, rewardbench_sides, split_report
+    from ..formatting import FormatError
+
+    enc, rows = Encoded(), []
+    for r in iter_jsonl(source):
+        enc.total += 1
+        try:
+            if r.reason:
+                raise FormatError(r.reason, "")
+            rewardbench_sides(r.value)
+        except FormatError as exc:
+            enc.drop(r.index, exc.reason)
+            continue
+        rows.append((r.index + 1, r.value))
+    refuse_invalid_rows(source, split_report(enc, sides=()))
+    return rows
 
 
 def template_ids(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], str]:
@@ -179,7 +209,6 @@ def tokenizer_template_inputs(
     paths: RunPaths, tokenizer, model_dir: Path, max_length: int
 ) -> EvalInputs:
     """The leaderboard inputs (spec 8.3): chat template, one BOS, left truncation."""
-    from ..data import read_rows
     from ..formatting import rewardbench_messages
 
     if not tokenizer.chat_template:
@@ -190,14 +219,11 @@ def tokenizer_template_inputs(
     source = paths.raw_data("rewardbench")
     if not source.is_file():
         raise EvalError(f"{source}: RewardBench pairs not found (run download-data first)")
-    rows = read_rows(source)
+    rows = valid_rewardbench_rows(source)
     out = EvalInputs([], [], [], [])
     bos_how: Counter = Counter()
     over = truncated = 0
-    for line, row in enumerate(rows, 1):
-        missing = [k for k in ("id", "subset", "prompt", "chosen", "rejected") if k not in row]
-        if missing:
-            raise EvalError(f"{source}: line {line}: missing {missing}")
+    for line, row in rows:
         sides = []
         for key in ("chosen", "rejected"):
             try:
@@ -220,6 +246,7 @@ def tokenizer_template_inputs(
     out.info = {
         "source": str(source),
         "format": "tokenizer chat template on [user prompt, assistant response] (run_rm.py)",
+        "source_rows": len(rows),
         "chat_template": tokenizer.chat_template,
         "bos": next(iter(bos_how)) if bos_how else "none",
         "truncation": {"side": "left", "max_length": max_length, "truncated_pairs": truncated},
@@ -295,6 +322,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 
     e = cfg.eval
     model_dir = paths.rm_model
+    verify_inputs(paths, STAGE)
     torch.manual_seed(0)  # nothing is sampled; fixed anyway so a rerun is bit-identical
     model = load_model(model_dir, e.dtype, cfg.model.attn_implementation)
     tokenizer = load_tokenizer(model_dir)

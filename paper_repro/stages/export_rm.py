@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +34,9 @@ from ..export.build import (
 )
 from ..export.card import model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
-from ..io import read_json, sha256_file, sha256_tree, write_json, write_text
+from ..integrity import verify_inputs
+from ..io import read_json, sha256_file, write_json, write_text
+from ..manifest import build_manifest
 from ..paths import RunPaths
 from ..tracking import NullTracker, stage_run
 
@@ -59,9 +60,10 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
 
     tracker = tracker or NullTracker()
     t0 = time.perf_counter()
+    verify_inputs(paths, "export_rm")
     target, pad_id, dtype = paths.rm_model, cfg.data.pad_token_id, cfg.model.dtype
     # Our declared outputs: a rerun replaces them, a failure must not leave stale ones behind.
-    for stale in (target, paths.export_verification):
+    for stale in (target, paths.export_verification, paths.manifest("export_rm")):
         _remove(stale)
     base = require(paths.base_model, "SFT base model folder")
     require(base / "config.json", "SFT base config")
@@ -121,7 +123,7 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
                 f"{c.name}: value {c.value!r}, limit {c.limit!r} {c.detail}".rstrip()
                 for c in ver.failed()
             ]
-            raise ExportError(f"verification of {target} failed:\n  " + "\n  ".join(lines))
+            raise ExportError(f"verification of {target} failed: " + "; ".join(lines))
         provenance = {
             "trained_state": str(state_path.resolve()),
             "trained_state_sha256": sha256_file(state_path),
@@ -129,36 +131,35 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             "preset": cfg.preset,
         }
         write_text(tmp / "README.md", model_card(cfg, summary, ver, provenance))
+        for f in tmp.iterdir():  # mkstemp-style 0600 files would be unreadable to co-workers
+            f.chmod(0o644)
+        manifest = build_manifest(tmp)  # hashed once; a rename keeps sizes and mtimes
         ver.numbers.update(
             provenance=provenance,
-            files=sha256_tree(tmp),
+            files=manifest["files"],
             export_seconds=round(time.perf_counter() - t0, 3),
             model_dir=str(target.resolve()),
         )
-        for f in tmp.iterdir():  # mkstemp-style 0600 files would be unreadable to co-workers
-            f.chmod(0o644)
         os.replace(tmp, target)  # the only moment the model folder appears
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)
         raise
     write_json(paths.export_verification, ver.to_json())
+    write_json(paths.manifest("export_rm"), manifest)  # last: consumers check the folder by it
     return ver
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
-    try:
-        with stage_run(cfg, paths, "export_rm") as tr:
-            ver = export(cfg, paths, tr)
-            tr.log_metrics({"export_seconds": ver.numbers["export_seconds"]})
-            tr.log_artifact(paths.export_verification)
-            tr.log_artifact(paths.rm_model / "README.md")
-            for name in sorted(ver.numbers["files"]):
-                if name.endswith(".safetensors"):
-                    tr.log_file_ref(f"rm_model/{name}", paths.rm_model / name)
-    except ExportError as exc:
-        print(f"export_rm: FAILED: {exc}", file=sys.stderr)
-        return 1
+    """0, or an ExportError naming what failed (``paper-repro`` prints it as one line, exit 2)."""
+    with stage_run(cfg, paths, "export_rm") as tr:
+        ver = export(cfg, paths, tr)
+        tr.log_metrics({"export_seconds": ver.numbers["export_seconds"]})
+        tr.log_artifact(paths.export_verification)
+        tr.log_artifact(paths.rm_model / "README.md")
+        for name in sorted(ver.numbers["files"]):
+            if name.endswith(".safetensors"):
+                tr.log_file_ref(f"rm_model/{name}", paths.rm_model / name)
     v = ver.numbers
     print(
         f"export_rm: {paths.rm_model} ({ver.dtype}) verified: reward max |diff| "

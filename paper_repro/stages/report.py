@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ReproConfig, config_hash, load_config
+from ..integrity import verify_inputs
 from ..io import write_json, write_text
 from ..paths import RunPaths
 from ..reporting import content, figures
@@ -385,6 +386,7 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    verify_inputs(paths, STAGE)
     sync(cfg, paths)  # send what earlier stages buffered during a tracking outage
     with stage_run(cfg, paths, STAGE) as tr:
         files = write_report(cfg, paths)

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from manifests import remanifest
 
 from paper_repro import rewardbench as rb
 
@@ -27,6 +28,7 @@ def eval_run(tiny_run, tiny_cfg, tmp_path_factory):
     )
     model.save_pretrained(paths.rm_model, safe_serialization=True)
     load_tokenizer(paths.base_model).save_pretrained(paths.rm_model)
+    remanifest(paths, "export_rm")
     return paths
 
 
@@ -146,6 +148,7 @@ def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, 
     conf.pop("chat_template", None)
     cfg_file.write_text(json.dumps(conf))
     (paths.rm_model / "chat_template.jinja").unlink(missing_ok=True)
+    remanifest(paths, "export_rm", files=None)  # the edited export is this test's input
     assert not load_tokenizer(paths.rm_model).chat_template
     cfg = with_eval(tiny_cfg, input_mode="tokenizer-template")
     with pytest.raises(eval_rewardbench.EvalError, match="no chat template"):

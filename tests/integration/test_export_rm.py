@@ -265,17 +265,18 @@ def test_bad_trained_state_fails_without_model_folder(
 
 
 def test_stage_exits_non_zero_with_a_clear_message(
-    tiny_run, tiny_cfg, trained_state, tmp_path, capsys
+    tiny_run, tiny_cfg, trained_state, tmp_path, capsys, monkeypatch
 ):
     from mlflow.tracking import MlflowClient
 
-    from paper_repro.stages import export_rm
+    from paper_repro.cli import main
     from paper_repro.tracking import tracking_uri
 
     paths = make_run(tmp_path / "run", tiny_run, _bad_state("missing_head", trained_state))
-    assert export_rm.run(tiny_cfg, paths) == 1
-    err = capsys.readouterr().err
-    assert "export_rm: FAILED" in err and "no 'score.weight'" in err
+    monkeypatch.chdir(tmp_path)
+    assert main(["export-rm", "tiny", *TEST_OVERRIDES, "--run-dir", str(paths.root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("paper-repro export-rm: ") and "no 'score.weight'" in err
     assert not paths.rm_model.exists()
     run_id = json.loads((paths.tracking_dir / "export_rm.json").read_text())["run_id"]
     assert MlflowClient(tracking_uri(tiny_cfg, paths)).get_run(run_id).info.status == "FAILED"

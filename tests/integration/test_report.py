@@ -17,6 +17,7 @@ import pytest
 from paper_repro import rewardbench as rb
 from paper_repro.config import load_config
 from paper_repro.io import read_json, sha256_file, write_json, write_text
+from paper_repro.manifest import write_manifest
 from paper_repro.paths import RunPaths
 from paper_repro.reporting.bibtex import cited_keys, parse_bibtex
 from paper_repro.reporting.figures import FIGURES
@@ -45,6 +46,9 @@ def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> N
             "max_length": 256,
         },
     )
+    # The manifests the report stage verifies before reading (no model files in this stand-in).
+    write_manifest(paths.manifest("prepare_data"), paths.stage_dir("prepare_data"))
+    write_manifest(paths.manifest("export_rm"), paths.rm_model, [])
     updates = 120
     _jsonl(
         paths.train_metrics,

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from manifests import remanifest
 
 from paper_repro.engine import EXIT_NONFINITE, EXIT_PREEMPTED
 
@@ -36,6 +37,7 @@ def clone_run(src, dest: Path, n_train: int | None = None, n_heldout: int | None
         if n is not None:
             table = pq.read_table(paths.prepared(name))
             pq.write_table(table.slice(0, n), paths.prepared(name))
+    remanifest(paths, "prepare_data")  # the shortened files are this test's inputs
     return paths
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
+from paper_repro.paths import RUN_NAME as RUN_NAME_PATTERN
 from paper_repro.paths import RunPaths
 
 # Every shell command starts with this prefix (also inside Slurm jobs, where this file is parsed
@@ -26,6 +27,8 @@ except ConfigError as exc:
     ) from None
 
 RUN_NAME = config["run"] or Path(CFG.preset).stem
+if not RUN_NAME_PATTERN.fullmatch(RUN_NAME):
+    raise WorkflowError(f"run name {RUN_NAME!r} must match {RUN_NAME_PATTERN.pattern}")
 RUN = RunPaths(Path("results") / RUN_NAME)
 
 if config["tracking_uri"]:

@@ -8,6 +8,7 @@ rule export_rm:
     output:
         model=directory(RUN.rm_model),
         verification=RUN.export_verification,
+        manifest=RUN.manifest("export_rm"),
     params:
         run_dir=RUN.root,
     log:

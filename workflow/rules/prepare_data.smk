@@ -15,6 +15,7 @@ rule prepare_data:
         ppo_prompts=RUN.prepared("ppo_prompts"),
         fingerprint=RUN.fingerprint,
         data_report=RUN.data_report,
+        manifest=RUN.manifest("prepare_data"),
     params:
         run_dir=RUN.root,
     log:

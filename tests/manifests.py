@@ -1,0 +1,17 @@
+"""Test helper: after a test edits a stage's files on purpose, record them in its manifest again
+(what the producing stage would have written), so later stages accept the edit."""
+
+from __future__ import annotations
+
+from paper_repro.integrity import manifest_root
+from paper_repro.io import read_json
+from paper_repro.manifest import write_manifest
+from paper_repro.paths import RunPaths
+
+
+def remanifest(paths: RunPaths, stage: str, **meta) -> None:
+    path = paths.manifest(stage)
+    old = read_json(path) if path.is_file() else {}
+    files = list(old.get("files", {})) or None
+    keep = {k: v for k, v in old.items() if k not in ("files", "stat")}
+    write_manifest(path, manifest_root(paths, stage), files, **{**keep, **meta})
