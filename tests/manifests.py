@@ -9,9 +9,11 @@ from paper_repro.manifest import write_manifest
 from paper_repro.paths import RunPaths
 
 
-def remanifest(paths: RunPaths, stage: str, **meta) -> None:
+def remanifest(paths: RunPaths, stage: str, *, all_files: bool = False) -> None:
+    """Rewrite ``stage``'s manifest over the files it lists (``all_files``: every file now in the
+    folder, for a folder the test added or removed files in), keeping its other fields."""
     path = paths.manifest(stage)
     old = read_json(path) if path.is_file() else {}
-    files = list(old.get("files", {})) or None
-    keep = {k: v for k, v in old.items() if k not in ("files", "stat")}
-    write_manifest(path, manifest_root(paths, stage), files, **{**keep, **meta})
+    files = None if all_files or "files" not in old else list(old["files"])
+    meta = {k: v for k, v in old.items() if k not in ("files", "stat")}
+    write_manifest(path, manifest_root(paths, stage), files, **meta)

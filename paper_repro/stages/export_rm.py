@@ -60,7 +60,6 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
 
     tracker = tracker or NullTracker()
     t0 = time.perf_counter()
-    verify_inputs(paths, "export_rm")
     target, pad_id, dtype = paths.rm_model, cfg.data.pad_token_id, cfg.model.dtype
     # Our declared outputs: a rerun replaces them, a failure must not leave stale ones behind.
     for stale in (target, paths.export_verification, paths.manifest("export_rm")):
@@ -152,6 +151,7 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     """0, or an ExportError naming what failed (``paper-repro`` prints it as one line, exit 2)."""
+    verify_inputs(paths, "export_rm")
     with stage_run(cfg, paths, "export_rm") as tr:
         ver = export(cfg, paths, tr)
         tr.log_metrics({"export_seconds": ver.numbers["export_seconds"]})

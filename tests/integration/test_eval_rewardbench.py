@@ -148,7 +148,7 @@ def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, 
     conf.pop("chat_template", None)
     cfg_file.write_text(json.dumps(conf))
     (paths.rm_model / "chat_template.jinja").unlink(missing_ok=True)
-    remanifest(paths, "export_rm", files=None)  # the edited export is this test's input
+    remanifest(paths, "export_rm", all_files=True)  # the edited export is this test's input
     assert not load_tokenizer(paths.rm_model).chat_template
     cfg = with_eval(tiny_cfg, input_mode="tokenizer-template")
     with pytest.raises(eval_rewardbench.EvalError, match="no chat template"):
