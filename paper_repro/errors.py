@@ -1,7 +1,8 @@
 """The one base class of failures a person can act on (bad input, config, files or environment).
 
-``paper-repro`` (``cli.main``) prints such an error as one line, ``paper-repro <command>: <message>``,
-and exits 2; the message names the file, row or config key. Every module's own error type
+``paper-repro`` (``cli.main``) prints such an error as one line,
+``paper-repro <command>: <message>``, and exits 2; the message names the file, row or config
+key. Every module's own error type
 (``ConfigError``, ``DataError``, ``ManifestError``, ``HubError``, ...) derives from it, so a new
 one needs no change in the CLI. Anything else is a bug and keeps its traceback.
 """

@@ -58,7 +58,10 @@ def _cases() -> list[Hostile]:
     p0, p1 = good_rows("preference")[:2]
     deep = b"[" * 100_000 + b"]" * 100_000
     dup_key = _line(p1)[:-2] + b', "chosen": ' + json.dumps(p1["chosen"]).encode() + b"}\n"
-    mismatch = {**p1, "rejected": [{"role": "user", "content": "Another question?"}, *p1["rejected"][-1:]]}  # fmt: skip
+    mismatch = {
+        **p1,
+        "rejected": [{"role": "user", "content": "Another question?"}, *p1["rejected"][-1:]],
+    }
     return [
         Hostile("UTF-8 BOM before the first row", "preference", BOM.encode() + _line(p0), "kept"),
         Hostile(
@@ -69,7 +72,7 @@ def _cases() -> list[Hostile]:
             "preference",
             b'{"x": "' + b"a" * MAX_ROW_BYTES + b'"}\n',
             "too_large",
-        ),  # fmt: skip
+        ),
         Hostile("duplicate JSON key", "preference", dup_key, "duplicate_keys"),
         Hostile("not JSON", "preference", b'{"chosen": [\n', "bad_json"),
         Hostile("not UTF-8", "preference", b'{"chosen": "\xff\xfe"}\n', "undecodable_text"),
@@ -82,7 +85,7 @@ def _cases() -> list[Hostile]:
             "preference",
             _pref(chosen=[U, {"role": "assistant", "content": None}]),
             "null_field",
-        ),  # fmt: skip
+        ),
         Hostile("message a string", "preference", _pref(chosen=["Hi?", "Hello."]), "wrong_type"),
         Hostile("exact duplicate pair", "preference", _line(p1), "flag:duplicate_pair"),
         Hostile(
@@ -90,26 +93,26 @@ def _cases() -> list[Hostile]:
             "preference",
             _line(mismatch),
             "flag:prompt_mismatch",
-        ),  # fmt: skip
+        ),
         Hostile('RewardBench id "abc"', "rewardbench", _bench(id="abc"), "wrong_type"),
         Hostile("RewardBench id beyond int64", "rewardbench", _bench(id=2**70), "wrong_type"),
         Hostile("RewardBench prompt null", "rewardbench", _bench(prompt=None), "null_field"),
         Hostile(
             "RewardBench row without subset", "rewardbench", _bench(subset=...), "missing_keys"
-        ),  # fmt: skip
+        ),
         Hostile("RewardBench chosen a number", "rewardbench", _bench(chosen=3), "wrong_type"),
         Hostile(
             "RewardBench tie (chosen == rejected)",
             "rewardbench",
             _bench(rejected=good_rows("rewardbench")[2]["chosen"]),
             "kept",
-        ),  # fmt: skip
+        ),
         Hostile("RewardBench empty response", "rewardbench", _bench(rejected=""), "kept"),
         Hostile("PPO messages null", "ppo_prompts", _line({"messages": None}), "null_field"),
         Hostile("PPO messages an object", "ppo_prompts", _line({"messages": U}), "wrong_type"),
         Hostile(
             "PPO row without a prompt key", "ppo_prompts", _line({"source": "x"}), "missing_keys"
-        ),  # fmt: skip
+        ),
         Hostile("PPO instruction a number", "ppo_prompts", _line({"instruction": 7}), "wrong_type"),
     ]
 

@@ -130,13 +130,17 @@ NUMERIC_RANGES: dict[str, Range] = {
 
 
 def numeric_leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every int/float/list-of-number/None leaf of a config dataclass."""
+    """(dotted key, value) of every field of a config dataclass declared int, float or a list of
+    them (optional ones included)."""
     for f in fields(obj):
         key, value = f"{prefix}{f.name}", getattr(obj, f.name)
         if is_dataclass(value):
             yield from numeric_leaves(value, key + ".")
-        elif value is None or isinstance(value, int | float | list) and not isinstance(value, bool):
+        elif NUMERIC_TYPE.search(str(f.type)):
             yield key, value
+
+
+NUMERIC_TYPE = re.compile(r"\b(int|float)\b")  # field annotations are strings (PEP 563)
 
 
 def range_key(key: str) -> str:

@@ -76,7 +76,7 @@ READERS = {"fixture": fixture_reader, "local": local_reader, "hub": hub_reader}
     [
         pytest.param(r, marks=pytest.mark.hardening("4", f"every hostile row kind, {r} reader"))
         for r in READERS
-    ],  # fmt: skip
+    ],
 )
 def test_hostile_rows_counted_through_each_reader(reader, tiny_run, tmp_path, monkeypatch):
     cfg = load_config("tiny", TINY + READERS[reader](tmp_path, monkeypatch))
@@ -112,12 +112,26 @@ def test_hub_parquet_rows_are_read_one_by_one(tiny_run, tmp_path, monkeypatch):
     pq.write_table(pa.Table.from_pylist(rows), buf)
     repo = {"README.md": b"# bench\n", "data/filtered-00000-of-00001.parquet": buf.getvalue()}
     make_cache(tmp_path / "hub", "org/bench", repo, repo_type="dataset")
-    make_cache(tmp_path / "hub", "org/prefs", {"README.md": b"# p\n", "data/prefs-00000-of-00001.jsonl": file_bytes("preference")}, repo_type="dataset")  # fmt: skip
-    make_cache(tmp_path / "hub", "org/prompts", {"README.md": b"# q\n", "data/prompts-00000-of-00001.jsonl": file_bytes("ppo_prompts")}, repo_type="dataset")  # fmt: skip
+    make_cache(
+        tmp_path / "hub",
+        "org/prefs",
+        {"README.md": b"# p\n", "data/prefs-00000-of-00001.jsonl": file_bytes("preference")},
+        repo_type="dataset",
+    )
+    make_cache(
+        tmp_path / "hub",
+        "org/prompts",
+        {"README.md": b"# q\n", "data/prompts-00000-of-00001.jsonl": file_bytes("ppo_prompts")},
+        repo_type="dataset",
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    hub = {"preference": ("org/prefs", "prefs"), "rewardbench": ("org/bench", "filtered"), "ppo_prompts": ("org/prompts", "prompts")}  # fmt: skip
+    hub = {
+        "preference": ("org/prefs", "prefs"),
+        "rewardbench": ("org/bench", "filtered"),
+        "ppo_prompts": ("org/prompts", "prompts"),
+    }
     overrides = ["data.source=hub"] + [
         o
         for n, (repo_id, split) in hub.items()
@@ -125,7 +139,7 @@ def test_hub_parquet_rows_are_read_one_by_one(tiny_run, tmp_path, monkeypatch):
             f"data.{n}.hub_id={repo_id}",
             f"data.{n}.split={split}",
             f"data.{n}.revision={COMMIT}",
-        )  # fmt: skip
+        )
     ]
     cfg = load_config("tiny", TINY + overrides)
     paths = new_run(tiny_run, tmp_path / "run")
@@ -161,7 +175,11 @@ def test_known_hub_split_with_wrong_row_count_is_refused(tmp_path, monkeypatch):
     from paper_repro.data import DataError
 
     cache = tmp_path / "hub"
-    for repo, split, name in [("allenai/reward-bench", "filtered", "rewardbench"), ("org/p", "prefs", "preference"), ("org/q", "prompts", "ppo_prompts")]:  # fmt: skip
+    for repo, split, name in [
+        ("allenai/reward-bench", "filtered", "rewardbench"),
+        ("org/p", "prefs", "preference"),
+        ("org/q", "prompts", "ppo_prompts"),
+    ]:
         files = {"README.md": b"# card\n", f"data/{split}-00000-of-00001.jsonl": file_bytes(name)}
         make_cache(cache, repo, files, repo_type="dataset")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -76,7 +76,7 @@ CORRUPTIONS = [  # (stage that must refuse, upstream stage, file in its manifest
             marks=pytest.mark.hardening(
                 "2", f"{c[3].__name__.replace('_', ' ')} {c[1]}/{c[2]}, refused by {c[0]}"
             ),
-        )  # fmt: skip
+        )
         for c in CORRUPTIONS
     ],
 )
@@ -120,7 +120,7 @@ def test_only_rank_zero_moves_files(full_run, tmp_path, monkeypatch):
         pytest.param(s, marks=pytest.mark.hardening("6", f"{s} on an empty run folder"))
         for s in UPSTREAM
         if UPSTREAM[s]
-    ],  # fmt: skip
+    ],
 )
 def test_missing_inputs_are_one_line_naming_the_file(stage, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
