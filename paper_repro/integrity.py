@@ -1,11 +1,15 @@
 """Verified bytes: before a stage reads anything, the manifests of the upstream outputs it reads
 (``stages.UPSTREAM``) are checked (``manifest.verify_manifest``, with its size + mtime fast path).
 
-A corrupt upstream output is never used, and never silently accepted later either: the bad files
-and that stage's ``manifest.json`` (a declared Snakemake output) are moved to
-``<run>/quarantine/<time>/``, so the next ``snakemake`` run sees the upstream stage incomplete and
-runs it again, then everything after it. The error names the command that recreates it by hand.
-Only global rank 0 moves files; other ranks of a multi-rank job just fail.
+A corrupt upstream output is never used, and never silently accepted later either. Snakemake
+ignores a missing intermediate file while the files made from it are up to date, so removing the
+bad file alone would leave "Nothing to be done". Instead the bad files (the whole folder for a
+model folder) and the stage's manifest go to ``<run>/quarantine/<time>/``, and a new
+``<stage>/manifest.json`` is written that says so. Every consumer rule has the upstream manifests
+as inputs (workflow/rules/common.smk), so the next ``snakemake`` run sees a newer input, reruns
+the consumers and, for their missing inputs, the corrupt stage itself. A stage that reads the
+quarantine manifest stops with one line naming the command that recreates the outputs. Only
+global rank 0 moves files; other ranks of a multi-rank job just fail.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .manifest import ChecksumError, ManifestError, verify_manifest
+from .io import write_json
+from .manifest import QUARANTINED, ChecksumError, ManifestError, verify_manifest
 from .paths import RunPaths
 from .stages import UPSTREAM
 
@@ -58,26 +63,33 @@ def verify_inputs(paths: RunPaths, stage: str) -> dict[str, dict[str, Any]]:
             manifests[up] = verify_manifest(manifest_root(paths, up), manifest_path)
         except ChecksumError as exc:
             moved = quarantine(paths, up, exc)
-            where = f"moved it and {manifest_path.name} to {moved}" if moved else "not moved"
+            where = f"moved it to {moved}" if moved else "left in place (rank 0 moves it)"
             raise ChecksumError(
                 exc.folder,
                 exc.bad,
                 hint=f"{stage} will not use it; {where}, so the next `snakemake` run recreates "
                 f"{up}; by hand: `{rerun_command(paths, up)}`",
             ) from None
+        except ManifestError as exc:  # not a manifest, or one left by an earlier quarantine
+            raise ManifestError(f"{exc}; by hand: `{rerun_command(paths, up)}`") from None
     return manifests
 
 
 def quarantine(paths: RunPaths, stage: str, exc: ChecksumError) -> Path | None:
-    """Move the corrupt files of ``stage`` and its manifest aside (rank 0 only); returns where."""
+    """Move ``stage``'s corrupt files (its whole model folder, where it has one) and manifest
+    aside and write the quarantine manifest in its place (rank 0 only); returns where."""
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     dest = paths.root / "quarantine" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     root = manifest_root(paths, stage)
-    bad = [root / b.name for b in exc.bad if b.actual != "missing"]
-    for src in [*bad, paths.manifest(stage)]:
-        if src.is_file() or src.is_symlink():  # a hub file is a link into the cache: move the link
+    if root != paths.stage_dir(stage):  # a folder output: Snakemake only notices it missing
+        moved = [root]
+    else:
+        moved = [root / b.name for b in exc.bad if b.actual != "missing"]
+    for src in [*moved, paths.manifest(stage)]:
+        if src.exists() or src.is_symlink():  # a hub file is a link into the cache: move the link
             target = dest / src.relative_to(paths.root)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, target)
+    write_json(paths.manifest(stage), {"files": {}, QUARANTINED: str(dest), "reason": str(exc)})
     return dest

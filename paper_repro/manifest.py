@@ -22,6 +22,8 @@ from typing import Any
 from .errors import ReproError
 from .io import read_json, sha256_file, write_json
 
+QUARANTINED = "quarantined"  # key of the manifest integrity.quarantine leaves behind
+
 
 class ManifestError(ReproError, RuntimeError):
     """A missing manifest or a file that does not match it, in one line that says what to do."""
@@ -144,6 +146,11 @@ def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise ManifestError(f"{manifest_path}: manifest missing; rerun the stage that writes it")
     manifest = read_json(manifest_path)
+    if isinstance(manifest, dict) and QUARANTINED in manifest:
+        raise ManifestError(
+            f"{manifest_path}: these outputs were found corrupt and moved to "
+            f"{manifest[QUARANTINED]}; rerun the stage that writes them (`snakemake` does)"
+        )
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(isinstance(h, str) for h in files.values()):
         raise ManifestError(f"{manifest_path}: not a manifest (no 'files' map of name: sha256)")

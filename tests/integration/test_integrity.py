@@ -13,7 +13,8 @@ from manifests import remanifest
 
 from paper_repro.cli import main
 from paper_repro.integrity import MANIFESTED, manifest_root, verify_inputs
-from paper_repro.manifest import ChecksumError, verify_manifest
+from paper_repro.io import read_json
+from paper_repro.manifest import ChecksumError, ManifestError, verify_manifest
 from paper_repro.paths import RunPaths
 from paper_repro.stages import UPSTREAM
 
@@ -99,7 +100,14 @@ def test_corrupt_upstream_is_refused_and_quarantined(
     # Moved aside with its stage's manifest: the next `snakemake` run sees the stage incomplete.
     (moved,) = (root / "quarantine").iterdir()
     assert (moved / bad.relative_to(root)).is_file() and not bad.exists()
-    assert (moved / upstream / "manifest.json").is_file() and not paths.manifest(upstream).exists()
+    assert (moved / upstream / "manifest.json").is_file()
+    # In its place a manifest saying so: newer than every consumer's outputs (Snakemake reruns
+    # them and the upstream stage), refused by any stage that reads it.
+    assert read_json(paths.manifest(upstream))["quarantined"] == str(moved)
+    with pytest.raises(
+        ManifestError, match=f"found corrupt and moved to {moved}; .*by hand: `paper-repro"
+    ):
+        verify_inputs(paths, stage)
 
 
 @pytest.mark.hardening("2", "corrupt file seen by rank 1 of a multi-rank job: refused, not moved")
@@ -109,7 +117,7 @@ def test_only_rank_zero_moves_files(full_run, tmp_path, monkeypatch):
     paths = RunPaths(root)
     flip_byte(paths.prepared("train"))
     monkeypatch.setenv("RANK", "1")
-    with pytest.raises(ChecksumError, match="not moved"):
+    with pytest.raises(ChecksumError, match="left in place"):
         verify_inputs(paths, "train_rm")
     assert paths.prepared("train").is_file() and not (root / "quarantine").exists()
 

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
+from paper_repro.integrity import MANIFESTED
 from paper_repro.paths import RUN_NAME as RUN_NAME_PATTERN
 from paper_repro.paths import RunPaths
+from paper_repro.stages import UPSTREAM
 
 # Every shell command starts with this prefix (also inside Slurm jobs, where this file is parsed
 # again): `paper-repro` and `torchrun` come from the Python that runs Snakemake (the project's
@@ -44,6 +46,13 @@ LAUNCHER = Path(workflow.basedir) / "workflow" / "scripts" / "launch.sh"
 
 # The stages whose ranks are started by workflow/scripts/launch.sh (torchrun, one launcher per node).
 DISTRIBUTED = ("train_rm", "ppo")
+
+
+def upstream_manifests(stage):
+    """The manifests a stage verifies before reading (paper_repro.integrity). They are inputs, so
+    that when the stage finds a corrupt upstream output and moves it aside with its manifest, the
+    next run rebuilds that upstream stage (Snakemake has removed the failed job's outputs)."""
+    return [RUN.manifest(up) for up in UPSTREAM[stage] if up in MANIFESTED]
 
 
 def stage_resources(stage):

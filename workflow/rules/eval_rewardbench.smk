@@ -4,6 +4,7 @@ rule eval_rewardbench:
         config=RUN.stage_config("eval_rewardbench"),
         model=RUN.rm_model,
         rewardbench=RUN.prepared("rewardbench"),
+        manifests=upstream_manifests("eval_rewardbench"),
     output:
         pairs=RUN.eval_pairs,
         scores=RUN.eval_scores,

@@ -5,6 +5,7 @@ rule export_rm:
         model=RUN.base_model,
         state=RUN.trained_state,
         heldout=RUN.prepared("heldout"),
+        manifests=upstream_manifests("export_rm"),
     output:
         model=directory(RUN.rm_model),
         verification=RUN.export_verification,

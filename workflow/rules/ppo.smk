@@ -6,7 +6,7 @@ rule ppo:
     input:
         config=RUN.stage_config("ppo"),
         model=RUN.base_model,
-        model_manifest=RUN.base_manifest,
+        manifests=upstream_manifests("ppo"),
         rm=RUN.rm_model,
         prompts=RUN.prepared("ppo_prompts"),
     output:

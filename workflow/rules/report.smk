@@ -10,6 +10,7 @@ rule report:
         comparison=RUN.eval_comparison,
         ppo_metrics=RUN.ppo_metrics,
         ppo_summary=RUN.ppo_summary,
+        manifests=upstream_manifests("report"),
     output:
         markdown=report(RUN.report_md, caption="../report/report_md.rst", category="Report"),
         latex=RUN.report_tex,
