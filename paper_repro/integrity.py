@@ -48,7 +48,9 @@ def verify_inputs(paths: RunPaths, stage: str) -> dict[str, dict[str, Any]]:
     """Verify every manifested upstream output of ``stage``; returns {upstream: manifest}.
 
     Raises ManifestError (missing manifest) or ChecksumError (after quarantining the bad files),
-    each one line naming the file and the command that recreates it."""
+    each one line naming the file and the command that recreates it. ``PAPER_REPRO_FULL_VERIFY=1``
+    re-hashes every file instead of trusting unchanged sizes and mtimes."""
+    fast = os.environ.get("PAPER_REPRO_FULL_VERIFY") != "1"
     manifests = {}
     for up in UPSTREAM[stage]:
         if up not in MANIFESTED:
@@ -60,7 +62,7 @@ def verify_inputs(paths: RunPaths, stage: str) -> dict[str, dict[str, Any]]:
                 f"run `{rerun_command(paths, up)}` or `snakemake {stage}`"
             )
         try:
-            manifests[up] = verify_manifest(manifest_root(paths, up), manifest_path)
+            manifests[up] = verify_manifest(manifest_root(paths, up), manifest_path, fast=fast)
         except ChecksumError as exc:
             moved = quarantine(paths, up, exc)
             where = f"moved it to {moved}" if moved else "left in place (rank 0 moves it)"

@@ -14,7 +14,7 @@ from manifests import remanifest
 from paper_repro.cli import main
 from paper_repro.integrity import MANIFESTED, manifest_root, verify_inputs
 from paper_repro.io import read_json
-from paper_repro.manifest import ChecksumError, ManifestError, verify_manifest
+from paper_repro.manifest import ChecksumError, ManifestError
 from paper_repro.paths import RunPaths
 from paper_repro.stages import UPSTREAM
 
@@ -171,8 +171,8 @@ def test_fast_path_reads_only_changed_files(full_run, tmp_path, monkeypatch):
     assert hashed == ["train.parquet"]
 
 
-@pytest.mark.hardening("2", "fast path limit: same size, restored mtime; caught by fast=False")
-def test_fast_path_limit_is_what_the_docs_say(full_run, tmp_path):
+@pytest.mark.hardening("2", "fast path limit: same size, restored mtime; caught by a full check")
+def test_fast_path_limit_is_what_the_docs_say(full_run, tmp_path, monkeypatch):
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
     paths = RunPaths(root)
@@ -180,7 +180,7 @@ def test_fast_path_limit_is_what_the_docs_say(full_run, tmp_path):
     st = target.stat()
     flip_byte(target)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # what `touch -d` would do
-    folder = paths.stage_dir("prepare_data")
-    verify_manifest(folder, paths.manifest("prepare_data"))  # not caught: documented limit
+    verify_inputs(paths, "train_rm")  # not caught: the documented limit of the fast path
+    monkeypatch.setenv("PAPER_REPRO_FULL_VERIFY", "1")
     with pytest.raises(ChecksumError, match="train.parquet"):
-        verify_manifest(folder, paths.manifest("prepare_data"), fast=False)
+        verify_inputs(paths, "train_rm")

@@ -29,7 +29,12 @@ def encode(encoder, name: str, raw: list[RawRow]):
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, id=c.kind, marks=pytest.mark.hardening("4", c.kind)) for c in HOSTILE],
+    [
+        pytest.param(
+            c, id=c.kind, marks=pytest.mark.hardening("4", f"{c.kind} ({c.file}): {c.outcome}")
+        )
+        for c in HOSTILE
+    ],
 )
 def test_each_hostile_row_is_counted(case, encoder, tmp_path):
     """A hostile row next to a good one: the good row is kept, the hostile one gets its outcome
