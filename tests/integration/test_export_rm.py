@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from manifests import remanifest
 
 from paper_repro.config import load_config
 from paper_repro.io import sha256_file
@@ -354,6 +355,7 @@ def test_base_without_pad_token_gets_the_reserved_pad(tiny_run, tiny_cfg, traine
     config = json.loads(cfg_file.read_text())
     config["pad_token_id"] = None
     cfg_file.write_text(json.dumps(config))
+    remanifest(paths, "download_base", all_files=True)  # this edited base is the test's input
     assert AutoTokenizer.from_pretrained(str(paths.base_model)).pad_token_id is None
 
     cfg = load_config("tiny", TEST_OVERRIDES + ["export.verify_pairs=8"])

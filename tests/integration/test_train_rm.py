@@ -258,6 +258,7 @@ def test_cli_exits_nonfinite_on_corrupt_weights(tiny_run, tmp_path):
     state = load_file(str(weights))
     state["model.norm.weight"] = torch.full_like(state["model.norm.weight"], float("inf"))
     save_file(state, str(weights), metadata={"format": "pt"})
+    remanifest(paths, "download_base")  # a base with an inf weight is this test's input
     code, out = finish(cli(["--run-dir", str(paths.root)]))
     assert code == EXIT_NONFINITE, out
     assert "non-finite loss or reward at update 0" in out
