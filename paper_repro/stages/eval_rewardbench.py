@@ -30,7 +30,7 @@ from .. import rewardbench as rb
 from ..config import ReproConfig
 from ..errors import ReproError
 from ..integrity import verify_inputs
-from ..io import atomic_path, write_json, write_text
+from ..io import atomic_path, read_json, write_json, write_text
 from ..paths import RunPaths
 from ..tracking import stage_run
 
@@ -120,8 +120,6 @@ def training_format_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
             )
     # prepare_data drops no valid RewardBench row (ties and long pairs included); a malformed one
     # would change a subset's denominator relative to the leaderboard, so it stops the stage.
-    from ..io import read_json
-
     counts = read_json(paths.data_report)["rewardbench"]
     refuse_invalid_rows(paths.raw_data("rewardbench"), counts)
     source_rows = counts["total"]
