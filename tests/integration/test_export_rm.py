@@ -18,7 +18,8 @@ import pytest
 from manifests import remanifest
 
 from paper_repro.config import load_config
-from paper_repro.io import sha256_file
+from paper_repro.io import sha256_file, sha256_tree
+from paper_repro.manifest import verify_manifest
 from paper_repro.paths import RunPaths
 
 TEST_OVERRIDES = ["model.tiny.sft_steps=60"]  # as tests/conftest.py's tiny_cfg
@@ -94,6 +95,9 @@ def test_fp32_round_trip_verification(fp32_export):
     model_file = fp32_export.rm_model / "model.safetensors"
     assert ver["files"]["model.safetensors"] == sha256_file(model_file)
     assert no_leftovers(fp32_export) == []
+    # export_rm/manifest.json: every file of the folder, what later stages verify before use
+    manifest = verify_manifest(fp32_export.rm_model, fp32_export.manifest("export_rm"), fast=False)
+    assert manifest["files"] == ver["files"] == sha256_tree(fp32_export.rm_model)
 
 
 def test_reloaded_head_is_the_trained_head(fp32_export, trained_state):

@@ -50,22 +50,29 @@ def local_reader(tmp_path, monkeypatch) -> list[str]:
     return ["data.source=local"] + [f"data.{n}.local_path={p}" for n, p in files.items()]
 
 
-def hub_reader(tmp_path, monkeypatch) -> list[str]:
-    """Hub repos in the layout of the tulu-2.5 datasets, read offline from an HF cache."""
+def offline_hub(tmp_path, monkeypatch, repos: dict[str, tuple[str, str, bytes]]) -> list[str]:
+    """{name: (repo id, split, data file bytes)} as dataset repos in an HF cache read offline
+    (the layout of the hub datasets: data/<split>-00000-of-00001.<jsonl|parquet>); returns the
+    config overrides that download them."""
     from huggingface_hub import constants
 
     cache = tmp_path / "hub"
-    for name, split in SPLITS.items():
-        files = {"README.md": b"# card\n", f"data/{split}-00000-of-00001.jsonl": file_bytes(name)}
-        make_cache(cache, f"org/{name}", files, repo_type="dataset")
+    overrides = ["data.source=hub"]
+    for name, (repo_id, split, data) in repos.items():
+        suffix = "parquet" if data.startswith(b"PAR1") else "jsonl"
+        files = {"README.md": b"# card\n", f"data/{split}-00000-of-00001.{suffix}": data}
+        make_cache(cache, repo_id, files, repo_type="dataset")
+        overrides += [f"data.{name}.hub_id={repo_id}", f"data.{name}.split={split}"]
+        overrides.append(f"data.{name}.revision={COMMIT}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return ["data.source=hub"] + [
-        o
-        for n, s in SPLITS.items()
-        for o in (f"data.{n}.hub_id=org/{n}", f"data.{n}.split={s}", f"data.{n}.revision={COMMIT}")
-    ]
+    return overrides
+
+
+def hub_reader(tmp_path, monkeypatch) -> list[str]:
+    repos = {n: (f"org/{n}", split, file_bytes(n)) for n, split in SPLITS.items()}
+    return offline_hub(tmp_path, monkeypatch, repos)
 
 
 READERS = {"fixture": fixture_reader, "local": local_reader, "hub": hub_reader}
@@ -102,7 +109,6 @@ def test_hub_parquet_rows_are_read_one_by_one(tiny_run, tmp_path, monkeypatch):
     parquet column can hold wrong) are counted per row in prepare_data."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from huggingface_hub import constants
 
     from paper_repro.tiny import FIXTURE_DIR
 
@@ -110,37 +116,9 @@ def test_hub_parquet_rows_are_read_one_by_one(tiny_run, tmp_path, monkeypatch):
     rows[3]["id"], rows[5]["prompt"], rows[7]["subset"] = None, None, None
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), buf)
-    repo = {"README.md": b"# bench\n", "data/filtered-00000-of-00001.parquet": buf.getvalue()}
-    make_cache(tmp_path / "hub", "org/bench", repo, repo_type="dataset")
-    make_cache(
-        tmp_path / "hub",
-        "org/prefs",
-        {"README.md": b"# p\n", "data/prefs-00000-of-00001.jsonl": file_bytes("preference")},
-        repo_type="dataset",
-    )
-    make_cache(
-        tmp_path / "hub",
-        "org/prompts",
-        {"README.md": b"# q\n", "data/prompts-00000-of-00001.jsonl": file_bytes("ppo_prompts")},
-        repo_type="dataset",
-    )
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    hub = {
-        "preference": ("org/prefs", "prefs"),
-        "rewardbench": ("org/bench", "filtered"),
-        "ppo_prompts": ("org/prompts", "prompts"),
-    }
-    overrides = ["data.source=hub"] + [
-        o
-        for n, (repo_id, split) in hub.items()
-        for o in (
-            f"data.{n}.hub_id={repo_id}",
-            f"data.{n}.split={split}",
-            f"data.{n}.revision={COMMIT}",
-        )
-    ]
+    repos = {n: (f"org/{n}", split, file_bytes(n)) for n, split in SPLITS.items()}
+    repos["rewardbench"] = ("org/bench", "filtered", buf.getvalue())
+    overrides = offline_hub(tmp_path, monkeypatch, repos)
     cfg = load_config("tiny", TINY + overrides)
     paths = new_run(tiny_run, tmp_path / "run")
     assert download_data.run(cfg, paths) == 0
@@ -170,32 +148,11 @@ def test_truncated_fixture_fails_with_one_line(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.hardening("2", "hub split with a known size delivering fewer rows")
 def test_known_hub_split_with_wrong_row_count_is_refused(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
     from paper_repro.data import DataError
 
-    cache = tmp_path / "hub"
-    for repo, split, name in [
-        ("allenai/reward-bench", "filtered", "rewardbench"),
-        ("org/p", "prefs", "preference"),
-        ("org/q", "prompts", "ppo_prompts"),
-    ]:
-        files = {"README.md": b"# card\n", f"data/{split}-00000-of-00001.jsonl": file_bytes(name)}
-        make_cache(cache, repo, files, repo_type="dataset")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    cfg = load_config(
-        "tiny",
-        [
-            "data.source=hub",
-            "data.preference.hub_id=org/p",
-            "data.preference.split=prefs",
-            "data.ppo_prompts.hub_id=org/q",
-            "data.ppo_prompts.split=prompts",
-        ]
-        + [f"data.{n}.revision={COMMIT}" for n in FILES],
-    )
+    repos = {n: (f"org/{n}", split, file_bytes(n)) for n, split in SPLITS.items()}
+    repos["rewardbench"] = ("allenai/reward-bench", "filtered", file_bytes("rewardbench"))
+    cfg = load_config("tiny", offline_hub(tmp_path, monkeypatch, repos))
     paths = RunPaths(tmp_path / "run")
     with pytest.raises(DataError, match=r"rows, expected 2985"):
         download_data.run(cfg, paths)
