@@ -11,7 +11,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,12 +58,6 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def copy_file(src: str | Path, dest: str | Path) -> None:
-    """Copy through a temporary name: ``dest`` is either the old file or the whole new one."""
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(src, tmp)
 
 
 def read_json(path: str | Path) -> Any:
