@@ -1,6 +1,7 @@
 # The whole reproduction as one DAG: download_base -> download_data -> prepare_data -> train_rm ->
-# export_rm -> eval_rewardbench / ppo -> report. Each rule is a thin call of the `paper-repro` CLI;
-# what to run is config/config.yaml, resources come from the preset (workflow/rules/common.smk).
+# export_rm -> eval_rewardbench / ppo -> report, with eval_reference (the published RM) beside.
+# Each rule is a thin call of the `paper-repro` CLI; what to run is config/config.yaml, resources
+# come from the preset (workflow/rules/common.smk).
 #
 #   snakemake --cores 2 all                  # tiny preset on CPU (`make run`)
 #   snakemake --profile slurm all            # on a Slurm cluster (see README)
@@ -25,6 +26,7 @@ include: "workflow/rules/prepare_data.smk"
 include: "workflow/rules/train_rm.smk"
 include: "workflow/rules/export_rm.smk"
 include: "workflow/rules/eval_rewardbench.smk"
+include: "workflow/rules/eval_reference.smk"
 include: "workflow/rules/ppo.smk"
 include: "workflow/rules/report.smk"
 
@@ -36,6 +38,10 @@ localrules:
 rule all:
     input:
         rules.report.output,
+
+
+onstart:
+    check_slurm_commands(getattr(workflow.executor_plugin, "name", None))
 
 
 onsuccess:

@@ -13,7 +13,8 @@ otherwise idle machine for meaningful numbers::
 Lengths: UltraFeedback (Llama 3 tokens) has prompt median ~100-150 and response median ~250-350
 tokens with a long tail; ``--scale`` (default 0.25) shrinks them so a CPU run stays short while
 keeping the spread (sigma) that decides how much padding each order wastes. TRL's sampler draws
-``randperm`` from seed 42 like ``batching.BatchPlan``, so the faithful order pads exactly like TRL.
+``randperm`` from seed 42 like ``batching.BatchPlan``'s ``seeded-randperm`` order (used here), so the
+faithful order pads exactly like TRL.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def run_ours(model, pairs, args, length_grouped: bool) -> Result:
         total_batch=args.total_batch,
         micro_batch=args.micro_batch,
         seed=42,
+        order="seeded-randperm",
         length_grouped=length_grouped,
         lengths=pair_lengths(pairs),
     )

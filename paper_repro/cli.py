@@ -5,7 +5,9 @@ Every stage subcommand takes the same arguments::
     paper-repro <stage> CONFIG [key=value ...] [--run-dir DIR]
 
 CONFIG is a preset name (``paper-repro config list``) or a resolved YAML file; the run directory
-defaults to ``results/<preset>``. Heavy imports happen inside the stage, so ``--help`` is fast.
+defaults to ``results/<preset>``. A stage is spelled with a hyphen or as in the DAG
+(``train-rm`` or ``train_rm``). ``paper-repro <command> --help`` says what it reads and writes.
+Heavy imports happen inside the stage, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
+from .cli_help import STAGE_HELP, TOOL_HELP
 from .config import STAGES, ConfigError, derived, list_presets, load_config, to_yaml
 from .config import config_hash as _hash
 from .errors import EXIT_USER_ERROR, DiskFullError, ReproError
@@ -71,11 +75,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from .paths import RunPaths
+    from .progress import quiet_library_bars
 
+    quiet_library_bars()
+    if getattr(args, "out", None) and not args.model:
+        raise ConfigError("--out", "only with --model (the stage writes to its run folder)")
     cfg = load_config(args.config, args.overrides)
+    paths = RunPaths(_run_dir(args, cfg))
+    if getattr(args, "model", None):
+        from .evaluation import parse_model_spec
+        from .stages.eval_rewardbench import run_model
+
+        return run_model(cfg, paths, parse_model_spec(args.model), args.out)
     module = importlib.import_module(f"paper_repro.stages.{args.stage}")
-    result = module.run(cfg, RunPaths(_run_dir(args, cfg)))
-    return int(result or 0)
+    return int(module.run(cfg, paths) or 0)
 
 
 def cmd_tool(args: argparse.Namespace) -> int:
@@ -84,15 +97,27 @@ def cmd_tool(args: argparse.Namespace) -> int:
     return int(module.run(cfg, args) or 0)
 
 
+def _sub(sub, name: str, info, aliases=()) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        aliases=list(aliases),
+        help=info.summary,
+        description=info.summary,
+        epilog=info.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paper-repro",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("config", help="show, validate or resolve a preset + overrides")
+    p = _sub(sub, "config", TOOL_HELP["config"])
     p.add_argument("action", choices=["show", "validate", "resolve", "list"])
     p.add_argument("config", nargs="?", default="tiny")
     p.add_argument("overrides", nargs="*")
@@ -100,12 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     for stage in STAGES:
-        p = sub.add_parser(_stage_cmd(stage), help=f"run the {stage} stage")
+        cmd = _stage_cmd(stage)
+        p = _sub(sub, cmd, STAGE_HELP[stage], aliases=[stage] if stage != cmd else [])
         _add_config_args(p)
         p.add_argument("--run-dir", help="results folder of this run (default results/<preset>)")
+        if stage == "eval_rewardbench":
+            p.add_argument(
+                "--model",
+                metavar="PATH_OR_HUB_ID@REVISION",
+                help="evaluate this RM instead of the run's export: a local Hugging Face folder or "
+                "ORG/NAME@COMMIT (downloaded at that commit, verified); RewardBench pairs come "
+                "from the run's download_data/",
+            )
+            p.add_argument(
+                "--out", help="--model: output folder (default results/rewardbench/<name>)"
+            )
         p.set_defaults(func=cmd_stage, stage=stage)
 
-    p = sub.add_parser("render", help="print the exact strings and token ids the model will see")
+    p = _sub(sub, "render", TOOL_HELP["render"])
     _add_config_args(p)
     p.add_argument(
         "--split", default="train", choices=["train", "heldout", "rewardbench", "ppo_prompts"]
@@ -114,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="results folder of this run (default results/<preset>)")
     p.set_defaults(func=cmd_tool, tool="render")
 
-    p = sub.add_parser("plan", help="parameters, tokens, FLOPs, memory and GPU-hours of a preset")
+    p = _sub(sub, "plan", TOOL_HELP["plan"])
     _add_config_args(p)
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=None)

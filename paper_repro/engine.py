@@ -35,6 +35,7 @@ from .batching import BatchPlan, make_batch
 from .checkpoints import CheckpointDir
 from .io import write_text
 from .modeling import bradley_terry_loss, pool_last
+from .progress import progress
 from .schedule import LRSchedule
 
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: checkpoint written, rerun to resume
@@ -242,16 +243,13 @@ class Trainer:
         return int(meta["next_update"])
 
     def fit(self, start: int = 0) -> TrainResult:
-        from tqdm.auto import tqdm
-
         b, plan = self.backend, self.plan
-        bar = tqdm(
+        bar = progress(
             total=plan.num_updates,
             initial=start,
             desc="train_rm",
             unit="update",
             disable=not self.progress or b.rank != 0,
-            dynamic_ncols=True,
         )
         last = None
         try:

@@ -1,15 +1,14 @@
 """Verified bytes: before a stage reads anything, the manifests of the upstream outputs it reads
 (``stages.UPSTREAM``) are checked (``manifest.verify_manifest``, with its size + mtime fast path).
 
-A corrupt upstream output is never used, and never silently accepted later either. Snakemake
-ignores a missing intermediate file while the files made from it are up to date, so removing the
-bad file alone would leave "Nothing to be done". Instead the bad files (the whole folder for a
-model folder) and the stage's manifest go to ``<run>/quarantine/<time>/``, and a new
-``<stage>/manifest.json`` is written that says so. Every consumer rule has the upstream manifests
-as inputs (workflow/rules/common.smk), so the next ``snakemake`` run sees a newer input, reruns
-the consumers and, for their missing inputs, the corrupt stage itself. A stage that reads the
-quarantine manifest stops with one line naming the command that recreates the outputs. Only
-global rank 0 moves files; other ranks of a multi-rank job just fail.
+A corrupt upstream output is never used, and never silently accepted later either. The bad files
+(the whole folder for a model folder) and the stage's ``manifest.json`` (a rule output) move to
+``<run>/quarantine/<time>/``. Snakemake ignores a missing intermediate file while the files made
+from it are up to date, so the config files of the stages that read it (``config/<stage>.yaml``,
+inputs of their rules) are touched too: the next ``snakemake`` run reruns those consumers, for
+their missing inputs the damaged stage first, then everything after them. The error names the
+command that recreates the outputs by hand. Only global rank 0 moves files; other ranks of a
+multi-rank job just fail.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .io import write_json
-from .manifest import QUARANTINED, ChecksumError, ManifestError, verify_manifest
+from .manifest import ChecksumError, ManifestError, verify_manifest
 from .paths import RunPaths
 from .stages import UPSTREAM
 
@@ -58,8 +56,9 @@ def verify_inputs(paths: RunPaths, stage: str) -> dict[str, dict[str, Any]]:
         manifest_path = paths.manifest(up)
         if not manifest_path.is_file():
             raise ManifestError(
-                f"{manifest_path}: missing ({up} has not run in this run folder); "
-                f"run `{rerun_command(paths, up)}` or `snakemake {stage}`"
+                f"{manifest_path}: missing ({up} has not run here, or its outputs were moved to "
+                f"quarantine/ after a failed check); run `{rerun_command(paths, up)}` or "
+                f"`snakemake {stage}`"
             )
         try:
             manifests[up] = verify_manifest(manifest_root(paths, up), manifest_path, fast=fast)
@@ -72,19 +71,19 @@ def verify_inputs(paths: RunPaths, stage: str) -> dict[str, dict[str, Any]]:
                 hint=f"{stage} will not use it; {where}, so the next `snakemake` run recreates "
                 f"{up}; by hand: `{rerun_command(paths, up)}`",
             ) from None
-        except ManifestError as exc:  # not a manifest, or one left by an earlier quarantine
+        except ManifestError as exc:  # not a manifest
             raise ManifestError(f"{exc}; by hand: `{rerun_command(paths, up)}`") from None
     return manifests
 
 
 def quarantine(paths: RunPaths, stage: str, exc: ChecksumError) -> Path | None:
     """Move ``stage``'s corrupt files (its whole model folder, where it has one) and manifest
-    aside and write the quarantine manifest in its place (rank 0 only); returns where."""
+    aside and touch its consumers' config files (rank 0 only); returns where the files went."""
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     dest = paths.root / "quarantine" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     root = manifest_root(paths, stage)
-    if root != paths.stage_dir(stage):  # a folder output: Snakemake only notices it missing
+    if root != paths.stage_dir(stage):
         moved = [root]
     else:
         moved = [root / b.name for b in exc.bad if b.actual != "missing"]
@@ -93,5 +92,7 @@ def quarantine(paths: RunPaths, stage: str, exc: ChecksumError) -> Path | None:
             target = dest / src.relative_to(paths.root)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, target)
-    write_json(paths.manifest(stage), {"files": {}, QUARANTINED: str(dest), "reason": str(exc)})
+    for consumer in (s for s, ups in UPSTREAM.items() if stage in ups):
+        if (config := paths.stage_config(consumer)).is_file():
+            config.touch()  # newer than the consumer's outputs: Snakemake reruns it
     return dest

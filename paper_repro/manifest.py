@@ -21,8 +21,7 @@ from typing import Any
 
 from .errors import ReproError
 from .io import read_json, sha256_file, write_json
-
-QUARANTINED = "quarantined"  # key of the manifest integrity.quarantine leaves behind
+from .progress import progress
 
 
 class ManifestError(ReproError, RuntimeError):
@@ -83,12 +82,10 @@ def check_files(
 ) -> list[BadFile]:
     """Files of ``folder`` that are missing or whose digest differs. ``stats``: [size, mtime_ns]
     recorded when the digest was taken; a file that still has them is not read again."""
-    from tqdm.auto import tqdm
-
     stats = stats or {}
 
     bad = []
-    for name, want in tqdm(
+    for name, want in progress(
         sorted(expected.items()),
         desc=f"verify {folder.name}",
         unit="file",
@@ -146,11 +143,6 @@ def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise ManifestError(f"{manifest_path}: manifest missing; rerun the stage that writes it")
     manifest = read_json(manifest_path)
-    if isinstance(manifest, dict) and QUARANTINED in manifest:
-        raise ManifestError(
-            f"{manifest_path}: these outputs were found corrupt and moved to "
-            f"{manifest[QUARANTINED]}; rerun the stage that writes them (`snakemake` does)"
-        )
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(isinstance(h, str) for h in files.values()):
         raise ManifestError(f"{manifest_path}: not a manifest (no 'files' map of name: sha256)")

@@ -7,6 +7,7 @@ preemption finds them and resumes (Snakemake deletes declared outputs before rer
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,48 @@ from pathlib import Path
 # The name of a run folder (results/<run>/): one path component, no "..", no spaces. The same
 # pattern guards `run` in workflow/schemas/config.schema.yaml (a test keeps them equal).
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def cache_root() -> Path:
+    """Per-user cache of things built once and reused by every run (the Llama 3 tokenizer, the
+    side environments of the export cross-check): ``$PAPER_REPRO_CACHE``, else
+    ``$XDG_CACHE_HOME/paper-repro``, else ``~/.cache/paper-repro``."""
+    if root := os.environ.get("PAPER_REPRO_CACHE"):
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paper-repro"
+
+
+@dataclass(frozen=True)
+class EvalFiles:
+    """What one RewardBench evaluation writes (the stages eval_rewardbench and eval_reference, and
+    ``paper-repro eval-rewardbench --model``): the same five files in one folder."""
+
+    folder: Path
+
+    @property
+    def pairs(self) -> Path:
+        """Per-pair rewards: id, subset, reward_chosen, reward_rejected, correct."""
+        return self.folder / "pairs.parquet"
+
+    @property
+    def scores(self) -> Path:
+        return self.folder / "scores.json"
+
+    @property
+    def comparison(self) -> Path:
+        return self.folder / "comparison.json"
+
+    @property
+    def comparison_md(self) -> Path:
+        return self.folder / "comparison.md"
+
+    @property
+    def leaderboard(self) -> Path:
+        """Flat per-subset accuracies in reward-bench's results layout (submit as is)."""
+        return self.folder / "leaderboard.json"
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.pairs, self.scores, self.comparison, self.comparison_md, self.leaderboard)
 
 
 @dataclass(frozen=True)
@@ -100,18 +143,38 @@ class RunPaths:
     def export_verification(self) -> Path:
         return self.root / "export_rm" / "verification.json"
 
+    @property
+    def export_crosscheck(self) -> Path:
+        """The folder read with other transformers versions (``export.crosscheck``; on demand)."""
+        return self.root / "export_rm" / "crosscheck.json"
+
     # eval_rewardbench ------------------------------------------------------------
+
+    # eval_rewardbench / eval_reference -------------------------------------------------
+    def eval_files(self, stage: str = "eval_rewardbench") -> EvalFiles:
+        return EvalFiles(self.stage_dir(stage))
+
     @property
     def eval_pairs(self) -> Path:
-        return self.root / "eval_rewardbench" / "pairs.parquet"
+        return self.eval_files().pairs
 
     @property
     def eval_scores(self) -> Path:
-        return self.root / "eval_rewardbench" / "scores.json"
+        return self.eval_files().scores
 
     @property
     def eval_comparison(self) -> Path:
-        return self.root / "eval_rewardbench" / "comparison.json"
+        return self.eval_files().comparison
+
+    @property
+    def reference_model(self) -> Path:
+        """The published RM (linked from the hub cache) or the tiny stand-in that eval_reference
+        scores; kept across reruns like checkpoints, never a rule output."""
+        return self.root / "reference_model" / "model"
+
+    @property
+    def reference_model_manifest(self) -> Path:
+        return self.root / "reference_model" / "manifest.json"
 
     # ppo ---------------------------------------------------------------------
     @property

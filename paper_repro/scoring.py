@@ -109,20 +109,19 @@ def score_sequences(
 
     The model runs in whatever dtype it was loaded in; rewards are read out as float32 values."""
     import torch
-    from tqdm.auto import tqdm
 
     from .modeling import pad_batch, rewards
+    from .progress import progress as progress_bar
 
     plan = plan_batches([len(s) for s in seqs], token_budget)
     out = np.empty(len(seqs), dtype=np.float64)
     device = model_device(model)
-    bar = tqdm(
+    bar = progress_bar(
         total=len(seqs),
         desc=desc,
         unit=unit,
         unit_scale=unit_scale,
         disable=not progress,
-        dynamic_ncols=True,
     )
     start = time.perf_counter()
     with torch.inference_mode(), bar:

@@ -16,6 +16,7 @@ STAGES = (
     "train_rm",
     "export_rm",
     "eval_rewardbench",
+    "eval_reference",
     "ppo",
     "report",
 )
@@ -63,7 +64,11 @@ class TinyArch:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 4
+    # "fixture": the shipped 512-id BPE; "llama3": the real Llama 3 tokenizer (128,256 ids, built
+    # offline from the llama-models wheel, paper_repro/llama3_tokenizer.py) and a matching embedding.
+    tokenizer: Literal["fixture", "llama3"] = "fixture"
     sft_steps: int = 300  # causal-LM steps on fixture dialogues that make the tiny "SFT base"
+    sft_batch: int = 32  # dialogues per SFT step
     sft_lr: float = 3e-3
     seed: int = 0  # torch seed of the tiny base's init and SFT batches
 
@@ -127,6 +132,9 @@ class RMTrainConfig:
     micro_batch_pairs: int = 8  # pairs per rank per forward (chosen+rejected = 2x rows)
     grad_clip: float = 1.0
     seed: int = 42
+    # Pair order: "easylm" = the permutation EasyLM's seeded torch DataLoader drew (the original
+    # run's update groups); "seeded-randperm" = torch.randperm seeded with seed + epoch.
+    data_order: Literal["easylm", "seeded-randperm"] = "easylm"
     backend: Literal["torch", "deepspeed"] = "deepspeed"
     zero_stage: int = 3
     activation_checkpointing: bool = True
@@ -144,6 +152,18 @@ class EvalConfig:
     token_budget: int = 16384  # padded tokens per scoring batch
     bootstrap_samples: int = 1000
     bootstrap_seed: int = 0
+
+
+@dataclass
+class ReferenceConfig:
+    """The published reward model that eval_reference scores with eval_rewardbench's code and
+    ``eval`` settings, to judge the reproduction against the original and not only its card."""
+
+    source: Literal["hub", "local", "tiny"] = "hub"
+    hub_id: str = "allenai/llama-3-tulu-2-70b-uf-mean-rm"
+    revision: str | None = None  # pinned commit sha (required for source=hub)
+    local_path: str | None = None  # a local HF folder (source=local)
+    standin_seed: int = 1  # source=tiny: rm.seed of the locally trained stand-in RM
 
 
 @dataclass
@@ -190,6 +210,9 @@ class PPOConfig:
 class TrackingConfig:
     uri: str | None = None  # None: sqlite under results/<run>/ (embedded, nothing to start)
     experiment: str = "tulu25-rm-repro"
+    # An exported RM up to this size is copied into the artifact store as a loadable MLflow model;
+    # a larger one (a 70B export is 140 GB) is recorded by path and sha256 manifest only.
+    copy_model_max_mb: int = 2048
 
 
 @dataclass
@@ -219,6 +242,7 @@ class ResourcesConfig:
     train_rm: StageResources = field(default_factory=StageResources)
     export_rm: StageResources = field(default_factory=StageResources)
     eval_rewardbench: StageResources = field(default_factory=StageResources)
+    eval_reference: StageResources = field(default_factory=StageResources)
     ppo: StageResources = field(default_factory=StageResources)
     report: StageResources = field(default_factory=StageResources)
 
@@ -239,6 +263,7 @@ class ReproConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rm: RMTrainConfig = field(default_factory=RMTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -253,6 +278,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_rm": ("model", "data", "rm"),
     "export_rm": ("model", "data", "rm", "export"),
     "eval_rewardbench": ("model", "data", "eval"),
+    # + "rm" with reference.source=tiny: the stand-in is trained with the rm recipe (stage_hash)
+    "eval_reference": ("model", "data", "eval", "reference"),
     "ppo": ("model", "data", "ppo"),
-    "report": ("preset", "description", "model", "data", "rm", "eval", "ppo"),
+    "report": ("preset", "description", "model", "data", "rm", "eval", "reference", "ppo"),
 }

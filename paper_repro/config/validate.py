@@ -25,9 +25,16 @@ COMMIT_SHA = re.compile(r"[0-9a-f]{7,40}")
 
 
 def _check_revision(key: str, revision: str) -> None:
-    """A pin must be a commit sha (7-40 lowercase hex): a branch name like 'main' moves."""
+    """A pin must be a commit sha (7-40 lowercase hex): a branch name like 'main' moves. A short
+    one is resolved to the full commit on first download (``hub.revisions``) and recorded."""
     if not COMMIT_SHA.fullmatch(str(revision)):
-        raise ConfigError(key, f"revision {revision!r} is not a commit sha (7-40 hex characters)")
+        # YAML reads an unquoted all-digit sha as a number (0123456 becomes 42798)
+        hint = "; quote an all-digit sha" if str(revision).isdigit() else ""
+        raise ConfigError(
+            key,
+            f"revision {revision!r} is not a commit sha (7-40 hex characters; a short sha is "
+            f"resolved to the full commit on first download){hint}",
+        )
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,13 @@ def validate(cfg: ReproConfig) -> None:
         _check_revision("model.revision", m.revision)
     if m.source == "local" and not m.local_path:
         raise ConfigError("model.local_path", "source=local needs a folder")
+    ref = cfg.reference
+    if ref.source == "hub":
+        if not ref.revision:
+            raise ConfigError("reference.revision", "a hub model needs a pinned revision")
+        _check_revision("reference.revision", ref.revision)
+    if ref.source == "local" and not ref.local_path:
+        raise ConfigError("reference.local_path", "source=local needs a folder")
     if m.trust_remote_code:
         raise ConfigError("model.trust_remote_code", "remote code is disabled in this package")
     for name in ("preference", "rewardbench", "ppo_prompts"):
@@ -212,7 +226,7 @@ def validate(cfg: ReproConfig) -> None:
 
 
 # Parameter counts of the architectures we plan for (meta-device count of the HF Llama shapes).
-ARCH_PARAMS = {"llama3-70b": 70.55e9, "llama3-8b": 8.03e9, "tiny": 0.5e6}
+ARCH_PARAMS = {"llama3-70b": 70.55e9, "llama3-8b": 8.03e9, "tiny": 139_648}
 BYTES_PER_PARAM_ZERO = 16  # bf16 weights + grads, fp32 master + Adam m and v (ZeRO paper, K=12)
 
 

@@ -73,12 +73,16 @@ def _pair_key(chosen: Any, rejected: Any) -> bytes:
 class Encoder:
     """Renders and tokenizes rows exactly as EasyLM did, dropping bad ones with a reason."""
 
-    def __init__(self, tokenizer, pad_token_id: int, max_length: int):
+    def __init__(self, tokenizer, pad_token_id: int | None, max_length: int):
+        """``pad_token_id`` None: a model without a pad of its own (evaluating someone else's
+        RM); only the BOS and EOS strings are then forbidden in text."""
         self.tok = tokenizer
         self.special = special_strings(tokenizer)
         self.max_length = max_length
-        self.pad_token = resolve_pad(tokenizer, pad_token_id)
-        self.forbidden = (self.special.bos, self.special.eos, self.pad_token)
+        self.pad_token = None if pad_token_id is None else resolve_pad(tokenizer, pad_token_id)
+        self.forbidden = tuple(
+            s for s in (self.special.bos, self.special.eos, self.pad_token) if s is not None
+        )
 
     def _check_text(self, messages: list[dict[str, str]]) -> None:
         for i, m in enumerate(messages):
@@ -89,9 +93,9 @@ class Encoder:
         return self.tok(texts, add_special_tokens=False)["input_ids"] if texts else []
 
     def _progress(self, items: list, desc: str):
-        from tqdm.auto import tqdm
+        from ..progress import progress
 
-        return tqdm(
+        return progress(
             range(0, len(items), BATCH),
             desc=desc,
             unit="batch",

@@ -1,14 +1,27 @@
-"""The model card (README.md) shipped with every exported reward model."""
+"""The model card (README.md) shipped with every exported reward model.
+
+export_rm writes it; eval_rewardbench fills in its RewardBench section once the model has been
+evaluated (``update_card_results``). The card is documentation, not weights: it is the one file
+left out of the export's recorded sha256 list, so that update changes no content identity.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from .. import rewardbench as rb
 from ..config import ReproConfig, to_dict
+from ..io import write_text
 from .verify import Verification
 
 ARCH_NAMES = {"llama3-70b": "70B", "llama3-8b": "8B", "tiny": "tiny"}
+CARD_FILE = "README.md"
+RESULTS_BEGIN = "<!-- rewardbench:begin -->"
+RESULTS_END = "<!-- rewardbench:end -->"
+NOT_EVALUATED = "Not evaluated yet: the eval_rewardbench stage writes this model's results here."
+TARGET = "llama-3-tulu-2-70b-uf-mean-rm"
 
 
 def model_name(cfg: ReproConfig) -> str:
@@ -35,6 +48,11 @@ def model_card(
     import yaml
 
     name = model_name(cfg)
+    base = (
+        f"`{cfg.model.hub_id}` (hub revision `{cfg.model.revision}`)"
+        if cfg.model.source == "hub"
+        else f"`{cfg.model.hub_id}`"
+    )
     metrics = "\n".join(
         f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |"
         for k, v in _flat_metrics(summary).items()
@@ -44,8 +62,8 @@ def model_card(
         {k: to_dict(cfg)[k] for k in ("model", "data", "rm")}, sort_keys=False
     )
     tiny_note = (
-        "\n> **Smoke-scale model.** The `tiny` preset builds a Llama of ~140k parameters locally; it "
-        "is not derived from Meta Llama 3 weights and its numbers say nothing about the 70B model.\n"
+        "\n> **Smoke-scale model.** The tiny presets build a small Llama locally; it is not derived "
+        "from Meta Llama 3 weights and its numbers say nothing about the 70B model.\n"
         if cfg.model.arch == "tiny"
         else ""
     )
@@ -67,9 +85,15 @@ def model_card(
 
 A Bradley-Terry reward model reproducing `allenai/llama-3-tulu-2-70b-uf-mean-rm` (Ivison et al.,
 "Unpacking DPO and PPO", arXiv 2406.09279) with the paper-repro pipeline: the SFT base
-`{cfg.model.hub_id}` with its LM head replaced by a bias-free linear `score` head, trained on
+{base} with its LM head replaced by a bias-free linear `score` head, trained on
 `{cfg.data.preference.hub_id}` / `{cfg.data.preference.split}`.
 {tiny_note}
+## RewardBench
+
+{RESULTS_BEGIN}
+{NOT_EVALUATED}
+{RESULTS_END}
+
 **Built with Meta Llama 3.** Meta Llama 3 is licensed under the Meta Llama 3 Community License,
 Copyright © Meta Platforms, Inc. All Rights Reserved; the license is included as
 `llama_3_license.txt`, with attribution in `NOTICE`.
@@ -96,7 +120,7 @@ stripped, the whole string stripped, BOS prepended. The pad token is
 `{verification.numbers.get("pad_token")}` (id {cfg.data.pad_token_id}), set in both `config.json`
 and the tokenizer; it never occurs in text, so HF's pooling lands on the EOS with either padding
 side. The tokenizer's chat template (Tulu) renders a newline **after** the EOS and no BOS; add the
-BOS and drop that newline to match training (reproduction_spec.md pitfalls 1 and 4).
+BOS and drop that newline to match training (paper-repro `docs/fidelity.md`, section 5).
 
 ## Final training metrics (`train_rm/summary.json`)
 
@@ -112,7 +136,10 @@ folder has every weight including `score.weight`. On {v["verify_pairs"]} `{v["ve
 the rewards differ from the in-training fp32 model by at most {v["reward_max_abs_diff"]:.3g}
 (tolerance {v["reward_tolerance"]:.3g}); HF's pooling agrees with attention-mask pooling to
 {v["hf_pooling_max_abs_diff"]:.3g}. Pairwise accuracy: training model
-{v["accuracy_training_model"]:.4f}, exported {v["accuracy_exported"]:.4f}.
+{v["accuracy_training_model"]:.4f}, exported {v["accuracy_exported"]:.4f}. Checked with transformers
+{v["checked_with"]["transformers"]}; `config.json` also carries `rope_theta` at the top level and
+`tokenizer_config.json` names `PreTrainedTokenizerFast`, so transformers 4.x (reward-bench pins
+4.51.0) reads the same model and tokenizer (`python -m paper_repro.export.crosscheck` checks it).
 
 ## Resolved configuration
 
@@ -126,3 +153,42 @@ the rewards differ from the in-training fp32 model by at most {v["reward_max_abs
 {json.dumps(provenance, indent=2, sort_keys=True)}
 ```
 """
+
+
+def results_section(scores: dict[str, Any]) -> str:
+    """This model's RewardBench numbers (percent, 95% CIs) next to the published card's."""
+
+    def cell(est: dict[str, float]) -> str:
+        return f"{100 * est['score']:.1f} [{100 * est['ci_low']:.1f}, {100 * est['ci_high']:.1f}]"
+
+    card = rb.CARD_CURRENT[TARGET]
+    mine = [cell(scores["score"])] + [cell(scores["sections"][s]) for s in rb.SECTIONS]
+    return "\n".join(
+        [
+            f"{scores['n_pairs']} pairs of `allenai/reward-bench` (filtered), input mode "
+            f"`{scores['input_mode']}`, {scores['dtype']}; accuracy in percent with 95% "
+            "bootstrap CIs; Score = mean of the four sections (reward-bench weights at ece3d67).",
+            "",
+            "| | " + " | ".join(rb.METRICS) + " |",
+            "|---|" + "---:|" * len(rb.METRICS),
+            "| this model | " + " | ".join(mine) + " |",
+            f"| `allenai/{TARGET}` (its card) | "
+            + " | ".join(f"{card[m]:.1f}" for m in rb.METRICS)
+            + " |",
+        ]
+    )
+
+
+def update_card_results(model_dir: Path, scores: dict[str, Any]) -> None:
+    """Put ``scores`` into the card's RewardBench section (atomic rewrite). The card is the one
+    file of the export that changes after export_rm: its manifest (the rule's output, what
+    consumers depend on) leaves it out, so this rewrite reruns nothing."""
+    card = Path(model_dir) / CARD_FILE
+    text = card.read_text() if card.is_file() else ""
+    body = f"{RESULTS_BEGIN}\n{results_section(scores)}\n{RESULTS_END}"
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        head, rest = text.split(RESULTS_BEGIN, 1)
+        text = head + body + rest.split(RESULTS_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n## RewardBench\n\n{body}\n"
+    write_text(card, text)

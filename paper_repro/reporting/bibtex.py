@@ -113,6 +113,38 @@ def subset_bib(entries: dict[str, BibEntry], keys: Iterable[str], source: str = 
     return "\n\n".join(entries[k].text for k in keys) + "\n"
 
 
+# Entry types the standard BibTeX styles (plain.bst and its relatives) define; any other type
+# (CITATION.bib's @software) draws a "entry type isn't style-file defined" warning.
+BIBTEX_TYPES = frozenset(
+    "article book booklet conference inbook incollection inproceedings manual mastersthesis "
+    "misc phdthesis proceedings techreport unpublished".split()
+)
+
+
+def for_bibtex(entry: BibEntry) -> str:
+    """``entry`` as classic BibTeX prints it without warnings: a type the standard styles know
+    (else @misc), and the arXiv id in ``howpublished`` (plain.bst ignores ``eprint``)."""
+    fields = dict(entry.fields)
+    kind = entry.kind if entry.kind in BIBTEX_TYPES else "misc"
+    if "eprint" in fields and fields.get("archiveprefix", "").lower() == "arxiv":
+        cls = f" [{fields['primaryclass']}]" if "primaryclass" in fields else ""
+        fields.setdefault("howpublished", f"arXiv:{fields['eprint']}{cls}")
+    if entry.kind == "software" and "version" in fields:
+        fields.setdefault("note", "")
+        fields["note"] = "; ".join(
+            x for x in (f"Software, version {fields['version']}", fields["note"]) if x
+        )
+    body = ",\n".join(f"  {name} = {{{value}}}" for name, value in fields.items())
+    return f"@{kind}{{{entry.key},\n{body}\n}}"
+
+
+def report_bib(entries: dict[str, BibEntry], keys: Iterable[str], source: str = "bib") -> str:
+    """``subset_bib`` for a report compiled with classic BibTeX (``for_bibtex`` per entry)."""
+    keys = list(keys)
+    subset_bib(entries, keys, source)  # the same missing-key error
+    return "\n\n".join(for_bibtex(entries[k]) for k in keys) + "\n"
+
+
 def find_citation_bib() -> Path:
     """CITATION.bib of the checkout the package runs from (the repo root), or the copy shipped
     as package data."""

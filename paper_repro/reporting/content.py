@@ -12,11 +12,16 @@ from .tables import Column, Table
 PCT = "{:.1f}"
 DELTA = "{:+.1f}"
 CARD_VARIANTS = ("llama3-70b-uf", "llama3-70b-uf-card-literal", "llama3-70b-uf-easylm")
+CARD_VARIANT_LABELS = {
+    "llama3-70b-uf": "Reconciled",
+    "llama3-70b-uf-card-literal": "Card literal",
+    "llama3-70b-uf-easylm": "EasyLM b2",
+}
 
-# reproduction_spec.md 6.3 / 6.4, in the words the report prints.
+# docs/fidelity.md section 4, in the words the report prints.
 INTERPRETATIONS = {
     "llama3-70b-uf": (
-        "reconciled recipe (reproduction_spec.md 6.4): the card prints learning_rate 1e-06 and "
+        "reconciled recipe (docs/fidelity.md section 4): the card prints learning_rate 1e-06 and "
         '"linear cooldown to 1e-05"; read against EasyLM, whose only cooldown knob is an absolute '
         "end_lr, and the documented Tulu 2.5 RM command (lr 1e-5, end_lr 1e-6), the two numbers "
         "are swapped: warm up linearly to 1e-5 over 3% of updates, then decay linearly to 1e-6 at "
@@ -24,14 +29,22 @@ INTERPRETATIONS = {
     ),
     "llama3-70b-uf-card-literal": (
         "card read literally, as an HF Trainer user would run it: peak lr 1e-6 with a linear "
-        "decay to 0 (the printed numbers, reproduction_spec.md 6.3)."
+        "decay to 0 (the printed numbers, docs/fidelity.md section 4)."
     ),
     "llama3-70b-uf-easylm": (
         "reconciled recipe with EasyLM's own AdamW default b2 = 0.95: the documented EasyLM RM "
         "command never set b2, so the card's (0.9, 0.999) is likely HF boilerplate "
-        "(reproduction_spec.md 6.1, 6.4)."
+        "(docs/fidelity.md section 4)."
     ),
 }
+
+
+def card_values(cfg: ReproConfig) -> dict[str, float] | None:
+    """The current card of the model the run's reference is (the 70B target for a stand-in)."""
+    name = cfg.reference.hub_id.rsplit("/", 1)[-1]
+    if cfg.reference.source == "tiny":
+        name = "llama-3-tulu-2-70b-uf-mean-rm"
+    return rb.CARD_CURRENT.get(name)
 
 
 def _pct(x: float | None) -> float | None:
@@ -92,7 +105,7 @@ def rewardbench_table(comparison: Mapping[str, Any], scores: Mapping[str, Any]) 
             "Δ = reproduced - card (percentage points). CI: percentile bootstrap over pairs "
             "within each subset. Score = mean of the four sections (reward-bench weights at "
             "ece3d67). The last row uses the swapped xstest weights of reward-bench before "
-            "2024-09, which the 8B card's Safety value implies (reproduction_spec.md 10.1)."
+            "2024-09, which the 8B card's Safety value implies (docs/fidelity.md section 6)."
         ),
     )
 
@@ -122,7 +135,7 @@ def first_revision_table(comparison: Mapping[str, Any]) -> Table | None:
         columns=tuple(cols),
         rows=tuple(rows),
         notes="Definitions of that time: pre-2024-09 xstest weights, Score = sum of sections / 4.5 "
-        "(reproduction_spec.md 10.2).",
+        "(docs/fidelity.md section 6).",
     )
 
 
@@ -196,7 +209,9 @@ def hyperparameter_table(
 ) -> Table:
     """This run's RM hyperparameters next to the three card interpretations."""
     names = list(variants)
-    cols = [Column("Setting"), Column("This run", "r")] + [Column(n, "r") for n in names]
+    cols = [Column("Setting"), Column("This run", "r")] + [
+        Column(CARD_VARIANT_LABELS.get(n, n), "r") for n in names
+    ]
     rows = []
     for label, key in HYPERPARAMETERS:
         rows.append(
@@ -222,7 +237,9 @@ def hyperparameter_table(
         columns=tuple(cols),
         rows=tuple(rows),
         midrules=tuple(rules),
-        notes="Rows below the rule are derived by train_rm for this run (train_rm/summary.json); "
+        notes="Columns: "
+        + "; ".join(f"{CARD_VARIANT_LABELS.get(n, n)} = preset {n}" for n in names)
+        + ". Rows below the rule are derived by train_rm for this run (train_rm/summary.json); "
         "they depend on the data and world size, so the preset columns leave them empty.",
     )
 

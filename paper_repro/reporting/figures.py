@@ -45,6 +45,9 @@ def _plt():
             "axes.grid": True,
             "grid.alpha": 0.3,
             "svg.hashsalt": "paper-repro",
+            # embedded TrueType (Type 42) instead of matplotlib's default Type 3 fonts, which
+            # many venues reject
+            "pdf.fonttype": 42,
         }
     )
     return plt

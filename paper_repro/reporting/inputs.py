@@ -7,6 +7,7 @@ malformed file is an error that names the file and line.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,11 @@ class ReportInputs:
     scores: dict[str, Any] | None = None
     comparison: dict[str, Any] | None = None
     pairs: dict[str, list] | None = None  # columns of eval_rewardbench/pairs.parquet
+    reference_scores: dict[str, Any] | None = None  # eval_reference/scores.json
+    reference_pairs: dict[str, list] | None = None  # eval_reference/pairs.parquet
     ppo_metrics: list[dict[str, Any]] | None = None
     ppo_summary: dict[str, Any] | None = None
+    rm_parameters: int | None = None  # exact, from export_rm/model's safetensors headers
     read: list[Path] = field(default_factory=list)  # files actually read (for provenance)
     missing: list[Path] = field(default_factory=list)
 
@@ -79,17 +83,35 @@ def load_inputs(paths: RunPaths) -> ReportInputs:
     inp.scores = take(paths.eval_scores, _json)
     inp.comparison = take(paths.eval_comparison, _json)
     inp.pairs = take(paths.eval_pairs, _read_pairs)
+    inp.rm_parameters = parameter_count(paths.rm_model)
+    ref = paths.eval_files("eval_reference")
+    inp.reference_scores = take(ref.scores, _json)
+    inp.reference_pairs = take(ref.pairs, _read_pairs)
     inp.ppo_metrics = take(paths.ppo_metrics, read_jsonl)
     inp.ppo_summary = take(paths.ppo_summary, _json)
     _check(inp, paths)
     return inp
 
 
+def parameter_count(folder: Path) -> int | None:
+    """Parameters of the model in ``folder``, exactly: the tensor shapes in the safetensors
+    headers (8-byte little-endian length, then JSON); no weights are read."""
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total
+
+
 def _read_pairs(path: Path) -> dict[str, list]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    need = {"subset", "reward_chosen", "reward_rejected"}
+    need = {"id", "subset", "reward_chosen", "reward_rejected"}
     if missing := need - set(table.column_names):
         raise ReportInputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     return {name: table.column(name).to_pylist() for name in table.column_names}
@@ -97,10 +119,13 @@ def _read_pairs(path: Path) -> dict[str, list]:
 
 def _check(inp: ReportInputs, paths: RunPaths) -> None:
     """The keys the tables read; a stage that wrote something else fails here, by name."""
-    if inp.scores is not None:
-        for key in ("subsets", "sections", "score"):
-            if key not in inp.scores:
-                raise ReportInputError(f"{paths.eval_scores}: missing key '{key}'")
+    for scores, path in (
+        (inp.scores, paths.eval_scores),
+        (inp.reference_scores, paths.eval_files("eval_reference").scores),
+    ):
+        for key in ("subsets", "sections", "score") if scores is not None else ():
+            if key not in scores:
+                raise ReportInputError(f"{path}: missing key '{key}'")
     if inp.comparison is not None and not isinstance(inp.comparison.get("rows"), list):
         raise ReportInputError(f"{paths.eval_comparison}: missing list 'rows'")
     if inp.train_metrics is not None:

@@ -94,8 +94,17 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text).replace("Δ", r"$\Delta$")
 
 
+# Defines \fitwidth{...}: its argument at natural size, or scaled down to \linewidth when wider.
+FIT_WIDTH_PREAMBLE = (
+    r"\newsavebox{\fitbox}"
+    r"\newcommand{\fitwidth}[1]{\sbox{\fitbox}{#1}\ifdim\wd\fitbox>\linewidth"
+    r"\resizebox{\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}"
+)
+
+
 def to_latex(table: Table) -> str:
-    """A booktabs ``table`` float: toprule / midrule / bottomrule, no vertical rules."""
+    """A booktabs ``table`` float: toprule / midrule / bottomrule, no vertical rules, never wider
+    than the text (needs ``FIT_WIDTH_PREAMBLE`` and graphicx)."""
     spec = "".join(c.align for c in table.columns)
     out = [
         r"\begin{table}[htbp]",
@@ -103,7 +112,8 @@ def to_latex(table: Table) -> str:
         r"\small",
         rf"\caption{{{latex_escape(table.caption)}}}",
         rf"\label{{{table.label}}}",
-        rf"\begin{{tabular}}{{{spec}}}",
+        # \fitwidth (report preamble) shrinks the tabular to the text width if it is wider
+        rf"\fitwidth{{\begin{{tabular}}{{{spec}}}",
         r"\toprule",
         " & ".join(latex_escape(c.header) for c in table.columns) + r" \\",
         r"\midrule",
@@ -112,7 +122,7 @@ def to_latex(table: Table) -> str:
         if i in table.midrules:
             out.append(r"\midrule")
         out.append(" & ".join(latex_escape(x) for x in row) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}"]
+    out += [r"\bottomrule", r"\end{tabular}}"]
     if table.notes:
         out.append(rf"\par\smallskip\footnotesize {latex_escape(table.notes)}")
     out.append(r"\end{table}")

@@ -12,6 +12,16 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "train_rm": ("download_base", "prepare_data"),
     "export_rm": ("download_base", "prepare_data", "train_rm"),
     "eval_rewardbench": ("download_data", "prepare_data", "export_rm"),
+    # the tiny stand-in is trained from download_base + prepare_data; a hub reference needs only
+    # download_data (the rule declares what the configured source reads)
+    "eval_reference": ("download_base", "download_data", "prepare_data"),
     "ppo": ("download_base", "prepare_data", "export_rm"),
-    "report": ("prepare_data", "train_rm", "export_rm", "eval_rewardbench", "ppo"),
+    "report": (
+        "prepare_data",
+        "train_rm",
+        "export_rm",
+        "eval_rewardbench",
+        "eval_reference",
+        "ppo",
+    ),
 }

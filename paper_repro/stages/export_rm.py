@@ -26,13 +26,14 @@ from ..export.build import (
     cast_parameters,
     license_files,
     load_trained_state,
+    make_portable,
     model_from_state,
     prepare_config,
     prepare_tokenizer,
     require,
     verification_batch,
 )
-from ..export.card import model_card
+from ..export.card import CARD_FILE, model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
 from ..integrity import verify_inputs
 from ..io import read_json, sha256_file, write_json, write_text
@@ -72,6 +73,9 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
 
     config = prepare_config(base, pad_id)
     tok = prepare_tokenizer(base, pad_id)
+    # The tokenizer's real BOS/EOS: the Tulu 2 SFT configs carry LlamaConfig's defaults 1 and 2
+    # (EasyLM's convert_easylm_to_hf.py never set them), which are ordinary tokens in Llama 3.
+    config.bos_token_id, config.eos_token_id = tok.bos_token_id, tok.eos_token_id
     state = load_trained_state(state_path, config)
     batch = verification_batch(paths, pad_id, cfg.export.verify_pairs)
     print(
@@ -99,6 +103,7 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             rounded = (ref_c, ref_r)
         del model
         tok.save_pretrained(str(tmp))
+        make_portable(tmp)
         for f in licenses:
             shutil.copyfile(f, tmp / f.name)
         expected = Expected(
@@ -123,16 +128,18 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
                 for c in ver.failed()
             ]
             raise ExportError(f"verification of {target} failed: " + "; ".join(lines))
-        provenance = {
-            "trained_state": str(state_path.resolve()),
+        provenance = {  # no local paths: the folder is meant to be shared
+            "trained_state": str(state_path.relative_to(paths.root)),
             "trained_state_sha256": sha256_file(state_path),
             "stage_config_hash": stage_hash(cfg, "export_rm"),
             "preset": cfg.preset,
         }
-        write_text(tmp / "README.md", model_card(cfg, summary, ver, provenance))
+        write_text(tmp / CARD_FILE, model_card(cfg, summary, ver, provenance))
         for f in tmp.iterdir():  # mkstemp-style 0600 files would be unreadable to co-workers
             f.chmod(0o644)
-        manifest = build_manifest(tmp)  # hashed once; a rename keeps sizes and mtimes
+        # Hashed once (a rename keeps sizes and mtimes): every file but the card, which
+        # eval_rewardbench completes later.
+        manifest = build_manifest(tmp, exclude=tmp / CARD_FILE)
         ver.numbers.update(
             provenance=provenance,
             files=manifest["files"],
@@ -145,7 +152,8 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             shutil.rmtree(tmp)
         raise
     write_json(paths.export_verification, ver.to_json())
-    write_json(paths.manifest("export_rm"), manifest)  # last: consumers check the folder by it
+    # Last: what the workflow's consumers depend on (the folder itself is no Snakemake output).
+    write_json(paths.manifest("export_rm"), manifest)
     return ver
 
 
@@ -156,7 +164,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         ver = export(cfg, paths, tr)
         tr.log_metrics({"export_seconds": ver.numbers["export_seconds"]})
         tr.log_artifact(paths.export_verification)
-        tr.log_artifact(paths.rm_model / "README.md")
+        tr.log_artifact(paths.rm_model / CARD_FILE)
         for name in sorted(ver.numbers["files"]):
             if name.endswith(".safetensors"):
                 tr.log_file_ref(f"rm_model/{name}", paths.rm_model / name)

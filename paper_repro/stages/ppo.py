@@ -34,6 +34,7 @@ from ..config import ConfigError, ReproConfig, stage_hash
 from ..engine import EXIT_PREEMPTED, StopFlag
 from ..io import write_json, write_text
 from ..paths import RunPaths
+from ..progress import progress
 from ..tracking import stage_run
 
 EVAL_SEED_OFFSET = 7_919  # eval sampling seed = ppo.seed + this, identical before and after
@@ -177,7 +178,6 @@ def check_vocab(policy, reward_model, *, eos_id: int, pad_id: int) -> None:
 def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
     p = cfg.ppo
     import torch
-    from tqdm import tqdm
 
     from ..data import check_fingerprint, load_prompts, load_tokenizer
     from ..integrity import verify_inputs
@@ -279,7 +279,7 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
         flag = StopFlag().install()
         t0 = time.time()
         try:
-            bar = tqdm(
+            bar = progress(
                 range(start, plan.total_steps),
                 desc="ppo",
                 unit="step",

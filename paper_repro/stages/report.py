@@ -4,7 +4,9 @@ Writes ``results/<run>/report/``:
 
 - ``report.md`` and ``report.tex`` (booktabs tables: RewardBench card vs reproduced with deltas
   and CIs, per-subset accuracy, hyperparameters and card interpretation, data counts, training
-  and PPO summaries; a tiny-preset report says it is a smoke-scale run, not a reproduction);
+  and PPO summaries; the verdict: card / published RM re-evaluated here (eval_reference) /
+  reproduced RM, pair agreement and one within-noise sentence per metric; a tiny-preset report
+  says it is a smoke-scale run, not a reproduction, and that its "published" RM is a stand-in);
 - ``figures/<name>.{png,pdf}`` (names in ``paper_repro.reporting.figures.FIGURES``);
 - ``references.bib``: the CITATION.bib entries of every key ``report.tex`` cites;
 - ``provenance.json``: git commit, config hashes, data and model sha256 manifests, MLflow run ids,
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ReproConfig, config_hash, load_config
@@ -23,77 +24,33 @@ from ..integrity import verify_inputs
 from ..io import write_json, write_text
 from ..paths import RunPaths
 from ..reporting import content, figures
-from ..reporting.bibtex import BibEntry, cited_keys, find_citation_bib, read_bibtex, subset_bib
+from ..reporting.bibtex import cited_keys, find_citation_bib, read_bibtex, report_bib
+from ..reporting.document import (
+    TARGET,
+    Doc,
+    Figure,
+    cite_md,
+    cite_tex,
+    md_to_tex,
+    render_latex,
+    render_markdown,
+)
 from ..reporting.inputs import ReportInputs, load_inputs, series
 from ..reporting.provenance import build_provenance
-from ..reporting.tables import Table, latex_escape, to_latex, to_markdown
+from ..reporting.tables import latex_escape
+from ..reporting.verdict import (
+    agreement_sentence,
+    build_verdict,
+    three_way_table,
+    verdict_sentences,
+)
 from ..tracking import stage_run, sync
 
 STAGE = "report"
-TARGET = "allenai/llama-3-tulu-2-70b-uf-mean-rm"
-# Every key the report cites, in order of first appearance (tests check CITATION.bib has them).
-CITED = (
-    "paper_repro2026",
-    "ivison2024unpacking",
-    "ivison2023camels",
-    "llama3herd2024",
-    "cui2023ultrafeedback",
-    "lambert2024rewardbench",
-)
 
 
 def is_smoke(cfg: ReproConfig) -> bool:
     return cfg.model.source == "tiny" or cfg.model.arch == "tiny"
-
-
-@dataclass
-class Figure:
-    name: str
-    caption: str
-
-
-@dataclass
-class Doc:
-    """The report as an ordered list of blocks, rendered to markdown and LaTeX."""
-
-    blocks: list[tuple[str, object]]
-
-    def heading(self, text: str) -> None:
-        self.blocks.append(("h", text))
-
-    def para(self, md: str, tex: str | None = None) -> None:
-        self.blocks.append(("p", (md, tex if tex is not None else md_to_tex(md))))
-
-    def items(self, pairs: list[tuple[str, str]]) -> None:
-        """A bullet list; each item as (markdown, LaTeX)."""
-        self.blocks.append(("l", pairs))
-
-    def table(self, t: Table | None) -> None:
-        if t is not None:
-            self.blocks.append(("t", t))
-
-    def figure(self, f: Figure) -> None:
-        self.blocks.append(("f", f))
-
-
-def md_to_tex(md: str) -> str:
-    """The little markdown the report's prose uses: `code` and **bold**; the rest escaped."""
-    out = []
-    for i, chunk in enumerate(md.split("`")):
-        if i % 2:
-            out.append(rf"\texttt{{{latex_escape(chunk)}}}")
-            continue
-        for j, part in enumerate(chunk.split("**")):
-            out.append(rf"\textbf{{{latex_escape(part)}}}" if j % 2 else latex_escape(part))
-    return "".join(out)
-
-
-def _cite_md(*keys: str) -> str:
-    return "[" + "; ".join(f"@{k}" for k in keys) + "]"
-
-
-def _cite_tex(*keys: str) -> str:
-    return r"~\cite{" + ",".join(keys) + "}"
 
 
 # --------------------------------------------------------------------------- figures
@@ -197,11 +154,17 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
     doc = Doc([])
     names = {f.name: f for f in figs}
     if is_smoke(cfg):
+        size = (
+            f"of {inp.rm_parameters:,} parameters (the exported reward model, counted from its "
+            "safetensors files)"
+            if inp.rm_parameters
+            else "(its size is in `paper-repro plan tiny`)"
+        )
         doc.para(
             "**Smoke-scale run, not a reproduction.** This report comes from the `tiny` preset: "
-            "a locally built Llama-architecture model of about half a million parameters, trained "
-            "on the shipped synthetic fixtures on CPU. It exercises the same code path as the "
-            "cluster presets; its numbers say nothing about the 70B reward model."
+            f"a locally built Llama-architecture model {size}, trained on the shipped synthetic "
+            "fixtures on CPU. It exercises the same code path as the cluster presets; its "
+            "numbers say nothing about the 70B reward model."
         )
     parts = (  # (text, keys cited after it)
         (f"This report records run {paths.root.name} of paper-repro", ("paper_repro2026",)),
@@ -215,8 +178,8 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
         (", and evaluated on RewardBench", ("lambert2024rewardbench",)),
     )
     doc.para(
-        "".join(t + " " + _cite_md(*k) for t, k in parts) + ".",
-        "".join(latex_escape(t) + _cite_tex(*k) for t, k in parts) + ".",
+        "".join(t + " " + cite_md(*k) for t, k in parts) + ".",
+        "".join(latex_escape(t) + cite_tex(*k) for t, k in parts) + ".",
     )
 
     doc.heading("Configuration and card interpretation")
@@ -268,6 +231,8 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
         if name in names:
             doc.figure(names[name])
 
+    verdict_section(doc, cfg, inp, paths)
+
     doc.heading("PPO")
     if inp.ppo_summary:
         doc.table(content.ppo_table(inp.ppo_summary))
@@ -288,71 +253,42 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
     return doc
 
 
-def _md_references(entries: dict[str, BibEntry]) -> str:
-    lines = ["## References", ""]
-    for k in CITED:
-        f = entries[k].fields
-        eprint = f" arXiv:{f['eprint']}." if "eprint" in f else ""
-        title = f["title"].replace("{", "").replace("}", "")
-        author = f.get("author", "").replace("{", "").replace("}", "")
-        lines.append(f"- [@{k}] {author}. *{title}*. {f.get('year', '')}.{eprint}")
-    return "\n".join(lines) + "\n"
-
-
-def render_markdown(doc: Doc, cfg: ReproConfig, entries: dict[str, BibEntry]) -> str:
-    out = [f"# Reproduction report: `{TARGET}` ({cfg.preset})", ""]
-    for kind, body in doc.blocks:
-        if kind == "h":
-            out += [f"## {body}", ""]
-        elif kind == "p":
-            out += [body[0], ""]
-        elif kind == "l":
-            out += [f"- {md}" for md, _ in body] + [""]
-        elif kind == "t":
-            out += [to_markdown(body), ""]
-        elif kind == "f":
-            out += [f"![{body.caption}](figures/{body.name}.png)", "", f"*{body.caption}*", ""]
-    out.append(_md_references(entries))
-    return "\n".join(out)
-
-
-def render_latex(doc: Doc, cfg: ReproConfig) -> str:
-    title = latex_escape(f"Reproduction report: {TARGET} ({cfg.preset})")
-    out = [
-        r"\documentclass[11pt]{article}",
-        r"\usepackage[T1]{fontenc}",
-        r"\usepackage[utf8]{inputenc}",
-        r"\usepackage{booktabs}",
-        r"\usepackage{graphicx}",
-        r"\usepackage[margin=2.5cm]{geometry}",
-        r"\usepackage{hyperref}",
-        rf"\title{{{title}}}",
-        r"\date{}",
-        r"\begin{document}",
-        r"\maketitle",
-        "",
-    ]
-    for kind, body in doc.blocks:
-        if kind == "h":
-            out += [rf"\section{{{latex_escape(body)}}}", ""]
-        elif kind == "p":
-            out += [body[1], ""]
-        elif kind == "l":
-            out += [r"\begin{itemize}", *(rf"\item {tex}" for _, tex in body), r"\end{itemize}", ""]
-        elif kind == "t":
-            out += [to_latex(body)]
-        elif kind == "f":
-            out += [
-                r"\begin{figure}[htbp]",
-                r"\centering",
-                rf"\includegraphics[width=0.8\linewidth]{{figures/{body.name}.pdf}}",
-                rf"\caption{{{latex_escape(body.caption)}}}",
-                rf"\label{{fig:{body.name.replace('_', '-')}}}",
-                r"\end{figure}",
-                "",
-            ]
-    out += [r"\bibliographystyle{plain}", r"\bibliography{references}", r"\end{document}", ""]
-    return "\n".join(out)
+def verdict_section(doc: Doc, cfg: ReproConfig, inp: ReportInputs, paths: RunPaths) -> None:
+    """The reproduced RM against the published RM re-evaluated by the same code (eval_reference):
+    the three-way table, pair-by-pair agreement and one verdict sentence per metric."""
+    doc.heading("Verdict: reproduced vs published reward model")
+    if not (inp.scores and inp.pairs and inp.reference_scores and inp.reference_pairs):
+        doc.para(
+            "No verdict: it needs the outputs of both eval_rewardbench and eval_reference "
+            f"(see {paths.eval_files('eval_reference').folder.name}/)."
+        )
+        return
+    standin = cfg.reference.source == "tiny"
+    v = build_verdict(
+        inp.scores,
+        inp.pairs,
+        inp.reference_scores,
+        inp.reference_pairs,
+        content.card_values(cfg),
+        samples=cfg.eval.bootstrap_samples,
+        seed=cfg.eval.bootstrap_seed,
+        standin=standin,
+    )
+    if standin:
+        doc.para(
+            f"**Stand-in, not the published model.** On the tiny preset eval_reference scores "
+            f"`{v.reference}`, a second tiny RM trained here with the same recipe and seed "
+            f"{cfg.reference.standin_seed}, so that this comparison runs on CPU."
+        )
+    else:
+        doc.para(
+            f"The published model `{cfg.reference.hub_id}` (revision `{cfg.reference.revision}`) "
+            "was scored by eval_reference with exactly the evaluation code and settings of "
+            "eval_rewardbench; the card column is the value printed on its model card."
+        )
+    doc.table(three_way_table(v))
+    doc.para(agreement_sentence(v))
+    doc.items([(s, md_to_tex(s)) for s in verdict_sentences(v)])
 
 
 # --------------------------------------------------------------------------- stage
@@ -375,7 +311,7 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
         "bib": paths.report_bib,
         "provenance": paths.report_provenance,
     }
-    write_text(files["bib"], subset_bib(entries, cited_keys(tex), str(find_citation_bib())))
+    write_text(files["bib"], report_bib(entries, cited_keys(tex), str(find_citation_bib())))
     write_text(files["md"], render_markdown(doc, cfg, entries))
     write_text(files["tex"], tex)
     write_json(files["provenance"], build_provenance(cfg, paths, inp.read))

@@ -28,6 +28,25 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def write_evaluation(files, subsets, chosen, rejected, name, ids=None) -> None:
+    """One evaluation's five files, by the writers eval_rewardbench itself uses."""
+    from paper_repro.evaluation import EvalInputs
+    from paper_repro.evaluation import outputs as out
+
+    ev = rb.evaluate(subsets, chosen, rejected, bootstrap_samples=200, bootstrap_seed=0)
+    scores = {"input_mode": "training-format", "dtype": "float32", **rb.scores_json(ev)}
+    inputs = EvalInputs(list(ids or range(len(subsets))), list(subsets), [], [])
+    out.write_outputs(
+        files,
+        inputs,
+        np.asarray(chosen),
+        np.asarray(rejected),
+        {**scores, "model": name},
+        out.comparison(ev, "training-format", "float32"),
+        out.leaderboard(ev, name, "training-format"),
+    )
+
+
 def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     write_json(
@@ -88,37 +107,17 @@ def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> N
         c = rng.normal(0.5 + 0.05 * (j % 5), 1.0, n)
         chosen += list(c)
         rejected += list(rng.normal(0.0, 1.0, n))
-    ev = rb.evaluate(subsets, chosen, rejected, bootstrap_samples=200, bootstrap_seed=0)
-    write_json(
-        paths.eval_scores,
-        {"input_mode": "training-format", "dtype": "float32", **rb.scores_json(ev)},
-    )
-    write_json(
-        paths.eval_comparison,
-        {
-            "input_mode": "training-format",
-            "dtype": "float32",
-            "rows": rb.comparison_rows(ev, rb.CARD_CURRENT),
-            "first_revision": {
-                "rows": rb.comparison_rows(ev, rb.CARD_FIRST_REVISION, first_revision=True)
-            },
-        },
-    )
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    paths.eval_pairs.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table(
-            {
-                "id": list(range(len(subsets))),
-                "subset": subsets,
-                "reward_chosen": chosen,
-                "reward_rejected": rejected,
-                "correct": [c > r for c, r in zip(chosen, rejected, strict=True)],
-            }
-        ),
-        paths.eval_pairs,
+    write_evaluation(paths.eval_files(), subsets, chosen, rejected, "paper-repro/tiny-rm")
+    # The "published" model: correlated rewards, written in reverse pair order (matched by id).
+    ref_c = [0.8 * c + 0.3 * x for c, x in zip(chosen, rng.normal(0, 1, len(chosen)), strict=True)]
+    order = list(range(len(subsets)))[::-1]
+    write_evaluation(
+        paths.eval_files("eval_reference"),
+        [subsets[i] for i in order],
+        [ref_c[i] for i in order],
+        [rejected[i] for i in order],
+        "allenai/llama-3-tulu-2-70b-uf-mean-rm",
+        ids=order,
     )
     if ppo:
         _jsonl(
@@ -255,11 +254,11 @@ def test_hyperparameters_show_this_run_and_card_interpretations(built, tiny_cfg_
     rows = parse_markdown_table(_section(md, "Reward-model hyperparameters"))
     lr = rows_where(rows, Setting="peak learning rate")
     assert lr["This run"] == format_cell(f"{tiny_cfg_report.rm.lr:g}")
-    assert (lr["llama3-70b-uf"], lr["llama3-70b-uf-card-literal"]) == ("1e-05", "1e-06")
+    assert (lr["Reconciled"], lr["Card literal"]) == ("1e-05", "1e-06")
     end = rows_where(rows, Setting="final learning rate (end_lr)")
-    assert (end["llama3-70b-uf"], end["llama3-70b-uf-card-literal"]) == ("1e-06", "0")
+    assert (end["Reconciled"], end["Card literal"]) == ("1e-06", "0")
     betas = rows_where(rows, Setting="Adam betas")
-    assert (betas["llama3-70b-uf"], betas["llama3-70b-uf-easylm"]) == (
+    assert (betas["Reconciled"], betas["EasyLM b2"]) == (
         "(0.9, 0.999)",
         "(0.9, 0.95)",
     )
@@ -343,3 +342,47 @@ def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):
     with pytest.raises(ReportInputError, match=r"train_rm/metrics.jsonl:121: not JSON"):
         write_report(tiny_cfg_report, paths)
     assert not (paths.report_dir / "report.md").exists()  # nothing half-written
+
+
+def test_report_compiles_print_ready(built, tmp_path):
+    """pdflatex + bibtex on the report as written: no overfull box (every table and line fits
+    the text width), no LaTeX or BibTeX warning, only outline fonts (no Type 3), all embedded,
+    and the arXiv ids survive into the bibliography."""
+    import shutil
+    import subprocess
+
+    if not (shutil.which("pdflatex") and shutil.which("bibtex") and shutil.which("pdffonts")):
+        pytest.skip("pdflatex/bibtex/pdffonts not installed (.ci/run installs them)")
+    work = tmp_path / "report"
+    shutil.copytree(built.report_dir, work)
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}"
+        return proc.stdout
+
+    latex = ("pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex")
+    run(*latex)
+    run("bibtex", "report")
+    run(*latex)
+    run(*latex)
+    log = (work / "report.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
+    assert "LaTeX Warning" not in log, re.findall(r"LaTeX Warning.*", log)
+    blg = (work / "report.blg").read_text()
+    assert "Warning--" not in blg and "error message" not in blg, blg
+    bbl = (work / "report.bbl").read_text()
+    assert "arXiv:2406.09279" in bbl and "arXiv:2403.13787" in bbl
+    fonts = run("pdffonts", "report.pdf").splitlines()[2:]
+    assert fonts and not [f for f in fonts if "Type 3" in f], fonts
+    emb = [f.split()[-5] for f in fonts]  # name type encoding emb sub uni object ID
+    assert set(emb) == {"yes"}, fonts
+
+
+def test_report_cites_only_files_in_the_repository(built):
+    root = Path(__file__).resolve().parents[2]
+    for name in ("report.md", "report.tex"):
+        text = (built.report_dir / name).read_text()
+        assert "reproduction_spec" not in text
+        for ref in set(re.findall(r"docs/[\w.-]+\.md", text)):
+            assert (root / ref).is_file(), ref

@@ -45,8 +45,9 @@ def test_the_report_finds_the_repository_citation_file():
 def test_report_tex_cites_only_keys_its_references_bib_holds(tmp_path):
     """The LaTeX the report stage renders (no stage outputs needed: every section degrades to a
     sentence) cites exactly the CITED keys, and references.bib is built from them."""
+    from paper_repro.reporting.document import CITED, render_latex
     from paper_repro.reporting.inputs import ReportInputs
-    from paper_repro.stages.report import CITED, build_doc, render_latex
+    from paper_repro.stages.report import build_doc
 
     cfg = load_config("tiny")
     tex = render_latex(build_doc(cfg, ReportInputs(), [], RunPaths(tmp_path / "run")), cfg)

@@ -243,3 +243,19 @@ def test_run_name_pattern_is_the_snakemake_schema_pattern():
         (Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text()
     )
     assert schema["properties"]["run"]["pattern"] == f"^({RUN_NAME.pattern})?$"
+
+
+def test_rm_change_re_evaluates_the_tiny_stand_in_only():
+    """The tiny stand-in is trained with the rm recipe; a published reference is not."""
+    for preset, reruns in (("tiny", True), ("llama3-70b-uf", False)):
+        a, b = load_config(preset), load_config(preset, ["rm.lr=0.002"])
+        assert (stage_hash(a, "eval_reference") != stage_hash(b, "eval_reference")) is reruns
+        c = load_config(preset, ["eval.bootstrap_samples=123"])
+        assert stage_hash(a, "eval_reference") != stage_hash(c, "eval_reference")
+
+
+def test_hub_reference_needs_a_commit_pin():
+    with pytest.raises(ConfigError, match="reference.revision"):
+        load_config("llama3-70b-uf", ["reference.revision=main"])
+    with pytest.raises(ConfigError, match="reference.local_path"):
+        load_config("tiny", ["reference.source=local"])

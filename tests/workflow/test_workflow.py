@@ -147,7 +147,14 @@ def test_eval_only_change_reruns_eval_and_report_not_training(finished_run):
         finished_run, "-n", "all", *config_arg(overrides=["eval.bootstrap_samples=123"])
     ).stdout
     jobs = planned_jobs(out)
-    assert jobs == {"stage_config": 2, "eval_rewardbench": 1, "report": 1, "all": 1}
+    # eval_reference evaluates with the same eval settings, so it reruns too
+    assert jobs == {
+        "stage_config": 3,
+        "eval_rewardbench": 1,
+        "eval_reference": 1,
+        "report": 1,
+        "all": 1,
+    }
     assert "results/tiny/config/eval_rewardbench.yaml" in out
     assert "results/tiny/config/train_rm.yaml" not in out
 
@@ -158,6 +165,7 @@ def test_rm_change_reruns_training_and_everything_after(finished_run):
     )
     assert {"train_rm", "export_rm", "eval_rewardbench", "ppo", "report"} <= set(jobs)
     assert not {"download_base", "download_data", "prepare_data"} & set(jobs)
+    assert "eval_reference" in jobs  # the tiny stand-in is trained with the rm recipe
 
 
 def test_tracking_uri_and_other_stages_resources_rerun_nothing(finished_run):
@@ -183,3 +191,32 @@ def test_checkpoints_and_tracking_are_never_outputs(tmp_path):
     out = snakemake(tmp_path, "-n", "all").stdout
     outputs = [ln for ln in out.splitlines() if ln.startswith("    output: ")]
     assert outputs and not any("checkpoints" in ln or "/tracking" in ln for ln in outputs)
+
+
+def test_slurm_profile_without_slurm_stops_with_one_line_before_submitting(tmp_path):
+    """`snakemake --profile slurm all` where sbatch/squeue are not on PATH: exit 1 with one line
+    naming them, no job submitted, no lock left behind."""
+    import shutil
+    import subprocess
+
+    tools = tmp_path / "bin"  # the basics Snakemake calls, and no Slurm command
+    tools.mkdir()
+    for name in ("which", "bash", "sh", "env", "uname", "git"):
+        if found := shutil.which(name):
+            (tools / name).symlink_to(found)
+    work = tmp_path / "work"
+    cmd = [str(SNAKEMAKE), "all", "--profile", "slurm", "-d", str(work),
+           "--configfile", str(ROOT / "config" / "config.yaml")]  # fmt: skip
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,  # the bare profile name is looked up here
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": f"{SNAKEMAKE.parent}:{tools}", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("--executor slurm (profile slurm): sbatch, squeue, scontrol not found")
+    assert "Traceback" not in proc.stderr and "sacct" not in proc.stderr
+    assert not (work / "results").exists() and not (work / ".snakemake" / "locks").exists()

@@ -119,5 +119,38 @@ def stage_shell(stage):
     return f"{command} > {{log:q}} 2>&1"
 
 
+def eval_reference_inputs(wildcards):
+    """The configured reference's inputs: the raw RewardBench pairs, plus the base model and the
+    prepared data the tiny stand-in is trained from."""
+    inputs = {
+        "config": RUN.stage_config("eval_reference"),
+        "rewardbench": RUN.raw_data("rewardbench"),
+    }
+    if CFG.reference.source == "tiny":
+        inputs.update(model=RUN.base_model, train=RUN.prepared("train"))
+    return inputs
+
+
+# Commands the Slurm executor plugin runs: without them it would fail at submission and retry
+# status checks (sacct, squeue) over and over. Checked before anything is submitted.
+SLURM_COMMANDS = ("sbatch", "squeue", "scontrol")
+
+
+def check_slurm_commands(executor):
+    """One line and a stop when the Slurm executor is chosen on a machine without Slurm."""
+    import shutil
+
+    if executor != "slurm":
+        return
+    missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+    if missing:
+        print(
+            f"--executor slurm (profile slurm): {', '.join(missing)} not found on PATH; run on "
+            "a Slurm login node, or drop --profile slurm to run locally (--cores N)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
 # Used with `--sdm conda` only (e.g. a cluster without the .venv); relative to workflow/rules/.
 CONDA_ENV = "../../environment.yml"

@@ -2,13 +2,13 @@ rule eval_rewardbench:
     """RewardBench scores of the exported RM, compared with the model card."""
     input:
         config=RUN.stage_config("eval_rewardbench"),
-        model=RUN.rm_model,
         rewardbench=RUN.prepared("rewardbench"),
-        manifests=upstream_manifests("eval_rewardbench"),
+        manifests=upstream_manifests("eval_rewardbench"),  # they pin the files of RUN.rm_model
     output:
         pairs=RUN.eval_pairs,
         scores=RUN.eval_scores,
         comparison=RUN.eval_comparison,
+        leaderboard=RUN.eval_files().leaderboard,
     params:
         run_dir=RUN.root,
     log:

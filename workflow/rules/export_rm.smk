@@ -7,9 +7,11 @@ rule export_rm:
         heldout=RUN.prepared("heldout"),
         manifests=upstream_manifests("export_rm"),
     output:
-        model=directory(RUN.rm_model),
-        verification=RUN.export_verification,
+        # The model folder (RUN.rm_model) is not a directory() output: Snakemake would leave its
+        # .snakemake_timestamp marker inside the folder users share. Consumers depend on the
+        # manifest instead, which the stage writes last and which pins every file of the folder.
         manifest=RUN.manifest("export_rm"),
+        verification=RUN.export_verification,
     params:
         run_dir=RUN.root,
     log:

@@ -8,6 +8,8 @@ rule report:
         verification=RUN.export_verification,
         scores=RUN.eval_scores,
         comparison=RUN.eval_comparison,
+        reference_scores=RUN.eval_files("eval_reference").scores,
+        reference_pairs=RUN.eval_files("eval_reference").pairs,
         ppo_metrics=RUN.ppo_metrics,
         ppo_summary=RUN.ppo_summary,
         manifests=upstream_manifests("report"),
