@@ -42,15 +42,18 @@ def rerun_command(paths: RunPaths, stage: str) -> str:
     )
 
 
-def verify_inputs(paths: RunPaths, stage: str) -> dict[str, dict[str, Any]]:
-    """Verify every manifested upstream output of ``stage``; returns {upstream: manifest}.
+def verify_inputs(
+    paths: RunPaths, stage: str, upstream: tuple[str, ...] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Verify every manifested upstream output of ``stage`` (``upstream``: the part of
+    ``UPSTREAM[stage]`` this configuration reads); returns {upstream stage: manifest}.
 
     Raises ManifestError (missing manifest) or ChecksumError (after quarantining the bad files),
     each one line naming the file and the command that recreates it. ``PAPER_REPRO_FULL_VERIFY=1``
     re-hashes every file instead of trusting unchanged sizes and mtimes."""
     fast = os.environ.get("PAPER_REPRO_FULL_VERIFY") != "1"
     manifests = {}
-    for up in UPSTREAM[stage]:
+    for up in UPSTREAM[stage] if upstream is None else upstream:
         if up not in MANIFESTED:
             continue
         manifest_path = paths.manifest(up)

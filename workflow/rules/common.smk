@@ -12,6 +12,7 @@ from paper_repro.integrity import MANIFESTED
 from paper_repro.paths import RUN_NAME as RUN_NAME_PATTERN
 from paper_repro.paths import RunPaths
 from paper_repro.stages import UPSTREAM
+from paper_repro.stages.eval_reference import reads
 
 # Every shell command starts with this prefix (also inside Slurm jobs, where this file is parsed
 # again): `paper-repro` and `torchrun` come from the Python that runs Snakemake (the project's
@@ -48,11 +49,11 @@ LAUNCHER = Path(workflow.basedir) / "workflow" / "scripts" / "launch.sh"
 DISTRIBUTED = ("train_rm", "ppo")
 
 
-def upstream_manifests(stage):
-    """The manifests a stage verifies before reading (paper_repro.integrity). They are inputs, so
-    that when the stage finds a corrupt upstream output and moves it aside with its manifest, the
-    next run rebuilds that upstream stage (Snakemake has removed the failed job's outputs)."""
-    return [RUN.manifest(up) for up in UPSTREAM[stage] if up in MANIFESTED]
+def upstream_manifests(stage, upstream=None):
+    """The manifests a stage verifies before reading (paper_repro.integrity.verify_inputs; by
+    default for every stage in UPSTREAM[stage]): inputs, so that the stage reruns when one
+    changes and a manifest moved to quarantine makes Snakemake rebuild its stage."""
+    return [RUN.manifest(up) for up in upstream or UPSTREAM[stage] if up in MANIFESTED]
 
 
 def stage_resources(stage):
@@ -125,6 +126,7 @@ def eval_reference_inputs(wildcards):
     inputs = {
         "config": RUN.stage_config("eval_reference"),
         "rewardbench": RUN.raw_data("rewardbench"),
+        "manifests": upstream_manifests("eval_reference", reads(CFG)),
     }
     if CFG.reference.source == "tiny":
         inputs.update(model=RUN.base_model, train=RUN.prepared("train"))
