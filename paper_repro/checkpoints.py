@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from .errors import ReproError
 from .identity import StageIdentity
 from .io import read_json, sha256_file, write_json, write_text
 
@@ -44,7 +45,7 @@ META = "meta.json"
 META_SHA = "meta.json.sha256"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ReproError, RuntimeError):
     """A checkpoint that cannot be resumed by this run; the message says why and what to do."""
 
 

@@ -13,7 +13,10 @@ Heavy imports happen inside the stage, so ``--help`` is fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from . import __version__
 from .cli_help import STAGE_HELP, TOOL_HELP
 from .config import STAGES, ConfigError, derived, list_presets, load_config, to_yaml
 from .config import config_hash as _hash
+from .errors import EXIT_USER_ERROR, DiskFullError, ReproError
+from .paths import RUN_NAME
 
 
 def _stage_cmd(stage: str) -> str:
@@ -33,7 +38,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_dir(args: argparse.Namespace, cfg) -> Path:
-    return Path(args.run_dir) if args.run_dir else Path("results") / cfg.preset
+    run_dir = Path(args.run_dir) if args.run_dir else Path("results") / cfg.preset
+    check_run_name(run_dir.name)
+    return run_dir
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -159,13 +166,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command. A failure a person can act on (``errors.ReproError``, an OSError such as
+    a full disk or a missing file, a corrupt JSON file) is one line on stderr and exit code 2;
+    ``PAPER_REPRO_TRACEBACK=1`` shows the traceback instead. Output is credential-redacted."""
+    from .tracking.redact import RedactingStream
+
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"paper-repro: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            return args.func(args)
+        except (ReproError, OSError, json.JSONDecodeError) as exc:
+            if os.environ.get("PAPER_REPRO_TRACEBACK") == "1":
+                raise
+            print(f"paper-repro {args.command}: {user_message(exc, args)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
+
+
+def check_run_name(name: str) -> None:
+    """A run folder name is one safe path component (no "/", "..", spaces): it becomes a
+    results/ folder and part of MLflow names (the Snakemake schema uses the same pattern)."""
+    if not RUN_NAME.fullmatch(name):
+        raise ConfigError("--run-dir", f"run name {name!r} must match {RUN_NAME.pattern}")
+
+
+def user_message(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line naming what failed and where."""
+    if isinstance(exc, OSError) and not isinstance(exc, ReproError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            exc = DiskFullError(exc.filename or getattr(args, "run_dir", None) or Path.cwd())
+        elif exc.filename is not None:
+            return f"{exc.filename}: {exc.strerror or exc}"
+    elif isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -51,15 +51,22 @@ class SpecialStrings:
     eos: str = "<|end_of_text|>"
 
 
-def check_messages(messages: Any, *, final_role: str | None = "assistant") -> list[dict[str, str]]:
-    """Validate a message list; raises FormatError with a drop-reason key."""
+def check_messages(
+    messages: Any, *, final_role: str | None = "assistant", allow_empty: bool = False
+) -> list[dict[str, str]]:
+    """Validate a message list; raises FormatError with a drop-reason key. ``allow_empty``
+    keeps whitespace-only contents (RewardBench scores every row as it is)."""
     if not isinstance(messages, list) or not messages:
         raise FormatError("missing_keys", "messages must be a non-empty list")
     out = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+        if not isinstance(m, dict):
+            raise FormatError("wrong_type", f"message {i} is {type(m).__name__}, not an object")
+        if "role" not in m or "content" not in m:
             raise FormatError("missing_keys", f"message {i} lacks role/content")
         role, content = m["role"], m["content"]
+        if role is None or content is None:
+            raise FormatError("null_field", f"message {i} has a null role or content")
         if role not in ROLES:
             raise FormatError("bad_role", f"message {i} has role {role!r}")
         if not isinstance(content, str):
@@ -70,7 +77,7 @@ def check_messages(messages: Any, *, final_role: str | None = "assistant") -> li
             content.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise FormatError("undecodable_text", f"message {i}: {exc.reason}") from None
-        if not content.strip():
+        if not content.strip() and not allow_empty:
             raise FormatError("empty_content", f"message {i} ({role}) is empty")
         out.append({"role": role, "content": content})
     if final_role is not None and out[-1]["role"] != final_role:
@@ -90,10 +97,13 @@ def _render_turns(messages: Sequence[dict[str, str]], eos: str) -> str:
 
 
 def render_training(
-    messages: Sequence[dict[str, str]], special: SpecialStrings = SpecialStrings()
+    messages: Sequence[dict[str, str]],
+    special: SpecialStrings = SpecialStrings(),
+    *,
+    allow_empty: bool = False,
 ) -> str:
     """BOS + Tulu turns, stripped: ``<bos><|user|>\\nP\\n<|assistant|>\\nR<eos>``."""
-    msgs = check_messages(list(messages))
+    msgs = check_messages(list(messages), allow_empty=allow_empty)
     return special.bos + _render_turns(msgs, special.eos).strip()
 
 

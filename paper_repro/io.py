@@ -1,8 +1,13 @@
-"""Small file helpers: atomic writes (temp name + rename) and sha256."""
+"""Small file helpers: atomic writes (temp name + rename), JSON that names the file, sha256.
+
+A write that runs out of disk space raises ``DiskFullError`` naming the final path and the free
+space there, and leaves neither the temporary file nor a half-written final file behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,13 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import CorruptFileError, DiskFullError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _disk_full(exc, path) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -26,10 +36,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _disk_full(exc, path) from None
         raise
+
+
+def _disk_full(exc: OSError, path: Path) -> OSError:
+    """ENOSPC/EDQUOT as a DiskFullError naming ``path``; any other OSError unchanged."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(exc, DiskFullError):
+        return DiskFullError(path)
+    return exc
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -42,7 +61,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file; a corrupt one is a CorruptFileError naming the file, line and column."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptFileError(f"{path}: not valid JSON ({type(exc).__name__})") from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -8,8 +8,13 @@ preemption finds them and resumes (Snakemake deletes declared outputs before rer
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# The name of a run folder (results/<run>/): one path component, no "..", no spaces. The same
+# pattern guards `run` in workflow/schemas/config.schema.yaml (a test keeps them equal).
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def cache_root() -> Path:

@@ -12,8 +12,16 @@ import argparse
 from pathlib import Path
 
 from .config import ReproConfig
-from .data import iter_jsonl, load_tokenizer, special_strings
-from .formatting import FormatError, render_prompt, render_training, rewardbench_messages
+from .data import (
+    DataError,
+    iter_jsonl,
+    load_tokenizer,
+    preference_sides,
+    prompt_messages,
+    rewardbench_sides,
+    special_strings,
+)
+from .formatting import FormatError, render_prompt, render_training
 from .paths import RunPaths
 
 RAW_NAME = {
@@ -25,26 +33,25 @@ RAW_NAME = {
 
 
 def render_row(row: dict, split: str, cfg: ReproConfig, special) -> dict[str, str]:
-    """{side name: exact text} for one raw row of ``split``."""
+    """{side name: exact text} for one raw row of ``split``, validated as prepare_data does."""
     if split == "ppo_prompts":
-        return {"prompt": render_prompt(row["messages"], special, bos=cfg.data.ppo_prompt_bos)}
-    if split == "rewardbench":
-        return {
-            k: render_training(rewardbench_messages(row["prompt"], row[k]), special)
-            for k in ("chosen", "rejected")
-        }
-    return {k: render_training(row[k], special) for k in ("chosen", "rejected")}
+        bos = cfg.data.ppo_prompt_bos
+        return {"prompt": render_prompt(prompt_messages(row), special, bos=bos)}
+    bench = split == "rewardbench"
+    sides = (rewardbench_sides if bench else preference_sides)(row)
+    return {
+        k: render_training(m, special, allow_empty=bench)
+        for k, m in zip(("chosen", "rejected"), sides, strict=True)
+    }
 
 
 def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
     paths = RunPaths(Path(args.run_dir) if args.run_dir else Path("results") / cfg.preset)
     raw = paths.raw_data(RAW_NAME[args.split])
     if not raw.is_file() or not paths.base_model.is_dir():
-        print(
-            f"render: {raw} or {paths.base_model} missing; run download-base and "
-            "download-data first"
+        raise DataError(
+            f"{raw} or {paths.base_model} missing; run download-base and download-data first"
         )
-        return 1
     tok = load_tokenizer(paths.base_model)
     special = special_strings(tok)
     shown = 0
@@ -52,12 +59,12 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         if shown >= args.rows:
             break
         shown += 1
-        print(f"=== {args.split} line {r.index}")
+        print(f"=== {args.split} line {r.index + 1}")
         try:
             if r.reason:
                 raise FormatError(r.reason, "unreadable line")
             sides = render_row(r.value, args.split, cfg, special)
-        except (FormatError, KeyError, TypeError) as exc:
+        except FormatError as exc:
             print(f"  dropped: {exc}")
             continue
         for side, text in sides.items():

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ReproError
+
 # Weight of each subset in its section's example-weighted mean (EXAMPLE_COUNTS). math-prm has 447
 # rows but weight 984, so it counts as much as the six hep-* subsets together (docs/fidelity.md section 6).
 EXAMPLE_COUNTS: dict[str, int] = {
@@ -113,7 +115,7 @@ OLD_SCORE_DENOMINATOR = 4.5  # weights 2,2,2,2,1 over the 4 sections + Prior Set
 MAX_ENUMERATION = 10_000_000  # reachability: most count combinations we are willing to try
 
 
-class RewardBenchError(ValueError):
+class RewardBenchError(ReproError, ValueError):
     """Scores cannot be computed (unknown or missing subset, non-finite reward)."""
 
 

@@ -67,3 +67,19 @@ def tiny_model_factory():
         return LlamaForSequenceClassification(cfg).float().eval()
 
     return make
+
+
+def pytest_collection_finish(session):
+    """With HARDENING_CASES=<file>, write the hardening cases of the collected tests there (JSON)
+    for the docs/hardening.md table (tests/unit/test_hardening_doc.py)."""
+    import json
+    from pathlib import Path
+
+    out = os.environ.get("HARDENING_CASES")
+    if out:
+        cases = [
+            {"item": m.args[0], "kind": m.args[1], "test": item.nodeid.split("[")[0]}
+            for item in session.items
+            for m in item.iter_markers("hardening")
+        ]
+        Path(out).write_text(json.dumps(cases))

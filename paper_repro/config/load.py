@@ -22,13 +22,31 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping; a malformed file is one ConfigError naming the file and line."""
+    try:
+        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(where, f"malformed YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "not a UTF-8 text file") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ConfigError(str(path), f"top level must be a mapping, not {type(body).__name__}")
+    return body
+
+
 def _preset_chain(name: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError("preset", f"unknown preset '{name}' (known: {', '.join(list_presets())})")
     if name in seen:
         raise ConfigError("_base_", f"preset inheritance loop through '{name}'")
-    body = yaml.safe_load(path.read_text()) or {}
+    body = read_yaml(path)
     base = body.pop("_base_", None)
     chain = _preset_chain(base, seen + (name,)) if base else []
     return chain + [body]
@@ -46,7 +64,7 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
     """Preset name or resolved YAML file, plus ``key=value`` overrides, validated."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        layers = [yaml.safe_load(path.read_text()) or {}]
+        layers = [read_yaml(path)]
     else:
         layers = _preset_chain(str(source))
         layers[-1].setdefault("preset", str(source))
@@ -57,6 +75,11 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(item, "override must look like key.path=value")
+            key, value = item.split("=", 1)
+            try:
+                yaml.safe_load(value)  # what OmegaConf parses the value with
+            except yaml.YAMLError:
+                raise ConfigError(key, f"malformed YAML value {value!r}") from None
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         cfg: ReproConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:

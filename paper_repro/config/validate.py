@@ -3,12 +3,17 @@ key path."""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
 
+from ..errors import ReproError
 from .schema import KNOWN_SPLITS, STAGES, DatasetRef, ReproConfig, StageResources
 
 
-class ConfigError(ValueError):
+class ConfigError(ReproError, ValueError):
     """A bad configuration; ``str(err)`` is one line naming the key path."""
 
     def __init__(self, key: str, problem: str):
@@ -32,8 +37,142 @@ def _check_revision(key: str, revision: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric key may lie; NaN and +-inf are never inside."""
+
+    text: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return above and below
+
+
+FINITE = Range("finite")
+POSITIVE = Range("positive (> 0)", lo=0, lo_open=True)
+NON_NEGATIVE = Range(">= 0", lo=0)
+COUNT = Range(">= 1", lo=1)
+FRACTION = Range("in [0, 1]", lo=0, hi=1)
+FRACTION_BELOW_1 = Range("in [0, 1)", lo=0, hi=1, hi_open=True)
+ZERO_STAGE = Range("0, 1, 2 or 3 (DeepSpeed ZeRO stage)", lo=0, hi=3)
+
+# Every numeric key of the schema and its range (``resources.*`` = every stage; a list key applies
+# to each element). tests/unit/test_config.py fails when a numeric key has no entry here.
+NUMERIC_RANGES: dict[str, Range] = {
+    **{f"model.tiny.{k}": COUNT for k in ("hidden_size", "intermediate_size")},
+    **{f"model.tiny.{k}": COUNT for k in ("num_hidden_layers", "num_attention_heads")},
+    "model.tiny.num_key_value_heads": COUNT,
+    "model.tiny.sft_steps": NON_NEGATIVE,
+    "model.tiny.sft_lr": POSITIVE,
+    "model.tiny.sft_batch": COUNT,
+    "model.tiny.seed": NON_NEGATIVE,
+    "data.heldout_fraction": FRACTION_BELOW_1,
+    "data.heldout_seed": NON_NEGATIVE,
+    "data.max_length": COUNT,
+    "data.pad_token_id": NON_NEGATIVE,
+    "data.expected_pairs": COUNT,
+    "data.ppo_prompt_max_length": COUNT,
+    "rm.lr": POSITIVE,
+    "rm.end_lr": NON_NEGATIVE,
+    "rm.betas": FRACTION_BELOW_1,
+    "rm.eps": POSITIVE,
+    "rm.weight_decay": NON_NEGATIVE,
+    "rm.warmup_ratio": FRACTION_BELOW_1,
+    "rm.epochs": COUNT,
+    "rm.total_batch_pairs": COUNT,
+    "rm.micro_batch_pairs": COUNT,
+    "rm.grad_clip": POSITIVE,
+    "rm.seed": NON_NEGATIVE,
+    "rm.zero_stage": ZERO_STAGE,
+    "rm.checkpoint_every": COUNT,
+    "rm.eval_every": Range(">= 0 (0 = only after the last update)", lo=0),
+    "rm.head_init_std": POSITIVE,
+    "eval.template_max_length": COUNT,
+    "eval.token_budget": COUNT,
+    "eval.bootstrap_samples": COUNT,
+    "eval.bootstrap_seed": NON_NEGATIVE,
+    "export.verify_pairs": COUNT,
+    "reference.standin_seed": NON_NEGATIVE,
+    "tracking.copy_model_max_mb": Range(">= 0 (MB; a larger export is referenced)", lo=0),
+    "ppo.kl_coef": NON_NEGATIVE,
+    "ppo.gamma": FRACTION,
+    "ppo.lam": FRACTION,
+    "ppo.cliprange": POSITIVE,
+    "ppo.cliprange_value": POSITIVE,
+    "ppo.vf_coef": NON_NEGATIVE,
+    "ppo.value_loss_scale": NON_NEGATIVE,
+    "ppo.lr": POSITIVE,
+    "ppo.warmup_ratio": FRACTION_BELOW_1,
+    "ppo.betas": FRACTION_BELOW_1,
+    "ppo.eps": POSITIVE,
+    "ppo.weight_decay": NON_NEGATIVE,
+    "ppo.grad_clip": POSITIVE,
+    "ppo.prompts_per_step": COUNT,
+    "ppo.mini_batch": COUNT,
+    "ppo.ppo_epochs": COUNT,
+    "ppo.epochs": COUNT,
+    "ppo.max_steps": Range(">= 1 or null (the full epochs)", lo=1),
+    "ppo.temperature": POSITIVE,
+    "ppo.top_k": Range(">= 0 (0 = no top-k filter)", lo=0),
+    "ppo.max_new_tokens": COUNT,
+    "ppo.no_eos_reward": FINITE,
+    "ppo.reward_gain": POSITIVE,
+    "ppo.reward_bias": FINITE,
+    "ppo.eval_prompts": NON_NEGATIVE,
+    "ppo.seed": NON_NEGATIVE,
+    "ppo.zero_stage": ZERO_STAGE,
+    "ppo.checkpoint_every": COUNT,
+    "resources.*.nodes": COUNT,
+    "resources.*.gpus_per_node": NON_NEGATIVE,
+    "resources.*.ranks_per_node": Range(">= 0 (0 = one per GPU, or 1 on CPU)", lo=0),
+    "resources.*.cpus_per_rank": COUNT,
+    "resources.*.mem_gb": COUNT,
+    "resources.*.gpu_mem_gb": COUNT,
+    "resources.*.runtime_min": COUNT,
+}
+
+
+def numeric_leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every field of a config dataclass declared int, float or a list of
+    them (optional ones included)."""
+    for f in fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if is_dataclass(value):
+            yield from numeric_leaves(value, key + ".")
+        elif NUMERIC_TYPE.search(str(f.type)):
+            yield key, value
+
+
+NUMERIC_TYPE = re.compile(r"\b(int|float)\b")  # field annotations are strings (PEP 563)
+
+
+def range_key(key: str) -> str:
+    """The NUMERIC_RANGES entry of a key (``resources.<stage>.x`` -> ``resources.*.x``)."""
+    parts = key.split(".")
+    return ".".join(["resources", "*", *parts[2:]]) if parts[0] == "resources" else key
+
+
+def check_numbers(cfg: ReproConfig) -> None:
+    """Every number finite and inside its range (NaN/inf and out-of-range values name the key)."""
+    for key, value in numeric_leaves(cfg):
+        rule = NUMERIC_RANGES.get(range_key(key))
+        if rule is None or value is None:  # None: an optional key left unset (ppo.max_steps)
+            continue
+        for x in value if isinstance(value, list) else [value]:
+            if not isinstance(x, int | float) or isinstance(x, bool) or x not in rule:
+                raise ConfigError(key, f"must be {rule.text}, got {x!r}")
+
+
 def validate(cfg: ReproConfig) -> None:
     """Semantic checks the type system can't express; raises ConfigError naming the key."""
+    check_numbers(cfg)
     m, d = cfg.model, cfg.data
     if m.source == "hub" and not m.revision:
         raise ConfigError("model.revision", "a hub model needs a pinned revision (commit sha)")
@@ -59,24 +198,15 @@ def validate(cfg: ReproConfig) -> None:
             raise ConfigError(f"data.{name}.revision", "a hub dataset needs a pinned revision")
         if d.source == "hub":
             _check_revision(f"data.{name}.revision", ref.revision)
-    if d.max_length <= 0:
-        raise ConfigError("data.max_length", "must be positive")
-    if not 0.0 <= d.heldout_fraction < 1.0:
-        raise ConfigError("data.heldout_fraction", "must be in [0, 1)")
-    if cfg.export.verify_pairs <= 0:
-        raise ConfigError("export.verify_pairs", "must be positive")
-    _check_optim("rm", cfg.rm.lr, cfg.rm.betas, cfg.rm.eps, cfg.rm.warmup_ratio, cfg.rm.grad_clip)
-    if cfg.rm.end_lr < 0 or cfg.rm.end_lr > cfg.rm.lr:
+    for sec in ("rm", "ppo"):
+        if len(getattr(cfg, sec).betas) != 2:
+            raise ConfigError(
+                f"{sec}.betas", f"need two values in [0, 1), got {getattr(cfg, sec).betas}"
+            )
+    if cfg.rm.end_lr > cfg.rm.lr:
         raise ConfigError(
             "rm.end_lr", f"a cooldown needs 0 <= end_lr <= lr ({cfg.rm.end_lr} > {cfg.rm.lr})"
         )
-    for key in ("epochs", "total_batch_pairs", "micro_batch_pairs", "checkpoint_every"):
-        if getattr(cfg.rm, key) <= 0:
-            raise ConfigError(f"rm.{key}", "must be positive")
-    if cfg.rm.eval_every < 0:
-        raise ConfigError("rm.eval_every", "must be >= 0 (0 = only after the last update)")
-    if cfg.rm.zero_stage not in (0, 1, 2, 3):
-        raise ConfigError("rm.zero_stage", "must be 0, 1, 2 or 3")
     world = cfg.resources.train_rm.world_size
     if cfg.rm.total_batch_pairs % (cfg.rm.micro_batch_pairs * world):
         raise ConfigError(
@@ -85,37 +215,17 @@ def validate(cfg: ReproConfig) -> None:
             f"({cfg.rm.micro_batch_pairs} x {world})",
         )
     p = cfg.ppo
-    _check_optim("ppo", p.lr, p.betas, p.eps, p.warmup_ratio, p.grad_clip)
     if p.prompts_per_step % p.mini_batch:
         raise ConfigError(
             "ppo.prompts_per_step",
             f"{p.prompts_per_step} is not divisible by mini_batch {p.mini_batch}",
         )
-    if p.temperature <= 0:
-        raise ConfigError("ppo.temperature", "must be positive")
     if p.policy_hub_id and not p.policy_revision:
         raise ConfigError(
             "ppo.policy_revision", "a hub policy needs a pinned revision (commit sha)"
         )
-    if cfg.eval.template_max_length <= 0 or cfg.eval.token_budget <= 0:
-        raise ConfigError("eval.token_budget", "must be positive")
     for stage in STAGES:
         _check_fit(cfg, stage)
-
-
-def _check_optim(
-    sec: str, lr: float, betas: list[float], eps: float, warmup: float, clip: float
-) -> None:
-    if lr <= 0:
-        raise ConfigError(f"{sec}.lr", f"learning rate must be positive, got {lr}")
-    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ConfigError(f"{sec}.betas", f"need two values in [0, 1), got {list(betas)}")
-    if eps <= 0:
-        raise ConfigError(f"{sec}.eps", "must be positive")
-    if not 0.0 <= warmup < 1.0:
-        raise ConfigError(f"{sec}.warmup_ratio", f"must be in [0, 1), got {warmup}")
-    if clip <= 0:
-        raise ConfigError(f"{sec}.grad_clip", "must be positive")
 
 
 # Parameter counts of the architectures we plan for (meta-device count of the HF Llama shapes).
@@ -127,8 +237,6 @@ def _check_fit(cfg: ReproConfig, stage: str) -> None:
     """Model states of a training stage must fit the GPUs it asks for (ZeRO-3 partitioning)."""
     res: StageResources = getattr(cfg.resources, stage)
     key = f"resources.{stage}"
-    if res.nodes <= 0 or res.cpus_per_rank <= 0 or res.runtime_min <= 0 or res.mem_gb <= 0:
-        raise ConfigError(key, "nodes, cpus_per_rank, mem_gb and runtime_min must be positive")
     if res.gpus_per_node and res.ranks_per_node and res.ranks_per_node != res.gpus_per_node:
         raise ConfigError(f"{key}.ranks_per_node", "with GPUs, run one rank per GPU")
     if stage not in ("train_rm", "ppo") or not res.gpus_per_node:

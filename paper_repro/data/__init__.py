@@ -18,11 +18,19 @@ Parquet columns (docs/architecture.md): ``chosen_input_ids``, ``rejected_input_i
 ``subset``; PPO prompts have ``prompt_input_ids``, ``prompt_len``, ``row``.
 """
 
-from .encode import DROP_REASONS, Encoded, Encoder, prompt_messages, split_heldout, split_report
+from .encode import (
+    DROP_REASONS,
+    FLAGS,
+    Encoded,
+    Encoder,
+    drop_summary,
+    split_heldout,
+    split_report,
+)
 from .errors import DataError, FingerprintMismatch
 from .fingerprint import IDENTITY_KEYS, build_fingerprint, check_fingerprint
 from .prepared import PairData, PromptData, load_pairs, load_prompts, write_parquet
-from .rows import RawRow, iter_jsonl, read_rows
+from .rows import RawRow, count_rows, iter_jsonl, read_rows
 from .tokenizer import (
     PROBE,
     load_tokenizer,
@@ -32,9 +40,11 @@ from .tokenizer import (
     tokenizer_file_hashes,
     tokenizer_identity,
 )
+from .validate import preference_sides, prompt_messages, rewardbench_sides
 
 __all__ = [
     "DROP_REASONS",
+    "FLAGS",
     "IDENTITY_KEYS",
     "PROBE",
     "DataError",
@@ -46,13 +56,17 @@ __all__ = [
     "RawRow",
     "build_fingerprint",
     "check_fingerprint",
+    "count_rows",
+    "drop_summary",
     "iter_jsonl",
     "load_pairs",
     "load_prompts",
     "load_tokenizer",
+    "preference_sides",
     "prompt_messages",
     "read_rows",
     "resolve_pad",
+    "rewardbench_sides",
     "special_strings",
     "split_heldout",
     "split_report",

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..formatting import (
-    FormatError,
-    check_messages,
-    render_prompt,
-    render_training,
-    rewardbench_messages,
-)
+from ..formatting import FormatError, render_prompt, render_training
 from .rows import RawRow
 from .tokenizer import resolve_pad, special_strings
+from .validate import preference_sides, prompt_messages, rewardbench_sides
 
-# Stable drop-reason keys of the data report (issue 3). The last three extend the issue's list:
-# a line that is not JSON, a literal BOS/EOS/pad string inside a message (it would tokenize to
-# the special id and break "exactly one BOS, pooled at EOS"), and a PPO prompt with no user turn.
+# Stable drop-reason keys of the data report. Line level (data/rows.py): undecodable_text,
+# bad_json, too_large, too_deep, duplicate_keys. Row level (data/validate.py): missing_keys,
+# null_field, wrong_type and the conversation checks. Then: identical sides, a literal BOS/EOS/pad
+# string inside a message (it would tokenize to the special id and break "exactly one BOS, pooled
+# at EOS"), a PPO prompt with no user turn, and too_long (EasyLM remove_truncated_samples).
 DROP_REASONS = (
     "too_long",
     "empty_content",
@@ -33,7 +32,18 @@ DROP_REASONS = (
     "bad_json",
     "special_token_in_text",
     "no_user_turn",
+    "null_field",
+    "wrong_type",
+    "duplicate_keys",
+    "too_deep",
+    "too_large",
 )
+# Rows that are kept but counted. EasyLM's PreferenceDataset keeps both: it reads every line
+# without deduplication and tokenizes chosen and rejected independently, never comparing their
+# prompts (EasyLM data.py @ dbf2212, JsonTorchDataset.__init__ lines 558-588 and
+# PreferenceDataset._process_sample lines 757-794), so the trained model saw them. RewardBench's
+# scoring likewise keeps every row of the split.
+FLAGS = ("duplicate_pair", "prompt_mismatch")
 PERCENTILES = (50, 90, 95, 99)
 BATCH = 512  # rows tokenized per call
 
@@ -42,12 +52,22 @@ BATCH = 512  # rows tokenized per call
 class Encoded:
     rows: list[dict[str, Any]] = field(default_factory=list)  # kept rows (parquet records)
     dropped: Counter = field(default_factory=Counter)
-    examples: dict[str, int] = field(default_factory=dict)  # reason -> first source line
+    examples: dict[str, int] = field(default_factory=dict)  # reason -> first source line (0-based)
+    flagged: Counter = field(default_factory=Counter)  # kept rows by FLAGS key
+    flag_examples: dict[str, int] = field(default_factory=dict)
     total: int = 0
 
     def drop(self, index: int, reason: str) -> None:
         self.dropped[reason] += 1
         self.examples.setdefault(reason, index)
+
+    def flag(self, index: int, kind: str) -> None:
+        self.flagged[kind] += 1
+        self.flag_examples.setdefault(kind, index)
+
+
+def _pair_key(chosen: Any, rejected: Any) -> bytes:
+    return hashlib.sha256(json.dumps([chosen, rejected], sort_keys=True).encode()).digest()
 
 
 class Encoder:
@@ -91,24 +111,36 @@ class Encoder:
         drop_too_long: bool = True,
     ) -> Encoded:
         """``kind``: 'preference' (chosen/rejected message lists) or 'rewardbench' (prompt +
-        chosen/rejected strings, rendered as one user and one assistant turn)."""
+        chosen/rejected strings, rendered as one user and one assistant turn; only malformed
+        rows are dropped, so every valid row is scored as reward-bench does)."""
+        bench = kind == "rewardbench"
         enc = Encoded(total=len(raw))
         staged: list[tuple[RawRow, str, str]] = []
+        seen: set[bytes] = set()
         for r in raw:
             if r.reason:
                 enc.drop(r.index, r.reason)
                 continue
             try:
-                chosen, rejected = self._sides(r.value, kind)
-                texts = [render_training(m, self.special) for m in (chosen, rejected)]
-                for m in (chosen, rejected):
-                    self._check_text(m)
+                chosen, rejected = (rewardbench_sides if bench else preference_sides)(r.value)
+                texts = [
+                    render_training(m, self.special, allow_empty=bench) for m in (chosen, rejected)
+                ]
+                if not bench:
+                    for m in (chosen, rejected):
+                        self._check_text(m)
             except FormatError as exc:
                 enc.drop(r.index, exc.reason)
                 continue
-            if texts[0] == texts[1]:
+            if texts[0] == texts[1] and not bench:  # RewardBench: a tie, scored as wrong
                 enc.drop(r.index, "identical_sides")
                 continue
+            key = _pair_key(chosen, rejected)
+            if key in seen:
+                enc.flag(r.index, "duplicate_pair")
+            seen.add(key)
+            if chosen[:-1] != rejected[:-1]:
+                enc.flag(r.index, "prompt_mismatch")
             staged.append((r, texts[0], texts[1]))
         for start in self._progress(staged, desc):
             chunk = staged[start : start + BATCH]
@@ -125,27 +157,10 @@ class Encoder:
                     "rejected_len": len(x),
                     "row": r.index,
                 }
-                if kind == "rewardbench":
-                    rec.update(id=int(r.value["id"]), subset=str(r.value["subset"]))
+                if bench:
+                    rec.update(id=r.value["id"], subset=r.value["subset"])
                 enc.rows.append(rec)
         return enc
-
-    @staticmethod
-    def _sides(row: Any, kind: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-        if not isinstance(row, dict):
-            raise FormatError("missing_keys", "row is not an object")
-        if kind == "rewardbench":
-            if any(k not in row for k in ("prompt", "chosen", "rejected", "id", "subset")):
-                raise FormatError("missing_keys", "needs prompt/chosen/rejected/id/subset")
-            for k in ("chosen", "rejected"):
-                if not isinstance(row[k], str):
-                    raise FormatError("non_string_content", f"{k} is {type(row[k]).__name__}")
-            sides = [rewardbench_messages(row["prompt"], row[k]) for k in ("chosen", "rejected")]
-        else:
-            if "chosen" not in row or "rejected" not in row:
-                raise FormatError("missing_keys", "needs chosen and rejected")
-            sides = [row["chosen"], row["rejected"]]
-        return check_messages(sides[0]), check_messages(sides[1])
 
     def prompts(self, raw: list[RawRow], max_length: int, bos: bool) -> Encoded:
         """PPO prompts (EasyLM TuluPromptDataset): turns up to the last user turn, then
@@ -172,33 +187,6 @@ class Encoder:
                     continue
                 enc.rows.append({"prompt_input_ids": ids, "prompt_len": len(ids), "row": r.index})
         return enc
-
-
-def prompt_messages(row: Any) -> list[dict[str, str]]:
-    """The prompt turns of a PPO prompt row, accepting the same schemas as EasyLM's
-    ``TuluPromptDataset`` in its order: ``instruction`` (one user turn), ``history_messages``,
-    ``messages`` / ``conversation`` (a final assistant turn is dropped), ``chosen`` (all but the
-    last turn). ``render_prompt`` then keeps the turns up to the last user turn."""
-    if not isinstance(row, dict):
-        raise FormatError("missing_keys", "row is not an object")
-    if "instruction" in row:
-        return [{"role": "user", "content": row["instruction"]}]
-    if "history_messages" in row:
-        return row["history_messages"]
-    for key in ("messages", "conversation"):
-        if key in row:
-            msgs = row[key]
-            if (
-                isinstance(msgs, list)
-                and msgs
-                and isinstance(msgs[-1], dict)
-                and msgs[-1].get("role") == "assistant"
-            ):
-                return msgs[:-1]
-            return msgs
-    if "chosen" in row and "rejected" in row and isinstance(row["chosen"], list):
-        return row["chosen"][:-1]
-    raise FormatError("missing_keys", "needs instruction, messages, conversation or chosen")
 
 
 def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -234,12 +222,22 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
 def split_report(
     enc: Encoded, sides: tuple[str, ...] = ("chosen", "rejected"), rows: list[dict] | None = None
 ) -> dict[str, Any]:
+    """Counts of one input file. Line numbers are 1-based, as an editor shows them."""
     rows = enc.rows if rows is None else rows
     return {
         "total": enc.total,
         "kept": len(rows),
         "dropped": sum(enc.dropped.values()),
         "dropped_by_reason": {k: enc.dropped.get(k, 0) for k in DROP_REASONS},
-        "first_dropped_line": dict(sorted(enc.examples.items())),
+        "first_dropped_line": {k: i + 1 for k, i in sorted(enc.examples.items())},
+        "kept_but_flagged": {k: enc.flagged.get(k, 0) for k in FLAGS},
+        "first_flagged_line": {k: i + 1 for k, i in sorted(enc.flag_examples.items())},
         "token_lengths": {s: length_stats([r[f"{s}_len"] for r in rows]) for s in sides},
     }
+
+
+def drop_summary(report: dict[str, Any]) -> str:
+    """'3 dropped (bad_json 2, first line 7; ...)' of a split_report, for the stage log."""
+    first = report["first_dropped_line"]
+    parts = [f"{k} {n}, first line {first[k]}" for k, n in report["dropped_by_reason"].items() if n]
+    return f"{report['dropped']} dropped" + (f" ({'; '.join(parts)})" if parts else "")

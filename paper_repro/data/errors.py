@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import ReproError
 
-class DataError(ValueError):
+
+class DataError(ReproError, ValueError):
     """Unusable prepared data or tokenizer (names the file and the problem)."""
 
 

@@ -1,4 +1,17 @@
-"""Reading raw jsonl rows: one ``RawRow`` per line, with a drop reason instead of a crash."""
+"""Reading raw jsonl rows: one ``RawRow`` per line, with a drop reason instead of a crash.
+
+Every reader of upstream rows (fixture, local file, hub download) ends up here, because
+download_data writes each of them as ``download_data/<name>.jsonl`` line for line. A hostile line
+is counted by reason, never a crash:
+
+- ``undecodable_text``: not UTF-8; ``bad_json``: not JSON (a UTF-8 byte-order mark at the start
+  of a line is removed first, so a BOM file keeps its first row);
+- ``too_large``: longer than ``MAX_ROW_BYTES`` (read in bounded pieces, never held whole);
+- ``too_deep``: nested deeper than ``MAX_DEPTH`` (a 100,000-deep row stops the JSON decoder's
+  recursion check; it is counted, not a RecursionError);
+- ``duplicate_keys``: an object with the same key twice (JSON leaves the meaning open; Python
+  would silently keep the last one).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +23,13 @@ from typing import Any
 
 from .errors import DataError
 
+# Far above any real row (the longest UltraFeedback pair is ~6k tokens, ~50 KB) and far below
+# what would hurt a data node's memory.
+MAX_ROW_BYTES = 16 << 20
+# Upstream rows nest 3 levels ({"chosen": [{"role": ..}]}); parquet rows with metadata a few more.
+MAX_DEPTH = 32
+BOM = "\ufeff"
+
 
 @dataclass
 class RawRow:
@@ -18,21 +38,72 @@ class RawRow:
     reason: str | None = None
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise DuplicateKey
+    return out
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is not None:
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in children)
+    return deepest
+
+
+def parse_line(raw: bytes) -> tuple[Any, str | None]:
+    """(value, None) for a good line, (None, reason) for a bad one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "undecodable_text"
+    try:
+        value = json.loads(text.removeprefix(BOM), object_pairs_hook=_no_duplicates)
+    except DuplicateKey:
+        return None, "duplicate_keys"
+    except RecursionError:
+        return None, "too_deep"
+    except json.JSONDecodeError:
+        return None, "bad_json"
+    return (None, "too_deep") if depth(value) > MAX_DEPTH else (value, None)
+
+
+def _lines(f) -> Iterator[tuple[bytes, bool]]:
+    """(line, too_large) for each line of a binary file, never holding more than MAX_ROW_BYTES."""
+    while raw := f.readline(MAX_ROW_BYTES + 1):
+        if len(raw) <= MAX_ROW_BYTES or raw.endswith(b"\n"):
+            yield raw, len(raw) > MAX_ROW_BYTES
+            continue
+        while (rest := f.readline(MAX_ROW_BYTES)) and not rest.endswith(b"\n"):
+            pass  # skip the rest of the oversized line
+        yield b"", True
+
+
 def iter_jsonl(path: str | Path) -> Iterator[RawRow]:
-    """Lines of a jsonl file; undecodable or non-JSON lines come back with a drop reason."""
+    """Rows of a jsonl file; blank lines are skipped, bad ones come back with a drop reason."""
     with open(path, "rb") as f:
-        for i, raw in enumerate(f):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield RawRow(i, reason="undecodable_text")
-                continue
-            if not text.strip():
-                continue
-            try:
-                yield RawRow(i, json.loads(text))
-            except json.JSONDecodeError:
-                yield RawRow(i, reason="bad_json")
+        for i, (raw, too_large) in enumerate(_lines(f)):
+            if too_large:
+                yield RawRow(i, reason="too_large")
+            elif raw.strip() and raw.strip() != BOM.encode():
+                value, reason = parse_line(raw)
+                yield RawRow(i, value, reason)
+
+
+def count_rows(path: str | Path) -> int:
+    """Non-blank lines of a jsonl file (what a row count refers to)."""
+    with open(path, "rb") as f:
+        return sum(1 for raw, too_large in _lines(f) if too_large or raw.strip())
 
 
 def read_rows(path: str | Path) -> list[dict]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..io import read_json
 from ..paths import RunPaths
 from .model import EvalError
 
@@ -44,18 +45,45 @@ class EvalInputs:
     info: dict[str, Any] = field(default_factory=dict)  # how the ids were made (into scores.json)
 
 
-def _source_rows(source: Path) -> int | None:
-    if not source.is_file():
-        return None
-    with open(source, "rb") as f:
-        return sum(1 for line in f if line.strip())
-
-
 def _raw_source(paths: RunPaths) -> Path:
     source = paths.raw_data("rewardbench")
     if not source.is_file():
         raise EvalError(f"{source}: RewardBench pairs not found (run download-data first)")
     return source
+
+
+def refuse_invalid_rows(source: Path, counts: dict[str, Any]) -> None:
+    """Every input mode scores every row or none: reward-bench keeps every row of the split, so a
+    Score without a malformed row (no subset, a mistyped id, ...) would not be comparable.
+    ``counts``: a ``data.split_report`` of ``source`` (prepare_data's or one made here)."""
+    from ..data import drop_summary
+
+    if counts["dropped"]:
+        raise EvalError(
+            f"{source}: {drop_summary(counts)} of {counts['total']} RewardBench rows; the "
+            "official scoring counts every row, so section sizes would differ: fix or remove "
+            "them, then rerun download-data and prepare-data"
+        )
+
+
+def valid_rewardbench_rows(source: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(1-based line, row) of every row of ``source``, validated exactly as prepare_data does."""
+    from ..data import Encoded, iter_jsonl, rewardbench_sides, split_report
+    from ..formatting import FormatError
+
+    enc, rows = Encoded(), []
+    for r in iter_jsonl(source):
+        enc.total += 1
+        try:
+            if r.reason:
+                raise FormatError(r.reason, "")
+            rewardbench_sides(r.value)
+        except FormatError as exc:
+            enc.drop(r.index, exc.reason)
+            continue
+        rows.append((r.index + 1, r.value))
+    refuse_invalid_rows(source, split_report(enc, sides=()))
+    return rows
 
 
 def check_training_format(pairs_ids, chosen, rejected, tokenizer, where: Path) -> None:
@@ -82,15 +110,11 @@ def prepared_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
     chosen = [s.tolist() for s in pairs.chosen]
     rejected = [s.tolist() for s in pairs.rejected]
     check_training_format(pairs.id, chosen, rejected, tokenizer, where)
-    # prepare_data never drops a RewardBench pair for length, but a malformed row would change a
-    # subset's denominator relative to the leaderboard: record it and say so.
-    source = paths.raw_data("rewardbench")
-    source_rows = _source_rows(source)
-    if source_rows is not None and source_rows != len(pairs):
-        print(
-            f"eval: WARNING {source} has {source_rows} rows but {where} has {len(pairs)} pairs "
-            "(see prepare_data/data_report.json)"
-        )
+    # prepare_data drops no valid RewardBench row (ties and long pairs included); a malformed one
+    # would change a subset's denominator relative to the leaderboard, so it stops here.
+    counts = read_json(paths.data_report)["rewardbench"]
+    refuse_invalid_rows(paths.raw_data("rewardbench"), counts)
+    source_rows = counts["total"]
     return EvalInputs(
         ids=[int(x) for x in pairs.id],
         subsets=list(pairs.subset),
@@ -110,7 +134,7 @@ def rendered_inputs(paths: RunPaths, tokenizer, pad_token_id: int | None) -> Eva
     """The EasyLM training format of the raw pairs, rendered and tokenized for this model's
     tokenizer by the Encoder prepare_data uses. A pair the Encoder would drop is an error: it
     would change its subset's size relative to the leaderboard."""
-    from ..data import DataError, Encoder, iter_jsonl
+    from ..data import DataError, Encoder, iter_jsonl, split_report
 
     source = _raw_source(paths)
     rows = list(iter_jsonl(source))
@@ -119,12 +143,7 @@ def rendered_inputs(paths: RunPaths, tokenizer, pad_token_id: int | None) -> Eva
     except DataError:  # the config's pad disagrees with the tokenizer's: forbid BOS/EOS only
         encoder = Encoder(tokenizer, None, max_length=1 << 62)
     enc = encoder.pairs(rows, kind="rewardbench", desc="rewardbench", drop_too_long=False)
-    if enc.dropped:
-        reason, line = next(iter(sorted(enc.examples.items(), key=lambda kv: kv[1])))
-        raise EvalError(
-            f"{source}: line {line + 1}: cannot render in the training format ({reason}; "
-            f"{sum(enc.dropped.values())} pair(s) in all)"
-        )
+    refuse_invalid_rows(source, split_report(enc, sides=()))
     ids = [r["id"] for r in enc.rows]
     chosen = [r["chosen_input_ids"] for r in enc.rows]
     rejected = [r["rejected_input_ids"] for r in enc.rows]
@@ -169,7 +188,6 @@ def tokenizer_template_inputs(
     paths: RunPaths, tokenizer, model_dir: Path, max_length: int
 ) -> EvalInputs:
     """The leaderboard inputs: chat template, one BOS, left truncation."""
-    from ..data import read_rows
     from ..formatting import rewardbench_messages
 
     if not tokenizer.chat_template:
@@ -178,14 +196,11 @@ def tokenizer_template_inputs(
             "back to FastChat 'tulu' silently; reward-bench#226)"
         )
     source = _raw_source(paths)
-    rows = read_rows(source)
+    rows = valid_rewardbench_rows(source)
     out = EvalInputs([], [], [], [])
     bos_how: Counter = Counter()
     over = truncated = 0
-    for line, row in enumerate(rows, 1):
-        missing = [k for k in ("id", "subset", "prompt", "chosen", "rejected") if k not in row]
-        if missing:
-            raise EvalError(f"{source}: line {line}: missing {missing}")
+    for line, row in rows:
         sides = []
         for key in ("chosen", "rejected"):
             try:
@@ -208,6 +223,7 @@ def tokenizer_template_inputs(
     out.info = {
         "source": str(source),
         "format": "tokenizer chat template on [user prompt, assistant response] (run_rm.py)",
+        "source_rows": len(rows),
         "chat_template": tokenizer.chat_template,
         "bos": next(iter(bos_how)) if bos_how else "none",
         "truncation": {"side": "left", "max_length": max_length, "truncated_pairs": truncated},

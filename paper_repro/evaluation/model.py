@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.validate import COMMIT_SHA
+from ..errors import ReproError
 
 
-class EvalError(ValueError):
+class EvalError(ReproError, ValueError):
     """The model, tokenizer or inputs cannot be evaluated (the message names the file or row)."""
 
 

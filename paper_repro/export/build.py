@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ReproError
 from ..formatting import TULU_CHAT_TEMPLATE
 from ..io import read_json, write_json
 from ..paths import RunPaths
@@ -14,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LICENSE_FILES = ("llama_3_license.txt", "NOTICE")  # shipped verbatim with every exported model
 
 
-class ExportError(RuntimeError):
+class ExportError(ReproError, RuntimeError):
     """The export or its verification failed; the message names the file or the failed checks."""
 
 

@@ -1,4 +1,4 @@
-"""Pinned, verified downloads from the Hugging Face hub (``huggingface_hub`` and ``datasets``).
+"""Pinned, verified downloads from the Hugging Face hub (``huggingface_hub``).
 
 Revisions: a pin is resolved once to its full 40-hex commit (``revisions.resolve_revision``: a
 short sha through the hub's commit list, or the local cache offline); every file request uses that
@@ -26,26 +26,19 @@ from __future__ import annotations
 
 from .errors import HubError, hub_errors, is_offline
 from .snapshot import MODEL_ALLOW, MODEL_IGNORE, fetch_model, fetch_snapshot, link_local_model
-from .splits import (
-    fetch_dataset_split,
-    load_data_files,
-    load_local_rows,
-    split_patterns,
-    write_jsonl,
-)
+from .splits import copy_rows, fetch_dataset_split, local_data_files, split_patterns
 
 __all__ = [
     "HubError",
     "MODEL_ALLOW",
     "MODEL_IGNORE",
+    "copy_rows",
     "fetch_dataset_split",
     "fetch_model",
     "fetch_snapshot",
     "hub_errors",
     "is_offline",
     "link_local_model",
-    "load_data_files",
-    "load_local_rows",
+    "local_data_files",
     "split_patterns",
-    "write_jsonl",
 ]

@@ -6,8 +6,10 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from ..errors import ReproError
 
-class HubError(RuntimeError):
+
+class HubError(ReproError, RuntimeError):
     """A download problem, in one line that says what to do."""
 
 

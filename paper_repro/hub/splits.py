@@ -1,20 +1,25 @@
 """One split of a hub dataset: its data files fetched and verified like a model snapshot, then
-read with ``datasets``."""
+copied row for row into the jsonl that prepare_data validates (never parsed by ``datasets`` or
+pyarrow's JSON reader, where one bad row would stop the whole file)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+from ..data.errors import DataError
+from ..data.rows import count_rows
 from ..io import atomic_path
-from ..progress import progress
 from .errors import HubError
 from .snapshot import _wanted, fetch_snapshot
 
 # Data-file formats of the upstream repos: tulu-2.5-preference-data and tulu-2.5-prompts ship
-# ``data/<split>-00000-of-00001.jsonl``, reward-bench ``data/<split>-*.parquet``.
-DATA_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# ``data/<split>-00000-of-00001.jsonl``, reward-bench ``data/<split>-*.parquet``. A ``.json`` file
+# is read as JSON lines too.
+ROW_FORMATS = (".jsonl", ".json", ".parquet")
 
 
 def split_patterns(split: str) -> list[str]:
@@ -54,34 +59,74 @@ def fetch_dataset_split(
     return manifest, files
 
 
-def load_data_files(files: list[Path]):
-    """A ``datasets.Dataset`` from verified local data files of one format (json or parquet)."""
-    import datasets
-
-    kinds = {DATA_BUILDERS.get(f.suffix) for f in files}
-    if None in kinds or len(kinds) != 1:
-        raise HubError(
-            f"data files {[str(f) for f in files]}: need one format among {sorted(DATA_BUILDERS)}"
-        )
-    return datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
-
-
-def load_local_rows(split: str, local_path: str):
-    """A ``datasets.Dataset`` from ``local_path``: a json/jsonl/parquet file or a saved folder."""
+def local_data_files(split: str, local_path: str | Path) -> list[Path]:
+    """The data files of ``local_path``: the file itself, or the files of ``split`` inside a
+    folder laid out as the hub repo (``data/<split>-00000-of-00001.jsonl``, ...)."""
     p = Path(local_path)
     if p.is_file():
-        return load_data_files([p])
+        return [p]
     if p.is_dir():
-        import datasets
-
-        return datasets.load_dataset(str(p), split=split)
+        files = [
+            f
+            for f in sorted(p.rglob("*"))
+            if _wanted(str(f.relative_to(p)), split_patterns(split), [])
+        ]
+        if files:
+            return files
+        raise HubError(
+            f"local_path {p}: no data file for split {split!r} ({', '.join(split_patterns(split))})"
+        )
     raise HubError(f"local_path {p} does not exist")
 
 
-def write_jsonl(path: str | Path, rows) -> int:
-    n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in progress(rows, desc=Path(path).stem, unit="row", leave=False):
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-            n += 1
+def _unsupported(value: Any) -> dict[str, str]:
+    """A parquet value JSON cannot hold (bytes, dates, decimals): kept as a marker object, so the
+    row's validation in prepare_data counts it as a wrong type instead of reading a string."""
+    return {"unsupported_type": type(value).__name__}
+
+
+def _parquet_lines(path: Path):
+    """One JSON line per row of a parquet file, read batch by batch (never the whole table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                line = json.dumps(row, ensure_ascii=False, sort_keys=True, default=_unsupported)
+                yield (line + "\n").encode("utf-8", "surrogatepass")
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
+
+
+def copy_rows(files: list[Path], dest: str | Path, expected: int | None = None) -> int:
+    """Write the rows of ``files`` (jsonl copied byte for byte, parquet converted row by row) to
+    the jsonl ``dest`` through a temporary name; returns the row count. Nothing is parsed here:
+    prepare_data validates and counts every row, whatever the source. With ``expected``, any other
+    count is a DataError and ``dest`` is left as it was."""
+    formats = {f.suffix for f in files}
+    if not formats <= set(ROW_FORMATS):
+        raise HubError(f"data files {[str(f) for f in files]}: need {', '.join(ROW_FORMATS)}")
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out:
+            for f in files:
+                if f.suffix == ".parquet":
+                    out.writelines(_parquet_lines(f))
+                    continue
+                with open(f, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                if f.stat().st_size and not _ends_with_newline(f):
+                    out.write(b"\n")  # the next file's first row starts a new line
+        n = count_rows(tmp)
+        if expected is not None and n != expected:
+            raise DataError(
+                f"{', '.join(map(str, files))}: {n} rows, expected {expected} "
+                "(a truncated or wrong file); nothing was written"
+            )
     return n
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ReproError
+
 CITE_RE = re.compile(r"\\cite[tp]?\*?(?:\[[^\]]*\])*\{([^}]*)\}")
 _ENTRY_START = re.compile(r"@(\w+)\s*\{\s*([^,\s]+)\s*,")
 
 
-class BibError(ValueError):
+class BibError(ReproError, ValueError):
     pass
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import STAGES, ReproConfig, stage_hash
+from ..errors import ReproError
 from ..identity import content_digest, recorded
 from ..paths import RunPaths
 
 
-class MixtureError(RuntimeError):
+class MixtureError(ReproError):
     """Report inputs that do not belong together (one line: which stage, what changed, what to
     rerun)."""
 

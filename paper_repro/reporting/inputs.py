@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ReproError
 from ..paths import RunPaths
 
 
-class ReportInputError(ValueError):
+class ReportInputError(ReproError, ValueError):
     pass
 
 

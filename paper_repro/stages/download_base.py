@@ -2,9 +2,9 @@
 
 ``model.source``: ``hub`` (``allenai/llama-3-tulu-2-70b`` at a pinned commit, safetensors +
 config + tokenizer only, verified against the hub's sha256), ``local`` (a folder) or ``tiny``
-(a tiny Llama built here from the fixture dialogues; `paper-repro plan tiny` gives its size). Output: ``download_base/model/``
-and ``download_base/manifest.json`` ({"files": {name: sha256}, ...}), checked by later stages with
-``hub.verify_manifest``.
+(a tiny Llama built here from the fixture dialogues; `paper-repro plan tiny` gives its size).
+Output: ``download_base/model/`` and ``download_base/manifest.json`` ({"files": {name: sha256},
+...}), checked by every later stage with ``integrity.verify_inputs``.
 """
 
 from __future__ import annotations

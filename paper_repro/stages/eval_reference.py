@@ -18,9 +18,11 @@ from pathlib import Path
 
 from ..config import ReproConfig
 from ..evaluation import ModelSpec, evaluate_rm, obtain_model
+from ..integrity import verify_inputs
 from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
+from . import UPSTREAM
 
 STAGE = "eval_reference"
 
@@ -32,6 +34,12 @@ def reference_name(cfg: ReproConfig) -> str:
     if r.source == "local":
         return Path(r.local_path).resolve().name
     return r.hub_id
+
+
+def reads(cfg: ReproConfig) -> tuple[str, ...]:
+    """The upstream stages this reference reads: the raw pairs, and for the tiny stand-in also
+    the base and the prepared data it is trained from (workflow/rules/common.smk agrees)."""
+    return UPSTREAM[STAGE] if cfg.reference.source == "tiny" else ("download_data",)
 
 
 def reference_model(cfg: ReproConfig, paths: RunPaths) -> Path:
@@ -51,6 +59,7 @@ def reference_model(cfg: ReproConfig, paths: RunPaths) -> Path:
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..evaluation.outputs import mlflow_metrics
 
+    verify_inputs(paths, STAGE, reads(cfg))
     model_dir = reference_model(cfg, paths)
     files = paths.eval_files(STAGE)
     done = evaluate_rm(

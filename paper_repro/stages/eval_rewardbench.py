@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import ReproConfig
 from ..evaluation import EvalError, ModelSpec, evaluate_rm, obtain_model
+from ..integrity import verify_inputs
 from ..manifest import write_manifest
 from ..paths import EvalFiles, RunPaths
 from ..tracking import stage_run
@@ -45,6 +46,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..export.card import update_card_results
     from ..tracking.models import record_reward_model
 
+    verify_inputs(paths, STAGE)
     model_dir = paths.rm_model
     if not (model_dir / "config.json").is_file():
         raise EvalError(f"{model_dir}: no exported reward model (run export-rm first)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +35,9 @@ from ..export.build import (
 )
 from ..export.card import CARD_FILE, model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
-from ..io import read_json, sha256_file, sha256_tree, write_json, write_text
-from ..manifest import write_manifest
+from ..integrity import verify_inputs
+from ..io import read_json, sha256_file, write_json, write_text
+from ..manifest import build_manifest
 from ..paths import RunPaths
 from ..tracking import NullTracker, stage_run
 
@@ -127,7 +127,7 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
                 f"{c.name}: value {c.value!r}, limit {c.limit!r} {c.detail}".rstrip()
                 for c in ver.failed()
             ]
-            raise ExportError(f"verification of {target} failed:\n  " + "\n  ".join(lines))
+            raise ExportError(f"verification of {target} failed: " + "; ".join(lines))
         provenance = {  # no local paths: the folder is meant to be shared
             "trained_state": str(state_path.relative_to(paths.root)),
             "trained_state_sha256": sha256_file(state_path),
@@ -135,15 +135,17 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             "preset": cfg.preset,
         }
         write_text(tmp / CARD_FILE, model_card(cfg, summary, ver, provenance))
+        for f in tmp.iterdir():  # mkstemp-style 0600 files would be unreadable to co-workers
+            f.chmod(0o644)
+        # Hashed once (a rename keeps sizes and mtimes): every file but the card, which
+        # eval_rewardbench completes later.
+        manifest = build_manifest(tmp, exclude=tmp / CARD_FILE)
         ver.numbers.update(
             provenance=provenance,
-            # every file but the card, which eval_rewardbench completes later
-            files={n: h for n, h in sha256_tree(tmp).items() if n != CARD_FILE},
+            files=manifest["files"],
             export_seconds=round(time.perf_counter() - t0, 3),
             model_dir=str(target.resolve()),
         )
-        for f in tmp.iterdir():  # mkstemp-style 0600 files would be unreadable to co-workers
-            f.chmod(0o644)
         os.replace(tmp, target)  # the only moment the model folder appears
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -151,23 +153,21 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
         raise
     write_json(paths.export_verification, ver.to_json())
     # Last: what the workflow's consumers depend on (the folder itself is no Snakemake output).
-    write_manifest(paths.manifest("export_rm"), target, sorted(ver.numbers["files"]))
+    write_json(paths.manifest("export_rm"), manifest)
     return ver
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
-    try:
-        with stage_run(cfg, paths, "export_rm") as tr:
-            ver = export(cfg, paths, tr)
-            tr.log_metrics({"export_seconds": ver.numbers["export_seconds"]})
-            tr.log_artifact(paths.export_verification)
-            tr.log_artifact(paths.rm_model / CARD_FILE)
-            for name in sorted(ver.numbers["files"]):
-                if name.endswith(".safetensors"):
-                    tr.log_file_ref(f"rm_model/{name}", paths.rm_model / name)
-    except ExportError as exc:
-        print(f"export_rm: FAILED: {exc}", file=sys.stderr)
-        return 1
+    """0, or an ExportError naming what failed (``paper-repro`` prints it as one line, exit 2)."""
+    verify_inputs(paths, "export_rm")
+    with stage_run(cfg, paths, "export_rm") as tr:
+        ver = export(cfg, paths, tr)
+        tr.log_metrics({"export_seconds": ver.numbers["export_seconds"]})
+        tr.log_artifact(paths.export_verification)
+        tr.log_artifact(paths.rm_model / CARD_FILE)
+        for name in sorted(ver.numbers["files"]):
+            if name.endswith(".safetensors"):
+                tr.log_file_ref(f"rm_model/{name}", paths.rm_model / name)
     v = ver.numbers
     print(
         f"export_rm: {paths.rm_model} ({ver.dtype}) verified: reward max |diff| "

@@ -186,11 +186,13 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
     import torch
 
     from ..data import check_fingerprint, load_prompts, load_tokenizer
+    from ..integrity import verify_inputs
     from ..manifest import verify_manifest
     from ..ppo.checkpoint import PPOCheckpoints
     from ..ppo.evaluate import evaluate_policy
     from ..ppo.trainer import warmup_updates
 
+    verify_inputs(paths, "ppo")
     torch.manual_seed(p.seed)
     policy_dir = policy_source(cfg, paths)
     manifest = (

@@ -2,35 +2,44 @@
 
 Reads ``download_data/*.jsonl`` (verified against their manifest) and the tokenizer of
 ``download_base/model`` (verified too); writes ``prepare_data/{train,heldout,rewardbench,
-ppo_prompts}.parquet``, ``fingerprint.json`` and ``data_report.json``.
+ppo_prompts}.parquet``, ``fingerprint.json``, ``data_report.json`` and ``manifest.json`` (sha256
+of those six files, checked by every later stage).
+
+Every row of every input goes through the same validation (data/rows.py, data/validate.py):
+a bad row is dropped and counted by reason with its first line in ``data_report.json``, never a
+crash. Exact duplicate pairs and pairs whose chosen and rejected prompts differ are kept, as
+EasyLM kept them, and counted under ``kept_but_flagged``.
 """
 
 from __future__ import annotations
 
 from ..config import ReproConfig
 from ..data import (
+    DataError,
     Encoder,
     build_fingerprint,
+    drop_summary,
     iter_jsonl,
     load_tokenizer,
     split_heldout,
     split_report,
     write_parquet,
 )
+from ..integrity import verify_inputs
 from ..io import write_json
-from ..manifest import verify_manifest
+from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
 
 # RewardBench pairs are never dropped for length (that would change section denominators); the
 # report counts those over run_rm.py's 2048-token left truncation (pitfall 7).
 RUN_RM_MAX_LENGTH = 2048
+OUTPUTS = ("train", "heldout", "rewardbench", "ppo_prompts")
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     d = cfg.data
-    verify_manifest(paths.base_model, paths.base_manifest)
-    verify_manifest(paths.data_manifest.parent, paths.data_manifest)
+    verify_inputs(paths, "prepare_data")
     tok = load_tokenizer(paths.base_model)
     encoder = Encoder(tok, d.pad_token_id, d.max_length)
 
@@ -52,8 +61,12 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         list(iter_jsonl(paths.raw_data("ppo_prompts"))), d.ppo_prompt_max_length, d.ppo_prompt_bos
     )
     if not train_rows:
-        raise RuntimeError(f"{paths.raw_data('preference')}: no pair survived filtering")
+        raise DataError(
+            f"{paths.raw_data('preference')}: no pair survived filtering "
+            f"({drop_summary(split_report(pref))})"
+        )
 
+    paths.manifest("prepare_data").unlink(missing_ok=True)  # never beside newer files
     write_parquet(paths.prepared("train"), train_rows, "pairs")
     write_parquet(paths.prepared("heldout"), held_rows, "pairs")
     write_parquet(paths.prepared("rewardbench"), bench.rows, "rewardbench")
@@ -84,11 +97,23 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     }
     write_json(paths.fingerprint, fingerprint)
     write_json(paths.data_report, report)
+    outputs = [paths.prepared(n) for n in OUTPUTS] + [paths.fingerprint, paths.data_report]
+    write_manifest(
+        paths.manifest("prepare_data"),
+        paths.stage_dir("prepare_data"),
+        [f.name for f in outputs],
+    )
 
+    for name in ("preference", "rewardbench", "ppo_prompts"):
+        sec = report[name]
+        flags = ", ".join(f"{k} {n}" for k, n in sec["kept_but_flagged"].items() if n)
+        print(
+            f"prepare_data: {paths.raw_data(name).name}: {sec['total']} rows, {sec['kept']} kept, "
+            f"{drop_summary(sec)}" + (f"; kept but flagged: {flags}" if flags else "")
+        )
     print(
-        f"prepare_data: train {len(train_rows)} pairs (dropped {report['preference']['dropped']}"
-        f"), heldout {len(held_rows)}, rewardbench {len(bench.rows)}, "
-        f"ppo prompts {len(prompts.rows)} -> {paths.fingerprint.parent}"
+        f"prepare_data: train {len(train_rows)} pairs, heldout {len(held_rows)}, rewardbench "
+        f"{len(bench.rows)}, ppo prompts {len(prompts.rows)} -> {paths.fingerprint.parent}"
     )
     with stage_run(cfg, paths, "prepare_data") as tr:
         tr.log_params(
@@ -106,6 +131,6 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         )
         tr.log_artifact(paths.fingerprint)
         tr.log_artifact(paths.data_report)
-        for name in ("train", "heldout", "rewardbench", "ppo_prompts"):
+        for name in OUTPUTS:
             tr.log_file_ref(name, paths.prepared(name))
     return 0

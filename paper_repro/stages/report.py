@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from ..config import ReproConfig, config_hash, load_config
+from ..integrity import verify_inputs
 from ..io import write_json, write_text
 from ..paths import RunPaths
 from ..reporting import content, figures
 from ..reporting.bibtex import cited_keys, find_citation_bib, read_bibtex, report_bib
-from ..reporting.consistency import MixtureError, check_consistency
+from ..reporting.consistency import check_consistency
 from ..reporting.document import (
     TARGET,
     Doc,
@@ -331,12 +331,9 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
+    verify_inputs(paths, STAGE)
     inp = load_inputs(paths)
-    try:  # a mixture stops here, before anything is written or sent to MLflow
-        check_consistency(cfg, paths, inp.read)
-    except MixtureError as exc:
-        print(f"report: {exc}", file=sys.stderr, flush=True)
-        return 2
+    check_consistency(cfg, paths, inp.read)  # a mixture stops here, before anything is written
     sync(cfg, paths)  # send what earlier stages buffered during a tracking outage
     with stage_run(cfg, paths, STAGE) as tr:
         files = write_report(cfg, paths)

@@ -39,6 +39,7 @@ from ..engine import (
     UpdateMetrics,
     evaluate_accuracy,
 )
+from ..errors import ReproError
 from ..identity import stage_identity
 from ..io import atomic_path, write_json
 from ..manifest import write_manifest
@@ -47,7 +48,7 @@ from ..paths import RunPaths
 STAGE = "train_rm"
 
 
-class TrainSetupError(RuntimeError):
+class TrainSetupError(ReproError, RuntimeError):
     pass
 
 
@@ -118,11 +119,13 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..batching import BatchPlan, pair_lengths
     from ..data import check_fingerprint, load_pairs
+    from ..integrity import verify_inputs
     from ..schedule import LRSchedule
     from ..tracking import stage_run
 
     t_start = time.time()
     rm = cfg.rm
+    verify_inputs(paths, STAGE)
     fp = check_fingerprint(paths.fingerprint, paths.base_model)
     if fp["pad_token_id"] != cfg.data.pad_token_id:
         raise TrainSetupError(

@@ -1,13 +1,21 @@
 """Credentials never reach MLflow, logs or files: secret-looking keys are dropped, the values
-of secret-looking environment variables and the user:password part of URIs are redacted."""
+of secret-looking environment variables and the user:password part of URIs are redacted.
+
+``paper-repro`` wraps its stdout and stderr in ``RedactingStream`` (cli.main), so whatever a stage,
+MLflow or a library prints or logs (a tracking URI ``http://user:pw@host`` inside an exception
+message, say) reaches the console and the stage log without the credentials."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import re
+from typing import Any, TextIO
 
 SECRET_MARKERS = ("token", "secret", "password", "passwd", "api_key", "apikey", "credential")
 REDACTED = "***"
+# scheme://userinfo@ : the userinfo runs to the last "@" before the path (a raw "@" inside a
+# password is still covered).
+URI_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*(?:@[^/\s@]*)*@")
 
 
 def public_uri(uri: str) -> str:
@@ -20,6 +28,11 @@ def public_uri(uri: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_uris(text: str) -> str:
+    """Every ``scheme://user:password@`` in ``text`` becomes ``scheme://***@``."""
+    return URI_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
 
 
 def is_secret_key(key: str) -> bool:
@@ -38,11 +51,31 @@ def secret_values() -> list[str]:
 def redact(text: str, secrets: list[str] | None = None) -> str:
     for s in secret_values() if secrets is None else secrets:
         text = text.replace(s, REDACTED)
-    return text
+    return redact_uris(text)
 
 
 def scrub(params: dict[str, Any]) -> dict[str, Any]:
     """Drop anything that looks like a credential before it reaches MLflow: secret-looking keys
-    are removed and secret env-var values are redacted from the remaining values."""
+    are removed, URI credentials and secret env-var values are redacted from the other values."""
     secrets = secret_values()
     return {k: redact(str(v), secrets) for k, v in params.items() if not is_secret_key(k)}
+
+
+class RedactingStream:
+    """A text stream that redacts every write (``redact`` with the secrets known at creation);
+    everything else is the wrapped stream's (fileno, isatty, encoding, buffer, ...)."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self._secrets = secret_values()
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text, self._secrets))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

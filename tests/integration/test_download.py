@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hubfake import COMMIT, FakeHub, etag, make_cache, tiny_dataset_files, tiny_repo_files
 
-from paper_repro.hub import HubError, fetch_dataset_split, fetch_model, load_data_files
+from paper_repro.hub import HubError, copy_rows, fetch_dataset_split, fetch_model
 from paper_repro.io import read_json
 from paper_repro.manifest import ChecksumError, verify_manifest
 
@@ -206,8 +206,8 @@ def test_stage_never_leaks_token(tmp_path, online, monkeypatch, capfd):
 
 
 def test_download_data_local_refetches_only_bad_file(tmp_path, capfd):
-    """data.source=local goes through datasets.load_dataset (json builder); the manifest is the
-    lock file: a rerun fetches nothing, a corrupt file alone is fetched again."""
+    """data.source=local copies the files row for row; the manifest is the lock file: a rerun
+    fetches nothing, a corrupt file alone is fetched again."""
     from paper_repro.config import load_config
     from paper_repro.data import read_rows
     from paper_repro.paths import RunPaths
@@ -282,8 +282,8 @@ def test_dataset_online_good_download_writes_lock(tmp_path, online):
     assert (m["repo_type"], m["split"], m["repo_id"]) == ("dataset", SPLIT, DREPO)
     assert read_json(lock) == m
     verify_manifest(dest, lock)
-    rows = load_data_files(files).to_list()
-    assert rows == jsonl_rows(tiny_dataset_files(SPLIT)[SHARD])
+    assert copy_rows(files, tmp_path / "rows.jsonl") == 40
+    assert (tmp_path / "rows.jsonl").read_bytes() == tiny_dataset_files(SPLIT)[SHARD]
 
 
 def test_dataset_flipped_byte_names_file_and_hashes(tmp_path, offline):
@@ -342,7 +342,7 @@ def test_dataset_missing_split_is_one_clear_message(tmp_path, monkeypatch, reque
 
 def test_download_data_stage_offline_from_hf_cache(tmp_path, offline, monkeypatch, capfd):
     """data.source=hub with HF_HUB_OFFLINE=1 on a populated cache: jsonl and parquet splits
-    are verified, locked, read with datasets and written as the jsonl later stages read; a rerun
+    are verified, locked and copied row for row into the jsonl later stages read; a rerun
     fetches nothing; a corrupt cached file then stops the stage naming it."""
     import io
 

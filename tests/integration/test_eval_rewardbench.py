@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from manifests import remanifest
 
 from paper_repro import rewardbench as rb
 
@@ -151,6 +152,7 @@ def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, 
     conf.pop("chat_template", None)
     cfg_file.write_text(json.dumps(conf))
     (paths.rm_model / "chat_template.jinja").unlink(missing_ok=True)
+    remanifest(paths, "export_rm", all_files=True)  # the edited export is this test's input
     assert not load_tokenizer(paths.rm_model).chat_template
     cfg = with_eval(tiny_cfg, input_mode="tokenizer-template")
     with pytest.raises(EvalError, match="no chat template"):

@@ -15,9 +15,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from manifests import remanifest
 
 from paper_repro.config import load_config
-from paper_repro.io import sha256_file
+from paper_repro.io import sha256_file, sha256_tree
+from paper_repro.manifest import verify_manifest
 from paper_repro.paths import RunPaths
 from paper_repro.tracking import recorded_run_ids
 
@@ -94,6 +96,10 @@ def test_fp32_round_trip_verification(fp32_export):
     model_file = fp32_export.rm_model / "model.safetensors"
     assert ver["files"]["model.safetensors"] == sha256_file(model_file)
     assert no_leftovers(fp32_export) == []
+    # export_rm/manifest.json: every file of the folder, what later stages verify before use
+    manifest = verify_manifest(fp32_export.rm_model, fp32_export.manifest("export_rm"), fast=False)
+    files = sha256_tree(fp32_export.rm_model)
+    assert manifest["files"] == ver["files"] == {n: h for n, h in files.items() if n != "README.md"}
 
 
 def test_reloaded_head_is_the_trained_head(fp32_export, trained_state):
@@ -297,17 +303,18 @@ def test_bad_trained_state_fails_without_model_folder(
 
 
 def test_stage_exits_non_zero_with_a_clear_message(
-    tiny_run, tiny_cfg, trained_state, tmp_path, capsys
+    tiny_run, tiny_cfg, trained_state, tmp_path, capsys, monkeypatch
 ):
     from mlflow.tracking import MlflowClient
 
-    from paper_repro.stages import export_rm
+    from paper_repro.cli import main
     from paper_repro.tracking import tracking_uri
 
     paths = make_run(tmp_path / "run", tiny_run, _bad_state("missing_head", trained_state))
-    assert export_rm.run(tiny_cfg, paths) == 1
-    err = capsys.readouterr().err
-    assert "export_rm: FAILED" in err and "no 'score.weight'" in err
+    monkeypatch.chdir(tmp_path)
+    assert main(["export-rm", "tiny", *TEST_OVERRIDES, "--run-dir", str(paths.root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("paper-repro export-rm: ") and "no 'score.weight'" in err
     assert not paths.rm_model.exists()
     run_id = recorded_run_ids(paths)["export_rm"]
     assert MlflowClient(tracking_uri(tiny_cfg, paths)).get_run(run_id).info.status == "FAILED"
@@ -385,6 +392,7 @@ def test_base_without_pad_token_gets_the_reserved_pad(tiny_run, tiny_cfg, traine
     config = json.loads(cfg_file.read_text())
     config["pad_token_id"] = None
     cfg_file.write_text(json.dumps(config))
+    remanifest(paths, "download_base", all_files=True)  # this edited base is the test's input
     assert AutoTokenizer.from_pretrained(str(paths.base_model)).pad_token_id is None
 
     cfg = load_config("tiny", TEST_OVERRIDES + ["export.verify_pairs=8"])

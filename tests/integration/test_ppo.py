@@ -96,6 +96,7 @@ def ppo_inputs(tiny_run, tmp_path_factory):
     assert acc >= 0.9, f"the fixture RM should separate held-out pairs, got accuracy {acc}"
     rm.save_pretrained(root / "export_rm" / "model", safe_serialization=True)
     tok.save_pretrained(root / "export_rm" / "model")
+    write_manifest(RunPaths(root).manifest("export_rm"), RunPaths(root).rm_model)
     return root
 
 

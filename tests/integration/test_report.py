@@ -17,6 +17,7 @@ import pytest
 from paper_repro import rewardbench as rb
 from paper_repro.config import load_config
 from paper_repro.io import read_json, sha256_file, write_json, write_text
+from paper_repro.manifest import write_manifest
 from paper_repro.paths import RunPaths
 from paper_repro.reporting.bibtex import cited_keys, parse_bibtex
 from paper_repro.reporting.figures import FIGURES
@@ -27,7 +28,7 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def record_identities(paths: RunPaths, cfg=None) -> None:
+def record_identities(paths: RunPaths, cfg=None, skip: tuple[str, ...] = ()) -> None:
     """What every stage does when it ends: a manifest of its files and ``identity.json`` (the
     content identity of what it consumed), in DAG order."""
     from paper_repro.config import STAGES
@@ -37,7 +38,9 @@ def record_identities(paths: RunPaths, cfg=None) -> None:
     cfg = cfg or load_config("tiny")
     for stage in STAGES[:-1]:
         folder = paths.stage_dir(stage)
-        if folder.is_dir() and not paths.manifest(stage).is_file():
+        if stage in skip:  # a stage that has not run
+            continue
+        if not paths.manifest(stage).is_file():
             write_manifest(paths.manifest(stage), folder)
         record(paths, stage_identity(cfg, paths, stage))
 
@@ -79,6 +82,9 @@ def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> N
             "max_length": 256,
         },
     )
+    # The manifests the report stage verifies before reading (no model files in this stand-in).
+    write_manifest(paths.manifest("prepare_data"), paths.stage_dir("prepare_data"))
+    write_manifest(paths.manifest("export_rm"), paths.rm_model, [])
     updates = 120
     _jsonl(
         paths.train_metrics,
@@ -162,7 +168,7 @@ def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> N
                 "heldout_prompts": 64,
             },
         )
-    record_identities(paths)
+    record_identities(paths, skip=() if ppo else ("ppo",))
 
 
 @pytest.fixture(scope="module")
@@ -367,13 +373,15 @@ def test_report_refuses_a_mixture_with_one_line(tmp_path, tiny_cfg_report, capsy
     config, or files nothing says the origin of: exit 2, one line, no report written."""
     from paper_repro.identity import record, recorded
     from paper_repro.manifest import write_manifest
+    from paper_repro.reporting.consistency import MixtureError
     from paper_repro.stages import report
 
     paths = RunPaths(tmp_path / "run")
-    make_stage_outputs(paths, ppo=False)
+    make_stage_outputs(paths)
     if mixture == "new export":  # export_rm reran (new weights); eval did not
-        (paths.stage_dir("export_rm") / "weights.bin").write_bytes(b"retrained")
-        write_manifest(paths.manifest("export_rm"), paths.stage_dir("export_rm"))
+        paths.rm_model.mkdir(parents=True, exist_ok=True)
+        (paths.rm_model / "weights.bin").write_bytes(b"retrained")
+        write_manifest(paths.manifest("export_rm"), paths.rm_model)
         expect = "eval_rewardbench was produced from export_rm outputs"
     elif mixture == "eval of other config":
         old = recorded(paths, "eval_rewardbench")
@@ -382,9 +390,9 @@ def test_report_refuses_a_mixture_with_one_line(tmp_path, tiny_cfg_report, capsy
     else:
         paths.identity("train_rm").unlink()
         expect = "train_rm/identity.json is missing"
-    assert report.run(tiny_cfg_report, paths) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and expect in err[0] and err[0].startswith("report: "), err
+    with pytest.raises(MixtureError) as err:  # the CLI prints it as one line, exit 2
+        report.run(tiny_cfg_report, paths)
+    assert expect in str(err.value) and "\n" not in str(err.value)
     assert not paths.report_md.exists() and not paths.report_provenance.exists()
 
 

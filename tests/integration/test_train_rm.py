@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from manifests import remanifest
 
 from paper_repro.engine import EXIT_NONFINITE, EXIT_PREEMPTED
 
@@ -36,6 +37,7 @@ def clone_run(src, dest: Path, n_train: int | None = None, n_heldout: int | None
         if n is not None:
             table = pq.read_table(paths.prepared(name))
             pq.write_table(table.slice(0, n), paths.prepared(name))
+    remanifest(paths, "prepare_data")  # the shortened files are this test's inputs
     return paths
 
 
@@ -254,6 +256,7 @@ def test_cli_exits_nonfinite_on_corrupt_weights(tiny_run, tmp_path):
     state = load_file(str(weights))
     state["model.norm.weight"] = torch.full_like(state["model.norm.weight"], float("inf"))
     save_file(state, str(weights), metadata={"format": "pt"})
+    remanifest(paths, "download_base")  # a base with an inf weight is this test's input
     code, out = finish(cli(["--run-dir", str(paths.root)]))
     assert code == EXIT_NONFINITE, out
     assert "non-finite loss or reward at update 0" in out

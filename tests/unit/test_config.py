@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,41 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "key", "words"), BAD)
+# Every bad numeric value a reviewer tried: rejected with the key, never run.
+BAD_NUMBERS = [
+    (["rm.lr=nan"], "rm.lr", "positive"),
+    (["rm.lr=inf"], "rm.lr", "positive"),
+    (["rm.end_lr=nan"], "rm.end_lr", ">= 0"),
+    (["rm.eps=nan"], "rm.eps", "positive"),
+    (["rm.grad_clip=nan"], "rm.grad_clip", "positive"),
+    (["rm.weight_decay=-0.1"], "rm.weight_decay", ">= 0"),
+    (["rm.epochs=0"], "rm.epochs", ">= 1"),
+    (["rm.betas=[0.9,nan]"], "rm.betas", "[0, 1)"),
+    (["ppo.temperature=nan"], "ppo.temperature", "positive"),
+    (["ppo.temperature=0"], "ppo.temperature", "positive"),
+    (["ppo.max_steps=-1"], "ppo.max_steps", ">= 1 or null"),
+    (["ppo.mini_batch=0"], "ppo.mini_batch", ">= 1"),
+    (["ppo.kl_coef=-5"], "ppo.kl_coef", ">= 0"),
+    (["ppo.gamma=1.5"], "ppo.gamma", "[0, 1]"),
+    (["ppo.lam=-inf"], "ppo.lam", "[0, 1]"),
+    (["ppo.no_eos_reward=nan"], "ppo.no_eos_reward", "finite"),
+    (["eval.bootstrap_samples=0"], "eval.bootstrap_samples", ">= 1"),
+    (["eval.bootstrap_samples=-3"], "eval.bootstrap_samples", ">= 1"),
+    (["data.heldout_fraction=nan"], "data.heldout_fraction", "[0, 1)"),
+    (["resources.train_rm.gpus_per_node=-1"], "resources.train_rm.gpus_per_node", ">= 0"),
+    (["resources.ppo.nodes=0"], "resources.ppo.nodes", ">= 1"),
+    (["rm.zero_stage=4"], "rm.zero_stage", "ZeRO stage"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "words"),
+    BAD
+    + [
+        pytest.param(*b, marks=pytest.mark.hardening("5", f"`{b[0][0]}`"), id=b[0][0])
+        for b in BAD_NUMBERS
+    ],
+)
 def test_bad_config_names_the_key(overrides, key, words):
     with pytest.raises(ConfigError) as err:
         load_config("llama3-70b-uf", overrides)
@@ -146,6 +181,68 @@ def test_resolve_writes_a_frozen_config_that_loads_back(tmp_path):
     assert cfg.rm.seed == 7 and cfg.preset == "tiny"
     assert config_hash(cfg) in out.read_text().splitlines()[0]
     assert "accumulation" not in out.read_text()  # derived values are never written back
+
+
+def test_every_numeric_key_has_a_range():
+    """A new numeric config key must get a range in NUMERIC_RANGES (or it escapes validation)."""
+    from paper_repro.config.validate import NUMERIC_RANGES, numeric_leaves, range_key
+
+    keys = {range_key(k) for k, _ in numeric_leaves(load_config("llama3-70b-uf"))}
+    assert keys == set(NUMERIC_RANGES)
+
+
+@pytest.mark.hardening("5", "malformed YAML config file: one line with file and line, exit 2")
+def test_malformed_yaml_is_one_line_with_file_and_line(tmp_path):
+    bad = tmp_path / "my.yaml"
+    bad.write_text("preset: tiny\nrm:\n  lr: 1e-3\n   foo: [1\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "paper_repro.cli", "config", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"paper-repro config: config error at '{bad}:4': malformed YAML "
+        "(mapping values are not allowed here)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [("- a\n- b\n", "top level must be a mapping"), ("rm: [\n", "malformed YAML")],
+)
+def test_other_unreadable_config_files(tmp_path, body, words):
+    path = tmp_path / "c.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=words):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "run_dir",
+    [
+        pytest.param(d, marks=pytest.mark.hardening("5", f"`--run-dir {d}`"))
+        for d in ("results/..", "results/a b", "results/.hidden", "/")
+    ],
+)
+def test_unsafe_run_names_are_refused_by_the_cli(run_dir, tmp_path, capsys, monkeypatch):
+    from paper_repro.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["download-data", "tiny", "--run-dir", run_dir]) == 2
+    assert "must match" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_run_name_pattern_is_the_snakemake_schema_pattern():
+    import yaml
+
+    from paper_repro.paths import RUN_NAME
+
+    schema = yaml.safe_load(
+        (Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text()
+    )
+    assert schema["properties"]["run"]["pattern"] == f"^({RUN_NAME.pattern})?$"
 
 
 def test_rm_change_re_evaluates_the_tiny_stand_in_only():

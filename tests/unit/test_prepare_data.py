@@ -217,7 +217,7 @@ def test_prepare_is_deterministic_and_counts_bad_rows(tiny_run, tiny_cfg, tmp_pa
     got = read_json(bad.data_report)["preference"]
     assert got["kept"] == 2400 and got["dropped"] == len(bad_rows())
     assert got["dropped_by_reason"] == {r: int(r in bad_rows()) for r in DROP_REASONS}
-    assert got["first_dropped_line"]["too_long"] == 2400  # 0-based line of the first bad row
+    assert got["first_dropped_line"]["too_long"] == 2401  # 1-based line of the first bad row
 
 
 def test_prepare_refuses_corrupt_download(tiny_run, tiny_cfg, tmp_path):

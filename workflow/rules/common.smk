@@ -9,7 +9,11 @@ from pathlib import Path
 
 from paper_repro.codeversion import code_version
 from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
+from paper_repro.integrity import MANIFESTED
+from paper_repro.paths import RUN_NAME as RUN_NAME_PATTERN
 from paper_repro.paths import RunPaths
+from paper_repro.stages import UPSTREAM
+from paper_repro.stages.eval_reference import reads
 
 # Every shell command starts with this prefix (also inside Slurm jobs, where this file is parsed
 # again): `paper-repro` and `torchrun` come from the Python that runs Snakemake (the project's
@@ -27,6 +31,8 @@ except ConfigError as exc:
     ) from None
 
 RUN_NAME = config["run"] or Path(CFG.preset).stem
+if not RUN_NAME_PATTERN.fullmatch(RUN_NAME):
+    raise WorkflowError(f"run name {RUN_NAME!r} must match {RUN_NAME_PATTERN.pattern}")
 RUN = RunPaths(Path("results") / RUN_NAME)
 
 if config["tracking_uri"]:
@@ -49,6 +55,13 @@ LAUNCHER = Path(workflow.basedir) / "workflow" / "scripts" / "launch.sh"
 
 # The stages whose ranks are started by workflow/scripts/launch.sh (torchrun, one launcher per node).
 DISTRIBUTED = ("train_rm", "ppo")
+
+
+def upstream_manifests(stage, upstream=None):
+    """The manifests a stage verifies before reading (paper_repro.integrity.verify_inputs; by
+    default for every stage in UPSTREAM[stage]): inputs, so that the stage reruns when one
+    changes and a manifest moved to quarantine makes Snakemake rebuild its stage."""
+    return [RUN.manifest(up) for up in upstream or UPSTREAM[stage] if up in MANIFESTED]
 
 
 def stage_resources(stage):
@@ -129,6 +142,7 @@ def eval_reference_inputs(wildcards):
     inputs = {
         "config": RUN.stage_config("eval_reference"),
         "rewardbench": RUN.raw_data("rewardbench"),
+        "manifests": upstream_manifests("eval_reference", reads(CFG)),
     }
     if CFG.reference.source == "tiny":
         inputs.update(model=RUN.base_model, train=RUN.prepared("train"))

@@ -2,8 +2,8 @@ rule eval_rewardbench:
     """RewardBench scores of the exported RM, compared with the model card."""
     input:
         config=RUN.stage_config("eval_rewardbench"),
-        rm_manifest=RUN.manifest("export_rm"),  # pins the files of RUN.rm_model
         rewardbench=RUN.prepared("rewardbench"),
+        manifests=upstream_manifests("eval_rewardbench"),  # they pin the files of RUN.rm_model
     output:
         pairs=RUN.eval_pairs,
         scores=RUN.eval_scores,

@@ -5,6 +5,7 @@ rule export_rm:
         model=RUN.base_model,
         state=RUN.trained_state,
         heldout=RUN.prepared("heldout"),
+        manifests=upstream_manifests("export_rm"),
     output:
         # The model folder (RUN.rm_model) is not a directory() output: Snakemake would leave its
         # .snakemake_timestamp marker inside the folder users share. Consumers depend on the

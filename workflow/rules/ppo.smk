@@ -7,8 +7,7 @@ rule ppo:
     input:
         config=RUN.stage_config("ppo"),
         model=RUN.base_model,
-        model_manifest=RUN.base_manifest,
-        rm_manifest=RUN.manifest("export_rm"),  # pins the files of RUN.rm_model
+        manifests=upstream_manifests("ppo"),  # pins the files of RUN.rm_model and the base
         prompts=RUN.prepared("ppo_prompts"),
     output:
         metrics=RUN.ppo_metrics,

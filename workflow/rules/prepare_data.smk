@@ -3,8 +3,7 @@ rule prepare_data:
     input:
         config=RUN.stage_config("prepare_data"),
         model=RUN.base_model,
-        model_manifest=RUN.base_manifest,
-        data_manifest=RUN.data_manifest,
+        manifests=upstream_manifests("prepare_data"),
         preference=RUN.raw_data("preference"),
         rewardbench=RUN.raw_data("rewardbench"),
         ppo_prompts=RUN.raw_data("ppo_prompts"),
@@ -16,6 +15,7 @@ rule prepare_data:
         fingerprint=RUN.fingerprint,
         data_report=RUN.data_report,
         identity=RUN.identity("prepare_data"),
+        manifest=RUN.manifest("prepare_data"),
     params:
         run_dir=RUN.root,
     log:

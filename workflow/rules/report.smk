@@ -14,6 +14,7 @@ rule report:
         ppo_summary=RUN.ppo_summary,
         # what each stage ran with and consumed: the report refuses a mixture (reporting/consistency.py)
         identities=[RUN.identity(stage) for stage in STAGES if stage != "report"],
+        manifests=upstream_manifests("report"),
     output:
         markdown=report(RUN.report_md, caption="../report/report_md.rst", category="Report"),
         latex=RUN.report_tex,

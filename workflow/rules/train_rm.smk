@@ -9,7 +9,7 @@ rule train_rm:
     input:
         config=RUN.stage_config("train_rm"),
         model=RUN.base_model,
-        model_manifest=RUN.base_manifest,
+        manifests=upstream_manifests("train_rm"),
         train=RUN.prepared("train"),
         heldout=RUN.prepared("heldout"),
     output:
