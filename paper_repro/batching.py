@@ -12,9 +12,16 @@ batch ``j`` goes to rank ``j % world`` (at accumulation step ``j // world``). Wi
 the same pairs (same gradient up to summation order), but each micro batch pads far less, and
 neighbouring ranks get similar lengths at each step.
 
-Each micro batch is one forward pass over ``[chosen; rejected]`` (spec section 5), right-padded with
-the pad id to the longest row of that micro batch (EasyLM pads to ``seq_length``; positions and
-pooling come from the mask, so the extra padding changes nothing but cost).
+Each micro batch is one forward pass over ``[chosen; rejected]`` (spec section 5). Padded
+(``PairBatch``): right-padded with the pad id to the longest row of that micro batch (EasyLM pads to
+``seq_length``; positions and pooling come from the mask, so the extra padding changes nothing but
+cost). Packed (``PackedBatch``, with ``token_budget``): the rank's share of the update-group (the
+same pairs as padded) is cut, in order, into micro batches of at most ``token_budget`` tokens, each
+one row holding its chosen sides then its rejected sides back to back, no padding at all
+(``modeling.packed_token_scores`` keeps attention inside each sequence). A pair longer than the
+budget on its own still trains, alone in its micro batch. Every rank runs the same number of
+forwards per update (ZeRO-3 gathers parameters in lockstep): ranks whose share cuts into fewer
+micro batches split their largest ones.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
+
+from .modeling import last_token_index
 
 
 @dataclass(frozen=True)
@@ -45,21 +55,87 @@ class PairBatch:
     def padded_tokens(self) -> int:
         return self.attention_mask.numel()
 
+    @property
+    def last(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's last real token (the EOS)."""
+        rows = torch.arange(self.input_ids.shape[0], device=self.input_ids.device)
+        return rows, last_token_index(self.attention_mask)
+
+    @property
+    def first(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's first token (the BOS; right padding)."""
+        rows = torch.arange(self.input_ids.shape[0], device=self.input_ids.device)
+        return rows, torch.zeros_like(rows)
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
     def to(self, device: torch.device | str) -> PairBatch:
         return PairBatch(self.input_ids.to(device), self.attention_mask.to(device), self.n_pairs)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """One micro batch as a single row without padding: the chosen sides of its pairs, then the
+    rejected sides in the same order (sequence ``i`` and ``n_pairs + i`` are one pair)."""
+
+    input_ids: torch.Tensor  # [1, sum(lengths)]
+    lengths: tuple[int, ...]  # 2 * n_pairs sequence lengths
+    n_pairs: int
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.input_ids.numel()  # == tokens: nothing is padded
+
+    @property
+    def last(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's last token (the EOS)."""
+        ends = torch.tensor(self.lengths, device=self.input_ids.device).cumsum(0)
+        return torch.zeros_like(ends), ends - 1
+
+    @property
+    def first(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's first token (the BOS)."""
+        lengths = torch.tensor(self.lengths, device=self.input_ids.device)
+        return torch.zeros_like(lengths), lengths.cumsum(0) - lengths
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"input_ids": self.input_ids, "lengths": self.lengths}
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(self.input_ids.to(device), self.lengths, self.n_pairs)
+
+
+Batch = PairBatch | PackedBatch
+
+
+def _check_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]]) -> None:
+    if len(chosen) != len(rejected) or not chosen:
+        raise ValueError(
+            f"need as many chosen as rejected sides (> 0), got {len(chosen)} and {len(rejected)}"
+        )
+    if any(len(r) == 0 for r in (*chosen, *rejected)):
+        raise ValueError("empty token sequence in a pair (prepared rows are BOS ... EOS)")
+
+
+def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]]) -> PackedBatch:
+    """``[chosen; rejected]`` concatenated into one row, no padding."""
+    _check_pairs(chosen, rejected)
+    rows = [*chosen, *rejected]
+    ids = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])
+    return PackedBatch(torch.from_numpy(ids).unsqueeze(0), tuple(len(r) for r in rows), len(chosen))
 
 
 def collate_pairs(
     chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]], pad_id: int
 ) -> PairBatch:
     """``[chosen; rejected]`` right-padded to the longest of all ``2 n`` rows."""
-    if len(chosen) != len(rejected) or not chosen:
-        raise ValueError(
-            f"need as many chosen as rejected sides (> 0), got {len(chosen)} and {len(rejected)}"
-        )
+    _check_pairs(chosen, rejected)
     rows = [*chosen, *rejected]
-    if any(len(r) == 0 for r in rows):
-        raise ValueError("empty token sequence in a pair (prepared rows are BOS ... EOS)")
     width = max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -78,6 +154,57 @@ def pair_lengths(pairs) -> np.ndarray:
     )
 
 
+def pair_tokens(pairs) -> np.ndarray:
+    """Packed cost of each pair: the tokens of both sides."""
+    return np.fromiter(
+        (len(c) + len(r) for c, r in zip(pairs.chosen, pairs.rejected, strict=True)),
+        dtype=np.int64,
+        count=len(pairs.chosen),
+    )
+
+
+Cut = tuple[int, int]  # [start, end) positions in a rank's share
+
+
+def token_cuts(costs: np.ndarray, budget: int) -> list[Cut]:
+    """Consecutive chunks of ``costs`` (in order), each at most ``budget`` in total; an item over
+    the budget gets a chunk of its own."""
+    cuts, start, total = [], 0, 0
+    for i, c in enumerate(costs.tolist()):
+        if i > start and total + c > budget:
+            cuts.append((start, i))
+            start, total = i, 0
+        total += c
+    if len(costs):
+        cuts.append((start, len(costs)))
+    return cuts
+
+
+def _split_largest(cuts: list[Cut], costs: np.ndarray) -> list[Cut]:
+    """One more chunk: the chunk with the most tokens (of those with two items or more) is split
+    where its two halves are closest in tokens."""
+    splittable = [i for i, (a, b) in enumerate(cuts) if b - a >= 2]
+    if not splittable:
+        raise ValueError(f"cannot cut {len(costs)} pairs into more than {len(cuts)} micro batches")
+    i = max(splittable, key=lambda j: (int(costs[slice(*cuts[j])].sum()), -j))
+    a, b = cuts[i]
+    chunk = costs[a:b]
+    left = np.cumsum(chunk)[:-1]  # tokens left of a split after position a + 1 + m
+    m = int(np.argmin(np.abs(2 * left - chunk.sum())))
+    return [*cuts[:i], (a, a + 1 + m), (a + 1 + m, b), *cuts[i + 1 :]]
+
+
+def balanced_token_cuts(shares: Sequence[np.ndarray], budget: int) -> list[list[Cut]]:
+    """``token_cuts`` of every rank's share (token costs in order), then the ranks with fewer
+    chunks split their largest ones until every rank has as many as the rank with the most."""
+    per_rank = [token_cuts(np.asarray(c), budget) for c in shares]
+    n = max(len(c) for c in per_rank)
+    for r, costs in enumerate(shares):
+        while len(per_rank[r]) < n:
+            per_rank[r] = _split_largest(per_rank[r], np.asarray(costs))
+    return per_rank
+
+
 class BatchPlan:
     """The data order of a run: ``micro_batches(k, rank)`` lists the pair indices each rank uses
     at update ``k``. Pure function of its arguments (no hidden iterator state)."""
@@ -93,6 +220,8 @@ class BatchPlan:
         seed: int = 42,
         length_grouped: bool = False,
         lengths: np.ndarray | None = None,
+        token_budget: int | None = None,
+        tokens: np.ndarray | None = None,
     ):
         if total_batch % (micro_batch * world_size):
             raise ValueError(
@@ -101,10 +230,16 @@ class BatchPlan:
             )
         if length_grouped and (lengths is None or len(lengths) != n_pairs):
             raise ValueError("length_grouped needs one length per pair")
+        if token_budget is not None and (tokens is None or len(tokens) != n_pairs):
+            raise ValueError("a token budget needs the token count of every pair")
+        if token_budget is not None and token_budget <= 0:
+            raise ValueError(f"token budget must be positive, got {token_budget}")
         self.n_pairs, self.total_batch, self.micro_batch = n_pairs, total_batch, micro_batch
         self.world_size, self.epochs, self.seed = world_size, epochs, seed
         self.length_grouped = length_grouped
         self.lengths = None if lengths is None else np.asarray(lengths)
+        self.token_budget = token_budget
+        self.tokens = None if tokens is None else np.asarray(tokens)
         self.accumulation = total_batch // (micro_batch * world_size)
         self.updates_per_epoch = n_pairs // total_batch
         self.num_updates = epochs * self.updates_per_epoch
@@ -124,16 +259,32 @@ class BatchPlan:
             group = group[np.argsort(self.lengths[group], kind="stable")]
         return group
 
-    def micro_batches(self, k: int, rank: int = 0) -> list[np.ndarray]:
-        """The ``accumulation`` micro batches (pair indices) of ``rank`` at update ``k``."""
+    @property
+    def packed(self) -> bool:
+        return self.token_budget is not None
+
+    def share(self, k: int, rank: int) -> list[np.ndarray]:
+        """The ``accumulation`` fixed-size micro batches (pair indices) of ``rank`` at update
+        ``k``: micro batch ``j`` of the group goes to rank ``j % world``."""
         if not 0 <= rank < self.world_size:
             raise IndexError(f"rank {rank} outside world size {self.world_size}")
         chunks = self.update_group(k).reshape(self.accumulation * self.world_size, self.micro_batch)
         return [chunks[a * self.world_size + rank] for a in range(self.accumulation)]
 
+    def micro_batches(self, k: int, rank: int = 0) -> list[np.ndarray]:
+        """Pair indices of each forward of ``rank`` at update ``k``: the share's fixed-size micro
+        batches, or with a token budget the same pairs re-cut by tokens (same count on every
+        rank)."""
+        if not self.packed:
+            return self.share(k, rank)
+        shares = [np.concatenate(self.share(k, r)) for r in range(self.world_size)]
+        cuts = balanced_token_cuts([self.tokens[s] for s in shares], self.token_budget)[rank]
+        return [shares[rank][a:b] for a, b in cuts]
 
-def make_batch(pairs, indices: np.ndarray, pad_id: int) -> PairBatch:
-    """Collate pairs ``indices`` of a ``PairData``-like object (``.chosen``, ``.rejected``)."""
-    return collate_pairs(
-        [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices], pad_id
-    )
+
+def make_batch(pairs, indices: np.ndarray, pad_id: int, *, packed: bool = False) -> Batch:
+    """Collate pairs ``indices`` of a ``PairData``-like object (``.chosen``, ``.rejected``),
+    packed or padded."""
+    chosen = [pairs.chosen[i] for i in indices]
+    rejected = [pairs.rejected[i] for i in indices]
+    return pack_pairs(chosen, rejected) if packed else collate_pairs(chosen, rejected, pad_id)

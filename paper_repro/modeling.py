@@ -6,11 +6,22 @@ the score at the last non-pad token, which is the EOS of the final assistant tur
 same thing from the attention mask instead of relying on the HF class's pad-id pooling rule (which
 changed across transformers versions, spec pitfall 2), and pass mask-derived position ids so a
 left-padded row gets exactly the positions of a right-padded one.
+
+Packed forward (``packed_token_scores``): the sequences of a micro batch are concatenated into one
+row without padding, position ids restart at 0 for each sequence, and attention is computed for
+each sequence separately (``packed_attention``), so a sequence never sees another one. We do not
+rely on transformers' own packed-sequence detection: in 5.24 it is silently disabled by a 2D
+attention mask or a live KV cache (``masking_utils._preprocess_mask_arguments``), its flash-attention
+path only unpacks batches of one row (``modeling_flash_attention_utils._is_packed_sequence``), and on
+sdpa/eager it materialises a dense row x row mask, so the cost grows with the square of the row.
+Here confinement holds by construction, the attention cost is that of each sequence alone, and a
+forward that reaches this attention without sequence lengths raises instead of attending across.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +50,90 @@ def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     return model.score(hidden).squeeze(-1)
 
 
+def packed_position_ids(lengths: Sequence[int], device=None) -> torch.Tensor:
+    """``[1, sum(lengths)]`` position ids restarting at 0 for each packed sequence."""
+    return torch.cat([torch.arange(n, device=device) for n in lengths]).unsqueeze(0)
+
+
+PACKED_ATTENTION = "paper_repro_packed"  # name in transformers' AttentionInterface
+
+
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    packed_lengths: Sequence[int] | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention of each packed sequence on its own: one torch SDPA call per sequence
+    (flash/memory-efficient kernels on GPU, the flash kernel on CPU). ``query``/``key``/``value``
+    are ``[1, heads, T, head_dim]`` with ``T = sum(packed_lengths)``; returns ``[1, T, heads,
+    head_dim]`` as transformers' attention functions do. Split/cat rather than slicing: their
+    backward is one concatenation, not a zero-filled copy per sequence."""
+    if packed_lengths is None or attention_mask is not None:
+        raise RuntimeError(
+            "packed attention needs the packed sequence lengths and no attention mask; "
+            "call modeling.packed_token_scores"
+        )
+    lengths = list(packed_lengths)
+    if query.shape[0] != 1 or sum(lengths) != query.shape[2]:
+        raise RuntimeError(
+            f"packed lengths sum to {sum(lengths)} but the row is {tuple(query.shape)}"
+        )
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    parts = [
+        F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
+        )
+        for q, k, v in zip(
+            query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), strict=True
+        )
+    ]
+    return torch.cat(parts, 2).transpose(1, 2).contiguous(), None
+
+
+def use_packed_attention(model) -> str:
+    """Route every attention layer of ``model`` through ``packed_attention``; returns the previous
+    implementation name. transformers looks the implementation up on each call (also in the
+    recomputation of activation checkpointing), so a training model keeps it for good."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = PACKED_ATTENTION
+    return previous
+
+
+@contextlib.contextmanager
+def packed_attention_mode(model):
+    """``use_packed_attention`` for the duration of a block (inference: nothing is recomputed
+    after it), then the model's own implementation again."""
+    previous = use_packed_attention(model)
+    try:
+        yield model
+    finally:
+        model.config._attn_implementation = previous
+
+
+def packed_token_scores(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """Per-token scores ``[1, T]`` of a packed row (``model`` in ``use_packed_attention``)."""
+    if model.config._attn_implementation != PACKED_ATTENTION:
+        raise RuntimeError(
+            "packed forward of a model not in packed attention (use_packed_attention)"
+        )
+    hidden = model.model(
+        input_ids=input_ids,
+        position_ids=packed_position_ids(lengths, input_ids.device),
+        use_cache=False,
+        packed_lengths=tuple(int(n) for n in lengths),
+    ).last_hidden_state
+    return model.score(hidden).squeeze(-1)
+
+
 def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """EasyLM pooling (spec section 4): the score at the last non-pad token, i.e. the EOS."""
     rows = torch.arange(scores.shape[0], device=scores.device)
@@ -61,13 +156,18 @@ class PairStats:
     margin: float
 
 
+def pair_losses(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(r_c - r_r) per pair, in fp32 (EasyLM margin_loss_forward, no margin term)."""
+    return -F.logsigmoid(r_chosen.float() - r_rejected.float())
+
+
 def bradley_terry_loss(
     r_chosen: torch.Tensor, r_rejected: torch.Tensor
 ) -> tuple[torch.Tensor, PairStats]:
-    """Mean of -log sigmoid(r_c - r_r) (EasyLM margin_loss_forward, no margin term). Accuracy uses
-    strict > (a tie counts as wrong), as EasyLM and RewardBench do."""
+    """Mean of ``pair_losses``. Accuracy uses strict > (a tie counts as wrong), as EasyLM and
+    RewardBench do."""
     diff = r_chosen.float() - r_rejected.float()
-    loss = -F.logsigmoid(diff).mean()
+    loss = pair_losses(r_chosen, r_rejected).mean()
     with torch.no_grad():
         c, r = r_chosen.float(), r_rejected.float()
         stats = PairStats(

@@ -133,6 +133,13 @@ class RMTrainConfig:
     checkpoint_every: int = 10  # updates between preemption checkpoints
     eval_every: int = 0  # held-out accuracy every N updates (0: only after the last update)
     length_grouped: bool = False  # speed option; default keeps EasyLM's plain shuffled order
+    # Packed micro batches: the same pairs per update, concatenated without padding into forwards
+    # of at most token_budget tokens per rank (batching.py). false: padded micro batches of
+    # micro_batch_pairs pairs (EasyLM's layout, kept for comparison).
+    packing: bool = True
+    # Tokens per packed forward per rank. 16384 = 2 pairs x 2 sides x 4096: the worst case of the
+    # 70B preset's padded micro batch, so packing never needs more activation memory.
+    token_budget: int = 16384
     head_init_std: float = 0.02
 
 

@@ -56,7 +56,13 @@ def validate(cfg: ReproConfig) -> None:
         raise ConfigError(
             "rm.end_lr", f"a cooldown needs 0 <= end_lr <= lr ({cfg.rm.end_lr} > {cfg.rm.lr})"
         )
-    for key in ("epochs", "total_batch_pairs", "micro_batch_pairs", "checkpoint_every"):
+    for key in (
+        "epochs",
+        "total_batch_pairs",
+        "micro_batch_pairs",
+        "checkpoint_every",
+        "token_budget",
+    ):
         if getattr(cfg.rm, key) <= 0:
             raise ConfigError(f"rm.{key}", "must be positive")
     if cfg.rm.eval_every < 0:

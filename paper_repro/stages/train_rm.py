@@ -50,7 +50,7 @@ def _log(rank: int, msg: str) -> None:
         print(f"[train_rm] {msg}", file=sys.stderr, flush=True)
 
 
-def build_backend(cfg: ReproConfig, paths: RunPaths, accumulation_for_world):
+def build_backend(cfg: ReproConfig, paths: RunPaths):
     """The configured backend with the reward model loaded from the SFT base."""
     from ..modeling import load_reward_model_from_base
 
@@ -76,15 +76,12 @@ def build_backend(cfg: ReproConfig, paths: RunPaths, accumulation_for_world):
                 "use rm.backend=deepspeed for several ranks"
             )
         # fp32 master weights; bf16 (model.dtype) is a compute dtype under autocast
-        return TorchBackend(
-            load("float32"),
-            rm,
-            accumulation=accumulation_for_world(1),
-            compute_dtype=cfg.model.dtype,
-        )
+        return TorchBackend(load("float32"), rm, packed=rm.packing, compute_dtype=cfg.model.dtype)
     from ..backends import DeepSpeedBackend
 
-    return DeepSpeedBackend(lambda: load(cfg.model.dtype), rm, compute_dtype=cfg.model.dtype)
+    return DeepSpeedBackend(
+        lambda: load(cfg.model.dtype), rm, packed=rm.packing, compute_dtype=cfg.model.dtype
+    )
 
 
 def save_state_dict(path, state) -> None:
@@ -110,7 +107,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 
 
 def _run(cfg: ReproConfig, paths: RunPaths) -> int:
-    from ..batching import BatchPlan, pair_lengths
+    from ..batching import BatchPlan, pair_lengths, pair_tokens
     from ..data import check_fingerprint, load_pairs
     from ..schedule import LRSchedule
     from ..tracking import stage_run
@@ -141,8 +138,9 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
             f"{paths.prepared('train')}: {len(train)} pairs, fewer than one update "
             f"of rm.total_batch_pairs={rm.total_batch_pairs}"
         )
-    backend = build_backend(cfg, paths, accumulation)
+    backend = build_backend(cfg, paths)
     rank, world = backend.rank, backend.world_size
+    accumulation(world)
     plan = BatchPlan(
         len(train),
         total_batch=rm.total_batch_pairs,
@@ -152,6 +150,8 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         seed=rm.seed,
         length_grouped=rm.length_grouped,
         lengths=pair_lengths(train) if rm.length_grouped else None,
+        token_budget=rm.token_budget if rm.packing else None,
+        tokens=pair_tokens(train) if rm.packing else None,
     )
     schedule = LRSchedule.from_config(rm, len(train))
     meta = {
@@ -164,8 +164,12 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     _log(
         rank,
         f"{backend.name} backend, world size {world}, {len(train)} pairs -> "
-        f"{plan.num_updates} updates ({schedule.warmup} warmup), accumulation "
-        f"{plan.accumulation} x micro {rm.micro_batch_pairs} pairs",
+        f"{plan.num_updates} updates ({schedule.warmup} warmup), "
+        + (
+            f"packed micro batches of <= {rm.token_budget} tokens"
+            if rm.packing
+            else f"accumulation {plan.accumulation} x micro {rm.micro_batch_pairs} pairs"
+        ),
     )
 
     code = 0
@@ -200,7 +204,11 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
 
             def heldout_accuracy() -> float:
                 return evaluate_accuracy(
-                    backend, heldout, cfg.data.pad_token_id, rm.micro_batch_pairs
+                    backend,
+                    heldout,
+                    cfg.data.pad_token_id,
+                    rm.micro_batch_pairs,
+                    token_budget=plan.token_budget,
                 )
 
             trainer = Trainer(
@@ -247,6 +255,8 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                     "total_batch_pairs": rm.total_batch_pairs,
                     "micro_batch_pairs": rm.micro_batch_pairs,
                     "length_grouped": rm.length_grouped,
+                    "packing": rm.packing,
+                    "token_budget": rm.token_budget if rm.packing else None,
                     "final_loss": final.loss if final else None,
                     "final_accuracy": final.accuracy if final else None,
                     "heldout_accuracy": heldout_acc,
