@@ -15,17 +15,18 @@ neighbouring ranks get similar lengths at each step.
 Each micro batch is one forward pass over ``[chosen; rejected]`` (spec section 5). Padded
 (``PairBatch``): right-padded with the pad id to the longest row of that micro batch (EasyLM pads to
 ``seq_length``; positions and pooling come from the mask, so the extra padding changes nothing but
-cost). Packed (``PackedBatch``, with ``token_budget``): the rank's share of the update-group (the
-same pairs as padded) is cut, in order, into micro batches of at most ``token_budget`` tokens, each
-one row holding its chosen sides then its rejected sides back to back, no padding at all
+cost). Packed (``PackedBatch``, with ``token_budget``): the update-group's pairs are spread over
+micro batches of at most ``token_budget`` tokens, the same number on every rank (ZeRO-3 ranks
+gather parameters in lockstep) and balanced by tokens (``balanced_micro_batches``); each is one row
+holding its chosen sides then its rejected sides back to back, no padding at all
 (``modeling.packed_token_scores`` keeps attention inside each sequence). A pair longer than the
-budget on its own still trains, alone in its micro batch. Every rank runs the same number of
-forwards per update (ZeRO-3 gathers parameters in lockstep): ranks whose share cuts into fewer
-micro batches split their largest ones.
+budget on its own still trains, alone in its micro batch. Which micro batch a pair lands in changes
+nothing but the summation order: the loss is the mean over the whole group either way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -122,12 +123,16 @@ def _check_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[in
         raise ValueError("empty token sequence in a pair (prepared rows are BOS ... EOS)")
 
 
+def pack_sequences(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The sequences back to back in one ``[1, total]`` row, and their lengths."""
+    ids = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+    return torch.from_numpy(ids).unsqueeze(0), tuple(len(s) for s in seqs)
+
+
 def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]]) -> PackedBatch:
     """``[chosen; rejected]`` concatenated into one row, no padding."""
     _check_pairs(chosen, rejected)
-    rows = [*chosen, *rejected]
-    ids = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])
-    return PackedBatch(torch.from_numpy(ids).unsqueeze(0), tuple(len(r) for r in rows), len(chosen))
+    return PackedBatch(*pack_sequences([*chosen, *rejected]), len(chosen))
 
 
 def collate_pairs(
@@ -163,46 +168,31 @@ def pair_tokens(pairs) -> np.ndarray:
     )
 
 
-Cut = tuple[int, int]  # [start, end) positions in a rank's share
-
-
-def token_cuts(costs: np.ndarray, budget: int) -> list[Cut]:
-    """Consecutive chunks of ``costs`` (in order), each at most ``budget`` in total; an item over
-    the budget gets a chunk of its own."""
-    cuts, start, total = [], 0, 0
-    for i, c in enumerate(costs.tolist()):
-        if i > start and total + c > budget:
-            cuts.append((start, i))
-            start, total = i, 0
-        total += c
-    if len(costs):
-        cuts.append((start, len(costs)))
-    return cuts
-
-
-def _split_largest(cuts: list[Cut], costs: np.ndarray) -> list[Cut]:
-    """One more chunk: the chunk with the most tokens (of those with two items or more) is split
-    where its two halves are closest in tokens."""
-    splittable = [i for i, (a, b) in enumerate(cuts) if b - a >= 2]
-    if not splittable:
-        raise ValueError(f"cannot cut {len(costs)} pairs into more than {len(cuts)} micro batches")
-    i = max(splittable, key=lambda j: (int(costs[slice(*cuts[j])].sum()), -j))
-    a, b = cuts[i]
-    chunk = costs[a:b]
-    left = np.cumsum(chunk)[:-1]  # tokens left of a split after position a + 1 + m
-    m = int(np.argmin(np.abs(2 * left - chunk.sum())))
-    return [*cuts[:i], (a, a + 1 + m), (a + 1 + m, b), *cuts[i + 1 :]]
-
-
-def balanced_token_cuts(shares: Sequence[np.ndarray], budget: int) -> list[list[Cut]]:
-    """``token_cuts`` of every rank's share (token costs in order), then the ranks with fewer
-    chunks split their largest ones until every rank has as many as the rank with the most."""
-    per_rank = [token_cuts(np.asarray(c), budget) for c in shares]
-    n = max(len(c) for c in per_rank)
-    for r, costs in enumerate(shares):
-        while len(per_rank[r]) < n:
-            per_rank[r] = _split_largest(per_rank[r], np.asarray(costs))
-    return per_rank
+def balanced_micro_batches(costs: np.ndarray, world: int, budget: int) -> list[list[np.ndarray]]:
+    """Positions ``0 .. len(costs) - 1`` of one update's pairs split into ``n`` micro batches per
+    rank, ``n`` the smallest for which every micro batch of two or more pairs stays within
+    ``budget`` tokens. The ``world x n`` micro batches are filled longest pair first into the one
+    with the fewest tokens so far (LPT scheduling), so the ranks, which run each micro step in
+    lockstep under ZeRO-3, carry nearly equal tokens at every step; every micro batch holds at
+    least one pair. Returns ``[rank][step]`` arrays of positions in ascending order."""
+    costs = np.asarray(costs, dtype=np.int64)
+    if len(costs) < world:
+        raise ValueError(f"{len(costs)} pairs cannot feed {world} ranks")
+    order = np.argsort(-costs, kind="stable")
+    n = max(1, math.ceil(int(costs.sum()) / (world * budget)))
+    while True:
+        slots = world * n
+        load, members = np.zeros(slots, dtype=np.int64), [[] for _ in range(slots)]
+        for i in order:  # the first `slots` pairs each open an empty micro batch
+            s = int(np.argmin(load))
+            load[s] += costs[i]
+            members[s].append(i)
+        if all(load[s] <= budget or len(members[s]) == 1 for s in range(slots)):
+            break
+        if world * (n + 1) > len(costs):
+            raise ValueError(f"cannot cut {len(costs)} pairs into {budget}-token micro batches")
+        n += 1
+    return [[np.sort(members[m * world + r]) for m in range(n)] for r in range(world)]
 
 
 class BatchPlan:
@@ -263,23 +253,25 @@ class BatchPlan:
     def packed(self) -> bool:
         return self.token_budget is not None
 
-    def share(self, k: int, rank: int) -> list[np.ndarray]:
-        """The ``accumulation`` fixed-size micro batches (pair indices) of ``rank`` at update
-        ``k``: micro batch ``j`` of the group goes to rank ``j % world``."""
-        if not 0 <= rank < self.world_size:
-            raise IndexError(f"rank {rank} outside world size {self.world_size}")
-        chunks = self.update_group(k).reshape(self.accumulation * self.world_size, self.micro_batch)
-        return [chunks[a * self.world_size + rank] for a in range(self.accumulation)]
+    @lru_cache(maxsize=2)  # noqa: B019 - the current update's split, shared by its ranks' calls
+    def packed_update(self, k: int) -> list[list[np.ndarray]]:
+        """``[rank][step]`` pair indices of update ``k`` with a token budget."""
+        group = self.update_group(k)
+        cuts = balanced_micro_batches(self.tokens[group], self.world_size, self.token_budget)
+        return [[group[positions] for positions in rank] for rank in cuts]
 
     def micro_batches(self, k: int, rank: int = 0) -> list[np.ndarray]:
-        """Pair indices of each forward of ``rank`` at update ``k``: the share's fixed-size micro
-        batches, or with a token budget the same pairs re-cut by tokens (same count on every
-        rank)."""
-        if not self.packed:
-            return self.share(k, rank)
-        shares = [np.concatenate(self.share(k, r)) for r in range(self.world_size)]
-        cuts = balanced_token_cuts([self.tokens[s] for s in shares], self.token_budget)[rank]
-        return [shares[rank][a:b] for a, b in cuts]
+        """Pair indices of each forward of ``rank`` at update ``k``. Padded: ``accumulation``
+        micro batches of ``micro_batch`` pairs, micro batch ``j`` of the group on rank
+        ``j % world``. Packed: the group's pairs balanced by tokens over the ranks
+        (``balanced_micro_batches``), as many forwards on every rank."""
+        if not 0 <= rank < self.world_size:
+            raise IndexError(f"rank {rank} outside world size {self.world_size}")
+        if self.packed:
+            return self.packed_update(k)[rank]
+        group = self.update_group(k)
+        chunks = group.reshape(self.accumulation * self.world_size, self.micro_batch)
+        return [chunks[a * self.world_size + rank] for a in range(self.accumulation)]
 
 
 def make_batch(pairs, indices: np.ndarray, pad_id: int, *, packed: bool = False) -> Batch:

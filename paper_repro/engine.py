@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import Batch, BatchPlan, balanced_token_cuts, make_batch, pair_tokens
+from .batching import Batch, BatchPlan, balanced_micro_batches, make_batch, pair_tokens
 from .checkpoints import CheckpointDir
 from .io import write_text
 from .modeling import bradley_terry_loss, pair_losses
@@ -342,27 +342,29 @@ def evaluate_accuracy(
     token_budget: int | None = None,
 ) -> float:
     """Pairwise accuracy (strict >) over all pairs, sharded over ranks: ``micro_batch`` pairs per
-    padded forward, or with ``token_budget`` packed forwards of at most that many tokens. Under
-    ZeRO-3 every rank must run the same number of forwards, so short shards repeat pair 0 (its
-    result is not counted) and packed shards are cut into the same number of micro batches."""
+    padded forward, or with ``token_budget`` packed forwards balanced over the ranks. Under ZeRO-3
+    every rank must run the same number of forwards, so pair 0 fills in where there are too few
+    pairs (its result is not counted)."""
     n, world, rank = len(pairs.chosen), backend.world_size, backend.rank
-    per_rank = math.ceil(n / world)
-    shards = []
-    for r in range(world):
-        mine = np.arange(r, n, world)
-        shards.append(np.concatenate([mine, np.zeros(per_rank - len(mine), dtype=np.int64)]))
-    real = len(range(rank, n, world))
     if token_budget is None:
-        cuts = [(s, s + micro_batch) for s in range(0, per_rank, micro_batch)]
+        per_rank = math.ceil(n / world)
+        mine = np.arange(rank, n, world)
+        shard = np.concatenate([mine, np.zeros(per_rank - len(mine), dtype=np.int64)])
+        counted = np.arange(per_rank) < len(mine)
+        steps = [
+            (shard[a : a + micro_batch], counted[a : a + micro_batch])
+            for a in range(0, per_rank, micro_batch)
+        ]
     else:
-        costs = pair_tokens(pairs)
-        cuts = balanced_token_cuts([costs[s] for s in shards], token_budget)[rank]
+        positions = np.arange(max(n, world))
+        index = positions % n
+        cuts = balanced_micro_batches(pair_tokens(pairs)[index], world, token_budget)[rank]
+        steps = [(index[c], positions[c] < n) for c in cuts]
     backend.eval()
     correct = 0.0
-    for a, b in cuts:
-        batch = make_batch(pairs, shards[rank][a:b], pad_id, packed=token_budget is not None)
-        batch = batch.to(backend.device)
+    for idx, count in steps:
+        batch = make_batch(pairs, idx, pad_id, packed=token_budget is not None).to(backend.device)
         r = pool(backend.scores(batch), batch)
-        wins = (r[: batch.n_pairs] > r[batch.n_pairs :]).float()[: max(0, real - a)]
-        correct += float(wins.sum())
+        wins = r[: batch.n_pairs] > r[batch.n_pairs :]
+        correct += float(wins[torch.from_numpy(count).to(wins.device)].sum())
     return backend.sum(correct) / n

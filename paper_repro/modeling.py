@@ -134,6 +134,12 @@ def packed_token_scores(model, input_ids: torch.Tensor, lengths: Sequence[int]) 
     return model.score(hidden).squeeze(-1)
 
 
+def packed_rewards(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """Reward of each packed sequence: the score at its last token (the EOS)."""
+    ends = torch.tensor(lengths, device=input_ids.device).cumsum(0)
+    return packed_token_scores(model, input_ids, lengths)[0, ends - 1]
+
+
 def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """EasyLM pooling (spec section 4): the score at the last non-pad token, i.e. the EOS."""
     rows = torch.arange(scores.shape[0], device=scores.device)

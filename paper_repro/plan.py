@@ -5,7 +5,10 @@
 Parameters are counted on a meta-device ``LlamaForSequenceClassification`` of the real Llama 3
 shape (reproduction_spec.md section 1); tokens come from the prepared data when it exists; the
 ZeRO-3 model-state memory is DeepSpeed's own estimator; activations and GPU-hours use the formulas
-stated next to each function. The arithmetic lives in small pure functions (tests/unit/test_plan.py).
+stated next to each function. GPU-hours are given for packed micro batches (``rm.packing``, the
+default: compute on non-pad tokens only), for this trainer's padded micro batches and for EasyLM's
+rows padded to ``max_length``. The arithmetic lives in small pure functions
+(tests/unit/test_plan.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .config import ReproConfig
 
@@ -173,6 +178,53 @@ def training_tokens(cfg: ReproConfig, run_dir: Path) -> Tokens:
     )
 
 
+def prepared_lengths(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Chosen and rejected token counts of the prepared train split, if it exists."""
+    from .paths import RunPaths
+
+    train = RunPaths(run_dir).prepared("train")
+    if not train.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(train, columns=["chosen_len", "rejected_len"])
+    return tuple(t.column(c).to_numpy().astype(np.int64) for c in ("chosen_len", "rejected_len"))
+
+
+@dataclass(frozen=True)
+class LockstepTokens:
+    """Tokens paid when ZeRO-3 ranks run each micro step in lockstep: per step the largest rank's
+    tokens, summed over every step of every update, times the world size."""
+
+    packed: int  # token-budget micro batches (batching.BatchPlan with token_budget)
+    padded: int  # micro_batch_pairs pairs, rows padded to the longest of each micro batch
+
+
+def lockstep_tokens(chosen: np.ndarray, rejected: np.ndarray, rm, world: int) -> LockstepTokens:
+    """``LockstepTokens`` of the run's own data order (same plan as ``train_rm``)."""
+    from .batching import BatchPlan
+
+    tokens, widths = chosen + rejected, np.maximum(chosen, rejected)
+    kwargs = dict(
+        total_batch=rm.total_batch_pairs,
+        micro_batch=rm.micro_batch_pairs,
+        world_size=world,
+        epochs=rm.epochs,
+        seed=rm.seed,
+        length_grouped=rm.length_grouped,
+        lengths=widths,
+    )
+    padded_plan = BatchPlan(len(tokens), **kwargs)
+    packed_plan = BatchPlan(len(tokens), **kwargs, token_budget=rm.token_budget, tokens=tokens)
+    packed = padded = 0
+    for k in range(padded_plan.num_updates):
+        steps = zip(*(padded_plan.micro_batches(k, r) for r in range(world)), strict=True)
+        padded += sum(max(2 * len(m) * int(widths[m].max()) for m in step) for step in steps)
+        steps = zip(*packed_plan.packed_update(k), strict=True)
+        packed += sum(max(int(tokens[m].sum()) for m in step) for step in steps)
+    return LockstepTokens(packed * world, padded * world)
+
+
 def pa_sum(column) -> int:
     import pyarrow.compute as pc
 
@@ -320,14 +372,6 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         return 0
     gpu_mem = res.gpu_mem_gb * GIB
     states = zero3_model_states(total, largest, gpn, nodes)
-    rows = 2 * r.micro_batch_pairs
-    act = activation_bytes(
-        shape.layers,
-        rows,
-        cfg.data.max_length,
-        shape.hidden,
-        checkpointing=r.activation_checkpointing,
-    )
     print(
         f"  hardware            {nodes} node(s) x {gpn} GPU(s) = {world} GPUs, "
         f"{res.gpu_mem_gb} GiB each, {args.gpu_tflops:g} dense bf16 TFLOPS, MFU {args.mfu:g}"
@@ -341,9 +385,39 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
             f"per node CPU {_gib(row.per_cpu_bytes):>12}"
         )
     ckpt = "with" if r.activation_checkpointing else "without"
+
+    def fits(act: Activations) -> str:
+        need = states[0].per_gpu_bytes + act.total
+        verdict = "FITS" if need <= gpu_mem else "DOES NOT FIT"
+        return f"{_gib(need)} per GPU (no offload) vs {res.gpu_mem_gb} GiB: {verdict}"
+
+    # Packed: one row per forward; attention runs per sequence (no row x row score matrix), so
+    # activations scale with the tokens of the row. A pair over the budget runs alone.
+    row = max(r.token_budget, 2 * cfg.data.max_length)
+    packed_act = activation_bytes(
+        shape.layers, 1, row, shape.hidden, checkpointing=r.activation_checkpointing
+    )
+    used = "this run" if r.packing else "rm.packing=true"
     print(
-        f"  activations         {_gib(act.total)} per GPU at micro batch {r.micro_batch_pairs} "
-        f"pairs ({rows} rows) x {cfg.data.max_length} tokens, {ckpt} checkpointing:"
+        f"  packed forwards     ({used}) at most rm.token_budget = {r.token_budget:,} tokens per "
+        f"GPU, a pair over it alone (up to 2 x {cfg.data.max_length:,}):"
+    )
+    print(
+        f"    activations       {_gib(packed_act.total)} (one row of {row:,} tokens, {ckpt} "
+        f"checkpointing); total {fits(packed_act)}"
+    )
+    rows = 2 * r.micro_batch_pairs
+    act = activation_bytes(
+        shape.layers,
+        rows,
+        cfg.data.max_length,
+        shape.hidden,
+        checkpointing=r.activation_checkpointing,
+    )
+    used = "rm.packing=false" if r.packing else "this run"
+    print(
+        f"  padded forwards     ({used}) micro batch {r.micro_batch_pairs} pairs ({rows} rows) x "
+        f"{cfg.data.max_length} tokens, {ckpt} checkpointing: activations {_gib(act.total)}"
     )
     if r.activation_checkpointing:
         print(
@@ -354,11 +428,8 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         f"    one layer         34 x {rows} x {cfg.data.max_length} x {shape.hidden} B = "
         f"{_gib(act.working)} (Korthikanti et al. 2022, no attention-score term)"
     )
-    need = states[0].per_gpu_bytes + act.total
-    fits = need <= gpu_mem
     print(
-        f"  per-GPU total       {_gib(need)} (no offload) vs {res.gpu_mem_gb} GiB: "
-        f"{'FITS' if fits else 'DOES NOT FIT'} (before CUDA context, comm buffers and "
+        f"    per-GPU total     {fits(act)} (before CUDA context, comm buffers and "
         "fragmentation, typically a few GiB)"
     )
     per_rank = r.total_batch_pairs // world if r.total_batch_pairs % world == 0 else None
@@ -371,19 +442,29 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         pairs_per_rank=per_rank,
     )
     print(
-        f"  largest micro batch that fits at {cfg.data.max_length} tokens"
+        f"    largest micro batch that fits at {cfg.data.max_length} tokens"
         f"{f' and divides {per_rank} pairs per GPU' if per_rank else ''}: {fit_pairs} pair(s)"
     )
-    hours = gpu_hours(flops, args.gpu_tflops, args.mfu)
-    hours_padded = gpu_hours(flops_padded, args.gpu_tflops, args.mfu)
-    print(
-        f"  GPU-hours           {hours:,.1f} at MFU {args.mfu:g} -> wall {hours / world:,.2f} h "
-        f"on {world} GPUs ({math.ceil(hours / world * 60):,} min)"
-    )
-    print(
-        f"  GPU-hours (padded)  {hours_padded:,.1f} -> wall {hours_padded / world:,.2f} h if "
-        "every row is padded to max_length as EasyLM did"
-    )
+
+    def hours_line(label: str, tokens: int, what: str) -> float:
+        hours = gpu_hours(train_flops(total, tokens), args.gpu_tflops, args.mfu)
+        print(
+            f"  {label:<19} {hours:,.1f} at MFU {args.mfu:g} -> wall {hours / world:,.2f} h on "
+            f"{world} GPUs ({math.ceil(hours / world * 60):,} min): {what}"
+        )
+        return hours
+
+    hours = hours_line("GPU-hours, packed", tokens.nonpad, "non-pad tokens, ranks balanced")
+    lengths = prepared_lengths(run_dir)
+    if lengths is not None and per_rank and per_rank % r.micro_batch_pairs == 0:
+        lock = lockstep_tokens(*lengths, r, world)
+        hours = hours_line(
+            "  in lockstep", lock.packed, "ranks wait for the largest packed micro batch (exact)"
+        )
+        hours_line(
+            "GPU-hours, padded", lock.padded, "rows padded to the longest of each micro batch"
+        )
+    hours_line("GPU-hours, EasyLM", tokens.padded, "every row padded to max_length as EasyLM did")
     if hours / world * 60 > res.runtime_min:
         print(
             f"  WARNING: wall time exceeds resources.train_rm.runtime_min ({res.runtime_min}); "

@@ -148,7 +148,7 @@ class EvalConfig:
     input_mode: Literal["training-format", "tokenizer-template"] = "training-format"
     template_max_length: int = 2048  # run_rm.py left-truncation length (tokenizer-template mode)
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
-    token_budget: int = 16384  # padded tokens per scoring batch
+    token_budget: int = 16384  # tokens per scoring forward (packed row; padded: rows x longest)
     bootstrap_samples: int = 1000
     bootstrap_seed: int = 0
 
@@ -233,8 +233,8 @@ class ResourcesConfig:
 @dataclass
 class ExportConfig:
     # Held-out pairs scored by both the in-training fp32 model and the exported folder after the
-    # export (paper_repro/stages/export_rm.py). Each pair costs three 2-sequence forwards; lower
-    # it for a 70B export on CPU.
+    # export (paper_repro/stages/export_rm.py). Each pair costs four 2-sequence forwards (six for
+    # a bf16 export); lower it for a 70B export on CPU.
     verify_pairs: int = 64
 
 

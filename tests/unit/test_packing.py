@@ -14,11 +14,10 @@ import torch
 from paper_repro.backends import TorchBackend
 from paper_repro.batching import (
     BatchPlan,
-    balanced_token_cuts,
+    balanced_micro_batches,
     collate_pairs,
     pack_pairs,
     pair_tokens,
-    token_cuts,
 )
 from paper_repro.config import RMTrainConfig
 from paper_repro.engine import Trainer, evaluate_accuracy, read_last
@@ -90,24 +89,24 @@ def test_pack_pairs_concatenates_chosen_then_rejected_without_padding():
         pack_pairs([[1]], [[]])
 
 
-def test_token_cuts_keep_order_respect_the_budget_and_isolate_oversize_pairs():
-    costs = np.array([4, 4, 3, 12, 1, 1, 5])
-    assert token_cuts(costs, 8) == [(0, 2), (2, 3), (3, 4), (4, 7)]  # 12 > 8 trains alone
-    assert token_cuts(costs, 100) == [(0, 7)]
-    assert token_cuts(np.array([], dtype=np.int64), 8) == []
-
-
-def test_balanced_cuts_give_every_rank_the_same_number_of_forwards():
-    shares = [np.array([5, 5, 5, 5]), np.array([1, 1, 9, 1])]
-    cuts = balanced_token_cuts(shares, 10)
-    assert cuts[0] == [(0, 2), (2, 4)]
-    assert cuts[1] == [(0, 2), (2, 4)]  # one chunk of 12 tokens, split where halves balance
-    with pytest.raises(ValueError, match="cannot cut"):
-        balanced_token_cuts([np.array([1]), np.array([9, 9])], 5)
+def test_micro_batches_are_balanced_within_the_budget_and_isolate_oversize_pairs():
+    costs = np.array([4, 4, 3, 12, 1, 1, 5, 2])
+    one = balanced_micro_batches(costs, world=1, budget=8)
+    flat = np.sort(np.concatenate(one[0]))
+    assert flat.tolist() == list(range(8))  # every pair exactly once
+    loads = [int(costs[m].sum()) for m in one[0]]
+    assert all(load <= 8 or len(m) == 1 for load, m in zip(loads, one[0], strict=True))
+    assert [m.tolist() for m in one[0] if costs[m].sum() > 8] == [[3]]  # 12 tokens: alone
+    assert all(np.all(np.diff(m) > 0) for m in one[0])  # update order inside a micro batch
+    two = balanced_micro_batches(costs, world=2, budget=100)
+    assert [len(r) for r in two] == [1, 1]  # 32 tokens fit one forward per rank
+    assert [int(costs[r[0]].sum()) for r in two] == [16, 16]  # and split evenly
+    with pytest.raises(ValueError, match="cannot feed"):
+        balanced_micro_batches(costs[:1], world=2, budget=100)
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])
-def test_packed_plan_uses_the_same_pairs_per_rank_as_padded(world):
+def test_packed_plan_uses_the_same_pairs_per_update_as_padded(world):
     pairs = random_pairs(96, seed=world, high=80)
     tokens = pair_tokens(pairs)
     padded = BatchPlan(96, total_batch=32, micro_batch=4, world_size=world, seed=1)
@@ -115,14 +114,14 @@ def test_packed_plan_uses_the_same_pairs_per_rank_as_padded(world):
         96, total_batch=32, micro_batch=4, world_size=world, seed=1, token_budget=200, tokens=tokens
     )
     for k in range(packed.num_updates):
-        counts = set()
-        for rank in range(world):
-            micro = packed.micro_batches(k, rank)
-            counts.add(len(micro))
-            # same pairs in the same order, only cut differently
-            assert np.array_equal(np.concatenate(micro), np.concatenate(padded.share(k, rank)))
-            assert all(len(m) == 1 or tokens[m].sum() <= 200 for m in micro)
-        assert len(counts) == 1  # ZeRO-3: every rank runs the same number of forwards
+        steps = [packed.micro_batches(k, rank) for rank in range(world)]
+        assert len({len(s) for s in steps}) == 1  # ZeRO-3: the same number of forwards per rank
+        used = np.concatenate([m for s in steps for m in s])
+        assert sorted(used.tolist()) == sorted(padded.update_group(k).tolist())
+        for step in zip(*steps, strict=True):
+            assert all(len(m) == 1 or tokens[m].sum() <= 200 for m in step)
+            loads = [int(tokens[m].sum()) for m in step]
+            assert max(loads) - min(loads) <= tokens.max()  # ranks in lockstep stay balanced
 
 
 # --------------------------------------------------------------------------- same numbers
