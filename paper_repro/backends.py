@@ -323,9 +323,16 @@ class DeepSpeedBackend:
         return self._reduce(value, self.dist.ReduceOp.SUM)
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(t) for _ in range(self.world_size)]
-        self.dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
+        """All ranks' 1-D tensors in rank order; lengths may differ (packed micro batches spread
+        an update's pairs unevenly), so each is padded to the longest for the collective."""
+        n = torch.tensor([t.numel()], device=t.device)
+        sizes = [torch.empty_like(n) for _ in range(self.world_size)]
+        self.dist.all_gather(sizes, n)
+        longest = int(max(sizes))
+        padded = torch.cat([t.reshape(-1), t.new_zeros(longest - t.numel())])
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        self.dist.all_gather(parts, padded)
+        return torch.cat([p[: int(k)] for p, k in zip(parts, sizes, strict=True)])
 
     def barrier(self) -> None:
         self.dist.barrier()

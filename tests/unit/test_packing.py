@@ -233,3 +233,39 @@ def test_heldout_accuracy_packed_equals_padded(model):
     padded = evaluate_accuracy(backend(model, False), pairs, PAD, micro_batch=4)
     packed = evaluate_accuracy(backend(model, True), pairs, PAD, 4, token_budget=90)
     assert 0.0 < padded < 1.0 and packed == padded
+
+
+class RankView:
+    """One rank of a simulated world, over a real single-process backend: evaluate_accuracy's
+    sharding runs unchanged, the cross-rank sum is done by the test."""
+
+    def __init__(self, backend, rank: int, world: int):
+        self.b, self.rank, self.world_size, self.device = backend, rank, world, backend.device
+
+    def eval(self):
+        self.b.eval()
+
+    def scores(self, batch):
+        return self.b.scores(batch)
+
+    def sum(self, value: float) -> float:
+        return value  # the test adds the ranks' shares
+
+
+@pytest.mark.parametrize("n", [1, 2, 21])
+def test_heldout_accuracy_sharded_over_ranks_counts_every_pair_once(model, n):
+    """Fewer pairs than ranks too: pair 0 fills in and must not be counted twice (it is made a
+    win, so counting it twice would show)."""
+    pairs = random_pairs(n, seed=5)
+    first = backend(model, packed=False)
+    if evaluate_accuracy(first, Pairs(pairs.chosen[:1], pairs.rejected[:1]), PAD, 1) == 0.0:
+        pairs.chosen[0], pairs.rejected[0] = pairs.rejected[0], pairs.chosen[0]
+    for budget in (None, 90):
+        b = backend(model, packed=budget is not None)
+        whole = evaluate_accuracy(b, pairs, PAD, 4, token_budget=budget)
+        for world in (2, 3):
+            shares = [
+                evaluate_accuracy(RankView(b, r, world), pairs, PAD, 4, token_budget=budget)
+                for r in range(world)
+            ]
+            assert sum(shares) == pytest.approx(whole), (budget, world)
