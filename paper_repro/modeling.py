@@ -10,12 +10,16 @@ left-padded row gets exactly the positions of a right-padded one.
 Packed forward (``packed_token_scores``): the sequences of a micro batch are concatenated into one
 row without padding, position ids restart at 0 for each sequence, and attention is computed for
 each sequence separately (``packed_attention``), so a sequence never sees another one. We do not
-rely on transformers' own packed-sequence detection: in 5.24 it is silently disabled by a 2D
-attention mask or a live KV cache (``masking_utils._preprocess_mask_arguments``), its flash-attention
-path only unpacks batches of one row (``modeling_flash_attention_utils._is_packed_sequence``), and on
-sdpa/eager it materialises a dense row x row mask, so the cost grows with the square of the row.
-Here confinement holds by construction, the attention cost is that of each sequence alone, and a
-forward that reaches this attention without sequence lengths raises instead of attending across.
+rely on transformers' own packed-sequence detection (transformers 5.24.0): it infers boundaries
+from position ids only when no 2D attention mask and no cache are passed
+(``masking_utils._preprocess_mask_arguments``, lines 862-870; ``use_cache`` defaults to the
+config's True, which creates a cache and silently turns it off); on sdpa/eager it then builds a
+dense row x row mask (``create_causal_mask``, lines 991-1002), so the cost grows with the square of
+the row; and flash-attention unpacks from position ids only batches of one row
+(``modeling_flash_attention_utils._is_packed_sequence``, lines 564-580), silently attending
+across sequences otherwise. Here confinement holds by construction, on CPU and GPU alike (torch
+SDPA picks its flash kernel where it can), the attention cost stays close to that of each
+sequence alone, and a forward that reaches this attention without sequence lengths raises.
 """
 
 from __future__ import annotations

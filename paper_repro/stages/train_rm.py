@@ -125,14 +125,6 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     heldout = load_pairs(heldout_path) if heldout_path.is_file() else None
     heldout = heldout if heldout is not None and len(heldout) else None
 
-    def accumulation(world: int) -> int:
-        if rm.total_batch_pairs % (rm.micro_batch_pairs * world):
-            raise TrainSetupError(
-                f"rm.total_batch_pairs {rm.total_batch_pairs} is not divisible by "
-                f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})"
-            )
-        return rm.total_batch_pairs // (rm.micro_batch_pairs * world)
-
     if len(train) < rm.total_batch_pairs:
         raise TrainSetupError(
             f"{paths.prepared('train')}: {len(train)} pairs, fewer than one update "
@@ -140,7 +132,11 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         )
     backend = build_backend(cfg, paths)
     rank, world = backend.rank, backend.world_size
-    accumulation(world)
+    if rm.total_batch_pairs % (rm.micro_batch_pairs * world):
+        raise TrainSetupError(
+            f"rm.total_batch_pairs {rm.total_batch_pairs} is not divisible by "
+            f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})"
+        )
     plan = BatchPlan(
         len(train),
         total_batch=rm.total_batch_pairs,
@@ -153,6 +149,9 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         token_budget=rm.token_budget if rm.packing else None,
         tokens=pair_tokens(train) if rm.packing else None,
     )
+    # padded: fixed micro batches per rank and update; packed: their number follows the tokens
+    # of each update (the metrics' micro_batches)
+    accumulation = None if rm.packing else plan.accumulation
     schedule = LRSchedule.from_config(rm, len(train))
     meta = {
         "backend": backend.name,
@@ -168,7 +167,7 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         + (
             f"packed micro batches of <= {rm.token_budget} tokens"
             if rm.packing
-            else f"accumulation {plan.accumulation} x micro {rm.micro_batch_pairs} pairs"
+            else f"accumulation {accumulation} x micro {rm.micro_batch_pairs} pairs"
         ),
     )
 
@@ -176,13 +175,8 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     stop = StopFlag().install()
     try:
         with stage_run(cfg, paths, STAGE) as tr:
-            tr.set_tags(
-                {
-                    "world_size": world,
-                    "backend": backend.name,
-                    "accumulation_steps": plan.accumulation,
-                }
-            )
+            tags = {"world_size": world, "backend": backend.name, "packing": rm.packing}
+            tr.set_tags(tags | ({} if rm.packing else {"accumulation_steps": accumulation}))
             if backend.name == "deepspeed" and rank == 0:
                 ds_path = paths.stage_dir(STAGE) / "deepspeed_config.json"
                 write_json(ds_path, backend.config)
@@ -247,7 +241,7 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                 summary = {
                     "updates": plan.num_updates,
                     "warmup_updates": schedule.warmup,
-                    "accumulation_steps": plan.accumulation,
+                    "accumulation_steps": accumulation,
                     "world_size": world,
                     "backend": backend.name,
                     "zero_stage": rm.zero_stage if backend.name != "torch" else None,
