@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint test-slow test-slurm bench lock fixtures clean
+.PHONY: setup run test lint test-slow test-slurm crosscheck-envs bench lock fixtures clean
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,13 @@ lint: setup
 test: lint
 	$(BIN)/pytest -m "not slow and not slurm" -q
 
-test-slow: setup
+test-slow: setup crosscheck-envs
 	$(BIN)/pytest -m "slow" -q
+
+# transformers 4.51.0 / 4.57.6 side environments for the export cross-check (pip, ~20 MB each),
+# built once into the user cache ($$PAPER_REPRO_CACHE, default ~/.cache/paper-repro).
+crosscheck-envs: setup
+	$(BIN)/python -m paper_repro.export.crosscheck --envs-only
 
 test-slurm: setup
 	bash tests/slurm/install_slurm.sh

@@ -19,7 +19,8 @@ this machine's matmul peak of that precision, measured here (the best of several
 Lengths: UltraFeedback (Llama 3 tokens) has prompt median ~100-150 and response median ~250-350
 tokens with a long tail; ``--scale`` (default 0.25) shrinks them so a CPU run stays short while
 keeping the spread (sigma) that decides how much padding each method wastes. TRL's sampler draws
-``randperm`` from seed 42 like ``batching.BatchPlan``, so the padded trainer pads exactly like TRL.
+``randperm`` from seed 42 like ``batching.BatchPlan``'s ``seeded-randperm`` order (used here), so
+the padded trainer pads exactly like TRL and all three train the same pairs in the same updates.
 Packed micro batches get ``2 x micro batch x max length`` tokens: the padded micro batch's worst
 case, so neither needs more activation memory than the other.
 """
@@ -148,6 +149,7 @@ def run_ours(model, pairs, args, *, packed: bool, dtype: str) -> Result:
         total_batch=args.total_batch,
         micro_batch=args.micro_batch,
         seed=42,
+        order="seeded-randperm",
         token_budget=2 * args.micro_batch * args.max_len if packed else None,
         tokens=pair_tokens(pairs),
     )

@@ -1,10 +1,14 @@
 """Which pairs go into which update, micro batch and rank; and how a micro batch is padded.
 
-EasyLM order (reproduction_spec.md section 3.8): a seeded shuffle with drop_last. Here an epoch is
-one ``torch.randperm`` of the kept pairs from a generator seeded with ``seed + epoch``; it is cut
-into update-groups of ``total_batch`` pairs and the ``n mod total_batch`` pairs left over at the end
-of an epoch are dropped. Update ``k`` always sees the same group, whatever the world size, so the
-order is a pure function of ``k``: resuming at update ``k`` needs nothing but ``k``.
+EasyLM order (reproduction_spec.md section 3.8): a seeded shuffle with drop_last. An epoch is one
+permutation of the kept pairs (``epoch_order``), cut into update-groups of ``total_batch`` pairs;
+the ``n mod total_batch`` pairs left over at the end of an epoch are dropped. Update ``k`` always
+sees the same group, whatever the world size, so the order is a pure function of ``k``: resuming at
+update ``k`` needs nothing but ``k``. Two permutations (``rm.data_order``):
+
+* ``easylm``: exactly the one EasyLM's loader drew (``easylm_permutation``), so the update groups
+  are the original run's, given the same kept pairs in the same order.
+* ``seeded-randperm``: ``torch.randperm`` from a generator seeded with ``seed + epoch``.
 
 An update-group is cut into ``accumulation x world`` micro batches of ``micro_batch`` pairs; micro
 batch ``j`` goes to rank ``j % world`` (at accumulation step ``j // world``). With
@@ -195,6 +199,32 @@ def balanced_micro_batches(costs: np.ndarray, world: int, budget: int) -> list[l
     return [[np.sort(members[m * world + r]) for m in range(n)] for r in range(world)]
 
 
+DATA_ORDERS = ("easylm", "seeded-randperm")
+
+
+def _draw_int64(gen: torch.Generator) -> int:
+    return int(torch.empty((), dtype=torch.int64).random_(generator=gen).item())
+
+
+def easylm_permutation(n: int, epoch: int, seed: int = 42) -> np.ndarray:
+    """The order of epoch ``epoch`` of EasyLM's RM training data.
+
+    ``DatasetFactory.load_dataset`` (``EasyLM/data.py`` lines 72-82, ``preference_json_torch``) calls
+    ``torch.manual_seed(42)`` and returns ``DataLoader(dataset, shuffle=True, drop_last=True)``; the
+    RM trainer (``EasyLM/models/llama/llama_train_rm.py`` lines 322-323) iterates it once per
+    epoch, and nothing in between draws from torch's global generator. Each new iterator draws one
+    int64 from it for its worker seeds (``_BaseDataLoaderIter._base_seed``), then, at the first
+    batch, ``RandomSampler`` draws another that seeds its own generator for ``randperm(n)``.
+    ``drop_last`` only cuts the tail of that permutation. (With more than one epoch, EasyLM's
+    ``optax.MultiSteps`` accumulation could straddle an epoch boundary when floor(n / micro batch)
+    is not a multiple of the accumulation; the plan keeps every update-group inside an epoch.)"""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epoch + 1):
+        _draw_int64(gen)  # the DataLoader iterator's base seed
+        sampler_seed = _draw_int64(gen)  # RandomSampler.__iter__
+    return torch.randperm(n, generator=torch.Generator().manual_seed(sampler_seed)).numpy()
+
+
 class BatchPlan:
     """The data order of a run: ``micro_batches(k, rank)`` lists the pair indices each rank uses
     at update ``k``. Pure function of its arguments (no hidden iterator state)."""
@@ -208,11 +238,14 @@ class BatchPlan:
         world_size: int = 1,
         epochs: int = 1,
         seed: int = 42,
+        order: str = "easylm",
         length_grouped: bool = False,
         lengths: np.ndarray | None = None,
         token_budget: int | None = None,
         tokens: np.ndarray | None = None,
     ):
+        if order not in DATA_ORDERS:
+            raise ValueError(f"data order {order!r}: choose one of {', '.join(DATA_ORDERS)}")
         if total_batch % (micro_batch * world_size):
             raise ValueError(
                 f"total batch {total_batch} pairs is not divisible by micro batch x world size "
@@ -225,7 +258,7 @@ class BatchPlan:
         if token_budget is not None and token_budget <= 0:
             raise ValueError(f"token budget must be positive, got {token_budget}")
         self.n_pairs, self.total_batch, self.micro_batch = n_pairs, total_batch, micro_batch
-        self.world_size, self.epochs, self.seed = world_size, epochs, seed
+        self.world_size, self.epochs, self.seed, self.order = world_size, epochs, seed, order
         self.length_grouped = length_grouped
         self.lengths = None if lengths is None else np.asarray(lengths)
         self.token_budget = token_budget
@@ -236,6 +269,8 @@ class BatchPlan:
 
     @lru_cache(maxsize=2)  # noqa: B019 - one plan per run; caches the current epoch's permutation
     def epoch_order(self, epoch: int) -> np.ndarray:
+        if self.order == "easylm":
+            return easylm_permutation(self.n_pairs, epoch, self.seed)
         gen = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(self.n_pairs, generator=gen).numpy()
 

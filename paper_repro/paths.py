@@ -7,8 +7,18 @@ preemption finds them and resumes (Snakemake deletes declared outputs before rer
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Per-user cache of things built once and reused by every run (the Llama 3 tokenizer, the
+    side environments of the export cross-check): ``$PAPER_REPRO_CACHE``, else
+    ``$XDG_CACHE_HOME/paper-repro``, else ``~/.cache/paper-repro``."""
+    if root := os.environ.get("PAPER_REPRO_CACHE"):
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paper-repro"
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,11 @@ class RunPaths:
     @property
     def export_verification(self) -> Path:
         return self.root / "export_rm" / "verification.json"
+
+    @property
+    def export_crosscheck(self) -> Path:
+        """The folder read with other transformers versions (``export.crosscheck``; on demand)."""
+        return self.root / "export_rm" / "crosscheck.json"
 
     # eval_rewardbench ------------------------------------------------------------
     @property

@@ -61,11 +61,12 @@ LLAMA3_SHAPES = {
 
 def shape_for(cfg: ReproConfig) -> LlamaShape:
     if cfg.model.arch == "tiny":
+        from .llama3_tokenizer import VOCAB_SIZE as LLAMA3_VOCAB
         from .tiny import VOCAB_SIZE
 
         t = cfg.model.tiny
         return LlamaShape(
-            VOCAB_SIZE,
+            LLAMA3_VOCAB if t.tokenizer == "llama3" else VOCAB_SIZE,
             t.hidden_size,
             t.intermediate_size,
             t.num_hidden_layers,

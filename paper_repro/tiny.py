@@ -1,9 +1,11 @@
-"""The tiny preset's stand-ins for Llama 3: a byte-level BPE tokenizer with Llama 3's special-token
+"""The tiny presets' stand-ins for Llama 3: a byte-level BPE tokenizer with Llama 3's special-token
 names and a few-hundred-thousand-parameter Llama, built locally and deterministically.
 
 The tokenizer mirrors Llama 3 where it matters for faithfulness: BOS/EOS are special tokens whose
 literal strings tokenize to one id, ``<|user|>`` and friends are *not* special (ordinary BPE
 pieces), and the pad token is the last id, which never occurs in text (as 128255 in Llama 3).
+With ``model.tiny.tokenizer: llama3`` (preset ``tiny-llama3-vocab``) the base gets the real Llama 3
+tokenizer instead (``llama3_tokenizer``) and a 128,256-row embedding.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def load_tokenizer(path: str | Path = TOKENIZER_DIR):
     return AutoTokenizer.from_pretrained(str(path))
 
 
+def base_tokenizer(arch: TinyArch):
+    """The tokenizer a tiny base is built with: the shipped fixture one or the real Llama 3 one."""
+    if arch.tokenizer == "llama3":
+        from .llama3_tokenizer import load_tulu_llama3
+
+        return load_tulu_llama3()
+    return load_tokenizer()
+
+
 def llama_config(arch: TinyArch, tokenizer, **extra):
     from transformers import LlamaConfig
 
@@ -94,20 +105,19 @@ def sft_texts(rows: Iterable[dict]) -> list[str]:
 
 def build_tiny_base(out_dir: str | Path, arch: TinyArch, rows: list[dict], seed: int = 0) -> Path:
     """A tiny Llama causal LM briefly trained on fixture dialogues: the tiny preset's 'SFT base'.
-    Deterministic for a given seed; saved as safetensors with the fixture tokenizer."""
+    Deterministic for a given seed; saved as safetensors with its tokenizer."""
     import torch
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    tok = load_tokenizer()
+    tok = base_tokenizer(arch)
     model = LlamaForCausalLM(llama_config(arch, tok))
     texts = sft_texts(rows)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=arch.sft_lr, weight_decay=0.0)
-    batch = 32
     model.train()
     for step in range(arch.sft_steps):
-        idx = torch.randint(len(texts), (batch,), generator=gen).tolist()
+        idx = torch.randint(len(texts), (arch.sft_batch,), generator=gen).tolist()
         enc = tok(
             [texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt"
         )

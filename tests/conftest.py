@@ -33,3 +33,37 @@ def tiny_run(tmp_path_factory, tiny_cfg):
     for stage in (download_base, download_data, prepare_data):
         assert stage.run(tiny_cfg, paths) == 0
     return paths
+
+
+@pytest.fixture(scope="session")
+def llama3_tok():
+    """The real Llama 3 tokenizer with the Tulu 2 additions, built offline from the llama-models
+    wheel (once per machine: kept in the user cache, see paper_repro.llama3_tokenizer)."""
+    from paper_repro.llama3_tokenizer import load_tulu_llama3
+
+    return load_tulu_llama3()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory():
+    """``make()`` -> a fresh, seeded 1-layer LlamaForSequenceClassification (vocabulary 32, pad
+    id 31) for unit tests of the loss, pooling and the training loop."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    def make():
+        torch.manual_seed(0)
+        cfg = LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            num_labels=1,
+            pad_token_id=31,
+            max_position_embeddings=64,
+        )
+        return LlamaForSequenceClassification(cfg).float().eval()
+
+    return make

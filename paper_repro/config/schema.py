@@ -63,7 +63,11 @@ class TinyArch:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 4
+    # "fixture": the shipped 512-id BPE; "llama3": the real Llama 3 tokenizer (128,256 ids, built
+    # offline from the llama-models wheel, paper_repro/llama3_tokenizer.py) and a matching embedding.
+    tokenizer: Literal["fixture", "llama3"] = "fixture"
     sft_steps: int = 300  # causal-LM steps on fixture dialogues that make the tiny "SFT base"
+    sft_batch: int = 32  # dialogues per SFT step
     sft_lr: float = 3e-3
     seed: int = 0  # torch seed of the tiny base's init and SFT batches
 
@@ -127,6 +131,9 @@ class RMTrainConfig:
     micro_batch_pairs: int = 8  # pairs per rank per forward (chosen+rejected = 2x rows)
     grad_clip: float = 1.0
     seed: int = 42
+    # Pair order: "easylm" = the permutation EasyLM's seeded torch DataLoader drew (the original
+    # run's update groups); "seeded-randperm" = torch.randperm seeded with seed + epoch.
+    data_order: Literal["easylm", "seeded-randperm"] = "easylm"
     backend: Literal["torch", "deepspeed"] = "deepspeed"
     zero_stage: int = 3
     activation_checkpointing: bool = True

@@ -20,9 +20,16 @@ COMMIT_SHA = re.compile(r"[0-9a-f]{7,40}")
 
 
 def _check_revision(key: str, revision: str) -> None:
-    """A pin must be a commit sha (7-40 lowercase hex): a branch name like 'main' moves."""
+    """A pin must be a commit sha (7-40 lowercase hex): a branch name like 'main' moves. A short
+    one is resolved to the full commit on first download (``hub.revisions``) and recorded."""
     if not COMMIT_SHA.fullmatch(str(revision)):
-        raise ConfigError(key, f"revision {revision!r} is not a commit sha (7-40 hex characters)")
+        # YAML reads an unquoted all-digit sha as a number (0123456 becomes 42798)
+        hint = "; quote an all-digit sha" if str(revision).isdigit() else ""
+        raise ConfigError(
+            key,
+            f"revision {revision!r} is not a commit sha (7-40 hex characters; a short sha is "
+            f"resolved to the full commit on first download){hint}",
+        )
 
 
 def validate(cfg: ReproConfig) -> None:

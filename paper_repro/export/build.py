@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..formatting import TULU_CHAT_TEMPLATE
+from ..io import read_json, write_json
 from ..paths import RunPaths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +105,35 @@ def prepare_tokenizer(base_dir: Path, pad_token_id: int):
     if tok.pad_token_id != pad_token_id:
         raise ExportError(f"{base_dir}: setting pad {pad_token!r} gave id {tok.pad_token_id}")
     return tok
+
+
+# tokenizer_config.json keys that only record how transformers 5 loaded the base tokenizer.
+LOADING_STATE_KEYS = ("is_local", "local_files_only")
+
+
+def make_portable(folder: Path) -> None:
+    """Rewrite the two JSON files transformers 5 saves in a form transformers 4.x reads the same
+    (reward-bench 0.1.4 pins 4.51.0, its main branch 4.57.6):
+
+    * config.json: 5.x keeps the rope settings only in ``rope_parameters``; 4.x reads top-level
+      ``rope_theta``/``rope_scaling`` and would run silently with rope_theta 10000. Both are
+      written (5.x takes ``rope_scaling``, when set, as its ``rope_parameters`` and fills
+      ``rope_theta`` from the top level, so it reads the same), plus ``torch_dtype``.
+    * tokenizer_config.json: 5.x names the class ``TokenizersBackend``, which 4.x cannot import;
+      ``PreTrainedTokenizerFast`` loads the same tokenizer.json in both."""
+    path = folder / "config.json"
+    config = read_json(path)
+    rope = dict(config.get("rope_parameters") or {})
+    if "rope_theta" not in rope:
+        raise ExportError(f"{path}: no rope_parameters.rope_theta to write for transformers 4.x")
+    config["rope_theta"] = rope.pop("rope_theta")
+    config["rope_scaling"] = None if rope.get("rope_type", "default") == "default" else rope
+    config.setdefault("torch_dtype", config.get("dtype"))
+    write_json(path, config)
+    path = folder / "tokenizer_config.json"
+    tok = {k: v for k, v in read_json(path).items() if k not in LOADING_STATE_KEYS}
+    tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    write_json(path, tok)
 
 
 @dataclass

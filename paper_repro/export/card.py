@@ -44,8 +44,8 @@ def model_card(
         {k: to_dict(cfg)[k] for k in ("model", "data", "rm")}, sort_keys=False
     )
     tiny_note = (
-        "\n> **Smoke-scale model.** The `tiny` preset builds a Llama of ~140k parameters locally; it "
-        "is not derived from Meta Llama 3 weights and its numbers say nothing about the 70B model.\n"
+        "\n> **Smoke-scale model.** The tiny presets build a small Llama locally; it is not derived "
+        "from Meta Llama 3 weights and its numbers say nothing about the 70B model.\n"
         if cfg.model.arch == "tiny"
         else ""
     )
@@ -112,7 +112,10 @@ folder has every weight including `score.weight`. On {v["verify_pairs"]} `{v["ve
 the rewards differ from the in-training fp32 model by at most {v["reward_max_abs_diff"]:.3g}
 (tolerance {v["reward_tolerance"]:.3g}); HF's pooling agrees with attention-mask pooling to
 {v["hf_pooling_max_abs_diff"]:.3g}. Pairwise accuracy: training model
-{v["accuracy_training_model"]:.4f}, exported {v["accuracy_exported"]:.4f}.
+{v["accuracy_training_model"]:.4f}, exported {v["accuracy_exported"]:.4f}. Checked with transformers
+{v["checked_with"]["transformers"]}; `config.json` also carries `rope_theta` at the top level and
+`tokenizer_config.json` names `PreTrainedTokenizerFast`, so transformers 4.x (reward-bench pins
+4.51.0) reads the same model and tokenizer (`python -m paper_repro.export.crosscheck` checks it).
 
 ## Resolved configuration
 

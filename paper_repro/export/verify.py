@@ -171,6 +171,13 @@ def _tokenizer_checks(folder: Path, model, exp: Expected, batch: VerifyBatch) ->
             [exp.bos_token_id, exp.eos_token_id],
         ),
         Check("rows_bos_to_eos", bad_ends == 0, bad_ends, 0),
+        Check(
+            "config_special_ids",
+            [model.config.bos_token_id, model.config.eos_token_id]
+            == [exp.bos_token_id, exp.eos_token_id],
+            [model.config.bos_token_id, model.config.eos_token_id],
+            [exp.bos_token_id, exp.eos_token_id],
+        ),
     ]
     if exp.fingerprint is not None:
         from ..data import DataError, check_fingerprint
@@ -181,6 +188,34 @@ def _tokenizer_checks(folder: Path, model, exp: Expected, batch: VerifyBatch) ->
         except DataError as exc:
             checks.append(Check("tokenizer_matches_prepared_data", False, detail=str(exc)))
     return checks
+
+
+def _portability_checks(folder: Path, model) -> list[Check]:
+    """The JSON keys transformers 4.x reads (``build.make_portable``) agree with what 5.x loaded."""
+    config = json.loads((folder / "config.json").read_text())
+    tok = json.loads((folder / "tokenizer_config.json").read_text())
+    theta = (model.config.rope_parameters or {}).get("rope_theta")
+    return [
+        Check(
+            "config_rope_theta_for_4x",
+            config.get("rope_theta") == theta,
+            config.get("rope_theta"),
+            theta,
+        ),
+        Check(
+            "tokenizer_class_for_4x",
+            tok.get("tokenizer_class") == "PreTrainedTokenizerFast",
+            tok.get("tokenizer_class"),
+            "PreTrainedTokenizerFast",
+        ),
+    ]
+
+
+def checked_with() -> dict[str, str]:
+    """Versions of the libraries this process verified the folder with."""
+    from importlib import metadata
+
+    return {name: metadata.version(name) for name in ("transformers", "tokenizers", "torch")}
 
 
 def _weight_checks(model, trained_state: Path, dtype: str) -> list[Check]:
@@ -252,6 +287,7 @@ def verify_folder(
         Check("dtype", model.dtype == DTYPES[dtype], str(model.dtype), dtype),
     ]
     checks += _tokenizer_checks(folder, model, exp, batch)
+    checks += _portability_checks(folder, model)
     checks += _weight_checks(model, exp.trained_state, dtype)
 
     exp_c, exp_r = score_pairs(model, batch, pad, micro_pairs, desc="exported")
@@ -305,6 +341,7 @@ def verify_folder(
         "preference_agreement": float(((exp_c > exp_r) == (ref_c > ref_r)).float().mean()),
         "reward_mean_training_model": float(ref_all.mean()),
         "reward_std_training_model": float(ref_all.std(unbiased=False)),
+        "checked_with": checked_with(),
     }
     if dtype != "float32":
         numbers["fp32_reload_max_abs_diff"] = exact_diff

@@ -1,5 +1,9 @@
 """Pinned, verified downloads from the Hugging Face hub (``huggingface_hub`` and ``datasets``).
 
+Revisions: a pin is resolved once to its full 40-hex commit (``revisions.resolve_revision``: a
+short sha through the hub's commit list, or the local cache offline); every file request uses that
+commit, and the lock manifest records both the pin and the commit.
+
 Models: ``fetch_model`` runs ``snapshot_download`` at a pinned commit with only safetensors,
 JSON, tokenizer, template and license files (pickled weights are never fetched), then checks every
 file against a manifest:

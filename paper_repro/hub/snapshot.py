@@ -12,6 +12,7 @@ from typing import Any
 from ..io import read_json
 from ..manifest import ChecksumError, check_files, verify_manifest, write_manifest
 from .errors import HubError, hub_errors, is_offline
+from .revisions import is_full_sha, resolve_revision
 
 MODEL_ALLOW = [
     "*.safetensors",
@@ -128,12 +129,19 @@ def fetch_snapshot(
     if lock and any(lock.get(k) != v for k, v in ident.items()):
         lock = None  # a different pin: start over
 
-    with hub_errors(repo_id, revision, repo_type):
+    # The pin as a full commit: resolved once (a short sha or a branch), then taken from the lock.
+    if lock and is_full_sha(lock.get("commit")):
+        commit = lock["commit"]
+    else:
+        commit = resolve_revision(
+            repo_id, revision, repo_type=repo_type, endpoint=endpoint, cache_dir=cache_dir
+        )
+    with hub_errors(repo_id, commit, repo_type):
         snapshot = Path(
             snapshot_download(
                 repo_id,
                 repo_type=repo_type,
-                revision=revision,
+                revision=commit,
                 cache_dir=cache_dir,
                 allow_patterns=allow,
                 ignore_patterns=ignore,
@@ -141,13 +149,14 @@ def fetch_snapshot(
                 endpoint=endpoint,
             )
         )
-        commit = snapshot.name
         if lock:
             expected, source = {n: {"sha256": h} for n, h in lock["files"].items()}, "lock file"
         elif not offline:
-            commit, expected = expected_from_hub(
-                repo_id, revision, allow, ignore, repo_type=repo_type, endpoint=endpoint
+            sha, expected = expected_from_hub(
+                repo_id, commit, allow, ignore, repo_type=repo_type, endpoint=endpoint
             )
+            if sha != commit:
+                raise HubError(f"{what}: the hub answered commit {sha} for {commit}")
             source = "hub metadata"
         else:
             expected = expected_from_cache(snapshot, allow, ignore)
@@ -162,7 +171,7 @@ def fetch_snapshot(
                     repo_id,
                     b.name,
                     repo_type=repo_type,
-                    revision=revision,
+                    revision=commit,
                     cache_dir=cache_dir,
                     force_download=True,
                     endpoint=endpoint,

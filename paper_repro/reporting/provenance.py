@@ -53,6 +53,14 @@ def _manifest_files(path: Path) -> dict[str, str] | None:
     return {k: (v["sha256"] if isinstance(v, dict) else v) for k, v in (files or {}).items()}
 
 
+def _manifest_value(path: Path, *keys: str) -> Any:
+    """A field of a lock manifest (e.g. the full commit a short pin resolved to), or None."""
+    body: Any = read_json(path) if path.is_file() else None
+    for key in keys:
+        body = body.get(key) if isinstance(body, dict) else None
+    return body
+
+
 def _tree(folder: Path) -> dict[str, str] | None:
     return sha256_tree(folder) if folder.is_dir() else None
 
@@ -85,7 +93,12 @@ def build_provenance(cfg: ReproConfig, paths: RunPaths, read: list[Path]) -> dic
             },
             "fingerprint": _file(paths.fingerprint),
             "datasets": {
-                n: {"hub_id": r.hub_id, "split": r.split, "revision": r.revision}
+                n: {
+                    "hub_id": r.hub_id,
+                    "split": r.split,
+                    "revision": r.revision,
+                    "commit": _manifest_value(paths.data_manifest, "datasets", n, "commit"),
+                }
                 for n, r in (
                     ("preference", cfg.data.preference),
                     ("rewardbench", cfg.data.rewardbench),
@@ -97,6 +110,7 @@ def build_provenance(cfg: ReproConfig, paths: RunPaths, read: list[Path]) -> dic
             "base": {
                 "hub_id": cfg.model.hub_id,
                 "revision": cfg.model.revision,
+                "commit": _manifest_value(paths.base_manifest, "commit"),
                 "files": _manifest_files(paths.base_manifest),
             },
             "trained_state": _file(paths.trained_state),

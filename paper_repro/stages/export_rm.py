@@ -27,6 +27,7 @@ from ..export.build import (
     cast_parameters,
     license_files,
     load_trained_state,
+    make_portable,
     model_from_state,
     prepare_config,
     prepare_tokenizer,
@@ -36,6 +37,7 @@ from ..export.build import (
 from ..export.card import model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
 from ..io import read_json, sha256_file, sha256_tree, write_json, write_text
+from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..tracking import NullTracker, stage_run
 
@@ -61,7 +63,7 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
     t0 = time.perf_counter()
     target, pad_id, dtype = paths.rm_model, cfg.data.pad_token_id, cfg.model.dtype
     # Our declared outputs: a rerun replaces them, a failure must not leave stale ones behind.
-    for stale in (target, paths.export_verification):
+    for stale in (target, paths.export_verification, paths.manifest("export_rm")):
         _remove(stale)
     base = require(paths.base_model, "SFT base model folder")
     require(base / "config.json", "SFT base config")
@@ -71,6 +73,9 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
 
     config = prepare_config(base, pad_id)
     tok = prepare_tokenizer(base, pad_id)
+    # The tokenizer's real BOS/EOS: the Tulu 2 SFT configs carry LlamaConfig's defaults 1 and 2
+    # (EasyLM's convert_easylm_to_hf.py never set them), which are ordinary tokens in Llama 3.
+    config.bos_token_id, config.eos_token_id = tok.bos_token_id, tok.eos_token_id
     state = load_trained_state(state_path, config)
     batch = verification_batch(paths, pad_id, cfg.export.verify_pairs)
     print(
@@ -98,6 +103,7 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             rounded = (ref_c, ref_r)
         del model
         tok.save_pretrained(str(tmp))
+        make_portable(tmp)
         for f in licenses:
             shutil.copyfile(f, tmp / f.name)
         expected = Expected(
@@ -122,8 +128,8 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
                 for c in ver.failed()
             ]
             raise ExportError(f"verification of {target} failed:\n  " + "\n  ".join(lines))
-        provenance = {
-            "trained_state": str(state_path.resolve()),
+        provenance = {  # no local paths: the folder is meant to be shared
+            "trained_state": str(state_path.relative_to(paths.root)),
             "trained_state_sha256": sha256_file(state_path),
             "stage_config_hash": stage_hash(cfg, "export_rm"),
             "preset": cfg.preset,
@@ -143,6 +149,8 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
             shutil.rmtree(tmp)
         raise
     write_json(paths.export_verification, ver.to_json())
+    # Last: what the workflow's consumers depend on (the folder itself is no Snakemake output).
+    write_manifest(paths.manifest("export_rm"), target, sorted(ver.numbers["files"]))
     return ver
 
 

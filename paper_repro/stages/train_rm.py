@@ -144,6 +144,7 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         world_size=world,
         epochs=rm.epochs,
         seed=rm.seed,
+        order=rm.data_order,
         length_grouped=rm.length_grouped,
         lengths=pair_lengths(train) if rm.length_grouped else None,
         token_budget=rm.token_budget if rm.packing else None,

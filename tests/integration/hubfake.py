@@ -5,9 +5,13 @@
   refs/main}``; LFS blobs named by sha256, small files by git blob sha1).
 * ``FakeHub``: a local HTTP server on 127.0.0.1 speaking the few hub endpoints a download uses
   (``/api/{models,datasets}/<repo>/revision/<rev>``, ``/api/{models,datasets}/<repo>/tree/<rev>``,
-  ``/<repo>/resolve/<rev>/<file>``, ``/datasets/<repo>/resolve/<rev>/<file>``), with the hub's
-  error headers for a missing repo, a missing revision and a gated repo. It records the
-  Authorization headers it receives and every file whose content it sent.
+  ``/<repo>/resolve/<rev>/<file>``, ``/datasets/<repo>/resolve/<rev>/<file>``, and for resolving a
+  pin ``/api/{models,datasets}/<repo>/refs`` and ``/api/{models,datasets}/<repo>/commits/<rev>``),
+  with the hub's error headers for a missing repo, a missing revision and a gated repo. As
+  ``huggingface_hub`` (``REGEX_COMMIT_HASH``) a commit revision is a full 40-hex id of the repo's
+  history; anything else must be a branch name (``main``): a short sha is *not* accepted. It
+  records the Authorization headers it receives, every revision asked for, and every file whose
+  content it sent.
 """
 
 from __future__ import annotations
@@ -91,10 +95,16 @@ class FakeHub:
         gated: tuple[str, ...] = (),
         commit: str = COMMIT,
         datasets: dict[str, dict[str, bytes]] | None = None,
+        history: tuple[str, ...] = (),
     ):
+        """``history``: older commits of every repo (newest first), listed by the commits
+        endpoint after ``commit`` (the head of ``main``); files are the same at each."""
         self.repos, self.gated, self.commit = repos, set(gated), commit
+        self.commits = (commit, *history)
         self.datasets = datasets or {}
         self.auth_headers: list[str] = []
+        self.revisions: list[str] = []  # the revision of every revision/tree/resolve request
+        self.requests: list[str] = []  # every request path
         self.downloads: list[str] = []  # files whose content was sent (GET)
         hub = self
 
@@ -147,10 +157,21 @@ class FakeHub:
             }
         return e
 
+    @staticmethod
+    def _commit(sha: str) -> dict:
+        return {
+            "id": sha,
+            "title": f"commit {sha[:7]}",
+            "message": "",
+            "authors": [{"user": "tester"}],
+            "date": "2024-08-05T00:00:00.000Z",
+        }
+
     def _serve(self, h, body: bool) -> None:
         if auth := h.headers.get("Authorization"):
             self.auth_headers.append(auth)
         path = unquote(urlparse(h.path).path)
+        self.requests.append(path)
         api = path.startswith("/api/")
         path = path.removeprefix("/api")
         kind = "datasets" if path.startswith("/datasets/") else "models"
@@ -161,8 +182,15 @@ class FakeHub:
             return self._error(h, 404, "RepoNotFound", f"Repository {repo_id} not found")
         if repo_id in self.gated and not h.headers.get("Authorization"):
             return self._error(h, 401, "GatedRepo", f"Access to {repo_id} is restricted")
-        if len(rest) < 2 or rest[1] not in (self.commit, "main", self.commit[:7]):
+        if api and rest == ["refs"]:
+            main = {"name": "main", "ref": "refs/heads/main", "targetCommit": self.commit}
+            return self._json(h, {"branches": [main], "converts": [], "tags": []}, body)
+        if len(rest) < 2 or rest[1] not in (*self.commits, "main"):
             return self._error(h, 404, "RevisionNotFound", "Invalid rev id")
+        if api and rest[0] == "commits":
+            return self._json(h, [self._commit(c) for c in self.commits], body)
+        self.revisions.append(rest[1])
+        sha = self.commit if rest[1] == "main" else rest[1]
         files = repos[repo_id]
         if api and rest[0] == "revision":
             siblings = [
@@ -181,7 +209,7 @@ class FakeHub:
                 }
                 for n, d in files.items()
             ]
-            return self._json(h, {"id": repo_id, "sha": self.commit, "siblings": siblings}, body)
+            return self._json(h, {"id": repo_id, "sha": sha, "siblings": siblings}, body)
         if api and rest[0] == "tree":
             return self._json(h, [self._entry(n, d) for n, d in files.items()], body)
         if not api and rest[0] == "resolve":
@@ -190,7 +218,7 @@ class FakeHub:
                 return self._error(h, 404, "EntryNotFound", f"{name} not found")
             data = files[name]
             h.send_response(200)
-            h.send_header("X-Repo-Commit", self.commit)
+            h.send_header("X-Repo-Commit", sha)
             h.send_header("ETag", f'"{git_sha1(data)}"')
             if is_lfs(name):
                 h.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')

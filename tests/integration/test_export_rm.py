@@ -164,6 +164,37 @@ def test_pad_id_template_and_special_tokens(fp32_export):
         assert every.size > 0 and not (every == 511).any(), split
 
 
+def test_folder_reads_the_same_in_transformers_4x_and_holds_nothing_local(fp32_export):
+    """The two JSON keys transformers 4.x reads (top-level rope_theta, a tokenizer class it can
+    import), the tokenizer's real BOS/EOS in config.json, no local path in any file, no hidden
+    file, and the manifest the workflow's consumers depend on. (That 4.51.0 and 4.57.6 really
+    read it the same is the slow cross-version test in tests/workflow/test_tiny_dag.py.)"""
+    import transformers
+
+    from paper_repro.manifest import verify_manifest
+
+    folder = fp32_export.rm_model
+    config = json.loads((folder / "config.json").read_text())
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 500000.0
+    assert config["rope_scaling"] is None and config["torch_dtype"] == "float32"
+    assert (config["bos_token_id"], config["eos_token_id"]) == (0, 1)  # the tokenizer's ids
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert not {"is_local", "local_files_only"} & set(tok_config)
+    local = [str(fp32_export.root.resolve()), str(Path.home()), str(REPO)]
+    for f in folder.iterdir():
+        assert not f.name.startswith("."), f.name
+        text = f.read_bytes().decode("utf-8", errors="replace")
+        assert not any(p in text for p in local), f.name
+    assert "train_rm/final.safetensors" in (folder / "README.md").read_text()
+    verify_manifest(folder, fp32_export.manifest("export_rm"))
+    ver = json.loads(fp32_export.export_verification.read_text())
+    assert ver["checked_with"]["transformers"] == transformers.__version__
+    assert {"config_rope_theta_for_4x", "tokenizer_class_for_4x", "config_special_ids"} <= {
+        c["name"] for c in ver["checks"] if c["passed"]
+    }
+
+
 def test_model_card_and_license_files(fp32_export):
     card = (fp32_export.rm_model / "README.md").read_text()
     title = next(line for line in card.splitlines() if line.startswith("# "))

@@ -163,6 +163,45 @@ def test_left_padded_generation_matches_unpadded(ppo_inputs):
     assert bool(alone.has_eos[0]) == bool(batch.has_eos[1])
 
 
+def test_responses_cut_at_the_length_limit_get_the_no_eos_reward(ppo_inputs):
+    """EasyLM's EOS trick where PPOTrainer applies it: a response that hits max_new_tokens has no
+    EOS, and its reward is replaced by ppo.no_eos_reward (-10) before the KL penalty and GAE; a
+    response that ends in EOS keeps the RM's reward. Two new tokens are too few for most answers."""
+    import torch
+
+    from paper_repro.config import load_config
+    from paper_repro.data import load_prompts, load_tokenizer
+    from paper_repro.ppo.models import build_models, load_policy, load_reward_model
+    from paper_repro.ppo.trainer import PPOTrainer
+
+    cfg = load_config(
+        "tiny", ["ppo.max_new_tokens=2", "ppo.prompts_per_step=16", "ppo.mini_batch=16"]
+    ).ppo
+    base, rm_dir = ppo_inputs / "download_base" / "model", ppo_inputs / "export_rm" / "model"
+    tok = load_tokenizer(base)
+    trainer = PPOTrainer(
+        cfg,
+        build_models(load_policy(base), load_reward_model(rm_dir)),
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        warmup=0,
+    )
+    prompts = load_prompts(ppo_inputs / "prepare_data" / "ppo_prompts.parquet").input_ids[:16]
+    ro = trainer.rollout(prompts, seed=0)
+    exp = trainer.score(ro)
+    cut = ~ro.has_eos
+    assert int(cut.sum()) >= 8, "most two-token responses should hit the limit"
+    assert cfg.no_eos_reward == -10.0
+    assert torch.all(exp.reward[cut] == -10.0) and torch.all(exp.score[cut] == -10.0)
+    assert not torch.any(exp.raw_reward[cut] == -10.0)  # the RM itself said something else
+    assert torch.equal(exp.reward[~cut], exp.raw_reward[~cut])
+    # the same rollout through a whole step: the step's reward is the penalised one
+    stats = trainer.step(0, prompts, seed=0)
+    assert stats.no_eos_frac == pytest.approx(float(cut.float().mean()))
+    assert stats.reward_mean == pytest.approx(float(exp.reward.mean()), abs=1e-6)
+    assert stats.raw_reward_mean == pytest.approx(float(exp.raw_reward.mean()), abs=1e-6)
+
+
 @pytest.fixture(scope="session")
 def seed42_run(ppo_inputs, tmp_path_factory):
     paths = new_run(ppo_inputs, tmp_path_factory.mktemp("ppo_seed42"))

@@ -56,15 +56,41 @@ def test_drop_last_and_disjoint_update_groups():
         plan.update_group(20)
 
 
-def test_order_is_seeded_and_a_pure_function_of_the_update():
-    a = BatchPlan(64, total_batch=8, micro_batch=4, seed=42)
-    b = BatchPlan(64, total_batch=8, micro_batch=4, seed=42)
-    c = BatchPlan(64, total_batch=8, micro_batch=4, seed=43)
+@pytest.mark.parametrize("order", ["easylm", "seeded-randperm"])
+def test_order_is_seeded_and_a_pure_function_of_the_update(order):
+    a = BatchPlan(64, total_batch=8, micro_batch=4, seed=42, order=order)
+    b = BatchPlan(64, total_batch=8, micro_batch=4, seed=42, order=order)
+    c = BatchPlan(64, total_batch=8, micro_batch=4, seed=43, order=order)
     assert np.array_equal(a.update_group(5), b.update_group(5))  # resume: k is the whole state
     assert not np.array_equal(a.update_group(0), c.update_group(0))
-    assert np.array_equal(
-        a.epoch_order(0), torch.randperm(64, generator=torch.Generator().manual_seed(42)).numpy()
+
+
+def test_seeded_randperm_order():
+    plan = BatchPlan(64, total_batch=8, micro_batch=4, epochs=2, seed=42, order="seeded-randperm")
+    for epoch in (0, 1):
+        want = torch.randperm(64, generator=torch.Generator().manual_seed(42 + epoch)).numpy()
+        assert np.array_equal(plan.epoch_order(epoch), want)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_easylm_order_is_what_a_seeded_torch_dataloader_gives(num_workers):
+    """EasyLM: torch.manual_seed(42), then DataLoader(shuffle=True, drop_last=True) iterated once
+    per epoch, micro batches accumulated into updates. Same update groups, every epoch."""
+    from torch.utils.data import DataLoader
+
+    n, micro, accumulation, epochs = 103, 4, 2, 3
+    torch.manual_seed(42)
+    loader = DataLoader(
+        list(range(n)), batch_size=micro, shuffle=True, drop_last=True, num_workers=num_workers
     )
+    seen = [torch.cat(list(loader)).numpy() for _ in range(epochs)]
+    plan = BatchPlan(n, total_batch=micro * accumulation, micro_batch=micro, epochs=epochs)
+    assert plan.order == "easylm" and plan.updates_per_epoch == 12
+    for epoch in range(epochs):
+        assert np.array_equal(plan.epoch_order(epoch)[: len(seen[epoch])], seen[epoch])
+        groups = [plan.update_group(epoch * 12 + j) for j in range(12)]
+        assert np.array_equal(np.concatenate(groups), seen[epoch][: 12 * micro * accumulation])
+    assert not np.array_equal(seen[0], seen[1])  # a new permutation every epoch
 
 
 def test_ranks_split_the_same_group_whatever_the_world_size():
@@ -110,3 +136,23 @@ def test_bad_plans_are_refused():
         BatchPlan(100, total_batch=10, micro_batch=5, length_grouped=True)
     with pytest.raises(IndexError):
         BatchPlan(100, total_batch=10, micro_batch=5, world_size=2).micro_batches(0, rank=2)
+    with pytest.raises(ValueError, match="data order 'shuffled'"):
+        BatchPlan(100, total_batch=10, micro_batch=5, order="shuffled")
+
+
+@pytest.mark.parametrize(
+    "preset",
+    ["llama3-70b-uf", "llama3-70b-uf-card-literal", "llama3-70b-uf-easylm", "llama3-8b-uf"],
+)
+def test_card_presets_use_the_easylm_order(preset):
+    from paper_repro.config import load_config
+
+    assert load_config(preset).rm.data_order == "easylm"
+    assert load_config(preset, ["rm.data_order=seeded-randperm"]).rm.data_order == "seeded-randperm"
+
+
+def test_unknown_data_order_is_a_config_error():
+    from paper_repro.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="rm.data_order"):
+        load_config("tiny", ["rm.data_order=shuffled"])

@@ -30,3 +30,10 @@ def test_short_and_full_shas_accepted(good):
 
 def test_tiny_needs_no_revision():
     assert load_config("tiny").model.revision is None
+
+
+def test_all_digit_pin_read_as_a_number_is_named():
+    # YAML reads 0123456 as the octal number 42798: refused, with a hint to quote it
+    with pytest.raises(ConfigError, match="'42798' is not a commit sha .*quote an all-digit sha"):
+        load_config("llama3-70b-uf", ["model.revision=0123456"])
+    assert load_config("llama3-70b-uf", ["model.revision='0123456'"]).model.revision == "0123456"

@@ -54,28 +54,6 @@ def test_clip_by_global_norm_like_optax():
     assert math.isnan(clip_by_global_norm([a, b], 1.0))
 
 
-@pytest.fixture(scope="module")
-def tiny_model_factory():
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    def make():
-        torch.manual_seed(0)
-        cfg = LlamaConfig(
-            vocab_size=32,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            num_labels=1,
-            pad_token_id=PAD,
-            max_position_embeddings=64,
-        )
-        return LlamaForSequenceClassification(cfg).float().eval()
-
-    return make
-
-
 def test_weight_decay_mask_excludes_embeddings_and_norms(tiny_model_factory):
     model = tiny_model_factory()
     decay, no_decay = weight_decay_groups(model, 0.1)

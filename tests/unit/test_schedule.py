@@ -1,8 +1,12 @@
-"""EasyLM's joined linear warmup / linear decay schedule (spec 6.1), against hand-computed values."""
+"""EasyLM's joined linear warmup / linear decay schedule (spec 6.1), against hand-computed values,
+and the lr the training loop applies at each update."""
 
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 
 from paper_repro.config import load_config
 from paper_repro.schedule import LRSchedule, lr_at, num_updates, num_warmup
@@ -54,3 +58,39 @@ def test_edge_cases():
     with pytest.raises(ValueError):
         lr_at(-1, peak=1.0, end_lr=0.5, warmup=4, total=10)
     assert math.isclose(lr_at(9, peak=1.0, end_lr=0.5, warmup=0, total=10), 0.55)
+
+
+def test_the_training_loop_applies_update_ks_lr(tiny_model_factory):
+    """engine.Trainer._update asks the schedule for the lr of update k: the optimizer must step
+    with schedule(k), so the first update has lr 0 and leaves the weights unchanged. An off-by-one
+    there (k + 1, k - 1) fails here, in well under a second."""
+    from paper_repro.backends import TorchBackend
+    from paper_repro.batching import BatchPlan
+    from paper_repro.config import RMTrainConfig
+    from paper_repro.engine import Trainer
+
+    pad = 31  # tiny_model_factory's pad id
+    model = tiny_model_factory().train()
+    pairs = SimpleNamespace(
+        chosen=[np.array([1, 3 + i % 7, 2]) for i in range(16)],
+        rejected=[np.array([1, 10 + i % 5, 11, 2]) for i in range(16)],
+    )
+    rm = RMTrainConfig(activation_checkpointing=False, weight_decay=0.0)
+    backend = TorchBackend(model, rm, device="cpu")
+    plan = BatchPlan(16, total_batch=4, micro_batch=2)
+    schedule = LRSchedule(peak=1e-3, end_lr=1e-4, warmup=2, total=plan.num_updates)
+    before = [p.detach().clone() for p in model.parameters()]
+    applied, unchanged = [], []
+
+    def record(m):
+        applied.append((m.lr, backend.optimizer.param_groups[0]["lr"]))
+        if m.update == 0:
+            unchanged.append(
+                all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+            )
+
+    Trainer(backend, pairs, plan, schedule, pad, on_update=record, progress=False).fit()
+    want = [schedule(k) for k in range(plan.num_updates)]
+    assert want == pytest.approx([0.0, 5e-4, 1e-3, 5.5e-4])
+    assert applied == [(lr, lr) for lr in want]
+    assert unchanged == [True]

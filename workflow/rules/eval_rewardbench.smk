@@ -2,7 +2,7 @@ rule eval_rewardbench:
     """RewardBench scores of the exported RM, compared with the model card."""
     input:
         config=RUN.stage_config("eval_rewardbench"),
-        model=RUN.rm_model,
+        rm_manifest=RUN.manifest("export_rm"),  # pins the files of RUN.rm_model
         rewardbench=RUN.prepared("rewardbench"),
     output:
         pairs=RUN.eval_pairs,

@@ -6,7 +6,10 @@ rule export_rm:
         state=RUN.trained_state,
         heldout=RUN.prepared("heldout"),
     output:
-        model=directory(RUN.rm_model),
+        # The model folder (RUN.rm_model) is not a directory() output: Snakemake would leave its
+        # .snakemake_timestamp marker inside the folder users share. Consumers depend on the
+        # manifest instead, which the stage writes last and which pins every file of the folder.
+        manifest=RUN.manifest("export_rm"),
         verification=RUN.export_verification,
     params:
         run_dir=RUN.root,

@@ -7,7 +7,7 @@ rule ppo:
         config=RUN.stage_config("ppo"),
         model=RUN.base_model,
         model_manifest=RUN.base_manifest,
-        rm=RUN.rm_model,
+        rm_manifest=RUN.manifest("export_rm"),  # pins the files of RUN.rm_model
         prompts=RUN.prepared("ppo_prompts"),
     output:
         metrics=RUN.ppo_metrics,
