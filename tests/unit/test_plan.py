@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from paper_repro import plan
+from paper_repro import plan, plan_tokens
 from paper_repro.config import load_config
 
 # Hand-computed Llama 3 70B reward model (spec section 1 shape, score head instead of lm_head):
@@ -45,7 +45,7 @@ def test_flops_and_gpu_hours():
 
 
 def test_token_counts():
-    t = plan.token_counts(pairs=10, nonpad_per_epoch=1234, max_length=100, epochs=2, source="x")
+    t = plan_tokens.token_counts(pairs=10, nonpad_per_epoch=1234, max_length=100, epochs=2, source="x")
     assert (t.nonpad, t.padded) == (2468, 2 * 10 * 100 * 2)
 
 
@@ -86,8 +86,8 @@ def _write_pairs(path, lens):
 
 def test_training_tokens_sources(tmp_path):
     cfg = load_config("llama3-70b-uf")
-    assumed = plan.training_tokens(cfg, tmp_path)
-    assert assumed.nonpad == 60917 * plan.UF_TOKENS_PER_PAIR_ASSUMED
+    assumed = plan_tokens.training_tokens(cfg, tmp_path)
+    assert assumed.nonpad == 60917 * plan_tokens.UF_TOKENS_PER_PAIR_ASSUMED
     assert assumed.source.startswith("ASSUMED")
 
     report = {
@@ -96,11 +96,11 @@ def test_training_tokens_sources(tmp_path):
     }
     (tmp_path / "prepare_data").mkdir()
     (tmp_path / "prepare_data" / "data_report.json").write_text(json.dumps(report))
-    from_report = plan.training_tokens(cfg, tmp_path)
+    from_report = plan_tokens.training_tokens(cfg, tmp_path)
     assert (from_report.pairs, from_report.nonpad) == (100, 55050)
 
     _write_pairs(tmp_path / "prepare_data" / "train.parquet", [(10, 20), (30, 5)])
-    exact = plan.training_tokens(cfg, tmp_path)
+    exact = plan_tokens.training_tokens(cfg, tmp_path)
     assert (exact.pairs, exact.nonpad, exact.padded) == (2, 65, 2 * 2 * 4096)
     assert exact.source.startswith("exact")
 
@@ -137,7 +137,7 @@ def test_lockstep_tokens_hand_values():
     rm = load_config("tiny").rm
     rm.total_batch_pairs, rm.micro_batch_pairs, rm.token_budget, rm.epochs = 4, 1, 20, 1
     chosen, rejected = np.full(8, 10), np.full(8, 6)
-    lock = plan.lockstep_tokens(chosen, rejected, rm, world=2)
+    lock = plan_tokens.lockstep_tokens(chosen, rejected, rm, world=2)
     assert lock.packed == 2 * (2 * 16) * 2  # updates x (steps x 16 tokens) x world
     assert lock.padded == 2 * (2 * 2 * 10) * 2  # updates x (steps x 2 rows x 10) x world
 
