@@ -2,8 +2,9 @@
 
 Both expose the small surface ``engine.Trainer`` needs: per-token scores of a micro batch (padded
 or packed), a backward pass whose gradients are summed over micro batches and ranks (the trainer
-hands in each micro batch's share of the update-group mean), one optimizer update at a given lr returning the pre-clip global gradient norm, cross-rank reductions,
-checkpoint save/load into a folder, and the consolidated fp32 state dict with HF key names.
+hands in each micro batch's share of the update-group mean), one optimizer update at a given lr
+returning the pre-clip global gradient norm, cross-rank reductions, checkpoint save/load into a
+folder, and the consolidated fp32 state dict with HF key names.
 
 Optimiser semantics follow EasyLM (reproduction_spec.md section 6.1): global-norm clipping, then
 AdamW (decoupled weight decay, eps outside the square root) with weight decay masked off the

@@ -180,11 +180,11 @@ def balanced_micro_batches(costs: np.ndarray, world: int, budget: int) -> list[l
     lockstep under ZeRO-3, carry nearly equal tokens at every step; every micro batch holds at
     least one pair. Returns ``[rank][step]`` arrays of positions in ascending order."""
     costs = np.asarray(costs, dtype=np.int64)
-    if len(costs) < world:
-        raise ValueError(f"{len(costs)} pairs cannot feed {world} ranks")
+    if not len(costs) or len(costs) % world:
+        raise ValueError(f"{len(costs)} pairs do not split evenly over {world} ranks")
     order = np.argsort(-costs, kind="stable")
-    n = max(1, math.ceil(int(costs.sum()) / (world * budget)))
-    while True:
+    n = min(math.ceil(int(costs.sum()) / (world * budget)), len(costs) // world)
+    while True:  # ends at the latest with one pair per micro batch (n = len / world)
         slots = world * n
         load, members = np.zeros(slots, dtype=np.int64), [[] for _ in range(slots)]
         for i in order:  # the first `slots` pairs each open an empty micro batch
@@ -193,8 +193,6 @@ def balanced_micro_batches(costs: np.ndarray, world: int, budget: int) -> list[l
             members[s].append(i)
         if all(load[s] <= budget or len(members[s]) == 1 for s in range(slots)):
             break
-        if world * (n + 1) > len(costs):
-            raise ValueError(f"cannot cut {len(costs)} pairs into {budget}-token micro batches")
         n += 1
     return [[np.sort(members[m * world + r]) for m in range(n)] for r in range(world)]
 

@@ -356,7 +356,7 @@ def evaluate_accuracy(
             for a in range(0, per_rank, micro_batch)
         ]
     else:
-        positions = np.arange(max(n, world))
+        positions = np.arange(math.ceil(n / world) * world)  # whole pairs for every rank
         index = positions % n
         cuts = balanced_micro_batches(pair_tokens(pairs)[index], world, token_budget)[rank]
         steps = [(index[c], positions[c] < n) for c in cuts]

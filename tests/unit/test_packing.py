@@ -101,8 +101,10 @@ def test_micro_batches_are_balanced_within_the_budget_and_isolate_oversize_pairs
     two = balanced_micro_batches(costs, world=2, budget=100)
     assert [len(r) for r in two] == [1, 1]  # 32 tokens fit one forward per rank
     assert [int(costs[r[0]].sum()) for r in two] == [16, 16]  # and split evenly
-    with pytest.raises(ValueError, match="cannot feed"):
-        balanced_micro_batches(costs[:1], world=2, budget=100)
+    with pytest.raises(ValueError, match="evenly"):
+        balanced_micro_batches(costs[:7], world=2, budget=100)
+    huge = balanced_micro_batches(np.array([50, 60, 70, 80]), world=2, budget=10)
+    assert [[m.tolist() for m in r] for r in huge] == [[[3], [1]], [[2], [0]]]  # all alone
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])

@@ -45,7 +45,9 @@ def test_flops_and_gpu_hours():
 
 
 def test_token_counts():
-    t = plan_tokens.token_counts(pairs=10, nonpad_per_epoch=1234, max_length=100, epochs=2, source="x")
+    t = plan_tokens.token_counts(
+        pairs=10, nonpad_per_epoch=1234, max_length=100, epochs=2, source="x"
+    )
     assert (t.nonpad, t.padded) == (2468, 2 * 10 * 100 * 2)
 
 
