@@ -1,43 +1,57 @@
-"""RM training throughput: this trainer (faithful order and length-grouped) vs TRL's RewardTrainer.
+"""RM training throughput: this trainer (packed and padded micro batches) vs TRL's RewardTrainer.
 
 Same ~20M-parameter Llama (same initial weights), the same synthetic pairs with an
 UltraFeedback-like length spread (lognormal prompt and response lengths, shared prompt), the same
-micro batch and accumulation, one CPU process, all measured in this run. Prints pairs/s, non-pad
-tokens/s and the padding fraction of each, and the ratios to TRL. No assertions; run it on an
-otherwise idle machine for meaningful numbers::
+updates (32 pairs each, faithful shuffled order, at least 8 of them), one CPU process, at two
+precisions: fp32 (TRL with ``bf16=False``) and bf16 autocast with fp32 master weights (TRL's
+RewardConfig default, ``bf16=True``; ours ``model.dtype=bfloat16``). All measured in this run:
+each method trains in its own thread that stops after every update, and the methods take turns
+update by update, the order rotating at every update, so a change of load on a shared machine hits
+all of them alike. No assertions; run it on an otherwise idle machine for meaningful numbers::
 
-    .venv/bin/python bench/train_rm_throughput.py                      # ~2-4 min on 2 cores
-    .venv/bin/python bench/train_rm_throughput.py --repeats 2         # alternating order, best of 2
-    .venv/bin/python bench/train_rm_throughput.py --pairs 128 --scale 0.5   # closer to UF, slower
+    .venv/bin/python bench/train_rm_throughput.py                   # ~10 min on 2 idle cores
+    .venv/bin/python bench/train_rm_throughput.py --precisions bf16   # one precision
+
+Printed per method: wall time, pairs/s, non-pad tokens/s and its ratio to TRL, padding, and the
+useful MFU: training FLOPs of the non-pad tokens (6 x non-embedding parameters per token plus the
+causal attention of each sequence, 6 x layers x hidden x length^2 per sequence) per second, over
+this machine's matmul peak of that precision, measured here (the best of several large GEMMs).
 
 Lengths: UltraFeedback (Llama 3 tokens) has prompt median ~100-150 and response median ~250-350
 tokens with a long tail; ``--scale`` (default 0.25) shrinks them so a CPU run stays short while
-keeping the spread (sigma) that decides how much padding each order wastes. TRL's sampler draws
-``randperm`` from seed 42 like ``batching.BatchPlan``'s ``seeded-randperm`` order (used here), so the
-faithful order pads exactly like TRL.
+keeping the spread (sigma) that decides how much padding each method wastes. TRL's sampler draws
+``randperm`` from seed 42 like ``batching.BatchPlan``'s ``seeded-randperm`` order (used here), so
+the padded trainer pads exactly like TRL and all three train the same pairs in the same updates.
+Packed micro batches get ``2 x micro batch x max length`` tokens: the padded micro batch's worst
+case, so neither needs more activation memory than the other.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 PAD = 511  # the tiny fixture tokenizer's pad id (TRL pads with processing_class.pad_token_id)
+TRL, PADDED, PACKED = "TRL RewardTrainer", "this trainer, padded", "this trainer, packed"
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 @dataclass
 class Result:
     name: str
-    seconds: float
-    cpu_seconds: float  # process CPU time: less sensitive than wall time to other load
-    pairs: int
-    tokens: int
-    padded: int
+    pairs: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time: less sensitive than wall time to other load
+    tokens: int = 0
+    padded: int = 0
 
     @property
     def pairs_per_s(self) -> float:
@@ -50,6 +64,49 @@ class Result:
     @property
     def padding(self) -> float:
         return 1.0 - self.tokens / self.padded
+
+
+class Paused:
+    """A training run in a worker thread that stops before its first update and after each one:
+    ``step()`` lets it run exactly one update and returns that update's wall and CPU seconds.
+    ``run(pause)`` trains, calling ``pause()`` at those points. Only one thread computes at a time,
+    so the process CPU time of a step is the step's own."""
+
+    def __init__(self, run):
+        self._go, self._stopped = threading.Semaphore(0), threading.Semaphore(0)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(run,), daemon=True)
+        self._thread.start()
+        self._stopped.acquire()  # set-up done (not timed)
+        self._raise()
+
+    def _pause(self) -> None:
+        self._stopped.release()
+        self._go.acquire()
+
+    def _main(self, run) -> None:
+        try:
+            run(self._pause)
+        except BaseException as exc:  # re-raised in the main thread
+            self.error = exc
+        finally:
+            self._stopped.release()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def step(self) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        self._go.release()
+        self._stopped.acquire()
+        self._raise()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    def finish(self) -> None:
+        self._go.release()
+        self._thread.join()
+        self._raise()
 
 
 class SyntheticPairs:
@@ -93,172 +150,235 @@ def build_model(args):
     return LlamaForSequenceClassification(cfg).float()
 
 
-def run_ours(model, pairs, args, length_grouped: bool) -> Result:
+def useful_flops(model, pairs) -> float:
+    """Training FLOPs of the non-pad tokens: 6 x non-embedding parameters per token, plus the
+    causal attention of each sequence (QK^T and AV, half of L x L each: 2 x hidden x L^2 per
+    layer forward, x 3 with the backward)."""
+    cfg = model.config
+    dense = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
+    lengths = np.array([len(s) for s in (*pairs.chosen, *pairs.rejected)], dtype=np.float64)
+    attention = 6.0 * cfg.num_hidden_layers * cfg.hidden_size * float((lengths**2).sum())
+    return 6.0 * dense * float(lengths.sum()) + attention
+
+
+def matmul_peak(dtype: torch.dtype, repeats: int = 3) -> float:
+    """Best FLOP/s of square GEMMs on this machine (the MFU denominator)."""
+    best = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def ours_run(model, pairs, args, *, packed: bool, dtype: str, result: Result):
+    """This trainer as a ``Paused`` run; tokens and padding from its update metrics."""
     from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan, pair_lengths
+    from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.config import RMTrainConfig
     from paper_repro.engine import Trainer
     from paper_repro.schedule import LRSchedule
 
-    rm = RMTrainConfig(
-        lr=1e-5,
-        end_lr=1e-6,
-        total_batch_pairs=args.total_batch,
-        micro_batch_pairs=args.micro_batch,
-        activation_checkpointing=False,
-        backend="torch",
-    )
-    accumulation = args.total_batch // args.micro_batch
-    backend = TorchBackend(model, rm, accumulation=accumulation, device="cpu")
-    plan = BatchPlan(
-        len(pairs),
-        total_batch=args.total_batch,
-        micro_batch=args.micro_batch,
-        seed=42,
-        order="seeded-randperm",
-        length_grouped=length_grouped,
-        lengths=pair_lengths(pairs),
-    )
-    seen = []
-    trainer = Trainer(
-        backend,
-        pairs,
-        plan,
-        LRSchedule.from_config(rm, len(pairs)),
-        PAD,
-        on_update=seen.append,
-        progress=False,
-    )
-    t0, c0 = time.perf_counter(), time.process_time()
-    trainer.fit()
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    tokens = sum(m.tokens for m in seen)
-    padded = sum(round(m.tokens / (1 - m.padding_fraction)) for m in seen)
-    name = "this trainer, length-grouped" if length_grouped else "this trainer, faithful order"
-    return Result(name, dt, cpu, plan.num_updates * args.total_batch, tokens, padded)
+    def run(pause) -> None:
+        rm = RMTrainConfig(
+            lr=1e-5,
+            end_lr=1e-6,
+            total_batch_pairs=args.total_batch,
+            micro_batch_pairs=args.micro_batch,
+            activation_checkpointing=False,
+            backend="torch",
+        )
+        backend = TorchBackend(model, rm, packed=packed, compute_dtype=dtype, device="cpu")
+        plan = BatchPlan(
+            len(pairs),
+            total_batch=args.total_batch,
+            micro_batch=args.micro_batch,
+            seed=42,
+            order="seeded-randperm",
+            token_budget=2 * args.micro_batch * args.max_len if packed else None,
+            tokens=pair_tokens(pairs),
+        )
+
+        def on_update(m) -> None:
+            result.pairs += args.total_batch
+            result.tokens += m.tokens
+            result.padded += round(m.tokens / (1 - m.padding_fraction))
+            pause()
+
+        schedule = LRSchedule.from_config(rm, len(pairs))
+        trainer = Trainer(backend, pairs, plan, schedule, PAD, on_update=on_update, progress=False)
+        pause()
+        trainer.fit()
+
+    return Paused(run)
 
 
-def run_trl(model, pairs, args) -> Result:
+def trl_run(model, pairs, args, *, dtype: str, result: Result):
+    """TRL's RewardTrainer as a ``Paused`` run (a callback pauses it); its collator counts the
+    tokens and padding it feeds."""
     from datasets import Dataset
+    from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     from paper_repro.tiny import load_tokenizer
 
-    tok = load_tokenizer()
-    assert tok.pad_token_id == PAD
-    counts = {"tokens": 0, "padded": 0}
-    base = DataCollatorForPreference(pad_token_id=PAD)
+    class Pause(TrainerCallback):
+        def __init__(self, pause):
+            self.pause = pause
 
-    def collate(examples):
-        out = base(examples)
-        counts["tokens"] += int(out["attention_mask"].sum())
-        counts["padded"] += out["attention_mask"].numel()
-        return out
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.pause()
 
-    data = Dataset.from_dict(
-        {
-            "chosen_ids": [c.tolist() for c in pairs.chosen],
-            "rejected_ids": [r.tolist() for r in pairs.rejected],
-        }
-    )
-    updates = len(pairs) // args.total_batch
-    cfg = RewardConfig(
-        output_dir=args.trl_dir,
-        per_device_train_batch_size=args.micro_batch,
-        gradient_accumulation_steps=args.total_batch // args.micro_batch,
-        max_steps=updates,
-        learning_rate=1e-5,
-        lr_scheduler_type="linear",
-        warmup_steps=1,
-        adam_beta2=0.95,
-        max_grad_norm=1.0,
-        weight_decay=0.0,
-        max_length=None,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=10**6,
-        disable_tqdm=True,
-        seed=42,
-        dataloader_num_workers=0,
-        gradient_checkpointing=False,
-    )
-    trainer = RewardTrainer(
-        model=model, args=cfg, train_dataset=data, processing_class=tok, data_collator=collate
-    )
-    t0, c0 = time.perf_counter(), time.process_time()
-    trainer.train()
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    pairs_done = updates * args.total_batch
-    return Result("TRL RewardTrainer 1.16", dt, cpu, pairs_done, counts["tokens"], counts["padded"])
+        def on_step_end(self, args, state, control, **kwargs):
+            result.pairs += args.per_device_train_batch_size * args.gradient_accumulation_steps
+            self.pause()
+
+    def run(pause) -> None:
+        tok = load_tokenizer()
+        assert tok.pad_token_id == PAD
+        base = DataCollatorForPreference(pad_token_id=PAD)
+
+        def collate(examples):
+            out = base(examples)
+            result.tokens += int(out["attention_mask"].sum())
+            result.padded += out["attention_mask"].numel()
+            return out
+
+        data = Dataset.from_dict(
+            {
+                "chosen_ids": [c.tolist() for c in pairs.chosen],
+                "rejected_ids": [r.tolist() for r in pairs.rejected],
+            }
+        )
+        cfg = RewardConfig(
+            output_dir=args.trl_dir,
+            per_device_train_batch_size=args.micro_batch,
+            gradient_accumulation_steps=args.total_batch // args.micro_batch,
+            max_steps=len(pairs) // args.total_batch,
+            learning_rate=1e-5,
+            lr_scheduler_type="linear",
+            warmup_steps=1,
+            adam_beta2=0.95,
+            max_grad_norm=1.0,
+            weight_decay=0.0,
+            max_length=None,
+            use_cpu=True,
+            bf16=dtype == "bfloat16",
+            report_to=[],
+            save_strategy="no",
+            logging_steps=10**6,
+            disable_tqdm=True,
+            seed=42,
+            dataloader_num_workers=0,
+            gradient_checkpointing=False,
+        )
+        RewardTrainer(
+            model=model,
+            args=cfg,
+            train_dataset=data,
+            processing_class=tok,
+            data_collator=collate,
+            callbacks=[Pause(pause)],
+        ).train()
+
+    return Paused(run)
 
 
-def warm_up(model, pairs, args) -> None:
+def warm_up(model, pairs, args, dtype: str) -> None:
+    """First-call allocations and kernel selection are charged to nobody."""
     from paper_repro.batching import make_batch
     from paper_repro.modeling import token_scores
 
     batch = make_batch(pairs, np.arange(args.micro_batch), PAD)
-    token_scores(model, batch.input_ids, batch.attention_mask).sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+        token_scores(model, batch.input_ids, batch.attention_mask).sum().backward()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--pairs", type=int, default=32, help="pairs per method (a multiple of --total-batch)"
-    )
+    p.add_argument("--pairs", type=int, default=256, help="pairs (a multiple of --total-batch)")
     p.add_argument("--total-batch", type=int, default=32, help="pairs per update")
-    p.add_argument("--micro-batch", type=int, default=4, help="pairs per forward")
+    p.add_argument("--micro-batch", type=int, default=4, help="pairs per padded forward")
     p.add_argument("--scale", type=float, default=0.25, help="length scale vs UltraFeedback")
     p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=1, help="rounds; the fastest of each is kept")
+    p.add_argument("--precisions", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     p.add_argument("--trl-dir", default="/tmp/paper_repro_bench_trl")
     args = p.parse_args()
+    if args.pairs // args.total_batch < 8:
+        p.error("run at least 8 updates: --pairs >= 8 x --total-batch")
 
     pairs = SyntheticPairs(args.pairs, args.scale, args.max_len, args.seed)
     init = build_model(args)
     n_params = sum(t.numel() for t in init.parameters())
     lengths = np.array([len(c) for c in pairs.chosen] + [len(r) for r in pairs.rejected])
+    flops = useful_flops(init, pairs)
     print(
-        f"model: Llama {n_params / 1e6:.1f}M parameters ({args.layers} layers, hidden {args.hidden}); "
-        f"torch threads {torch.get_num_threads()}"
+        f"model: Llama {n_params / 1e6:.1f}M parameters ({args.layers} layers, hidden "
+        f"{args.hidden}); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
     )
     print(
-        f"data: {len(pairs)} pairs, sequence length median {np.median(lengths):.0f}, "
-        f"p90 {np.percentile(lengths, 90):.0f}, max {lengths.max()}; micro batch "
-        f"{args.micro_batch} pairs, {args.total_batch} pairs per update"
+        f"data: {len(pairs)} pairs = {args.pairs // args.total_batch} updates of "
+        f"{args.total_batch}; sequence length median {np.median(lengths):.0f}, p90 "
+        f"{np.percentile(lengths, 90):.0f}, max {lengths.max()}; padded micro batch "
+        f"{args.micro_batch} pairs, packed budget {2 * args.micro_batch * args.max_len} tokens; "
+        f"useful training FLOPs {flops:.3e}"
     )
 
-    warm_up(copy.deepcopy(init), pairs, args)  # first-call allocations are charged to nobody
-    methods = [
-        lambda: run_trl(copy.deepcopy(init), pairs, args),
-        lambda: run_ours(copy.deepcopy(init), pairs, args, length_grouped=False),
-        lambda: run_ours(copy.deepcopy(init), pairs, args, length_grouped=True),
-    ]
-    best: dict[int, Result] = {}
-    for round_ in range(args.repeats):  # alternate the order: machine load drifts over a run
-        order = range(len(methods)) if round_ % 2 == 0 else reversed(range(len(methods)))
-        for i in order:
-            r = methods[i]()
-            print(f"round {round_ + 1}: {r.name}: {r.seconds:.1f} s", flush=True)
-            if i not in best or r.seconds < best[i].seconds:
-                best[i] = r
-    results = [best[i] for i in range(len(methods))]
-    trl = results[0]
-    head = f"{'method':30s} {'wall s':>7s} {'pairs/s':>8s} {'tokens/s':>9s} {'padding':>8s}"
-    print(f"\n{head} {'vs TRL':>7s} {'cpu s':>7s} {'vs TRL (cpu)':>12s}")
-    for r in results:
+    makers = {
+        TRL: trl_run,
+        PADDED: partial(ours_run, packed=False),
+        PACKED: partial(ours_run, packed=True),
+    }
+    peaks = {prec: 0.0 for prec in args.precisions}
+    results: dict[tuple[str, str], Result] = {}
+    for prec in args.precisions:
+        dtype = DTYPES[prec]
+        peaks[prec] = matmul_peak(getattr(torch, dtype))
+        warm_up(copy.deepcopy(init), pairs, args, dtype)
+        runs = {}
+        for name, make in makers.items():
+            results[prec, name] = Result(name)
+            runs[name] = make(
+                copy.deepcopy(init), pairs, args, dtype=dtype, result=results[prec, name]
+            )
+        names = list(makers)
+        for k in range(len(pairs) // args.total_batch):
+            for name in names[k % 3 :] + names[: k % 3]:  # the order rotates every update
+                wall, cpu = runs[name].step()
+                results[prec, name].seconds += wall
+                results[prec, name].cpu_seconds += cpu
+            print(f"{prec}: update {k + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+        for run in runs.values():
+            run.finish()
+        peaks[prec] = max(peaks[prec], matmul_peak(getattr(torch, dtype)))
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+    for prec in args.precisions:
+        peak = peaks[prec]
+        base = results[prec, TRL]
+        print(f"\n{prec}: measured matmul peak {peak / 1e9:.0f} GFLOP/s (best square GEMM)")
         print(
-            f"{r.name:30s} {r.seconds:7.1f} {r.pairs_per_s:8.2f} {r.tokens_per_s:9.0f} "
-            f"{r.padding:8.1%} {r.pairs_per_s / trl.pairs_per_s:6.2f}x {r.cpu_seconds:7.1f} "
-            f"{trl.cpu_seconds / r.cpu_seconds:11.2f}x"
+            f"{'method':24s} {'wall s':>7s} {'pairs/s':>8s} {'tokens/s':>9s} {'vs TRL':>7s} "
+            f"{'padding':>8s} {'GFLOP/s':>8s} {'MFU':>6s} {'cpu s':>7s}"
         )
+        for name in makers:
+            r = results[prec, name]
+            useful = flops / r.seconds
+            print(
+                f"{r.name:24s} {r.seconds:7.1f} {r.pairs_per_s:8.2f} {r.tokens_per_s:9.0f} "
+                f"{r.tokens_per_s / base.tokens_per_s:6.2f}x {r.padding:8.1%} "
+                f"{useful / 1e9:8.1f} {useful / peak:6.1%} {r.cpu_seconds:7.1f}"
+            )
 
 
 if __name__ == "__main__":

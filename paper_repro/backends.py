@@ -1,9 +1,10 @@
 """Two ways to run the same training loop: plain torch (one process) and DeepSpeed (ZeRO-2/3).
 
-Both expose the small surface ``engine.Trainer`` needs: per-token scores of a micro batch, a
-backward pass whose gradients accumulate to the *mean over the full update-group*, one optimizer
-update at a given lr returning the pre-clip global gradient norm, cross-rank reductions,
-checkpoint save/load into a folder, and the consolidated fp32 state dict with HF key names.
+Both expose the small surface ``engine.Trainer`` needs: per-token scores of a micro batch (padded
+or packed), a backward pass whose gradients are summed over micro batches and ranks (the trainer
+hands in each micro batch's share of the update-group mean), one optimizer update at a given lr
+returning the pre-clip global gradient norm, cross-rank reductions, checkpoint save/load into a
+folder, and the consolidated fp32 state dict with HF key names.
 
 Optimiser semantics follow EasyLM (reproduction_spec.md section 6.1): global-norm clipping, then
 AdamW (decoupled weight decay, eps outside the square root) with weight decay masked off the
@@ -23,20 +24,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batching import PairBatch
-from .modeling import token_scores
+from .batching import Batch
+from .modeling import packed_token_scores, token_scores, use_packed_attention
 
 
 class ScoreModule(nn.Module):
-    """``[B, T]`` per-token scores of a ``LlamaForSequenceClassification``, with mask-derived
-    position ids (``modeling.token_scores``). DeepSpeed wraps this module, so the whole forward
-    runs through the engine (ZeRO-3 gathers parameters in module hooks)."""
+    """Per-token scores of a ``LlamaForSequenceClassification``: ``[B, T]`` of a padded batch
+    (mask-derived position ids, ``modeling.token_scores``) or ``[1, T]`` of a packed row
+    (``modeling.packed_token_scores``). DeepSpeed wraps this module, so the whole forward runs
+    through the engine (ZeRO-3 gathers parameters in module hooks)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, packed: bool):
         super().__init__()
         self.model = model
+        if packed:
+            use_packed_attention(model)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        lengths: tuple[int, ...] | None = None,
+    ) -> torch.Tensor:
+        if lengths is not None:
+            return packed_token_scores(self.model, input_ids, lengths)
         return token_scores(self.model, input_ids, attention_mask)
 
 
@@ -85,7 +96,8 @@ def clip_by_global_norm(params: list[nn.Parameter], max_norm: float) -> float:
 
 class TorchBackend:
     """One process, CPU or one GPU. fp32 master weights; with ``compute_dtype='bfloat16'`` the
-    forward runs under bf16 autocast (EasyLM: bf16 compute, fp32 params and moments)."""
+    forward runs under bf16 autocast (EasyLM: bf16 compute, fp32 params and moments). ``packed``
+    switches the model to packed attention (then it only takes packed batches)."""
 
     name = "torch"
     rank = 0
@@ -96,7 +108,7 @@ class TorchBackend:
         model: nn.Module,
         rm,
         *,
-        accumulation: int,
+        packed: bool = False,
         compute_dtype: str = "float32",
         device: str | torch.device | None = None,
     ):
@@ -105,7 +117,7 @@ class TorchBackend:
             raise ValueError(
                 "the torch backend keeps fp32 master weights; load the model in float32"
             )
-        self.module = ScoreModule(model).to(self.device)
+        self.module = ScoreModule(model, packed).to(self.device)
         self.hf_model = model
         if rm.activation_checkpointing:
             model.activation_checkpointing_enable(
@@ -114,7 +126,6 @@ class TorchBackend:
         self.optimizer = make_adamw(model, rm)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.grad_clip = rm.grad_clip
-        self.accumulation = accumulation
         self.autocast = compute_dtype == "bfloat16"
 
     # forward / backward / update ------------------------------------------------------
@@ -124,14 +135,14 @@ class TorchBackend:
     def eval(self) -> None:
         self.module.eval()
 
-    def scores(self, batch: PairBatch) -> torch.Tensor:
+    def scores(self, batch: Batch) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.module(batch.input_ids, batch.attention_mask).float()
+            return self.module(**batch.model_inputs()).float()
 
-    def backward(self, loss: torch.Tensor) -> None:
-        # Each micro loss is a mean over micro_batch pairs; dividing by the number of micro
-        # batches makes the accumulated gradient that of the mean over the whole update-group.
-        (loss / self.accumulation).backward()
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """``loss``: this micro batch's share of the update mean (sum of its pair losses over the
+        update's pair count); gradients add up. ``last``: the rank's last micro batch."""
+        loss.backward()
 
     def step(self, lr: float) -> float:
         norm = clip_by_global_norm(self.params, self.grad_clip)
@@ -184,7 +195,8 @@ class TorchBackend:
 
 def deepspeed_config(rm, *, world_size: int, compute_dtype: str) -> dict[str, Any]:
     """DeepSpeed config generated from the training config (logged by the stage). Batch sizes
-    count pairs: DeepSpeed only uses them for bookkeeping and the accumulation boundary."""
+    count pairs and only feed DeepSpeed's bookkeeping: the trainer scales each loss itself and
+    marks the accumulation boundary (packed micro batches vary in number per update)."""
     accumulation = rm.total_batch_pairs // (rm.micro_batch_pairs * world_size)
     zero: dict[str, Any] = {"stage": rm.zero_stage}
     if rm.zero_stage == 3:
@@ -268,7 +280,14 @@ class DeepSpeedBackend:
 
     name = "deepspeed"
 
-    def __init__(self, load_model: Callable[[], nn.Module], rm, *, compute_dtype: str = "float32"):
+    def __init__(
+        self,
+        load_model: Callable[[], nn.Module],
+        rm,
+        *,
+        packed: bool = False,
+        compute_dtype: str = "float32",
+    ):
         import deepspeed
         from transformers.integrations import HfDeepSpeedConfig
 
@@ -281,7 +300,7 @@ class DeepSpeedBackend:
             model.activation_checkpointing_enable(
                 activation_checkpointing_kwargs={"use_reentrant": False}
             )
-        module = ScoreModule(model)
+        module = ScoreModule(model, packed)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=module, optimizer=make_adamw(model, rm), config=self.config
         )
@@ -295,15 +314,16 @@ class DeepSpeedBackend:
     def eval(self) -> None:
         self.engine.eval()
 
-    def scores(self, batch: PairBatch) -> torch.Tensor:
-        return self.engine(batch.input_ids, batch.attention_mask).float()
+    def scores(self, batch: Batch) -> torch.Tensor:
+        return self.engine(**batch.model_inputs()).float()
 
-    def backward(self, loss: torch.Tensor) -> None:
-        # DeepSpeed divides by gradient_accumulation_steps and averages over ranks: the update
-        # gradient is the mean over all total_batch pairs, whatever the world size.
-        self.engine.backward(loss)
-        if not self.engine.is_gradient_accumulation_boundary():
-            self.engine.step()  # bookkeeping only; the optimizer runs at the boundary
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """As ``TorchBackend.backward``. DeepSpeed averages gradients over ranks, hence the factor
+        world size; no division by its fixed accumulation count (``scale_wrt_gas=False``), and
+        the boundary (gradient reduction before ``step``) is set explicitly, since the number of
+        packed micro batches changes from update to update (the same on every rank)."""
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
 
     def step(self, lr: float) -> float:
         for group in self.engine.optimizer.param_groups:
@@ -327,9 +347,16 @@ class DeepSpeedBackend:
         return self._reduce(value, self.dist.ReduceOp.SUM)
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(t) for _ in range(self.world_size)]
-        self.dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
+        """All ranks' 1-D tensors in rank order; lengths may differ (packed micro batches spread
+        an update's pairs unevenly), so each is padded to the longest for the collective."""
+        n = torch.tensor([t.numel()], device=t.device)
+        sizes = [torch.empty_like(n) for _ in range(self.world_size)]
+        self.dist.all_gather(sizes, n)
+        longest = int(max(sizes))
+        padded = torch.cat([t.reshape(-1), t.new_zeros(longest - t.numel())])
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        self.dist.all_gather(parts, padded)
+        return torch.cat([p[: int(k)] for p, k in zip(parts, sizes, strict=True)])
 
     def barrier(self) -> None:
         self.dist.barrier()

@@ -16,19 +16,30 @@ batch ``j`` goes to rank ``j % world`` (at accumulation step ``j // world``). Wi
 the same pairs (same gradient up to summation order), but each micro batch pads far less, and
 neighbouring ranks get similar lengths at each step.
 
-Each micro batch is one forward pass over ``[chosen; rejected]`` (spec section 5), right-padded with
-the pad id to the longest row of that micro batch (EasyLM pads to ``seq_length``; positions and
-pooling come from the mask, so the extra padding changes nothing but cost).
+Each micro batch is one forward pass over ``[chosen; rejected]`` (spec section 5). Padded
+(``PairBatch``): right-padded with the pad id to the longest row of that micro batch (EasyLM pads to
+``seq_length``; positions and pooling come from the mask, so the extra padding changes nothing but
+cost). Packed (``PackedBatch``, with ``token_budget``): the update-group's pairs are spread over
+micro batches of at most ``token_budget`` tokens, the same number on every rank (ZeRO-3 ranks
+gather parameters in lockstep) and balanced by tokens (``balanced_micro_batches``); each is one row
+holding its chosen sides then its rejected sides back to back, no padding at all
+(``modeling.packed_token_scores`` keeps attention inside each sequence). A pair longer than the
+budget on its own still trains, alone in its micro batch. Which micro batch a pair lands in changes
+nothing but the summation order: the loss is the mean over the whole group either way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
+
+from .modeling import last_token_index
 
 
 @dataclass(frozen=True)
@@ -49,21 +60,91 @@ class PairBatch:
     def padded_tokens(self) -> int:
         return self.attention_mask.numel()
 
+    @property
+    def last(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's last real token (the EOS)."""
+        rows = torch.arange(self.input_ids.shape[0], device=self.input_ids.device)
+        return rows, last_token_index(self.attention_mask)
+
+    @property
+    def first(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's first token (the BOS; right padding)."""
+        rows = torch.arange(self.input_ids.shape[0], device=self.input_ids.device)
+        return rows, torch.zeros_like(rows)
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
     def to(self, device: torch.device | str) -> PairBatch:
         return PairBatch(self.input_ids.to(device), self.attention_mask.to(device), self.n_pairs)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """One micro batch as a single row without padding: the chosen sides of its pairs, then the
+    rejected sides in the same order (sequence ``i`` and ``n_pairs + i`` are one pair)."""
+
+    input_ids: torch.Tensor  # [1, sum(lengths)]
+    lengths: tuple[int, ...]  # 2 * n_pairs sequence lengths
+    n_pairs: int
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.input_ids.numel()  # == tokens: nothing is padded
+
+    @property
+    def last(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's last token (the EOS)."""
+        ends = torch.tensor(self.lengths, device=self.input_ids.device).cumsum(0)
+        return torch.zeros_like(ends), ends - 1
+
+    @property
+    def first(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of each sequence's first token (the BOS)."""
+        lengths = torch.tensor(self.lengths, device=self.input_ids.device)
+        return torch.zeros_like(lengths), lengths.cumsum(0) - lengths
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"input_ids": self.input_ids, "lengths": self.lengths}
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(self.input_ids.to(device), self.lengths, self.n_pairs)
+
+
+Batch = PairBatch | PackedBatch
+
+
+def _check_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]]) -> None:
+    if len(chosen) != len(rejected) or not chosen:
+        raise ValueError(
+            f"need as many chosen as rejected sides (> 0), got {len(chosen)} and {len(rejected)}"
+        )
+    if any(len(r) == 0 for r in (*chosen, *rejected)):
+        raise ValueError("empty token sequence in a pair (prepared rows are BOS ... EOS)")
+
+
+def pack_sequences(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The sequences back to back in one ``[1, total]`` row, and their lengths."""
+    ids = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs])
+    return torch.from_numpy(ids).unsqueeze(0), tuple(len(s) for s in seqs)
+
+
+def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]]) -> PackedBatch:
+    """``[chosen; rejected]`` concatenated into one row, no padding."""
+    _check_pairs(chosen, rejected)
+    return PackedBatch(*pack_sequences([*chosen, *rejected]), len(chosen))
 
 
 def collate_pairs(
     chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]], pad_id: int
 ) -> PairBatch:
     """``[chosen; rejected]`` right-padded to the longest of all ``2 n`` rows."""
-    if len(chosen) != len(rejected) or not chosen:
-        raise ValueError(
-            f"need as many chosen as rejected sides (> 0), got {len(chosen)} and {len(rejected)}"
-        )
+    _check_pairs(chosen, rejected)
     rows = [*chosen, *rejected]
-    if any(len(r) == 0 for r in rows):
-        raise ValueError("empty token sequence in a pair (prepared rows are BOS ... EOS)")
     width = max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -80,6 +161,40 @@ def pair_lengths(pairs) -> np.ndarray:
         dtype=np.int64,
         count=len(pairs.chosen),
     )
+
+
+def pair_tokens(pairs) -> np.ndarray:
+    """Packed cost of each pair: the tokens of both sides."""
+    return np.fromiter(
+        (len(c) + len(r) for c, r in zip(pairs.chosen, pairs.rejected, strict=True)),
+        dtype=np.int64,
+        count=len(pairs.chosen),
+    )
+
+
+def balanced_micro_batches(costs: np.ndarray, world: int, budget: int) -> list[list[np.ndarray]]:
+    """Positions ``0 .. len(costs) - 1`` of one update's pairs split into ``n`` micro batches per
+    rank, ``n`` the smallest for which every micro batch of two or more pairs stays within
+    ``budget`` tokens. The ``world x n`` micro batches are filled longest pair first into the one
+    with the fewest tokens so far (LPT scheduling), so the ranks, which run each micro step in
+    lockstep under ZeRO-3, carry nearly equal tokens at every step; every micro batch holds at
+    least one pair. Returns ``[rank][step]`` arrays of positions in ascending order."""
+    costs = np.asarray(costs, dtype=np.int64)
+    if not len(costs) or len(costs) % world:
+        raise ValueError(f"{len(costs)} pairs do not split evenly over {world} ranks")
+    order = np.argsort(-costs, kind="stable")
+    n = min(math.ceil(int(costs.sum()) / (world * budget)), len(costs) // world)
+    while True:  # ends at the latest with one pair per micro batch (n = len / world)
+        slots = world * n
+        load, members = np.zeros(slots, dtype=np.int64), [[] for _ in range(slots)]
+        for i in order:  # the first `slots` pairs each open an empty micro batch
+            s = int(np.argmin(load))
+            load[s] += costs[i]
+            members[s].append(i)
+        if all(load[s] <= budget or len(members[s]) == 1 for s in range(slots)):
+            break
+        n += 1
+    return [[np.sort(members[m * world + r]) for m in range(n)] for r in range(world)]
 
 
 DATA_ORDERS = ("easylm", "seeded-randperm")
@@ -124,6 +239,8 @@ class BatchPlan:
         order: str = "easylm",
         length_grouped: bool = False,
         lengths: np.ndarray | None = None,
+        token_budget: int | None = None,
+        tokens: np.ndarray | None = None,
     ):
         if order not in DATA_ORDERS:
             raise ValueError(f"data order {order!r}: choose one of {', '.join(DATA_ORDERS)}")
@@ -134,13 +251,37 @@ class BatchPlan:
             )
         if length_grouped and (lengths is None or len(lengths) != n_pairs):
             raise ValueError("length_grouped needs one length per pair")
+        if token_budget is not None and (tokens is None or len(tokens) != n_pairs):
+            raise ValueError("a token budget needs the token count of every pair")
+        if token_budget is not None and token_budget <= 0:
+            raise ValueError(f"token budget must be positive, got {token_budget}")
         self.n_pairs, self.total_batch, self.micro_batch = n_pairs, total_batch, micro_batch
         self.world_size, self.epochs, self.seed, self.order = world_size, epochs, seed, order
         self.length_grouped = length_grouped
         self.lengths = None if lengths is None else np.asarray(lengths)
+        self.token_budget = token_budget
+        self.tokens = None if tokens is None else np.asarray(tokens)
         self.accumulation = total_batch // (micro_batch * world_size)
         self.updates_per_epoch = n_pairs // total_batch
         self.num_updates = epochs * self.updates_per_epoch
+
+    @classmethod
+    def from_config(cls, rm, pairs, world_size: int = 1) -> BatchPlan:
+        """The plan of the ``rm`` config section (``RMTrainConfig``) over ``pairs``: train_rm's,
+        and the tiny reference stand-in's (another seed)."""
+        return cls(
+            len(pairs),
+            total_batch=rm.total_batch_pairs,
+            micro_batch=rm.micro_batch_pairs,
+            world_size=world_size,
+            epochs=rm.epochs,
+            seed=rm.seed,
+            order=rm.data_order,
+            length_grouped=rm.length_grouped,
+            lengths=pair_lengths(pairs) if rm.length_grouped else None,
+            token_budget=rm.token_budget if rm.packing else None,
+            tokens=pair_tokens(pairs) if rm.packing else None,
+        )
 
     @lru_cache(maxsize=2)  # noqa: B019 - one plan per run; caches the current epoch's permutation
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -159,16 +300,34 @@ class BatchPlan:
             group = group[np.argsort(self.lengths[group], kind="stable")]
         return group
 
+    @property
+    def packed(self) -> bool:
+        return self.token_budget is not None
+
+    @lru_cache(maxsize=2)  # noqa: B019 - the current update's split, shared by its ranks' calls
+    def packed_update(self, k: int) -> list[list[np.ndarray]]:
+        """``[rank][step]`` pair indices of update ``k`` with a token budget."""
+        group = self.update_group(k)
+        cuts = balanced_micro_batches(self.tokens[group], self.world_size, self.token_budget)
+        return [[group[positions] for positions in rank] for rank in cuts]
+
     def micro_batches(self, k: int, rank: int = 0) -> list[np.ndarray]:
-        """The ``accumulation`` micro batches (pair indices) of ``rank`` at update ``k``."""
+        """Pair indices of each forward of ``rank`` at update ``k``. Padded: ``accumulation``
+        micro batches of ``micro_batch`` pairs, micro batch ``j`` of the group on rank
+        ``j % world``. Packed: the group's pairs balanced by tokens over the ranks
+        (``balanced_micro_batches``), as many forwards on every rank."""
         if not 0 <= rank < self.world_size:
             raise IndexError(f"rank {rank} outside world size {self.world_size}")
-        chunks = self.update_group(k).reshape(self.accumulation * self.world_size, self.micro_batch)
+        if self.packed:
+            return self.packed_update(k)[rank]
+        group = self.update_group(k)
+        chunks = group.reshape(self.accumulation * self.world_size, self.micro_batch)
         return [chunks[a * self.world_size + rank] for a in range(self.accumulation)]
 
 
-def make_batch(pairs, indices: np.ndarray, pad_id: int) -> PairBatch:
-    """Collate pairs ``indices`` of a ``PairData``-like object (``.chosen``, ``.rejected``)."""
-    return collate_pairs(
-        [pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices], pad_id
-    )
+def make_batch(pairs, indices: np.ndarray, pad_id: int, *, packed: bool = False) -> Batch:
+    """Collate pairs ``indices`` of a ``PairData``-like object (``.chosen``, ``.rejected``),
+    packed or padded."""
+    chosen = [pairs.chosen[i] for i in indices]
+    rejected = [pairs.rejected[i] for i in indices]
+    return pack_pairs(chosen, rejected) if packed else collate_pairs(chosen, rejected, pad_id)

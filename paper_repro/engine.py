@@ -1,11 +1,12 @@
 """The reward-model training loop: one loop for both backends, preemption-safe.
 
 Per update ``k`` (reproduction_spec.md sections 5 and 6): the rank's micro batches of the
-update-group (``batching.BatchPlan``) each go through one forward over ``[chosen; rejected]``; the
-reward is the score at the last non-pad token (``pool_last``); the Bradley-Terry loss of every micro
-batch is backpropagated so that gradients accumulate to the mean over the whole group; then one
-clipped AdamW update at ``lr_k`` (``schedule.LRSchedule``). Metrics cover the whole group (all
-ranks).
+update-group (``batching.BatchPlan``: packed by a token budget, or padded) each go through one
+forward over ``[chosen; rejected]``; the reward is the score at each sequence's last token, the EOS
+(``read_last``); every micro batch backpropagates the sum of its pairs' Bradley-Terry losses divided
+by the group's pair count, so the gradients add up to those of the mean over the whole group
+whatever the micro batches hold (up to summation order); then one clipped AdamW update at ``lr_k``
+(``schedule.LRSchedule``). Metrics cover the whole group (all ranks).
 
 Preemption: SIGTERM, SIGUSR1 (what Slurm sends before a time limit or a preemption) and SIGINT
 (Ctrl-C; a second one stops at once) only set a flag. At the next update boundary the ranks agree
@@ -34,11 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import BatchPlan, make_batch
+from .batching import Batch, BatchPlan, balanced_micro_batches, make_batch, pair_tokens
 from .checkpoints import CheckpointDir, ResumeError
 from .identity import StageIdentity
 from .io import read_json, write_json, write_text
-from .modeling import bradley_terry_loss, pool_last
+from .modeling import bradley_terry_loss, pair_losses
 from .progress import progress
 from .schedule import LRSchedule
 
@@ -46,7 +47,12 @@ EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: checkpoint written, rerun to resu
 EXIT_NONFINITE = 3  # NaN/Inf loss, reward or gradient norm; the last good checkpoint is kept
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
-PoolFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PoolFn = Callable[[torch.Tensor, Batch], torch.Tensor]  # (scores, batch) -> reward per sequence
+
+
+def read_last(scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """EasyLM pooling (spec section 4): the score at each sequence's last token, the EOS."""
+    return scores[batch.last]
 
 
 class Preempted(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -109,6 +115,7 @@ class UpdateMetrics:
     grad_norm: float
     tokens: int  # non-pad tokens of the update (all ranks)
     padding_fraction: float
+    micro_batches: int  # forwards per rank in this update
     seconds: float
     tokens_per_s: float
     pairs_per_s: float
@@ -261,7 +268,7 @@ class Trainer:
         metrics: MetricsLog | None = None,
         on_update: Callable[[UpdateMetrics], None] | None = None,
         stop: StopFlag | None = None,
-        pool: PoolFn = pool_last,
+        pool: PoolFn = read_last,
         progress: bool = True,
         evaluate: Callable[[], float] | None = None,
         eval_every: int = 0,
@@ -334,13 +341,14 @@ class Trainer:
         b.train()
         chosen, rejected, finite = [], [], True
         tokens = padded = 0
-        for idx in plan.micro_batches(k, b.rank):
-            batch = make_batch(self.pairs, idx, self.pad_id).to(b.device)
-            r = self.pool(b.scores(batch), batch.attention_mask)
+        micro = plan.micro_batches(k, b.rank)
+        for m, idx in enumerate(micro):
+            batch = make_batch(self.pairs, idx, self.pad_id, packed=plan.packed).to(b.device)
+            r = self.pool(b.scores(batch), batch)
             r_c, r_r = r[: batch.n_pairs], r[batch.n_pairs :]
-            loss, _ = bradley_terry_loss(r_c, r_r)
+            loss = pair_losses(r_c, r_r).sum() / plan.total_batch
             finite = finite and bool(torch.isfinite(loss)) and bool(torch.isfinite(r).all())
-            b.backward(loss)
+            b.backward(loss, last=m == len(micro) - 1)
             chosen.append(r_c.detach().float())
             rejected.append(r_r.detach().float())
             tokens += batch.tokens
@@ -361,6 +369,7 @@ class Trainer:
             grad_norm=grad_norm,
             tokens=tokens,
             padding_fraction=1.0 - tokens / padded,
+            micro_batches=len(micro),
             seconds=dt,
             tokens_per_s=tokens / dt,
             pairs_per_s=plan.total_batch / dt,
@@ -369,24 +378,38 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate_accuracy(
-    backend, pairs, pad_id: int, micro_batch: int, pool: PoolFn = pool_last
+    backend,
+    pairs,
+    pad_id: int,
+    micro_batch: int,
+    pool: PoolFn = read_last,
+    *,
+    token_budget: int | None = None,
 ) -> float:
-    """Pairwise accuracy (strict >) over all pairs, sharded over ranks. Under ZeRO-3 every rank
-    must run the same number of forwards, so short shards repeat pair 0 and mask it out."""
+    """Pairwise accuracy (strict >) over all pairs, sharded over ranks: ``micro_batch`` pairs per
+    padded forward, or with ``token_budget`` packed forwards balanced over the ranks. Under ZeRO-3
+    every rank must run the same number of forwards, so pair 0 fills in where there are too few
+    pairs (its result is not counted)."""
     n, world, rank = len(pairs.chosen), backend.world_size, backend.rank
-    mine = np.arange(rank, n, world)
-    per_rank = math.ceil(n / world)
-    steps = math.ceil(per_rank / micro_batch)
+    if token_budget is None:
+        per_rank = math.ceil(n / world)
+        mine = np.arange(rank, n, world)
+        shard = np.concatenate([mine, np.zeros(per_rank - len(mine), dtype=np.int64)])
+        counted = np.arange(per_rank) < len(mine)
+        steps = [
+            (shard[a : a + micro_batch], counted[a : a + micro_batch])
+            for a in range(0, per_rank, micro_batch)
+        ]
+    else:
+        positions = np.arange(math.ceil(n / world) * world)  # whole pairs for every rank
+        index = positions % n
+        cuts = balanced_micro_batches(pair_tokens(pairs)[index], world, token_budget)[rank]
+        steps = [(index[c], positions[c] < n) for c in cuts]
     backend.eval()
     correct = 0.0
-    for s in range(steps):
-        idx = mine[s * micro_batch : (s + 1) * micro_batch]
-        real = len(idx)
-        fill = np.zeros(max(0, 1 - real), dtype=np.int64)  # an empty shard still runs one row
-        batch = make_batch(pairs, np.concatenate([idx, fill]).astype(np.int64), pad_id).to(
-            backend.device
-        )
-        r = pool(backend.scores(batch), batch.attention_mask)
-        wins = (r[: batch.n_pairs] > r[batch.n_pairs :]).float()[:real]
-        correct += float(wins.sum())
+    for idx, count in steps:
+        batch = make_batch(pairs, idx, pad_id, packed=token_budget is not None).to(backend.device)
+        r = pool(backend.scores(batch), batch)
+        wins = r[: batch.n_pairs] > r[batch.n_pairs :]
+        correct += float(wins[torch.from_numpy(count).to(wins.device)].sum())
     return backend.sum(correct) / n

@@ -6,14 +6,31 @@ the score at the last non-pad token, which is the EOS of the final assistant tur
 same thing from the attention mask instead of relying on the HF class's pad-id pooling rule (which
 changed across transformers versions, spec pitfall 2), and pass mask-derived position ids so a
 left-padded row gets exactly the positions of a right-padded one.
+
+Packed forward (``packed_token_scores``): the sequences of a micro batch are concatenated into one
+row without padding, position ids restart at 0 for each sequence, and attention is computed for
+each sequence separately (``packed_attention``), so a sequence never sees another one. We do not
+rely on transformers' own packed-sequence detection (transformers 5.24.0): it infers boundaries
+from position ids only when no 2D attention mask and no cache are passed
+(``masking_utils._preprocess_mask_arguments``, lines 862-870; ``use_cache`` defaults to the
+config's True, which creates a cache and silently turns it off); on sdpa/eager it then builds a
+dense row x row mask (``create_causal_mask``, lines 991-1002), so the cost grows with the square of
+the row; and flash-attention unpacks from position ids only batches of one row
+(``modeling_flash_attention_utils._is_packed_sequence``, lines 564-580), silently attending
+across sequences otherwise. Here confinement holds by construction, on CPU and GPU alike (torch
+SDPA picks its flash kernel where it can), the attention cost stays close to that of each
+sequence alone, and a forward that reaches this attention without sequence lengths raises.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +56,143 @@ def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     return model.score(hidden).squeeze(-1)
 
 
+def packed_position_ids(lengths: Sequence[int], device=None) -> torch.Tensor:
+    """``[1, sum(lengths)]`` position ids restarting at 0 for each packed sequence."""
+    return torch.cat([torch.arange(n, device=device) for n in lengths]).unsqueeze(0)
+
+
+PACKED_ATTENTION = "paper_repro_packed"  # name in transformers' AttentionInterface
+
+
+@functools.lru_cache(maxsize=8)
+def _length_groups(lengths: tuple[int, ...], device: torch.device, waste: float = 0.25):
+    """Sequences of a packed row grouped by length for ``packed_attention``: longest first, a group
+    closes when padding its members to the longest would add over ``waste`` of their attention
+    cost. Per group: token indices into the row (``[n x width]``, right-padded with index 0),
+    which of them are real, ``n`` and ``width``; and the permutation that puts the groups' real
+    tokens back in row order. Cached: every layer (and any recomputation) reuses it."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    members: list[list[int]] = [[]]
+    for i in order:
+        group = [*members[-1], i]
+        width = lengths[group[0]]
+        if members[-1] and width**2 * len(group) > (1 + waste) * sum(
+            lengths[j] ** 2 for j in group
+        ):
+            members.append([i])
+        else:
+            members[-1] = group
+    groups, positions = [], []
+    for group in members:
+        width = lengths[group[0]]
+        index = np.zeros((len(group), width), dtype=np.int64)
+        real = np.zeros((len(group), width), dtype=bool)
+        for row, i in enumerate(group):
+            index[row, : lengths[i]] = starts[i] + np.arange(lengths[i])
+            real[row, : lengths[i]] = True
+        groups.append(
+            (
+                torch.from_numpy(index.ravel()).to(device),
+                torch.from_numpy(real.ravel()).to(device),
+                len(group),
+                width,
+            )
+        )
+        positions.append(index[real])
+    restore = torch.from_numpy(np.argsort(np.concatenate(positions))).to(device)
+    return groups, restore
+
+
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    packed_lengths: Sequence[int] | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention of each packed sequence on its own. ``query``/``key``/``value`` are
+    ``[1, heads, T, head_dim]`` with ``T = sum(packed_lengths)``; returns ``[1, T, heads,
+    head_dim]`` as transformers' attention functions do. Sequences of similar length are gathered
+    into the rows of one batch, right-padded, and go through torch SDPA with ``is_causal``: each
+    sequence is its own row, and a real token only ever sees earlier positions of its row, so
+    neither other sequences nor the padding behind it can reach it. Grouping by length keeps the
+    padded attention within ~25% of the exact cost with a handful of kernel calls per layer
+    instead of one per sequence."""
+    if packed_lengths is None or attention_mask is not None:
+        raise RuntimeError(
+            "packed attention needs the packed sequence lengths and no attention mask; "
+            "call modeling.packed_token_scores"
+        )
+    lengths = tuple(int(n) for n in packed_lengths)
+    if query.shape[0] != 1 or sum(lengths) != query.shape[2]:
+        raise RuntimeError(
+            f"packed lengths sum to {sum(lengths)} but the row is {tuple(query.shape)}"
+        )
+    groups, restore = _length_groups(lengths, query.device)
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    parts = []
+    for index, real, n, width in groups:
+        q, k, v = (
+            x[0].index_select(1, index).unflatten(1, (n, width)).transpose(0, 1)
+            for x in (query, key, value)
+        )
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
+        )  # [n, heads, width, head_dim]
+        parts.append(out.transpose(0, 1).flatten(1, 2)[:, real])
+    out = torch.cat(parts, 1).index_select(1, restore)  # [heads, T, head_dim], row order
+    return out.transpose(0, 1).unsqueeze(0).contiguous(), None
+
+
+def use_packed_attention(model) -> str:
+    """Route every attention layer of ``model`` through ``packed_attention``; returns the previous
+    implementation name. transformers looks the implementation up on each call (also in the
+    recomputation of activation checkpointing), so a training model keeps it for good."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = PACKED_ATTENTION
+    return previous
+
+
+@contextlib.contextmanager
+def packed_attention_mode(model):
+    """``use_packed_attention`` for the duration of a block (inference: nothing is recomputed
+    after it), then the model's own implementation again."""
+    previous = use_packed_attention(model)
+    try:
+        yield model
+    finally:
+        model.config._attn_implementation = previous
+
+
+def packed_token_scores(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """Per-token scores ``[1, T]`` of a packed row (``model`` in ``use_packed_attention``)."""
+    if model.config._attn_implementation != PACKED_ATTENTION:
+        raise RuntimeError(
+            "packed forward of a model not in packed attention (use_packed_attention)"
+        )
+    hidden = model.model(
+        input_ids=input_ids,
+        position_ids=packed_position_ids(lengths, input_ids.device),
+        use_cache=False,
+        packed_lengths=tuple(int(n) for n in lengths),
+    ).last_hidden_state
+    return model.score(hidden).squeeze(-1)
+
+
+def packed_rewards(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """Reward of each packed sequence: the score at its last token (the EOS)."""
+    ends = torch.tensor(lengths, device=input_ids.device).cumsum(0)
+    return packed_token_scores(model, input_ids, lengths)[0, ends - 1]
+
+
 def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """EasyLM pooling (spec section 4): the score at the last non-pad token, i.e. the EOS."""
     rows = torch.arange(scores.shape[0], device=scores.device)
@@ -61,13 +215,18 @@ class PairStats:
     margin: float
 
 
+def pair_losses(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(r_c - r_r) per pair, in fp32 (EasyLM margin_loss_forward, no margin term)."""
+    return -F.logsigmoid(r_chosen.float() - r_rejected.float())
+
+
 def bradley_terry_loss(
     r_chosen: torch.Tensor, r_rejected: torch.Tensor
 ) -> tuple[torch.Tensor, PairStats]:
-    """Mean of -log sigmoid(r_c - r_r) (EasyLM margin_loss_forward, no margin term). Accuracy uses
-    strict > (a tie counts as wrong), as EasyLM and RewardBench do."""
+    """Mean of ``pair_losses``. Accuracy uses strict > (a tie counts as wrong), as EasyLM and
+    RewardBench do."""
     diff = r_chosen.float() - r_rejected.float()
-    loss = -F.logsigmoid(diff).mean()
+    loss = pair_losses(r_chosen, r_rejected).mean()
     with torch.no_grad():
         c, r = r_chosen.float(), r_rejected.float()
         stats = PairStats(

@@ -5,7 +5,10 @@
 Parameters are counted on a meta-device ``LlamaForSequenceClassification`` of the real Llama 3
 shape (reproduction_spec.md section 1); tokens come from the prepared data when it exists; the
 ZeRO-3 model-state memory is DeepSpeed's own estimator; activations and GPU-hours use the formulas
-stated next to each function. The arithmetic lives in small pure functions (tests/unit/test_plan.py).
+stated next to each function. GPU-hours are given for packed micro batches (``rm.packing``, the
+default: compute on non-pad tokens only), for this trainer's padded micro batches and for EasyLM's
+rows padded to ``max_length``. The arithmetic lives in small pure functions
+(tests/unit/test_plan.py).
 """
 
 from __future__ import annotations
@@ -16,16 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ReproConfig
+from .plan_tokens import lockstep_tokens, prepared_lengths, training_tokens
 
 GIB = 2**30  # DeepSpeed's estimator prints GiB (labelled "GB"); we keep its unit and say so
-
-# No prepared data yet: UltraFeedback (argilla cleaned, ~60.9k pairs) averages roughly 950
-# non-pad Llama 3 tokens per pair (chosen + rejected, each with the shared prompt). Assumption,
-# not a measurement: HuggingFaceH4/ultrafeedback_binarized stores ~6.4 kB of text per row
-# (4 copies of the prompt + 3 responses), which at ~4.2 bytes per Llama 3 token gives prompts of
-# ~150 and responses of ~310 tokens: 2 x 150 + 2 x 310 + ~20 format tokens. `prepare-data`
-# replaces this with the exact count.
-UF_TOKENS_PER_PAIR_ASSUMED = 950
 
 # Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
 # eq. 1): one transformer layer stores s*b*h*(34 + 5*a*s/h) bytes of activations in 16-bit.
@@ -116,68 +112,6 @@ def meta_param_count(s: LlamaShape) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     return total, largest
-
-
-@dataclass(frozen=True)
-class Tokens:
-    pairs: int
-    nonpad: int  # chosen + rejected tokens over all epochs
-    padded: int  # EasyLM: every row padded to max_length
-    source: str
-
-
-def token_counts(
-    pairs: int, nonpad_per_epoch: int, max_length: int, epochs: int, source: str
-) -> Tokens:
-    return Tokens(
-        pairs=pairs,
-        nonpad=nonpad_per_epoch * epochs,
-        padded=2 * pairs * max_length * epochs,
-        source=source,
-    )
-
-
-def training_tokens(cfg: ReproConfig, run_dir: Path) -> Tokens:
-    """Exact from prepared train parquet; else the data report's means; else the UF assumption."""
-    from .paths import RunPaths
-
-    paths = RunPaths(run_dir)
-    d, epochs = cfg.data, cfg.rm.epochs
-    train = paths.prepared("train")
-    if train.is_file():
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(train, columns=["chosen_len", "rejected_len"])
-        n = sum(int(pa_sum(t.column(c))) for c in ("chosen_len", "rejected_len"))
-        return token_counts(t.num_rows, n, d.max_length, epochs, f"exact, {train}")
-    if paths.data_report.is_file():
-        from .io import read_json
-
-        rep = read_json(paths.data_report)
-        kept = int(rep["train"]["kept"])
-        lengths = rep["preference"]["token_lengths"]
-        mean = lengths["chosen"]["mean"] + lengths["rejected"]["mean"]
-        return token_counts(
-            kept,
-            round(kept * mean),
-            d.max_length,
-            epochs,
-            f"kept pairs x mean length, {paths.data_report}",
-        )
-    return token_counts(
-        d.expected_pairs,
-        d.expected_pairs * UF_TOKENS_PER_PAIR_ASSUMED,
-        d.max_length,
-        epochs,
-        f"ASSUMED: {d.expected_pairs} pairs (none filtered) x "
-        f"{UF_TOKENS_PER_PAIR_ASSUMED} tokens/pair (UltraFeedback estimate)",
-    )
-
-
-def pa_sum(column) -> int:
-    import pyarrow.compute as pc
-
-    return pc.sum(column).as_py() or 0
 
 
 def train_flops(params: int, tokens: int) -> float:
@@ -321,14 +255,6 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         return 0
     gpu_mem = res.gpu_mem_gb * GIB
     states = zero3_model_states(total, largest, gpn, nodes)
-    rows = 2 * r.micro_batch_pairs
-    act = activation_bytes(
-        shape.layers,
-        rows,
-        cfg.data.max_length,
-        shape.hidden,
-        checkpointing=r.activation_checkpointing,
-    )
     print(
         f"  hardware            {nodes} node(s) x {gpn} GPU(s) = {world} GPUs, "
         f"{res.gpu_mem_gb} GiB each, {args.gpu_tflops:g} dense bf16 TFLOPS, MFU {args.mfu:g}"
@@ -342,9 +268,39 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
             f"per node CPU {_gib(row.per_cpu_bytes):>12}"
         )
     ckpt = "with" if r.activation_checkpointing else "without"
+
+    def fits(act: Activations) -> str:
+        need = states[0].per_gpu_bytes + act.total
+        verdict = "FITS" if need <= gpu_mem else "DOES NOT FIT"
+        return f"{_gib(need)} per GPU (no offload) vs {res.gpu_mem_gb} GiB: {verdict}"
+
+    # Packed: one row per forward; attention runs per sequence (no row x row score matrix), so
+    # activations scale with the tokens of the row. A pair over the budget runs alone.
+    row = max(r.token_budget, 2 * cfg.data.max_length)
+    packed_act = activation_bytes(
+        shape.layers, 1, row, shape.hidden, checkpointing=r.activation_checkpointing
+    )
+    used = "this run" if r.packing else "rm.packing=true"
     print(
-        f"  activations         {_gib(act.total)} per GPU at micro batch {r.micro_batch_pairs} "
-        f"pairs ({rows} rows) x {cfg.data.max_length} tokens, {ckpt} checkpointing:"
+        f"  packed forwards     ({used}) at most rm.token_budget = {r.token_budget:,} tokens per "
+        f"GPU, a pair over it alone (up to 2 x {cfg.data.max_length:,}):"
+    )
+    print(
+        f"    activations       {_gib(packed_act.total)} (one row of {row:,} tokens, {ckpt} "
+        f"checkpointing); total {fits(packed_act)}"
+    )
+    rows = 2 * r.micro_batch_pairs
+    act = activation_bytes(
+        shape.layers,
+        rows,
+        cfg.data.max_length,
+        shape.hidden,
+        checkpointing=r.activation_checkpointing,
+    )
+    used = "rm.packing=false" if r.packing else "this run"
+    print(
+        f"  padded forwards     ({used}) micro batch {r.micro_batch_pairs} pairs ({rows} rows) x "
+        f"{cfg.data.max_length} tokens, {ckpt} checkpointing: activations {_gib(act.total)}"
     )
     if r.activation_checkpointing:
         print(
@@ -355,11 +311,8 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         f"    one layer         34 x {rows} x {cfg.data.max_length} x {shape.hidden} B = "
         f"{_gib(act.working)} (Korthikanti et al. 2022, no attention-score term)"
     )
-    need = states[0].per_gpu_bytes + act.total
-    fits = need <= gpu_mem
     print(
-        f"  per-GPU total       {_gib(need)} (no offload) vs {res.gpu_mem_gb} GiB: "
-        f"{'FITS' if fits else 'DOES NOT FIT'} (before CUDA context, comm buffers and "
+        f"    per-GPU total     {fits(act)} (before CUDA context, comm buffers and "
         "fragmentation, typically a few GiB)"
     )
     per_rank = r.total_batch_pairs // world if r.total_batch_pairs % world == 0 else None
@@ -372,19 +325,29 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         pairs_per_rank=per_rank,
     )
     print(
-        f"  largest micro batch that fits at {cfg.data.max_length} tokens"
+        f"    largest micro batch that fits at {cfg.data.max_length} tokens"
         f"{f' and divides {per_rank} pairs per GPU' if per_rank else ''}: {fit_pairs} pair(s)"
     )
-    hours = gpu_hours(flops, args.gpu_tflops, args.mfu)
-    hours_padded = gpu_hours(flops_padded, args.gpu_tflops, args.mfu)
-    print(
-        f"  GPU-hours           {hours:,.1f} at MFU {args.mfu:g} -> wall {hours / world:,.2f} h "
-        f"on {world} GPUs ({math.ceil(hours / world * 60):,} min)"
-    )
-    print(
-        f"  GPU-hours (padded)  {hours_padded:,.1f} -> wall {hours_padded / world:,.2f} h if "
-        "every row is padded to max_length as EasyLM did"
-    )
+
+    def hours_line(label: str, tokens: int, what: str) -> float:
+        hours = gpu_hours(train_flops(total, tokens), args.gpu_tflops, args.mfu)
+        print(
+            f"  {label:<19} {hours:,.1f} at MFU {args.mfu:g} -> wall {hours / world:,.2f} h on "
+            f"{world} GPUs ({math.ceil(hours / world * 60):,} min): {what}"
+        )
+        return hours
+
+    hours = hours_line("GPU-hours, packed", tokens.nonpad, "non-pad tokens, ranks balanced")
+    lengths = prepared_lengths(run_dir)
+    if lengths is not None and per_rank and per_rank % r.micro_batch_pairs == 0:
+        lock = lockstep_tokens(*lengths, r, world)
+        hours = hours_line(
+            "  in lockstep", lock.packed, "ranks wait for the largest packed micro batch (exact)"
+        )
+        hours_line(
+            "GPU-hours, padded", lock.padded, "rows padded to the longest of each micro batch"
+        )
+    hours_line("GPU-hours, EasyLM", tokens.padded, "every row padded to max_length as EasyLM did")
     if hours / world * 60 > res.runtime_min:
         print(
             f"  WARNING: wall time exceeds resources.train_rm.runtime_min ({res.runtime_min}); "

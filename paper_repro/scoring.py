@@ -1,10 +1,13 @@
 """Fast, batch-invariant reward scoring of token sequences.
 
-Sequences are sorted by length and packed into batches whose padded size (rows x longest row)
-stays under a token budget, so almost no compute goes to padding; rewards come back in the input
-order. A reward does not depend on its batch: ``modeling.rewards`` derives position ids from the
-attention mask and pools at the last real token (EasyLM, reproduction_spec.md section 4), so the
-padding side and the neighbours in a batch do not change the result (beyond float rounding).
+Packed (the default): sequences sorted by length, longest first, are concatenated into rows of at
+most ``token_budget`` tokens with no padding at all; attention stays inside each sequence and the
+reward is read at its last token (``modeling.packed_token_scores``). Padded (``packed=False``):
+length-sorted batches whose padded size (rows x longest row) stays under the budget, with at most
+5% padding. Either way rewards come back in the input order, and a reward does not depend on its
+batch: positions restart for each sequence (packed) or come from the attention mask (padded), and
+pooling is at the last real token (EasyLM, reproduction_spec.md section 4), so the neighbours in a
+batch and the padding side do not change the result (beyond float rounding).
 
 reward-bench's ``run_rm.py`` instead scores fixed-size batches in dataset order padded to the
 longest row (spec 8.3); ``bench/eval_rewardbench_throughput.py`` compares the two.
@@ -18,12 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .batching import pack_sequences
+
 
 @dataclass(frozen=True)
 class BatchPlan:
     batches: list[np.ndarray]  # indices into the input sequences, longest batch first
     real_tokens: int
-    padded_tokens: int  # sum over batches of rows x longest row
+    padded_tokens: int  # sum over batches of rows x longest row (packed: = real_tokens)
 
     @property
     def padding_fraction(self) -> float:
@@ -61,6 +66,34 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_padding: float =
     return BatchPlan(batches, int(lens.sum()), padded)
 
 
+def token_cuts(costs: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """``[start, end)`` chunks of ``costs`` in order, each at most ``budget`` in total; an item
+    over the budget gets a chunk of its own."""
+    cuts, start, total = [], 0, 0
+    for i, c in enumerate(costs.tolist()):
+        if i > start and total + c > budget:
+            cuts.append((start, i))
+            start, total = i, 0
+        total += c
+    if len(costs):
+        cuts.append((start, len(costs)))
+    return cuts
+
+
+def plan_packed(lengths: Sequence[int], token_budget: int) -> BatchPlan:
+    """Sequences longest first (ties by index), cut in that order into rows of at most
+    ``token_budget`` tokens; a sequence longer than the budget gets a row of its own."""
+    if token_budget <= 0:
+        raise ValueError(f"token_budget must be positive, got {token_budget}")
+    lens = np.asarray(lengths, dtype=np.int64)
+    if lens.size and lens.min() <= 0:
+        raise ValueError(f"sequence {int(np.argmin(lens))} is empty")
+    order = np.lexsort((np.arange(lens.size), -lens))
+    batches = [order[a:b] for a, b in token_cuts(lens[order], token_budget)]
+    real = int(lens.sum())
+    return BatchPlan(batches, real, real)
+
+
 @dataclass(frozen=True)
 class ScoringStats:
     sequences: int
@@ -70,6 +103,7 @@ class ScoringStats:
     padding_fraction: float
     token_budget: int
     seconds: float
+    packed: bool = True
 
     @property
     def sequences_per_s(self) -> float:
@@ -83,6 +117,7 @@ class ScoringStats:
             "padded_tokens": self.padded_tokens,
             "padding_fraction": self.padding_fraction,
             "token_budget": self.token_budget,
+            "packed": self.packed,
             "seconds": self.seconds,
             "pairs_per_s": self.sequences_per_s / 2,
         }
@@ -99,6 +134,7 @@ def score_sequences(
     *,
     pad_id: int,
     token_budget: int,
+    packed: bool = True,
     padding_side: str = "right",
     progress: bool = True,
     desc: str = "scoring",
@@ -107,13 +143,17 @@ def score_sequences(
 ) -> tuple[np.ndarray, ScoringStats]:
     """Reward of every sequence (float64 array in input order) and throughput statistics.
 
-    The model runs in whatever dtype it was loaded in; rewards are read out as float32 values."""
+    The model runs in whatever dtype it was loaded in; rewards are read out as float32 values.
+    ``padding_side`` applies to padded batches only."""
+    import contextlib
+
     import torch
 
-    from .modeling import pad_batch, rewards
+    from .modeling import packed_attention_mode, packed_rewards, pad_batch, rewards
     from .progress import progress as progress_bar
 
-    plan = plan_batches([len(s) for s in seqs], token_budget)
+    lengths = [len(s) for s in seqs]
+    plan = plan_packed(lengths, token_budget) if packed else plan_batches(lengths, token_budget)
     out = np.empty(len(seqs), dtype=np.float64)
     device = model_device(model)
     bar = progress_bar(
@@ -123,11 +163,16 @@ def score_sequences(
         unit_scale=unit_scale,
         disable=not progress,
     )
+    mode = packed_attention_mode(model) if packed else contextlib.nullcontext()
     start = time.perf_counter()
-    with torch.inference_mode(), bar:
+    with torch.inference_mode(), bar, mode:
         for batch in plan.batches:
-            ids, mask = pad_batch([list(seqs[i]) for i in batch], pad_id, side=padding_side)
-            r = rewards(model, ids.to(device), mask.to(device))
+            if packed:
+                ids, lens = pack_sequences([seqs[i] for i in batch])
+                r = packed_rewards(model, ids.to(device), lens)
+            else:
+                ids, mask = pad_batch([list(seqs[i]) for i in batch], pad_id, side=padding_side)
+                r = rewards(model, ids.to(device), mask.to(device))
             out[batch] = r.float().cpu().numpy()
             bar.update(len(batch))
     seconds = time.perf_counter() - start
@@ -139,6 +184,7 @@ def score_sequences(
         plan.padding_fraction,
         token_budget,
         seconds,
+        packed,
     )
     return out, stats
 
@@ -150,6 +196,7 @@ def score_pairs(
     *,
     pad_id: int,
     token_budget: int,
+    packed: bool = True,
     padding_side: str = "right",
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, ScoringStats]:
@@ -162,6 +209,7 @@ def score_pairs(
         list(chosen) + list(rejected),
         pad_id=pad_id,
         token_budget=token_budget,
+        packed=packed,
         padding_side=padding_side,
         progress=progress,
         desc="rewardbench",

@@ -141,6 +141,13 @@ class RMTrainConfig:
     checkpoint_every: int = 10  # updates between preemption checkpoints
     eval_every: int = 0  # held-out accuracy every N updates (0: only after the last update)
     length_grouped: bool = False  # speed option; default keeps EasyLM's plain shuffled order
+    # Packed micro batches: the same pairs per update, concatenated without padding into forwards
+    # of at most token_budget tokens per rank (batching.py). false: padded micro batches of
+    # micro_batch_pairs pairs (EasyLM's layout, kept for comparison).
+    packing: bool = True
+    # Tokens per packed forward per rank. 16384 = 2 pairs x 2 sides x 4096: the worst case of the
+    # 70B preset's padded micro batch, so packing never needs more activation memory.
+    token_budget: int = 16384
     head_init_std: float = 0.02
 
 
@@ -149,7 +156,7 @@ class EvalConfig:
     input_mode: Literal["training-format", "tokenizer-template"] = "training-format"
     template_max_length: int = 2048  # run_rm.py left-truncation length (tokenizer-template mode)
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
-    token_budget: int = 16384  # padded tokens per scoring batch
+    token_budget: int = 16384  # tokens per scoring forward (packed row; padded: rows x longest)
     bootstrap_samples: int = 1000
     bootstrap_seed: int = 0
 
@@ -250,8 +257,8 @@ class ResourcesConfig:
 @dataclass
 class ExportConfig:
     # Held-out pairs scored by both the in-training fp32 model and the exported folder after the
-    # export (paper_repro/stages/export_rm.py). Each pair costs three 2-sequence forwards; lower
-    # it for a 70B export on CPU.
+    # export (paper_repro/stages/export_rm.py). Each pair costs four 2-sequence forwards (six for
+    # a bf16 export); lower it for a 70B export on CPU.
     verify_pairs: int = 64
 
 

@@ -88,6 +88,7 @@ NUMERIC_RANGES: dict[str, Range] = {
     "rm.epochs": COUNT,
     "rm.total_batch_pairs": COUNT,
     "rm.micro_batch_pairs": COUNT,
+    "rm.token_budget": COUNT,
     "rm.grad_clip": POSITIVE,
     "rm.seed": NON_NEGATIVE,
     "rm.zero_stage": ZERO_STAGE,

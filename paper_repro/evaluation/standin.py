@@ -38,15 +38,9 @@ def build_standin(cfg: ReproConfig, paths: RunPaths) -> Path:
     model = load_reward_model_from_base(
         paths.base_model, pad_token_id=pad, init_std=rm.head_init_std, seed=seed
     )
-    plan = BatchPlan(
-        len(train),
-        total_batch=rm.total_batch_pairs,
-        micro_batch=rm.micro_batch_pairs,
-        epochs=rm.epochs,
-        seed=seed,
-    )
+    plan = BatchPlan.from_config(rm, train)
     backend = TorchBackend(
-        model, rm, accumulation=plan.accumulation, compute_dtype=cfg.model.dtype, device="cpu"
+        model, rm, packed=rm.packing, compute_dtype=cfg.model.dtype, device="cpu"
     )
     result = Trainer(backend, train, plan, LRSchedule.from_config(rm, len(train)), pad).fit()
     print(

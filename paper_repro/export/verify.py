@@ -58,26 +58,34 @@ def score_pairs(
     pad_token_id: int,
     micro_pairs: int,
     *,
-    hf_pooling: bool = False,
+    layout: str = "packed",
     desc: str = "score",
 ):
-    """Rewards [n_pairs] for chosen and rejected, in the training layout ([chosen; rejected] in
-    one right-padded forward per micro batch). ``hf_pooling`` reads ``model(...).logits`` (the HF
-    class's own pad-id pooling) instead of our attention-mask pooling."""
+    """Rewards [n_pairs] for chosen and rejected, ``micro_pairs`` pairs per forward in the
+    training layout ``[chosen; rejected]``. ``layout``: "packed" (one row without padding,
+    ``modeling.packed_rewards``, as training runs), "padded" (right-padded rows, attention-mask
+    pooling) or "hf" (right-padded rows through ``model(...).logits``, the HF class's own pad-id
+    pooling, as users run the exported folder)."""
     import torch
 
-    from ..modeling import pad_batch, rewards
+    from ..batching import pack_sequences
+    from ..modeling import packed_attention_mode, packed_rewards, pad_batch, rewards
 
     out_c, out_r = [], []
     n = len(batch.chosen)
     with torch.no_grad():
         for i in progress(range(0, n, micro_pairs), desc=desc, unit="batch", leave=False):
             c, r = batch.chosen[i : i + micro_pairs], batch.rejected[i : i + micro_pairs]
-            ids, mask = pad_batch(c + r, pad_token_id, side="right")
-            if hf_pooling:
-                scores = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, 0]
+            if layout == "packed":
+                with packed_attention_mode(model):
+                    scores = packed_rewards(model, *pack_sequences(c + r))
             else:
-                scores = rewards(model, ids, mask)
+                ids, mask = pad_batch(c + r, pad_token_id, side="right")
+                if layout == "hf":
+                    scores = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                    scores = scores[:, 0]
+                else:
+                    scores = rewards(model, ids, mask)
             scores = scores.float()
             out_c.append(scores[: len(c)])
             out_r.append(scores[len(c) :])
@@ -283,7 +291,8 @@ def verify_folder(
     checks += _weight_checks(model, exp.trained_state, dtype)
 
     exp_c, exp_r = score_pairs(model, batch, pad, micro_pairs, desc="exported")
-    hf_c, hf_r = score_pairs(model, batch, pad, micro_pairs, hf_pooling=True, desc="hf pooling")
+    padded = torch.cat(score_pairs(model, batch, pad, micro_pairs, layout="padded", desc="padded"))
+    hf = torch.cat(score_pairs(model, batch, pad, micro_pairs, layout="hf", desc="hf pooling"))
     ref_c, ref_r = exp.ref
     ref_all, exp_all = torch.cat([ref_c, ref_r]), torch.cat([exp_c, exp_r])
     scale = max(1.0, float(ref_all.abs().max()))
@@ -292,7 +301,8 @@ def verify_folder(
     else:
         tol, pool_tol = BF16_REWARD_RTOL * scale, bf16_ulp(scale)
     reward_diff = _max_abs(exp_all, ref_all)
-    pool_diff = _max_abs(torch.cat([hf_c, hf_r]), exp_all)
+    pool_diff = _max_abs(hf, padded)
+    packing_diff = _max_abs(padded, exp_all)
     checks += [
         Check(
             "rewards_match_training",
@@ -306,7 +316,14 @@ def verify_folder(
             pool_diff <= pool_tol,
             pool_diff,
             pool_tol,
-            "model(ids, mask).logits with right padding vs attention-mask pooling",
+            "model(ids, mask).logits vs attention-mask pooling, both right-padded",
+        ),
+        Check(
+            "packed_matches_padded",
+            packing_diff <= tol,
+            packing_diff,
+            tol,
+            "packed forward (training, scoring) vs right-padded rows",
         ),
     ]
     numbers = {
@@ -318,6 +335,7 @@ def verify_folder(
         "reward_tolerance": tol,
         "reward_scale": scale,
         "hf_pooling_max_abs_diff": pool_diff,
+        "packed_vs_padded_max_abs_diff": packing_diff,
         "accuracy_training_model": _accuracy(ref_c, ref_r),
         "accuracy_exported": _accuracy(exp_c, exp_r),
         "preference_agreement": float(((exp_c > exp_r) == (ref_c > ref_r)).float().mean()),

@@ -226,7 +226,8 @@ def hyperparameter_table(
     for label, key in (
         ("optimizer updates", "updates"),
         ("warmup updates", "warmup_updates"),
-        ("gradient accumulation", "accumulation_steps"),
+        ("gradient accumulation (padded)", "accumulation_steps"),
+        ("tokens per packed forward (max)", "token_budget"),
         ("world size (ranks)", "world_size"),
         ("pairs kept for training", "kept_pairs"),
     ):

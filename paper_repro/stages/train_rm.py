@@ -57,7 +57,7 @@ def _log(rank: int, msg: str) -> None:
         print(f"[train_rm] {msg}", file=sys.stderr, flush=True)
 
 
-def build_backend(cfg: ReproConfig, paths: RunPaths, accumulation_for_world):
+def build_backend(cfg: ReproConfig, paths: RunPaths):
     """The configured backend with the reward model loaded from the SFT base."""
     from ..modeling import load_reward_model_from_base
 
@@ -83,15 +83,12 @@ def build_backend(cfg: ReproConfig, paths: RunPaths, accumulation_for_world):
                 "use rm.backend=deepspeed for several ranks"
             )
         # fp32 master weights; bf16 (model.dtype) is a compute dtype under autocast
-        return TorchBackend(
-            load("float32"),
-            rm,
-            accumulation=accumulation_for_world(1),
-            compute_dtype=cfg.model.dtype,
-        )
+        return TorchBackend(load("float32"), rm, packed=rm.packing, compute_dtype=cfg.model.dtype)
     from ..backends import DeepSpeedBackend
 
-    return DeepSpeedBackend(lambda: load(cfg.model.dtype), rm, compute_dtype=cfg.model.dtype)
+    return DeepSpeedBackend(
+        lambda: load(cfg.model.dtype), rm, packed=rm.packing, compute_dtype=cfg.model.dtype
+    )
 
 
 def save_state_dict(path, state) -> None:
@@ -117,7 +114,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 
 
 def _run(cfg: ReproConfig, paths: RunPaths) -> int:
-    from ..batching import BatchPlan, pair_lengths
+    from ..batching import BatchPlan
     from ..data import check_fingerprint, load_pairs
     from ..integrity import verify_inputs
     from ..schedule import LRSchedule
@@ -137,43 +134,44 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     heldout = load_pairs(heldout_path) if heldout_path.is_file() else None
     heldout = heldout if heldout is not None and len(heldout) else None
 
-    def accumulation(world: int) -> int:
-        if rm.total_batch_pairs % (rm.micro_batch_pairs * world):
-            raise TrainSetupError(
-                f"rm.total_batch_pairs {rm.total_batch_pairs} is not divisible by "
-                f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})"
-            )
-        return rm.total_batch_pairs // (rm.micro_batch_pairs * world)
-
     if len(train) < rm.total_batch_pairs:
         raise TrainSetupError(
             f"{paths.prepared('train')}: {len(train)} pairs, fewer than one update "
             f"of rm.total_batch_pairs={rm.total_batch_pairs}"
         )
-    backend = build_backend(cfg, paths, accumulation)
+    backend = build_backend(cfg, paths)
     rank, world = backend.rank, backend.world_size
-    plan = BatchPlan(
-        len(train),
-        total_batch=rm.total_batch_pairs,
-        micro_batch=rm.micro_batch_pairs,
-        world_size=world,
-        epochs=rm.epochs,
-        seed=rm.seed,
-        order=rm.data_order,
-        length_grouped=rm.length_grouped,
-        lengths=pair_lengths(train) if rm.length_grouped else None,
-    )
+    if rm.total_batch_pairs % (rm.micro_batch_pairs * world):
+        raise TrainSetupError(
+            f"rm.total_batch_pairs {rm.total_batch_pairs} is not divisible by "
+            f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})"
+        )
+    plan = BatchPlan.from_config(rm, train, world)
+    # padded: fixed micro batches per rank and update; packed: their number follows the tokens
+    # of each update (the metrics' micro_batches)
+    accumulation = None if rm.packing else plan.accumulation
     schedule = LRSchedule.from_config(rm, len(train))
     identity = stage_identity(cfg, paths, STAGE)
     _log(
         rank,
         f"{backend.name} backend, world size {world}, {len(train)} pairs -> "
-        f"{plan.num_updates} updates ({schedule.warmup} warmup), accumulation "
-        f"{plan.accumulation} x micro {rm.micro_batch_pairs} pairs; identity {identity.digest}",
+        f"{plan.num_updates} updates ({schedule.warmup} warmup), "
+        + (
+            f"packed micro batches of <= {rm.token_budget} tokens"
+            if rm.packing
+            else f"accumulation {accumulation} x micro {rm.micro_batch_pairs} pairs"
+        )
+        + f"; identity {identity.digest}",
     )
 
     def heldout_accuracy() -> float:
-        return evaluate_accuracy(backend, heldout, cfg.data.pad_token_id, rm.micro_batch_pairs)
+        return evaluate_accuracy(
+            backend,
+            heldout,
+            cfg.data.pad_token_id,
+            rm.micro_batch_pairs,
+            token_budget=plan.token_budget,
+        )
 
     metrics = MetricsLog(paths.train_metrics, enabled=rank == 0)
     store = CheckpointStore(paths.checkpoints(STAGE), backend, identity)
@@ -196,13 +194,8 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
     try:
         start = trainer.resume()  # before MLflow: a resumed attempt continues its own run
         with stage_run(cfg, paths, STAGE, resume=start > 0) as tr:
-            tr.set_tags(
-                {
-                    "world_size": world,
-                    "backend": backend.name,
-                    "accumulation_steps": plan.accumulation,
-                }
-            )
+            tags = {"world_size": world, "backend": backend.name, "packing": rm.packing}
+            tr.set_tags(tags | ({} if rm.packing else {"accumulation_steps": accumulation}))
             if backend.name == "deepspeed" and rank == 0:
                 ds_path = paths.stage_dir(STAGE) / "deepspeed_config.json"
                 write_json(ds_path, backend.config)
@@ -239,7 +232,7 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                 summary = {
                     "updates": plan.num_updates,
                     "warmup_updates": schedule.warmup,
-                    "accumulation_steps": plan.accumulation,
+                    "accumulation_steps": accumulation,
                     "world_size": world,
                     "backend": backend.name,
                     "zero_stage": rm.zero_stage if backend.name != "torch" else None,
@@ -247,6 +240,8 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                     "total_batch_pairs": rm.total_batch_pairs,
                     "micro_batch_pairs": rm.micro_batch_pairs,
                     "length_grouped": rm.length_grouped,
+                    "packing": rm.packing,
+                    "token_budget": rm.token_budget if rm.packing else None,
                     "final_loss": final.loss if final else None,
                     "final_accuracy": final.accuracy if final else None,
                     "heldout_accuracy": heldout_acc,

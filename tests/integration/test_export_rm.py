@@ -54,6 +54,7 @@ def make_run(root: Path, tiny_run: RunPaths, state: dict) -> RunPaths:
     paths.train_summary.write_text(
         json.dumps({"updates": 150, "final": {"loss": 0.2468, "accuracy": 0.9375}})
     )
+    remanifest(paths, "train_rm", all_files=True)  # what train_rm writes when it ends
     return paths
 
 

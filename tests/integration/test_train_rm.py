@@ -88,7 +88,7 @@ def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp
     assert train_rm.run(cfg, paths) == 0
     summary = json.loads(paths.train_summary.read_text())
     counts = (summary["updates"], summary["warmup_updates"], summary["accumulation_steps"])
-    assert counts == (20, 1, 2)
+    assert counts == (20, 1, None)  # packed: forwards per update in the metrics
     assert (summary["kept_pairs"], summary["world_size"], summary["backend"]) == (320, 1, "torch")
     assert summary["resumed_from_update"] is None and summary["heldout_pairs"] == 64
     assert 0.0 <= summary["heldout_accuracy"] <= 1.0 and summary["wall_s"] > 0
@@ -100,7 +100,8 @@ def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp
     assert summary["final_loss"] == lines[-1]["loss"]
     for key in ("tokens_per_s", "pairs_per_s", "grad_norm", "margin", "reward_chosen_std"):
         assert lines[-1][key] > 0
-    assert 0 < lines[-1]["padding_fraction"] < 1
+    assert summary["packing"] and summary["token_budget"] == tiny_cfg.rm.token_budget
+    assert all(m["padding_fraction"] == 0.0 and m["micro_batches"] == 1 for m in lines)
     # held-out accuracy every 10 updates (the last one is the summary's)
     assert [m["update"] for m in lines if m["heldout_accuracy"] is not None] == [9]
     assert 0.0 <= lines[9]["heldout_accuracy"] <= 1.0
@@ -148,17 +149,17 @@ def short_training(tiny_run, tiny_cfg):
     """Train 30 updates (first 960 pairs, one epoch) with a given pooling / pair order and return
     held-out accuracy read with the same pooling."""
     from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan
+    from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.data import PairData, load_pairs
-    from paper_repro.engine import Trainer, evaluate_accuracy
-    from paper_repro.modeling import load_reward_model_from_base, pool_last
+    from paper_repro.engine import Trainer, evaluate_accuracy, read_last
+    from paper_repro.modeling import load_reward_model_from_base
     from paper_repro.schedule import LRSchedule
 
     rm = replace(tiny_cfg.rm, epochs=1)
     full = load_pairs(tiny_run.prepared("train"))
     heldout = load_pairs(tiny_run.prepared("heldout"))
 
-    def train(pool=pool_last, swap=False) -> float:
+    def train(pool=read_last, swap=False) -> float:
         n = 960
         train = PairData(full.chosen[:n], full.rejected[:n], full.row[:n])
         if swap:
@@ -169,8 +170,16 @@ def short_training(tiny_run, tiny_cfg):
             init_std=rm.head_init_std,
             seed=rm.seed,
         )
-        backend = TorchBackend(model, rm, accumulation=2, device="cpu")
-        plan = BatchPlan(n, total_batch=32, micro_batch=16, seed=rm.seed)
+        backend = TorchBackend(model, rm, packed=True, device="cpu")
+        budget = 1000  # several packed micro batches per update
+        plan = BatchPlan(
+            n,
+            total_batch=32,
+            micro_batch=16,
+            seed=rm.seed,
+            token_budget=budget,
+            tokens=pair_tokens(train),
+        )
         Trainer(
             backend,
             train,
@@ -180,7 +189,9 @@ def short_training(tiny_run, tiny_cfg):
             pool=pool,
             progress=False,
         ).fit()
-        return evaluate_accuracy(backend, heldout, tiny_cfg.data.pad_token_id, 16, pool=pool)
+        return evaluate_accuracy(
+            backend, heldout, tiny_cfg.data.pad_token_id, 16, pool=pool, token_budget=budget
+        )
 
     return train
 
@@ -191,7 +202,7 @@ def test_correct_trainer_passes_the_bar_on_the_short_budget(short_training):
 
 def test_reward_read_at_bos_does_not_learn(short_training):
     # BOS only sees itself (causal attention): every pair ties, and ties count as wrong
-    assert short_training(pool=lambda scores, mask: scores[:, 0]) < 0.9
+    assert short_training(pool=lambda scores, batch: scores[batch.first]) < 0.9
 
 
 def test_swapped_chosen_and_rejected_does_not_pass(short_training):
@@ -207,7 +218,7 @@ def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_run, tiny_cfg
     import torch
 
     from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan
+    from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.data import load_pairs
     from paper_repro.engine import CheckpointStore, NonFiniteError, Trainer
     from paper_repro.identity import stage_identity
@@ -219,8 +230,16 @@ def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_run, tiny_cfg
     model = load_reward_model_from_base(
         tiny_run.base_model, pad_token_id=pad, init_std=0.02, seed=42
     )
-    backend = TorchBackend(model, rm, accumulation=2, device="cpu")
-    plan = BatchPlan(len(train), total_batch=32, micro_batch=16, epochs=2, seed=42)
+    backend = TorchBackend(model, rm, packed=True, device="cpu")
+    plan = BatchPlan(
+        len(train),
+        total_batch=32,
+        micro_batch=16,
+        epochs=2,
+        seed=42,
+        token_budget=rm.token_budget,
+        tokens=pair_tokens(train),
+    )
     identity = stage_identity(tiny_cfg, tiny_run, "train_rm")
     store = CheckpointStore(tmp_path / "ckpt", backend, identity)
 
@@ -276,7 +295,7 @@ def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path, 
     random update and rerun. 20 updates (320 pairs x 2 epochs), checkpoints every 3 updates."""
     import torch
 
-    args = ["rm.checkpoint_every=3"]
+    args = ["rm.checkpoint_every=3", "rm.token_budget=1000"]  # ~3 packed forwards per update
     ref = clone_run(tiny_run, tmp_path / "ref", n_train=320, n_heldout=64)
     cut = clone_run(tiny_run, tmp_path / "cut", n_train=320, n_heldout=64)
     code, out = finish(cli([*args, "--run-dir", str(ref.root)]))
@@ -326,6 +345,7 @@ def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path, 
 DS_ARGS = [
     "rm.total_batch_pairs=16",
     "rm.micro_batch_pairs=4",
+    "rm.token_budget=300",  # packed: ~3 forwards per rank and update, counts differ before balancing
     "rm.epochs=1",
     "rm.checkpoint_every=2",
 ]
@@ -351,30 +371,41 @@ def ds_env(tmp_path_factory):
     return {"TORCH_EXTENSIONS_DIR": str(cache)}
 
 
-@pytest.fixture(scope="module")
-def ds_reference(tiny_run, tmp_path_factory, ds_env):
+def ds_run(tiny_run, root: Path, env: dict, extra: list[str]):
     """An uninterrupted ZeRO-3 run on 2 CPU ranks (gloo)."""
-    paths = clone_run(tiny_run, tmp_path_factory.mktemp("ds_ref"), n_train=DS_TRAIN, n_heldout=32)
-    code, out = finish(cli([*ds_args(2), "--run-dir", str(paths.root)], ds_env, launcher=TORCHRUN))
+    paths = clone_run(tiny_run, root, n_train=DS_TRAIN, n_heldout=32)
+    cmd = [*ds_args(2), *extra, "--run-dir", str(paths.root)]
+    code, out = finish(cli(cmd, env, launcher=TORCHRUN))
     assert code == 0, out
     return paths
 
 
+@pytest.fixture(scope="module")
+def ds_reference(tiny_run, tmp_path_factory, ds_env):
+    return ds_run(tiny_run, tmp_path_factory.mktemp("ds_ref"), ds_env, [])
+
+
 @pytest.mark.slow
-def test_zero3_two_ranks_matches_plain_torch(tiny_run, tmp_path, ds_reference):
-    """Same data, same 16-pair updates: torch accumulates 4 micro batches in one process, ZeRO-3
-    2 x 2 across ranks. fp32 on CPU; only the summation order differs."""
+@pytest.mark.parametrize("packing", [True, False])
+def test_zero3_two_ranks_matches_plain_torch(tiny_run, tmp_path, ds_reference, ds_env, packing):
+    """Same data, same 16-pair updates: torch runs all micro batches in one process, ZeRO-3 splits
+    them over 2 ranks (packed: cut by 300 tokens, as many forwards on both ranks; padded: 2 x 2
+    micro batches of 4 pairs). fp32 on CPU; only the summation order differs."""
+    extra = [] if packing else ["rm.packing=false"]
+    ds = ds_reference if packing else ds_run(tiny_run, tmp_path / "ds", ds_env, extra)
     paths = clone_run(tiny_run, tmp_path / "torch", n_train=DS_TRAIN, n_heldout=32)
-    code, out = finish(cli([*DS_ARGS, "rm.backend=torch", "--run-dir", str(paths.root)]))
+    code, out = finish(cli([*DS_ARGS, *extra, "rm.backend=torch", "--run-dir", str(paths.root)]))
     assert code == 0, out
-    ds_sum = json.loads(ds_reference.train_summary.read_text())
-    assert (ds_sum["world_size"], ds_sum["accumulation_steps"], ds_sum["updates"]) == (2, 2, 6)
-    a, b = load_state(paths.trained_state), load_state(ds_reference.trained_state)
+    ds_sum = json.loads(ds.train_summary.read_text())
+    assert (ds_sum["world_size"], ds_sum["updates"], ds_sum["packing"]) == (2, 6, packing)
+    forwards = {m["micro_batches"] for m in metric_lines(ds)}  # per rank and update
+    assert max(forwards) >= 2 if packing else forwards == {2}, forwards
+    a, b = load_state(paths.trained_state), load_state(ds.trained_state)
     assert a.keys() == b.keys()
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     print(f"ZeRO-3 x2 vs torch: max abs weight diff {diff:.3e}")
     assert diff < 1e-5
-    ta, tb = metric_lines(paths), metric_lines(ds_reference)
+    ta, tb = metric_lines(paths), metric_lines(ds)
     assert [m["loss"] for m in ta] == pytest.approx([m["loss"] for m in tb], rel=1e-4, abs=1e-6)
 
 

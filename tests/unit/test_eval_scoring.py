@@ -1,12 +1,12 @@
-"""Length-sorted scoring under a token budget: the plan, dataset order, and invariance of rewards
-to batch size and padding side (peer_pitfalls.md: reward-bench#137; failure modes 7 and 8)."""
+"""Length-sorted scoring under a token budget, packed and padded: the plans, dataset order, and
+invariance of rewards to batch size, packing and padding side (reward-bench#137)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from paper_repro.scoring import plan_batches, score_pairs, score_sequences
+from paper_repro.scoring import plan_batches, plan_packed, score_pairs, score_sequences
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,21 @@ def test_plan_is_deterministic_and_isolates_overlong_sequences():
         plan_batches([3, 0], 10)
 
 
+def test_packed_plan_fills_rows_longest_first_without_padding():
+    rng = np.random.default_rng(2)
+    lengths = np.clip(rng.lognormal(5.5, 0.8, size=3000).astype(int), 8, 4096)
+    plan = plan_packed(lengths, 16384)
+    flat = np.concatenate(plan.batches)
+    assert sorted(flat.tolist()) == list(range(lengths.size))
+    assert np.all(np.diff(lengths[flat]) <= 0)  # longest first: an out-of-memory shows at once
+    assert all(lengths[b].sum() <= 16384 for b in plan.batches)
+    assert plan.padded_tokens == plan.real_tokens == lengths.sum()
+    assert plan.padding_fraction == 0.0
+    assert len(plan.batches) <= lengths.sum() / 16384 + 2  # rows are nearly full
+    over = plan_packed([5, 30, 5], token_budget=12)
+    assert [b.tolist() for b in over.batches] == [[1], [0, 2]]  # over the budget: a row alone
+
+
 def test_rewards_invariant_to_batch_size_and_padding_side(tiny_rm, fixture_pairs):
     model, tok = tiny_rm
     # Every third pair (64 pairs from all 23 subsets), both sides: 128 sequences of mixed lengths.
@@ -104,8 +119,11 @@ def test_rewards_invariant_to_batch_size_and_padding_side(tiny_rm, fixture_pairs
             got = _fixed_batches(model, seqs, pad, batch_size, side)
             worst[batch_size, side] = float(np.abs(got - reference).max())
     for budget in (64, 1000, 8192):
-        got, _ = score_sequences(model, seqs, pad_id=pad, token_budget=budget, progress=False)
-        worst["budget", budget] = float(np.abs(got - reference).max())
+        for packed in (True, False):
+            got, _ = score_sequences(
+                model, seqs, pad_id=pad, token_budget=budget, packed=packed, progress=False
+            )
+            worst["budget", budget, packed] = float(np.abs(got - reference).max())
     print("max |reward - unpadded reward|:", worst)
     assert max(worst.values()) < 1e-5, worst
 
@@ -122,3 +140,30 @@ def test_score_pairs_returns_dataset_order(tiny_rm, fixture_pairs):
     assert stats.sequences == 2 * len(chosen)
     assert stats.batches > 1 and stats.padded_tokens <= stats.batches * 512
     assert stats.real_tokens == sum(map(len, chosen + rejected))
+
+
+def test_packed_scoring_keeps_every_pair_ranking_and_the_accuracy(tiny_rm, fixture_pairs):
+    """All fixture pairs, packed (the default) vs today's padded scorer: the same rewards to
+    1e-5, the same winner for every pair, hence the same accuracy."""
+    model, tok = tiny_rm
+    chosen, rejected = fixture_pairs
+    packed = score_pairs(
+        model, chosen, rejected, pad_id=tok.pad_token_id, token_budget=4096, progress=False
+    )
+    padded = score_pairs(
+        model,
+        chosen,
+        rejected,
+        pad_id=tok.pad_token_id,
+        token_budget=4096,
+        packed=False,
+        progress=False,
+    )
+    assert packed[2].packed and packed[2].padding_fraction == 0.0
+    assert not padded[2].packed and padded[2].padding_fraction > 0.0
+    assert max(np.abs(packed[i] - padded[i]).max() for i in (0, 1)) < 1e-5
+    wins_packed, wins_padded = packed[0] > packed[1], padded[0] > padded[1]
+    assert 0.2 < wins_packed.mean() < 0.8  # a random head: both outcomes occur
+    assert np.array_equal(wins_packed, wins_padded)
+    margins = np.abs(padded[0] - padded[1])
+    print(f"{len(chosen)} pairs, smallest |margin| {margins.min():.2e}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 
-from paper_repro import plan
+from paper_repro import plan, plan_tokens
 from paper_repro.config import load_config
 
 # Hand-computed Llama 3 70B reward model (spec section 1 shape, score head instead of lm_head):
@@ -43,7 +45,9 @@ def test_flops_and_gpu_hours():
 
 
 def test_token_counts():
-    t = plan.token_counts(pairs=10, nonpad_per_epoch=1234, max_length=100, epochs=2, source="x")
+    t = plan_tokens.token_counts(
+        pairs=10, nonpad_per_epoch=1234, max_length=100, epochs=2, source="x"
+    )
     assert (t.nonpad, t.padded) == (2468, 2 * 10 * 100 * 2)
 
 
@@ -84,8 +88,8 @@ def _write_pairs(path, lens):
 
 def test_training_tokens_sources(tmp_path):
     cfg = load_config("llama3-70b-uf")
-    assumed = plan.training_tokens(cfg, tmp_path)
-    assert assumed.nonpad == 60917 * plan.UF_TOKENS_PER_PAIR_ASSUMED
+    assumed = plan_tokens.training_tokens(cfg, tmp_path)
+    assert assumed.nonpad == 60917 * plan_tokens.UF_TOKENS_PER_PAIR_ASSUMED
     assert assumed.source.startswith("ASSUMED")
 
     report = {
@@ -94,11 +98,11 @@ def test_training_tokens_sources(tmp_path):
     }
     (tmp_path / "prepare_data").mkdir()
     (tmp_path / "prepare_data" / "data_report.json").write_text(json.dumps(report))
-    from_report = plan.training_tokens(cfg, tmp_path)
+    from_report = plan_tokens.training_tokens(cfg, tmp_path)
     assert (from_report.pairs, from_report.nonpad) == (100, 55050)
 
     _write_pairs(tmp_path / "prepare_data" / "train.parquet", [(10, 20), (30, 5)])
-    exact = plan.training_tokens(cfg, tmp_path)
+    exact = plan_tokens.training_tokens(cfg, tmp_path)
     assert (exact.pairs, exact.nonpad, exact.padded) == (2, 65, 2 * 2 * 4096)
     assert exact.source.startswith("exact")
 
@@ -127,3 +131,29 @@ def test_cli_prints_the_70b_plan(tmp_path, capsys):
     # 6 x 69,503,041,536 x (60917 x 950) with no prepared data
     assert f"{6 * P70 * 60917 * 950:.3e}" in out
     assert ("FITS" in out) or ("DOES NOT FIT" in out)
+
+
+def test_lockstep_tokens_hand_values():
+    # 8 equal pairs (10 + 6 tokens), 2 ranks, 4 pairs per update, micro batch 1 pair: each rank
+    # holds 2 pairs (32 tokens) per update; a 20-token budget cuts them into 2 forwards of 16.
+    rm = load_config("tiny").rm
+    rm.total_batch_pairs, rm.micro_batch_pairs, rm.token_budget, rm.epochs = 4, 1, 20, 1
+    chosen, rejected = np.full(8, 10), np.full(8, 6)
+    lock = plan_tokens.lockstep_tokens(chosen, rejected, rm, world=2)
+    assert lock.packed == 2 * (2 * 16) * 2  # updates x (steps x 16 tokens) x world
+    assert lock.padded == 2 * (2 * 2 * 10) * 2  # updates x (steps x 2 rows x 10) x world
+
+
+def test_cli_prints_packed_and_padded_hours_from_prepared_data(tmp_path, capsys):
+    from paper_repro.cli import main
+
+    rng = np.random.default_rng(0)
+    lens = rng.lognormal(np.log(450), 0.6, size=(1024, 2)).clip(20, 4096).astype(int)
+    _write_pairs(tmp_path / "prepare_data" / "train.parquet", [tuple(x) for x in lens])
+    args = ["plan", "llama3-70b-uf", "--nodes", "4", "--gpus-per-node", "8"]
+    assert main([*args, "--run-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\s+(GPU-hours, \w+|in lockstep)\s+([\d,.]+) at MFU", out, re.M)
+    hours = {label.split()[-1]: float(value.replace(",", "")) for label, value in rows}
+    assert "rm.token_budget = 16,384 tokens" in out
+    assert hours["packed"] <= hours["lockstep"] < hours["padded"] < hours["EasyLM"], hours

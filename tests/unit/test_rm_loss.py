@@ -9,7 +9,8 @@ import torch
 from paper_repro.backends import TorchBackend, clip_by_global_norm, weight_decay_groups
 from paper_repro.batching import collate_pairs
 from paper_repro.config import RMTrainConfig
-from paper_repro.modeling import bradley_terry_loss, pool_last
+from paper_repro.engine import read_last
+from paper_repro.modeling import bradley_terry_loss, pair_losses, pool_last
 
 PAD = 31
 
@@ -71,11 +72,9 @@ def test_weight_decay_mask_excludes_embeddings_and_norms(tiny_model_factory):
 def test_reward_matches_hf_pooling_at_eos(tiny_model_factory):
     """Our mask pooling agrees with transformers' own rightmost-non-pad rule on right padding."""
     model = tiny_model_factory()
-    backend = TorchBackend(
-        model, RMTrainConfig(activation_checkpointing=False), accumulation=1, device="cpu"
-    )
+    backend = TorchBackend(model, RMTrainConfig(activation_checkpointing=False), device="cpu")
     batch = collate_pairs([[1, 5, 6, 2], [1, 7, 2]], [[1, 8, 2], [1, 9, 10, 11, 2]], PAD)
-    ours = pool_last(backend.scores(batch), batch.attention_mask)
+    ours = read_last(backend.scores(batch), batch)
     with torch.no_grad():
         hf = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.squeeze(
             -1
@@ -84,19 +83,22 @@ def test_reward_matches_hf_pooling_at_eos(tiny_model_factory):
 
 
 def test_accumulation_gives_the_gradient_of_the_full_batch_mean(tiny_model_factory):
+    """Each micro batch backpropagates its pairs' loss sum over the update's pair count (as
+    engine.Trainer does): the gradients add up to those of the mean over all pairs."""
     chosen = [[1, 5, 6, 2], [1, 7, 2], [1, 3, 4, 5, 2], [1, 12, 2]]
     rejected = [[1, 8, 2], [1, 9, 10, 11, 2], [1, 13, 2], [1, 14, 15, 2]]
 
     def grads(accumulation, checkpointing=False):
         rm = RMTrainConfig(activation_checkpointing=checkpointing)
         model = tiny_model_factory()
-        backend = TorchBackend(model, rm, accumulation=accumulation, device="cpu")
+        backend = TorchBackend(model, rm, device="cpu")
         backend.train()  # HF checkpoints layers only in training mode (Llama has no dropout)
         step = len(chosen) // accumulation
         for i in range(0, len(chosen), step):
             batch = collate_pairs(chosen[i : i + step], rejected[i : i + step], PAD)
-            r = pool_last(backend.scores(batch), batch.attention_mask)
-            backend.backward(bradley_terry_loss(r[: batch.n_pairs], r[batch.n_pairs :])[0])
+            r = read_last(backend.scores(batch), batch)
+            loss = pair_losses(r[: batch.n_pairs], r[batch.n_pairs :]).sum() / len(chosen)
+            backend.backward(loss, last=i + step >= len(chosen))
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     full, accumulated = grads(1), grads(2)

@@ -76,7 +76,7 @@ def test_the_training_loop_applies_update_ks_lr(tiny_model_factory):
         rejected=[np.array([1, 10 + i % 5, 11, 2]) for i in range(16)],
     )
     rm = RMTrainConfig(activation_checkpointing=False, weight_decay=0.0)
-    backend = TorchBackend(model, rm, accumulation=2, device="cpu")
+    backend = TorchBackend(model, rm, device="cpu")
     plan = BatchPlan(16, total_batch=4, micro_batch=2)
     schedule = LRSchedule(peak=1e-3, end_lr=1e-4, warmup=2, total=plan.num_updates)
     before = [p.detach().clone() for p in model.parameters()]
