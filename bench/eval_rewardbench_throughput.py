@@ -1,7 +1,7 @@
 """RewardBench scoring throughput: our length-sorted, token-budget scorer vs reward-bench's
 leaderboard method, on the same ~20M-parameter Llama RM, the same inputs, in the same run.
 
-reward-bench's ``scripts/run_rm.py`` (reproduction_spec.md section 8.3), reimplemented here from
+reward-bench's ``scripts/run_rm.py`` (docs/fidelity.md §6), reimplemented here from
 the spec (the ``rewardbench`` package pins transformers 4.51 and hard-codes CUDA): fixed-size
 batches of pairs in dataset order; the chosen texts of a batch in one forward, the rejected texts
 in another, each padded (right, the tokenizer default) to the longest row of that batch; the

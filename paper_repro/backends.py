@@ -6,7 +6,7 @@ hands in each micro batch's share of the update-group mean), one optimizer updat
 returning the pre-clip global gradient norm, cross-rank reductions, checkpoint save/load into a
 folder, and the consolidated fp32 state dict with HF key names.
 
-Optimiser semantics follow EasyLM (reproduction_spec.md section 6.1): global-norm clipping, then
+Optimiser semantics follow EasyLM (docs/fidelity.md §3): global-norm clipping, then
 AdamW (decoupled weight decay, eps outside the square root) with weight decay masked off the
 embeddings and the RMSNorm scales. torch's ``AdamW`` is the same update rule as ``optax.adamw``.
 """

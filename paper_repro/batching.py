@@ -1,6 +1,6 @@
 """Which pairs go into which update, micro batch and rank; and how a micro batch is padded.
 
-EasyLM order (reproduction_spec.md section 3.8): a seeded shuffle with drop_last. An epoch is one
+EasyLM order (docs/fidelity.md §2): a seeded shuffle with drop_last. An epoch is one
 permutation of the kept pairs (``epoch_order``), cut into update-groups of ``total_batch`` pairs;
 the ``n mod total_batch`` pairs left over at the end of an epoch are dropped. Update ``k`` always
 sees the same group, whatever the world size, so the order is a pure function of ``k``: resuming at
@@ -16,7 +16,7 @@ batch ``j`` goes to rank ``j % world`` (at accumulation step ``j // world``). Wi
 the same pairs (same gradient up to summation order), but each micro batch pads far less, and
 neighbouring ranks get similar lengths at each step.
 
-Each micro batch is one forward pass over ``[chosen; rejected]`` (spec section 5). Padded
+Each micro batch is one forward pass over ``[chosen; rejected]`` (docs/fidelity.md §3). Padded
 (``PairBatch``): right-padded with the pad id to the longest row of that micro batch (EasyLM pads to
 ``seq_length``; positions and pooling come from the mask, so the extra padding changes nothing but
 cost). Packed (``PackedBatch``, with ``token_budget``): the update-group's pairs are spread over

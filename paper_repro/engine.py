@@ -1,6 +1,6 @@
 """The reward-model training loop: one loop for both backends, preemption-safe.
 
-Per update ``k`` (reproduction_spec.md sections 5 and 6): the rank's micro batches of the
+Per update ``k`` (docs/fidelity.md §3): the rank's micro batches of the
 update-group (``batching.BatchPlan``: packed by a token budget, or padded) each go through one
 forward over ``[chosen; rejected]``; the reward is the score at each sequence's last token, the EOS
 (``read_last``); every micro batch backpropagates the sum of its pairs' Bradley-Terry losses divided
@@ -51,7 +51,7 @@ PoolFn = Callable[[torch.Tensor, Batch], torch.Tensor]  # (scores, batch) -> rew
 
 
 def read_last(scores: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """EasyLM pooling (spec section 4): the score at each sequence's last token, the EOS."""
+    """EasyLM pooling (docs/fidelity.md §3): the score at each sequence's last token, the EOS."""
     return scores[batch.last]
 
 

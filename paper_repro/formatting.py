@@ -1,4 +1,4 @@
-"""EasyLM's Tulu text format, exactly (reproduction_spec.md section 3; EasyLM `data.py`,
+"""EasyLM's Tulu text format, exactly (docs/fidelity.md §2; EasyLM `data.py`,
 `TuluJsonTorchDataset.encode_with_messages_format` and `TuluPromptDataset`).
 
 Training side: every message's content is stripped; system/user turns are ``<|role|>\\n`` + content
@@ -7,7 +7,7 @@ stripped (dropping the newline after the final EOS) and the BOS *string* is prep
 with ``add_special_tokens=False``: BOS/EOS come only from the literal strings.
 
 The tokenizer's HF chat template (Tulu) differs on purpose: no BOS, unstripped content and a
-trailing newline after EOS (spec section 7 and pitfall 1). ``TULU_CHAT_TEMPLATE`` is shipped with
+trailing newline after EOS (docs/fidelity.md §5). ``TULU_CHAT_TEMPLATE`` is shipped with
 exported models for users; the training format is built here by hand.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 ROLES = ("system", "user", "assistant")
 
-# The Tulu 2 chat template of open-instruct / the Tulu 2.5 tokenizers (spec section 7): a newline
+# The Tulu 2 chat template of open-instruct / the Tulu 2.5 tokenizers (docs/fidelity.md §5): a newline
 # after every expression; with HF's trim_blocks it renders "...RESPONSE<eos>\n" (no BOS).
 TULU_CHAT_TEMPLATE = (
     "{% for message in messages %}\n"
@@ -114,7 +114,7 @@ def render_prompt(
     bos: bool = False,
 ) -> str:
     """PPO prompt: turns up to the last user turn, then ``<|assistant|>\\n`` (EasyLM
-    TuluPromptDataset; no BOS by default, as EasyLM's PPO tokenised prompts, pitfall 4)."""
+    TuluPromptDataset; no BOS by default, as EasyLM's PPO tokenised prompts, docs/fidelity.md §9)."""
     msgs = list(messages)
     last_user = max(
         (i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "user"),

@@ -1,10 +1,10 @@
 """Reward model = SFT trunk + bias-free linear ``score`` head, read at the last real token.
 
-EasyLM (`FlaxLLaMAForSequenceClassificationModule`, reproduction_spec.md section 4): position ids
+EasyLM (`FlaxLLaMAForSequenceClassificationModule`, docs/fidelity.md §3): position ids
 are ``clip(cumsum(mask) - 1, 0)``; the final-norm hidden states go through ``score``; the reward is
 the score at the last non-pad token, which is the EOS of the final assistant turn. We compute the
 same thing from the attention mask instead of relying on the HF class's pad-id pooling rule (which
-changed across transformers versions, spec pitfall 2), and pass mask-derived position ids so a
+changed across transformers versions), and pass mask-derived position ids so a
 left-padded row gets exactly the positions of a right-padded one.
 
 Packed forward (``packed_token_scores``): the sequences of a micro batch are concatenated into one
@@ -194,7 +194,7 @@ def packed_rewards(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> to
 
 
 def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """EasyLM pooling (spec section 4): the score at the last non-pad token, i.e. the EOS."""
+    """EasyLM pooling (docs/fidelity.md §3): the score at the last non-pad token, i.e. the EOS."""
     rows = torch.arange(scores.shape[0], device=scores.device)
     return scores[rows, last_token_index(attention_mask)]
 

@@ -3,7 +3,7 @@
     paper-repro plan llama3-70b-uf --nodes 4 --gpus-per-node 8 [--mfu 0.35 --gpu-tflops 989]
 
 Parameters are counted on a meta-device ``LlamaForSequenceClassification`` of the real Llama 3
-shape (reproduction_spec.md section 1); tokens come from the prepared data when it exists; the
+shape (docs/fidelity.md §1); tokens come from the prepared data when it exists; the
 ZeRO-3 model-state memory is DeepSpeed's own estimator; activations and GPU-hours use the formulas
 stated next to each function. GPU-hours are given for packed micro batches (``rm.packing``, the
 default: compute on non-pad tokens only), for this trainer's padded micro batches and for EasyLM's
@@ -43,7 +43,7 @@ class LlamaShape:
         return self.hidden // self.heads
 
 
-# reproduction_spec.md section 1 (70B); the 8B is the same family at hidden 4096 / 32 layers.
+# Llama 3 70B's config.json; the 8B is the same family at hidden 4096 / 32 layers.
 LLAMA3_SHAPES = {
     "llama3-70b": LlamaShape(128256, 8192, 28672, 80, 64, 8),
     "llama3-8b": LlamaShape(128256, 4096, 14336, 32, 32, 8),

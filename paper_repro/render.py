@@ -1,5 +1,5 @@
 """``paper-repro render PRESET --split NAME --rows N [--run-dir DIR]``: the exact strings and token
-ids the model sees, for a person to inspect (reproduction_spec.md section 3 and pitfalls 1, 4, 5).
+ids the model sees, for a person to inspect (docs/fidelity.md §2, §5, §9).
 
 Reads the raw rows from ``download_data/`` and the tokenizer from ``download_base/model`` of the
 run (run download-base and download-data first); renders each row with the same code as

@@ -1,4 +1,4 @@
-"""EasyLM's learning-rate schedule for RM training (reproduction_spec.md section 6.1).
+"""EasyLM's learning-rate schedule for RM training (docs/fidelity.md §3).
 
 EasyLM's ``AdamWOptimizerFactory`` joins two optax linear schedules at the warmup boundary::
 

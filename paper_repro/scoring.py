@@ -6,11 +6,11 @@ reward is read at its last token (``modeling.packed_token_scores``). Padded (``p
 length-sorted batches whose padded size (rows x longest row) stays under the budget, with at most
 5% padding. Either way rewards come back in the input order, and a reward does not depend on its
 batch: positions restart for each sequence (packed) or come from the attention mask (padded), and
-pooling is at the last real token (EasyLM, reproduction_spec.md section 4), so the neighbours in a
+pooling is at the last real token (EasyLM, docs/fidelity.md §3), so the neighbours in a
 batch and the padding side do not change the result (beyond float rounding).
 
 reward-bench's ``run_rm.py`` instead scores fixed-size batches in dataset order padded to the
-longest row (spec 8.3); ``bench/eval_rewardbench_throughput.py`` compares the two.
+longest row (reward-bench run_rm.py, docs/fidelity.md §6); ``bench/eval_rewardbench_throughput.py`` compares the two.
 """
 
 from __future__ import annotations

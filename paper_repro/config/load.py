@@ -141,7 +141,7 @@ class Derived:
 
 def derived(cfg: ReproConfig, kept_pairs: int | None = None) -> Derived:
     """Values computed from the config (never written back). EasyLM: updates = epochs x
-    floor(N / total_batch), warmup = ceil(warmup_ratio x updates) (spec 6.1)."""
+    floor(N / total_batch), warmup = ceil(warmup_ratio x updates) (docs/fidelity.md §3)."""
     world = cfg.resources.train_rm.world_size
     n = cfg.data.expected_pairs if kept_pairs is None else kept_pairs
     updates = cfg.rm.epochs * (n // cfg.rm.total_batch_pairs)

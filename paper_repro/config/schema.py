@@ -116,7 +116,7 @@ class DataConfig:
     pad_token_id: int = 128255  # EasyLM tokenizer_pad_token_id: last reserved Llama 3 token
     expected_pairs: int = 60917  # rows before filtering, for `config show` / `plan` estimates
     ppo_prompt_max_length: int = 1024
-    ppo_prompt_bos: bool = False  # EasyLM PPO prompts carry no BOS (spec 9, pitfall 4)
+    ppo_prompt_bos: bool = False  # EasyLM PPO prompts carry no BOS (docs/fidelity.md §9)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """EasyLM-exact tokenization of preference pairs, RewardBench pairs and PPO prompts, the
 tokenization fingerprint, and the readers later stages use.
 
-Text per side is built by ``formatting.render_training`` (reproduction_spec.md section 3) and
+Text per side is built by ``formatting.render_training`` (docs/fidelity.md §2) and
 tokenized with ``add_special_tokens=False``: one BOS and the final EOS come only from the literal
 strings. Pairs with a side longer than ``max_length`` are dropped, never truncated (EasyLM
 ``remove_truncated_samples=True``). Bad rows are counted by reason, never a crash.

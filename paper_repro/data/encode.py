@@ -164,7 +164,7 @@ class Encoder:
 
     def prompts(self, raw: list[RawRow], max_length: int, bos: bool) -> Encoded:
         """PPO prompts (EasyLM TuluPromptDataset): turns up to the last user turn, then
-        ``<|assistant|>\\n``; no BOS unless ``bos`` (spec 9, pitfall 4); longer ones dropped."""
+        ``<|assistant|>\\n``; no BOS unless ``bos`` (docs/fidelity.md §9); longer ones dropped."""
         enc = Encoded(total=len(raw))
         staged: list[tuple[RawRow, str]] = []
         for r in raw:

@@ -46,9 +46,9 @@ def resolve_pad(tokenizer, pad_token_id: int, source: str = "data.pad_token_id")
     """Check the configured pad id against the tokenizer and return the pad token string.
 
     EasyLM pads with a flag id (128255, a reserved token) because the Llama 3 SFT tokenizer has no
-    pad token (spec 3.6). A tokenizer that *does* define a pad must agree with the config; the id
-    must exist (pitfall 3: a new ``<pad>`` at 128256 would be out of range) and differ from
-    BOS/EOS (pitfall 2: pad == EOS moves the pooled token). ``source`` names where the id comes
+    pad token (docs/fidelity.md §2). A tokenizer that *does* define a pad must agree with the config; the id
+    must exist (a new ``<pad>`` at 128256 would be out of range) and differ from
+    BOS/EOS (pad == EOS moves the pooled token). ``source`` names where the id comes
     from in the messages."""
     vocab = len(tokenizer)
     if not 0 <= pad_token_id < vocab:

@@ -71,7 +71,7 @@ def prepare_config(base_dir: Path, pad_token_id: int):
     config = AutoConfig.from_pretrained(str(base_dir))
     if config.model_type != "llama":
         raise ExportError(f"{base_dir}/config.json: model_type {config.model_type!r}, need 'llama'")
-    if not 0 <= pad_token_id < config.vocab_size:  # spec pitfall 3: a new <pad> at 128256
+    if not 0 <= pad_token_id < config.vocab_size:  # a new <pad> at 128256 would be out of range
         raise ExportError(
             f"data.pad_token_id {pad_token_id} is outside the model vocabulary "
             f"({config.vocab_size})"
@@ -148,7 +148,7 @@ class VerifyBatch:
 
 def verification_batch(paths: RunPaths, pad_token_id: int, n_pairs: int) -> VerifyBatch:
     """The first ``n_pairs`` held-out pairs (train pairs when there is no held-out split), and a
-    scan of the whole split for the pad id (it must never occur in text, spec pitfall 2)."""
+    scan of the whole split for the pad id (it must never occur in text, docs/fidelity.md §5)."""
     import numpy as np
 
     from ..data import DataError, load_pairs

@@ -1,4 +1,4 @@
-"""PPO against the frozen reward model, as EasyLM ``llama_train_ppo.py`` did it (spec section 9).
+"""PPO against the frozen reward model, as EasyLM ``llama_train_ppo.py`` did it (docs/fidelity.md §9).
 
 Modules, one job each:
 

@@ -1,6 +1,6 @@
 """PPO math as pure functions over [B, T] response tensors (T = response tokens, mask 1 = real).
 
-Everything follows EasyLM ``llama_train_ppo.py`` (reproduction_spec.md section 9):
+Everything follows EasyLM ``llama_train_ppo.py`` (docs/fidelity.md §9):
 
 - ``score = reward * gain + bias`` where ``reward`` is the RM output at the last real token, or
   ``no_eos_reward`` (-10) when that token is not EOS (the "EOS trick").
@@ -218,7 +218,7 @@ def ppo_loss(
 def warmup_constant_lr(update: int, lr: float, warmup_updates: int) -> float:
     """Learning rate of optimizer update number ``update`` (0-based): optax linear schedule from 0
     to ``lr`` over ``warmup_updates`` (so the first update has lr 0 when warming up), then constant
-    (EasyLM PPO sets ``end_lr = lr``; spec sections 6.1 and 9)."""
+    (EasyLM PPO sets ``end_lr = lr``; docs/fidelity.md §9)."""
     if warmup_updates <= 0:
         return lr
     return lr * min(update, warmup_updates) / warmup_updates

@@ -1,4 +1,4 @@
-"""The four PPO models (EasyLM ``llama_train_ppo.py``, spec section 9).
+"""The four PPO models (EasyLM ``llama_train_ppo.py``, docs/fidelity.md §9).
 
 - policy: causal LM from the SFT checkpoint (trainable);
 - reference: a second copy of the same checkpoint (frozen);

@@ -1,4 +1,4 @@
-"""One PPO step as EasyLM ``llama_train_ppo.py`` runs it (spec section 9).
+"""One PPO step as EasyLM ``llama_train_ppo.py`` runs it (docs/fidelity.md §9).
 
 Per step: sample one response per prompt with the current policy (the whole step's prompts,
 ``prompts_per_step``), then for each PPO epoch walk the rollouts in order in mini-batches of
@@ -80,7 +80,7 @@ class StepStats:
 
 
 def adamw(model: torch.nn.Module, cfg: PPOConfig) -> torch.optim.AdamW:
-    """AdamW with EasyLM's weight-decay mask: no decay on embeddings and norm scales (spec 6.1)."""
+    """AdamW with EasyLM's weight-decay mask: no decay on embeddings and norm scales (docs/fidelity.md §3)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -171,7 +171,7 @@ class PPOTrainer:
         """Reward, KL-penalised per-token rewards, values and (whitened) advantages of ``ro``."""
         c = self.cfg
         mask = ro.response_mask
-        # RM on [prompt ; response], read at the last real token (EasyLM; no BOS, pitfall 4).
+        # RM on [prompt ; response], read at the last real token (EasyLM; no BOS, docs/fidelity.md §9).
         raw = self.rm_rewards(ro)
         rows = torch.arange(len(ro), device=raw.device)
         last_tok = ro.response_ids[rows, core.last_index(mask)]

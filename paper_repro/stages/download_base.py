@@ -1,4 +1,4 @@
-"""download_base: the SFT base model, pinned and verified (reproduction_spec.md section 1).
+"""download_base: the SFT base model, pinned and verified (docs/fidelity.md §1).
 
 ``model.source``: ``hub`` (``allenai/llama-3-tulu-2-70b`` at a pinned commit, safetensors +
 config + tokenizer only, verified against the hub's sha256), ``local`` (a folder) or ``tiny``

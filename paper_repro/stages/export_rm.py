@@ -1,8 +1,8 @@
 """export_rm: the trained fp32 state dict -> a verified HF ``LlamaForSequenceClassification`` folder.
 
-What EasyLM's ``convert_easylm_to_hf.py`` did (reproduction_spec.md section 7: ``score.weight``,
+What EasyLM's ``convert_easylm_to_hf.py`` did (docs/fidelity.md §5: ``score.weight``,
 num_labels 1, bf16 safetensors, the Tulu chat template) plus what it missed and later fixed
-(spec pitfalls 1-3): an explicit pad id in config *and* tokenizer that never occurs in text
+(docs/fidelity.md §5): an explicit pad id in config *and* tokenizer that never occurs in text
 (128255 = ``<|reserved_special_token_250|>`` for Llama 3), checked to be inside the vocabulary.
 
 The folder is built next to the target, reloaded with ``AutoModelForSequenceClassification`` and

@@ -1,4 +1,4 @@
-"""ppo: train a policy against the frozen reward model, as EasyLM did (reproduction_spec.md sec. 9).
+"""ppo: train a policy against the frozen reward model, as EasyLM did (docs/fidelity.md §9).
 
 Inputs: the policy's SFT checkpoint (``download_base/model``, or ``ppo.policy_hub_id`` fetched and
 verified into ``ppo_policy_base/``), the exported RM (``export_rm/model``), the tokenized prompts

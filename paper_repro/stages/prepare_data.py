@@ -1,4 +1,4 @@
-"""prepare_data: tokenize exactly what EasyLM fed the model (reproduction_spec.md sections 3, 8.1, 9).
+"""prepare_data: tokenize exactly what EasyLM fed the model (docs/fidelity.md §2, §6, §9).
 
 Reads ``download_data/*.jsonl`` (verified against their manifest) and the tokenizer of
 ``download_base/model`` (verified too); writes ``prepare_data/{train,heldout,rewardbench,
@@ -32,7 +32,7 @@ from ..paths import RunPaths
 from ..tracking import stage_run
 
 # RewardBench pairs are never dropped for length (that would change section denominators); the
-# report counts those over run_rm.py's 2048-token left truncation (pitfall 7).
+# report counts those over run_rm.py's 2048-token left truncation (docs/fidelity.md §6).
 RUN_RM_MAX_LENGTH = 2048
 OUTPUTS = ("train", "heldout", "rewardbench", "ppo_prompts")
 

@@ -1,4 +1,4 @@
-"""``paper-repro train-rm``: Bradley-Terry reward-model training (issue 4; spec sections 4-6).
+"""``paper-repro train-rm``: Bradley-Terry reward-model training (docs/fidelity.md §3).
 
 Reads ``prepare_data/{train,heldout}.parquet`` and the SFT base, refuses a tokenizer that does not
 match the data fingerprint, trains with ``engine.Trainer`` on the configured backend and writes

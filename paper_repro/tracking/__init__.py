@@ -8,7 +8,7 @@ Files under ``results/<run>/`` are the record; MLflow mirrors them. Stages use::
         tr.log_dataset("train", paths.prepared("train"))
         tr.log_file_ref("final", paths.trained_state)   # big file: path + sha256, not uploaded
 
-Guarantees (peer_pitfalls.md section 5; tests in tests/integration/test_tracking.py):
+Guarantees (tests in tests/integration/test_tracking.py):
 
 - Ranks other than 0 get a ``NullTracker`` (pitfall: every rank creating its own run).
 - A child run belongs to one stage identity (``identity.py``) and one attempt: an attempt that

@@ -45,7 +45,7 @@ def main() -> None:
         torch.save({"policy": policy, "value": value, "stats": stats.to_dict()}, out_file)
     trainer.close()
     sys.stdout.flush()
-    os._exit(0)  # after the final barrier; avoids the teardown abort (infra_notes.md)
+    os._exit(0)  # after the final barrier; avoids DeepSpeed's teardown abort on CPU
 
 
 if __name__ == "__main__":

@@ -322,7 +322,7 @@ def test_stage_exits_non_zero_with_a_clear_message(
 
 
 def test_pad_id_outside_vocab_fails(tiny_run, trained_state, tmp_path):
-    """Spec pitfall 3: a pad id >= vocab size (a new <pad> at 128256) must stop the export."""
+    """A pad id >= vocab size (a new <pad> at 128256) must stop the export."""
     from paper_repro.stages.export_rm import ExportError, export
 
     cfg = load_config("tiny", TEST_OVERRIDES + ["data.pad_token_id=512"])

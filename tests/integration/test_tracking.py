@@ -1,6 +1,6 @@
 """MLflow tracking against real stores: embedded sqlite, and a real ``mlflow server`` on 127.0.0.1.
 
-Covers peer_pitfalls.md failure mode 12 (resume reattaches, unchanged params re-log cleanly, only
+Covers (resume reattaches, unchanged params re-log cleanly, only
 rank 0 logs, checkpoints not uploaded), the sqlite "database is locked" race with 8 processes, and
 a tracking-server outage in the middle of a stage.
 """

@@ -404,7 +404,12 @@ def test_zero3_two_ranks_matches_plain_torch(tiny_run, tmp_path, ds_reference, d
     assert a.keys() == b.keys()
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     print(f"ZeRO-3 x2 vs torch: max abs weight diff {diff:.3e}")
-    assert diff < 1e-5
+    # Packed, the two ranks cut each update into other micro batches than one process does, so
+    # attention and gradient sums run in other groupings; AdamW turns that fp32 noise into weight
+    # differences of a few 1e-5 after 6 updates (one process, packed vs padded: 3.4e-05), while
+    # the per-update losses below still agree to 1e-6 (the packed forward itself is checked
+    # against padding to 1e-5 in tests/unit/test_packing.py).
+    assert diff < (1e-4 if packing else 1e-5)
     ta, tb = metric_lines(paths), metric_lines(ds)
     assert [m["loss"] for m in ta] == pytest.approx([m["loss"] for m in tb], rel=1e-4, abs=1e-6)
 

@@ -7,7 +7,7 @@
 #
 # The config goes to /etc/slurm/slurm.conf (Snakemake's Slurm job step drops SLURM_* variables,
 # SLURM_CONF included, before its inner srun); one written by anything else is never replaced.
-# State, spool and logs live in STATE_DIR. Settings follow infra_notes.md "Real Slurm on this
+# State, spool and logs live in STATE_DIR. Settings follow "Real Slurm on this
 # machine"; MinJobAge=300 keeps finished jobs visible to `squeue` (the profile's status command).
 set -euo pipefail
 

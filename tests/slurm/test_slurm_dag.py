@@ -3,7 +3,7 @@ site keys overridden), train_rm as a 2-task step with 2 DeepSpeed ranks over glo
 job cancelled mid-run and the same command again, which resumes from the checkpoint.
 
 Every Snakemake call is bounded by `timeout -s KILL` (a status-check hang would otherwise never
-end: infra_notes.md, Slurm)."""
+end)."""
 
 from __future__ import annotations
 

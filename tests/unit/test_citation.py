@@ -1,5 +1,5 @@
 """CITATION.bib parses and holds every key the report cites; the report's references.bib covers
-every \\cite in report.tex (issue 2 section 1, issue 6 "Report")."""
+every \\cite in report.tex."""
 
 from __future__ import annotations
 

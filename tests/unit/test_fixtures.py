@@ -26,7 +26,7 @@ def test_generator_reproduces_shipped_fixtures(tmp_path):
 
 def test_fixture_schemas():
     pref = read_rows(FIXTURE_DIR / "preference_train.jsonl")[0]
-    assert set(pref) == {"chosen", "rejected", "source", "margin"}  # spec section 2
+    assert set(pref) == {"chosen", "rejected", "source", "margin"}
     bench = read_rows(FIXTURE_DIR / "rewardbench_filtered.jsonl")[0]
     assert set(bench) == {
         "prompt",
@@ -36,7 +36,7 @@ def test_fixture_schemas():
         "rejected_model",
         "subset",
         "id",
-    }  # spec section 8.1
+    }
     prompt = read_rows(FIXTURE_DIR / "ppo_prompts.jsonl")[0]
     assert "messages" in prompt and prompt["messages"][-1]["role"] == "user"
 

@@ -1,4 +1,4 @@
-"""Golden strings and token ids of the EasyLM Tulu format (reproduction_spec.md section 3) on the
+"""Golden strings and token ids of the EasyLM Tulu format (docs/fidelity.md §2) on the
 shipped fixture tokenizer: one BOS from the string, stripped turns, EOS after every assistant
 turn, no trailing newline, ``add_special_tokens=False``."""
 
@@ -249,7 +249,7 @@ def test_ppo_prompt_golden(tok):
         "<|end_of_text|>\n<|user|>\nAnd?\n<|assistant|>\n"
     )
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    assert ids[0] != tok.bos_token_id  # EasyLM's PPO prompts carry no BOS (spec 9, pitfall 4)
+    assert ids[0] != tok.bos_token_id  # EasyLM's PPO prompts carry no BOS (docs/fidelity.md §9)
     assert render_prompt(messages, bos=True) == "<|begin_of_text|>" + text
     # Rendering up to the last user turn drops a trailing assistant turn.
     assert render_prompt(GOLDEN["multi_turn"][0]) == text

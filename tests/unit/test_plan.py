@@ -11,7 +11,7 @@ import pytest
 from paper_repro import plan, plan_tokens
 from paper_repro.config import load_config
 
-# Hand-computed Llama 3 70B reward model (spec section 1 shape, score head instead of lm_head):
+# Hand-computed Llama 3 70B reward model (Llama 3 70B config.json shape, score head instead of lm_head):
 # embedding 128256*8192 = 1,050,673,152; per layer q,o 2*8192^2 = 134,217,728, k,v
 # 2*8192*1024 = 16,777,216, MLP 3*8192*28672 = 704,643,072, norms 2*8192 -> 855,654,400;
 # total = 1,050,673,152 + 80*855,654,400 + 8192 (final norm) + 8192 (score) = 69,503,041,536.
@@ -71,7 +71,7 @@ def test_zero3_numbers_are_deepspeeds():
     # no offload: 4 x largest + 18 x total / gpus; CPU 4 x largest x gpus_per_node x 1.5.
     rows = {r.offload: r for r in plan.zero3_model_states(1000, 10, 2, 1)}
     assert (rows["none"].per_gpu_bytes, rows["none"].per_cpu_bytes) == (40 + 9000, 120)
-    # infra_notes.md: the 70B shape on 8 GPUs needs 149.56 GB (GiB) per GPU without offload.
+    # DeepSpeed's estimate_zero3_model_states_mem_needs: the 70B shape on 8 GPUs, no offload.
     big = plan.zero3_model_states(P70, 1_050_673_152, 8, 1)[0]
     assert round(big.per_gpu_bytes / plan.GIB, 2) == 149.56
 

@@ -1,4 +1,4 @@
-"""PPO math against values computed by hand (EasyLM llama_train_ppo.py semantics, spec section 9)."""
+"""PPO math against values computed by hand (EasyLM llama_train_ppo.py semantics, docs/fidelity.md §9)."""
 
 from __future__ import annotations
 

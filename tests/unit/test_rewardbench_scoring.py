@@ -1,4 +1,4 @@
-"""RewardBench scoring on hand-computed cases (reproduction_spec.md sections 8.2, 10, 11)."""
+"""RewardBench scoring on hand-computed cases (docs/fidelity.md §6)."""
 
 import numpy as np
 import pytest
@@ -34,7 +34,7 @@ def test_non_finite_reward_is_an_error():
 
 def test_reasoning_weights_math_prm_as_much_as_all_code():
     # math-prm weight 984 = 6 x 164: all math right and all code wrong is exactly one half,
-    # although math-prm is only 447 of the 1,431 Reasoning rows (pitfall 13).
+    # although math-prm is only 447 of the 1,431 Reasoning rows.
     acc = _acc(0.0, math_prm=1.0)
     assert rb.section_scores(acc)["Reasoning"] == pytest.approx(0.5)
     acc = _acc(0.0, hep_python=1.0)

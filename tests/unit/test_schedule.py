@@ -1,4 +1,4 @@
-"""EasyLM's joined linear warmup / linear decay schedule (spec 6.1), against hand-computed values,
+"""EasyLM's joined linear warmup / linear decay schedule (docs/fidelity.md §3), against hand-computed values,
 and the lr the training loop applies at each update."""
 
 import math

@@ -35,7 +35,7 @@ def test_pad_never_occurs_in_fixture_text(tok):
 
 def test_chat_template_is_tulu(tok):
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
-    # the HF template (spec section 7): no BOS, EOS then a trailing newline
+    # the HF template (docs/fidelity.md §5): no BOS, EOS then a trailing newline
     assert (
         tok.apply_chat_template(msgs, tokenize=False)
         == "<|user|>\nHi\n<|assistant|>\nYo<|end_of_text|>\n"

@@ -90,7 +90,7 @@ def _fake_job(resources: dict[str, str]):
 )
 def test_sbatch_of_a_gpu_training_job(tmp_path, preset, nodes, tasks):
     """The pinned plugin's own sbatch builder on our resources: one task per node seeing all 8
-    GPUs of the node, never `--ntasks-per-gpu` (peer_pitfalls.md section 4)."""
+    GPUs of the node, never `--ntasks-per-gpu`."""
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 

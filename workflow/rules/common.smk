@@ -69,7 +69,7 @@ def stage_resources(stage):
 
     Cluster jobs get: nodes, memory per node, runtime, CPUs per task, GPUs per node as
     `gres=gpu[:type]:N` (per node) and `tasks`. Two traps of the Slurm executor plugin are avoided
-    (peer_pitfalls.md section 4): a GPU job with `tasks` gets `--ntasks-per-gpu=<tasks>` (N GPUs
+    (snakemake-executor-plugin-slurm 1.x): a GPU job with `tasks` gets `--ntasks-per-gpu=<tasks>` (N GPUs
     become N one-GPU copies) unless `tasks_per_gpu=0`; and a rule without the `mpi` resource runs
     inside the executor's `srun -n1` step, where Slurm's --signal would also hit the Snakemake
     process of the job. So distributed stages always carry `mpi`: "srun" for several launchers,

@@ -12,7 +12,7 @@
 #   `srun` starts L tasks spread over the allocation's nodes; each task runs this script with
 #   --task, which starts `torchrun --nnodes L --node-rank $SLURM_PROCID --nproc-per-node P` with a
 #   static rendezvous at the first node of the allocation. A request for N GPUs is one task per
-#   node seeing all its GPUs, never N one-GPU copies (peer_pitfalls.md section 4).
+#   node seeing all its GPUs, never N one-GPU copies (snakemake-executor-plugin-slurm).
 # - Slurm step already (a profile without `mpi`): a nested srun would block, so run in place.
 #
 # Signals: Slurm's `--signal=USR1@T` (slurm_extra of the rule) is delivered to every process of
