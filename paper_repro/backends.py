@@ -34,7 +34,7 @@ class ScoreModule(nn.Module):
     (``modeling.packed_token_scores``). DeepSpeed wraps this module, so the whole forward runs
     through the engine (ZeRO-3 gathers parameters in module hooks)."""
 
-    def __init__(self, model: nn.Module, packed: bool):
+    def __init__(self, model: nn.Module, packed: bool = False):
         super().__init__()
         self.model = model
         if packed:

@@ -75,7 +75,15 @@ def rm_run(tiny_run, tiny_cfg, tmp_path_factory):
     return cfg, paths
 
 
-@pytest.mark.parametrize("name", ["torch_state.pt", "rng-rank0.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n, marks=pytest.mark.hardening("1", f"pickle payload in train_rm checkpoint {n}")
+        )
+        for n in ("torch_state.pt", "rng-rank0.json")
+    ],
+)
 def test_planted_payload_in_a_train_rm_checkpoint_is_refused(rm_run, tmp_path, capsys, name):
     from paper_repro.paths import RunPaths
     from paper_repro.stages import train_rm
@@ -91,6 +99,9 @@ def test_planted_payload_in_a_train_rm_checkpoint_is_refused(rm_run, tmp_path, c
     assert not marker.exists()
 
 
+@pytest.mark.hardening(
+    "2", "flipped byte in the newest train_rm checkpoint: set aside, previous one resumed"
+)
 def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(rm_run, tmp_path, capsys):
     from safetensors.torch import load_file
 
@@ -119,6 +130,7 @@ def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(rm_run, tm
 # --------------------------------------------------------------------------- ppo
 
 
+@pytest.mark.hardening("1", "pickle payload in ppo checkpoint state.pt")
 def test_planted_payload_in_a_ppo_checkpoint_is_refused(ppo_inputs, tmp_path, capsys):  # noqa: F811
     from test_ppo import run_stage
 
@@ -138,6 +150,7 @@ def test_planted_payload_in_a_ppo_checkpoint_is_refused(ppo_inputs, tmp_path, ca
 
 
 @pytest.mark.slow
+@pytest.mark.hardening("1", "pickle payload in DeepSpeed ZeRO-3 checkpoint files")
 def test_planted_payload_in_deepspeed_files_is_refused(tiny_run, tmp_path):
     """ZeRO-3 in one process: DeepSpeed reads its files through our weights-only loader, which
     allows exactly the two DeepSpeed classes a ZeRO file holds, nothing else."""

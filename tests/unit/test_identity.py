@@ -248,6 +248,7 @@ def test_rng_state_is_plain_json_and_restores_every_generator():
     assert expect[2] == got[2]
 
 
+@pytest.mark.hardening("6", "metrics append fails mid-line: no torn line")
 def test_a_failed_append_leaves_no_torn_line(tmp_path, monkeypatch):
     from paper_repro import engine
 
@@ -292,6 +293,9 @@ def holder(tmp_path):
     proc.wait()
 
 
+@pytest.mark.hardening(
+    "3", "two writers on one stage folder: the second is refused, naming PID and host"
+)
 def test_second_writer_exits_2_naming_the_holder(tmp_path, holder):
     from paper_repro.lock import StageBusy, stage_lock
 
@@ -305,6 +309,9 @@ def test_second_writer_exits_2_naming_the_holder(tmp_path, holder):
         pass
 
 
+@pytest.mark.hardening(
+    "3", "a second `paper-repro train-rm` on a held run folder: exit 2, one line"
+)
 def test_a_second_stage_process_exits_2_naming_the_holder(tmp_path, holder):
     """The real CLI against a held stage folder: one line, exit 2, nothing else run."""
     proc = subprocess.run(
@@ -318,6 +325,7 @@ def test_a_second_stage_process_exits_2_naming_the_holder(tmp_path, holder):
     assert not (tmp_path / "train_rm" / "summary.json").exists()
 
 
+@pytest.mark.hardening("3", "SIGINT checkpoints like SIGTERM")
 def test_stop_flag_takes_sigint_like_sigterm_and_a_second_one_stops_at_once():
     import signal
 

@@ -76,7 +76,15 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("killed", ["launch.sh's parent", "torchrun"])
+@pytest.mark.parametrize(
+    "killed",
+    [
+        pytest.param(
+            k, marks=pytest.mark.hardening("3", f"SIGKILL of {k}: every rank dies with it")
+        )
+        for k in ("launch.sh's parent", "torchrun")
+    ],
+)
 def test_ranks_die_with_the_job_that_started_them(tmp_path, killed):
     """SIGKILL of the process that started launch.sh (e.g. Snakemake), or of torchrun itself:
     the kernel sends SIGTERM down the chain (PR_SET_PDEATHSIG), every rank gets it and leaves."""

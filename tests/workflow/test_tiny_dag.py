@@ -172,6 +172,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
+@pytest.mark.hardening(
+    "3", "Snakemake SIGKILLed mid-training: no orphan trainer, the rerun resumes"
+)
 def test_killed_snakemake_leaves_no_orphan_and_the_rerun_resumes_bitwise(tiny_dag):
     """SIGKILL of Snakemake alone (not its process group) at a random moment after the first
     checkpoint: the trainer, its direct child, gets SIGTERM from the kernel, checkpoints and
