@@ -66,11 +66,13 @@ PACKED_ATTENTION = "paper_repro_packed"  # name in transformers' AttentionInterf
 
 @functools.lru_cache(maxsize=8)
 def _length_groups(lengths: tuple[int, ...], device: torch.device, waste: float = 0.25):
-    """Sequences of a packed row grouped by length for ``packed_attention``: longest first, a group
+    """How ``packed_attention`` batches the sequences of a packed row: longest first, a group
     closes when padding its members to the longest would add over ``waste`` of their attention
-    cost. Per group: token indices into the row (``[n x width]``, right-padded with index 0),
-    which of them are real, ``n`` and ``width``; and the permutation that puts the groups' real
-    tokens back in row order. Cached: every layer (and any recomputation) reuses it."""
+    cost. Returns ``(shapes, gather, scatter)``: ``(n, width)`` of each group; the row index of
+    every slot of the groups' right-padded ``[n x width]`` blocks laid end to end (padding slots
+    read token 0); and, for each token of the row, the slot that holds its output. One gather in
+    and one out per layer, whatever the number of groups (each gather's backward allocates a
+    zero tensor of the whole row). Cached: every layer (and any recomputation) reuses it."""
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     members: list[list[int]] = [[]]
@@ -83,25 +85,19 @@ def _length_groups(lengths: tuple[int, ...], device: torch.device, waste: float 
             members.append([i])
         else:
             members[-1] = group
-    groups, positions = [], []
+    shapes, gather = [], []
+    scatter = np.empty(sum(lengths), dtype=np.int64)
+    slot = 0
     for group in members:
         width = lengths[group[0]]
-        index = np.zeros((len(group), width), dtype=np.int64)
-        real = np.zeros((len(group), width), dtype=bool)
-        for row, i in enumerate(group):
-            index[row, : lengths[i]] = starts[i] + np.arange(lengths[i])
-            real[row, : lengths[i]] = True
-        groups.append(
-            (
-                torch.from_numpy(index.ravel()).to(device),
-                torch.from_numpy(real.ravel()).to(device),
-                len(group),
-                width,
-            )
-        )
-        positions.append(index[real])
-    restore = torch.from_numpy(np.argsort(np.concatenate(positions))).to(device)
-    return groups, restore
+        shapes.append((len(group), width))
+        for i in group:
+            tokens = starts[i] + np.arange(lengths[i])
+            gather.append(np.concatenate([tokens, np.zeros(width - lengths[i], np.int64)]))
+            scatter[tokens] = slot + np.arange(lengths[i])
+            slot += width
+    gather_t = torch.from_numpy(np.concatenate(gather)).to(device)
+    return tuple(shapes), gather_t, torch.from_numpy(scatter).to(device)
 
 
 def packed_attention(
@@ -133,19 +129,19 @@ def packed_attention(
         raise RuntimeError(
             f"packed lengths sum to {sum(lengths)} but the row is {tuple(query.shape)}"
         )
-    groups, restore = _length_groups(lengths, query.device)
+    shapes, gather, scatter = _length_groups(lengths, query.device)
     gqa = getattr(module, "num_key_value_groups", 1) > 1
-    parts = []
-    for index, real, n, width in groups:
-        q, k, v = (
-            x[0].index_select(1, index).unflatten(1, (n, width)).transpose(0, 1)
-            for x in (query, key, value)
-        )
+    q, k, v = (x[0].index_select(1, gather) for x in (query, key, value))  # [heads, slots, d]
+    parts, start = [], 0
+    for n, width in shapes:
+        block = slice(start, start + n * width)
+        start += n * width
+        qb, kb, vb = (x[:, block].unflatten(1, (n, width)).transpose(0, 1) for x in (q, k, v))
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
+            qb, kb, vb, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
         )  # [n, heads, width, head_dim]
-        parts.append(out.transpose(0, 1).flatten(1, 2)[:, real])
-    out = torch.cat(parts, 1).index_select(1, restore)  # [heads, T, head_dim], row order
+        parts.append(out.transpose(0, 1).flatten(1, 2))
+    out = torch.cat(parts, 1).index_select(1, scatter)  # [heads, T, head_dim], row order
     return out.transpose(0, 1).unsqueeze(0).contiguous(), None
 
 

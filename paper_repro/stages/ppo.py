@@ -35,12 +35,12 @@ import numpy as np
 
 from ..checkpoints import ResumeError
 from ..config import ConfigError, ReproConfig
-from ..engine import EXIT_PREEMPTED, MetricsLog, StopFlag
 from ..identity import stage_identity
 from ..io import write_json
 from ..manifest import write_manifest
 from ..paths import RunPaths
 from ..progress import progress
+from ..runstate import EXIT_PREEMPTED, MetricsLog, StopFlag
 from ..tracking import stage_run
 
 EVAL_SEED_OFFSET = 7_919  # eval sampling seed = ppo.seed + this, identical before and after

@@ -28,13 +28,8 @@ import time
 
 from ..config import ReproConfig
 from ..engine import (
-    EXIT_NONFINITE,
-    EXIT_PREEMPTED,
     CheckpointStore,
-    MetricsLog,
     NonFiniteError,
-    Preempted,
-    StopFlag,
     Trainer,
     UpdateMetrics,
     evaluate_accuracy,
@@ -44,6 +39,7 @@ from ..identity import stage_identity
 from ..io import atomic_path, write_json
 from ..manifest import write_manifest
 from ..paths import RunPaths
+from ..runstate import EXIT_NONFINITE, EXIT_PREEMPTED, MetricsLog, Preempted, StopFlag
 
 STAGE = "train_rm"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from manifests import remanifest
 
-from paper_repro.engine import EXIT_NONFINITE, EXIT_PREEMPTED
+from paper_repro.runstate import EXIT_NONFINITE, EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.tiny.sft_steps=60"]  # = tests/conftest.py TINY_TEST_OVERRIDES

@@ -232,7 +232,7 @@ def test_partial_folders_are_removed_on_failure_and_on_the_next_start(tmp_path):
 
 
 def test_rng_state_is_plain_json_and_restores_every_generator():
-    from paper_repro.engine import rng_state, set_rng_state
+    from paper_repro.runstate import rng_state, set_rng_state
 
     torch.manual_seed(1)
     np.random.seed(2)
@@ -250,19 +250,19 @@ def test_rng_state_is_plain_json_and_restores_every_generator():
 
 @pytest.mark.hardening("6", "metrics append fails mid-line: no torn line")
 def test_a_failed_append_leaves_no_torn_line(tmp_path, monkeypatch):
-    from paper_repro import engine
+    from paper_repro import runstate
 
     path = tmp_path / "metrics.jsonl"
-    engine.append_line(path, '{"update": 0}')
+    runstate.append_line(path, '{"update": 0}')
     real = os.write
 
     def disk_full(fd, data):
         real(fd, data[:5])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(engine.os, "write", disk_full)
+    monkeypatch.setattr(runstate.os, "write", disk_full)
     with pytest.raises(OSError):
-        engine.append_line(path, '{"update": 1, "loss": 0.5}')
+        runstate.append_line(path, '{"update": 1, "loss": 0.5}')
     assert path.read_text() == '{"update": 0}\n'
 
 
@@ -329,7 +329,7 @@ def test_a_second_stage_process_exits_2_naming_the_holder(tmp_path, holder):
 def test_stop_flag_takes_sigint_like_sigterm_and_a_second_one_stops_at_once():
     import signal
 
-    from paper_repro.engine import StopFlag
+    from paper_repro.runstate import StopFlag
 
     flag = StopFlag().install()
     try:
