@@ -26,13 +26,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ReproError
 from .paths import RunPaths
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-class StageBusy(RuntimeError):
-    """Another process holds the stage folder."""
+class StageBusy(ReproError):
+    """Another process holds the stage folder (one line naming its PID and host)."""
 
 
 def lock_path(paths: RunPaths, stage: str) -> Path:

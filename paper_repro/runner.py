@@ -21,24 +21,21 @@ import sys
 
 from .config import ReproConfig
 from .identity import record, stage_identity
-from .lock import StageBusy, die_with_parent, stage_lock
+from .lock import die_with_parent, stage_lock
 from .paths import RunPaths
 
 
 def run_stage(stage: str, cfg: ReproConfig, paths: RunPaths) -> int:
     die_with_parent()
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    try:
-        with stage_lock(paths, stage) if rank0 else contextlib.nullcontext():
-            if rank0:
-                paths.identity(stage).unlink(missing_ok=True)
-            module = importlib.import_module(f"paper_repro.stages.{stage}")  # after the lock: fast
-            code = int(module.run(cfg, paths) or 0)
-            if code == 0 and rank0:
-                record(paths, stage_identity(cfg, paths, stage))
-    except StageBusy as exc:
-        print(f"paper-repro {stage.replace('_', '-')}: {exc}", file=sys.stderr, flush=True)
-        return 2
+    # a held lock raises StageBusy (a ReproError: the CLI prints one line and exits 2)
+    with stage_lock(paths, stage) if rank0 else contextlib.nullcontext():
+        if rank0:
+            paths.identity(stage).unlink(missing_ok=True)
+        module = importlib.import_module(f"paper_repro.stages.{stage}")  # after the lock: fast
+        code = int(module.run(cfg, paths) or 0)
+        if code == 0 and rank0:
+            record(paths, stage_identity(cfg, paths, stage))
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         if dist.get_world_size() > 1:
