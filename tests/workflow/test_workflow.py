@@ -202,7 +202,8 @@ def _edit(path, old, new):
         ("stages/eval_rewardbench.py", 'STAGE = "eval_rewardbench"',
          'STAGE = "eval_rewardbench"\nX = 1', {"eval_rewardbench", "report"}),
         # the training loop: train_rm, the tiny reference stand-in trained with it, and after
-        ("engine.py", "EXIT_NONFINITE = 3", "EXIT_NONFINITE = 4",
+        ("engine.py", "from .schedule import LRSchedule",
+         "from .schedule import LRSchedule\nX = 1",
          {"train_rm", "export_rm", "eval_rewardbench", "eval_reference", "ppo", "report"}),
         # report code: only the report
         ("reporting/tables.py", "from __future__ import annotations",
