@@ -368,7 +368,7 @@ def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):
 
 
 @pytest.mark.parametrize("mixture", ["new export", "eval of other config", "no identity"])
-def test_report_refuses_a_mixture_with_one_line(tmp_path, tiny_cfg_report, capsys, mixture):
+def test_report_refuses_a_mixture_with_one_line(tmp_path, tiny_cfg_report, mixture):
     """Eval scores of a model other than the current export, scores made under another eval
     config, or files nothing says the origin of: exit 2, one line, no report written."""
     from paper_repro.identity import record, recorded
