@@ -266,11 +266,21 @@ class BatchPlan:
         self.num_updates = epochs * self.updates_per_epoch
 
     @classmethod
-    def from_config(cls, rm, pairs, world_size: int = 1) -> BatchPlan:
-        """The plan of the ``rm`` config section (``RMTrainConfig``) over ``pairs``: train_rm's,
-        and the tiny reference stand-in's (another seed)."""
+    def from_config(
+        cls,
+        rm,
+        tokens: np.ndarray,
+        widths: np.ndarray,
+        world_size: int = 1,
+        *,
+        packed: bool | None = None,
+    ) -> BatchPlan:
+        """The plan of the ``rm`` config section (``RMTrainConfig``) over pairs of ``tokens``
+        (``pair_tokens``) and ``widths`` (``pair_lengths``): train_rm's, the tiny reference
+        stand-in's (another seed) and the plan's token counts (``packed`` overrides rm.packing)."""
+        packed = rm.packing if packed is None else packed
         return cls(
-            len(pairs),
+            len(tokens),
             total_batch=rm.total_batch_pairs,
             micro_batch=rm.micro_batch_pairs,
             world_size=world_size,
@@ -278,9 +288,9 @@ class BatchPlan:
             seed=rm.seed,
             order=rm.data_order,
             length_grouped=rm.length_grouped,
-            lengths=pair_lengths(pairs) if rm.length_grouped else None,
-            token_budget=rm.token_budget if rm.packing else None,
-            tokens=pair_tokens(pairs) if rm.packing else None,
+            lengths=widths,
+            token_budget=rm.token_budget if packed else None,
+            tokens=tokens if packed else None,
         )
 
     @lru_cache(maxsize=2)  # noqa: B019 - one plan per run; caches the current epoch's permutation

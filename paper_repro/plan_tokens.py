@@ -100,18 +100,8 @@ def lockstep_tokens(chosen: np.ndarray, rejected: np.ndarray, rm, world: int) ->
     from .batching import BatchPlan
 
     tokens, widths = chosen + rejected, np.maximum(chosen, rejected)
-    kwargs = dict(
-        total_batch=rm.total_batch_pairs,
-        micro_batch=rm.micro_batch_pairs,
-        world_size=world,
-        epochs=rm.epochs,
-        seed=rm.seed,
-        order=rm.data_order,
-        length_grouped=rm.length_grouped,
-        lengths=widths,
-    )
-    padded_plan = BatchPlan(len(tokens), **kwargs)
-    packed_plan = BatchPlan(len(tokens), **kwargs, token_budget=rm.token_budget, tokens=tokens)
+    padded_plan = BatchPlan.from_config(rm, tokens, widths, world, packed=False)
+    packed_plan = BatchPlan.from_config(rm, tokens, widths, world, packed=True)
     packed = padded = 0
     for k in range(padded_plan.num_updates):
         steps = zip(*(padded_plan.micro_batches(k, r) for r in range(world)), strict=True)

@@ -22,7 +22,7 @@ def build_standin(cfg: ReproConfig, paths: RunPaths) -> Path:
     import torch
 
     from ..backends import TorchBackend
-    from ..batching import BatchPlan
+    from ..batching import BatchPlan, pair_lengths, pair_tokens
     from ..data import check_fingerprint, load_pairs
     from ..engine import Trainer
     from ..export.build import prepare_tokenizer
@@ -38,7 +38,7 @@ def build_standin(cfg: ReproConfig, paths: RunPaths) -> Path:
     model = load_reward_model_from_base(
         paths.base_model, pad_token_id=pad, init_std=rm.head_init_std, seed=seed
     )
-    plan = BatchPlan.from_config(rm, train)
+    plan = BatchPlan.from_config(rm, pair_tokens(train), pair_lengths(train))
     backend = TorchBackend(
         model, rm, packed=rm.packing, compute_dtype=cfg.model.dtype, device="cpu"
     )

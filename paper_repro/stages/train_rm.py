@@ -110,7 +110,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 
 
 def _run(cfg: ReproConfig, paths: RunPaths) -> int:
-    from ..batching import BatchPlan
+    from ..batching import BatchPlan, pair_lengths, pair_tokens
     from ..data import check_fingerprint, load_pairs
     from ..integrity import verify_inputs
     from ..schedule import LRSchedule
@@ -142,7 +142,7 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
             f"rm.total_batch_pairs {rm.total_batch_pairs} is not divisible by "
             f"rm.micro_batch_pairs x world size ({rm.micro_batch_pairs} x {world})"
         )
-    plan = BatchPlan.from_config(rm, train, world)
+    plan = BatchPlan.from_config(rm, pair_tokens(train), pair_lengths(train), world)
     # padded: fixed micro batches per rank and update; packed: their number follows the tokens
     # of each update (the metrics' micro_batches)
     accumulation = None if rm.packing else plan.accumulation
