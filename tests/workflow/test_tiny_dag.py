@@ -105,6 +105,10 @@ def test_every_stage_output(tiny_dag):
     scores = read(paths.eval_scores)
     assert scores["n_pairs"] == data["rewardbench"]["kept"] > 0
     assert read(paths.ppo_summary)["steps"] == cfg.ppo.max_steps
+    verify_manifest(paths.stage_dir("ppo"), paths.manifest("ppo"))
+    assert not [
+        f for f in paths.ppo_policy.iterdir() if f.name.startswith(".")
+    ]  # a clean HF folder
     assert paths.report_md.is_file() and paths.report_provenance.is_file()
 
 

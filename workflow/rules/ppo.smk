@@ -2,7 +2,9 @@ rule ppo:
     """PPO of the SFT policy against the trained RM (EasyLM recipe), same launcher as train_rm.
 
     Checkpoints live in results/<run>/checkpoints/ppo/ (never an output): an interrupted run
-    resumes from them; any other rerun moves them aside (paper_repro/checkpoints.py).
+    resumes from them; any other rerun moves them aside (paper_repro/checkpoints.py). The trained
+    policy folder is not an output either: the stage renames it into place whole and lists its
+    files in the manifest, so it stays a clean HF folder (no Snakemake marker inside).
     """
     input:
         config=RUN.stage_config("ppo"),
@@ -12,7 +14,6 @@ rule ppo:
     output:
         metrics=RUN.ppo_metrics,
         summary=RUN.ppo_summary,
-        policy=directory(RUN.ppo_policy),
         identity=RUN.identity("ppo"),
         manifest=RUN.manifest("ppo"),
     params:
