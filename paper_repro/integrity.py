@@ -22,12 +22,10 @@ from .manifest import ChecksumError, ManifestError, verify_manifest
 from .paths import RunPaths
 from .stages import UPSTREAM
 
-# The stages whose outputs carry ``<stage>/manifest.json`` (all but the report), and the folder
-# its names are relative to (default: the stage folder).
-MANIFESTED = tuple(stage for stage in UPSTREAM if stage != "report")
-
 
 def manifest_root(paths: RunPaths, stage: str) -> Path:
+    """The folder the names in ``<stage>/manifest.json`` are relative to (every stage but the
+    report writes one)."""
     return {"download_base": paths.base_model, "export_rm": paths.rm_model}.get(
         stage, paths.stage_dir(stage)
     )
@@ -54,8 +52,6 @@ def verify_inputs(
     fast = os.environ.get("PAPER_REPRO_FULL_VERIFY") != "1"
     manifests = {}
     for up in UPSTREAM[stage] if upstream is None else upstream:
-        if up not in MANIFESTED:
-            continue
         manifest_path = paths.manifest(up)
         if not manifest_path.is_file():
             raise ManifestError(

@@ -34,19 +34,13 @@ def own_model_name(cfg: ReproConfig) -> str:
     return f"paper-repro/{cfg.preset}-rm"
 
 
-def export_files(paths: RunPaths) -> dict[str, str]:
-    """{name: sha256} of the export as export_rm recorded it in its manifest (without the card,
-    which changes after export)."""
-    from ..io import read_json
-
-    return read_json(paths.manifest("export_rm"))["files"]
-
-
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..export.card import update_card_results
     from ..tracking.models import record_reward_model
 
-    verify_inputs(paths, STAGE)
+    # export_rm's verified manifest: {name: sha256} of the export (without the card, which
+    # changes after export), what the MLflow model record names
+    export_files = verify_inputs(paths, STAGE)["export_rm"]["files"]
     model_dir = paths.rm_model
     if not (model_dir / "config.json").is_file():
         raise EvalError(f"{model_dir}: no exported reward model (run export-rm first)")
@@ -68,7 +62,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
         tr.log_file_ref("rm_model", model_dir)
         if e.input_mode == "training-format":
             tr.log_dataset("rewardbench", paths.prepared("rewardbench"), context="evaluation")
-        record_reward_model(tr, cfg, model_dir, export_files(paths), done.scores)
+        record_reward_model(tr, cfg, model_dir, export_files, done.scores)
     return 0
 
 

@@ -187,18 +187,13 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
 
     from ..data import check_fingerprint, load_prompts, load_tokenizer
     from ..integrity import verify_inputs
-    from ..manifest import verify_manifest
     from ..ppo.checkpoint import PPOCheckpoints
     from ..ppo.evaluate import evaluate_policy
     from ..ppo.trainer import warmup_updates
 
-    verify_inputs(paths, "ppo")
+    verify_inputs(paths, "ppo")  # the base model (the default policy), the export, the prompts
     torch.manual_seed(p.seed)
-    policy_dir = policy_source(cfg, paths)
-    manifest = (
-        paths.base_manifest if policy_dir == paths.base_model else paths.ppo_policy_base_manifest
-    )
-    verify_manifest(policy_dir, manifest)
+    policy_dir = policy_source(cfg, paths)  # another policy: fetch_model hashes every file
     tok = load_tokenizer(policy_dir)
     check_fingerprint(paths.fingerprint, tok)
     pad_id, eos_id = cfg.data.pad_token_id, tok.eos_token_id

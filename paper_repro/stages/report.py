@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..config import ReproConfig, config_hash, load_config
 from ..integrity import verify_inputs
@@ -301,11 +302,22 @@ def verdict_section(doc: Doc, cfg: ReproConfig, inp: ReportInputs, paths: RunPat
 # --------------------------------------------------------------------------- stage
 
 
-def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
-    """Build every report file; returns {kind: path}. No MLflow here (tests call it directly).
-    Raises ``MixtureError`` (before writing anything) when the inputs do not belong together."""
+def checked_inputs(cfg: ReproConfig, paths: RunPaths) -> tuple[ReportInputs, dict[str, Any]]:
+    """The report's inputs and the recorded identity of each stage they come from; raises
+    ``MixtureError`` when they do not belong together."""
     inp = load_inputs(paths)
-    identities = check_consistency(cfg, paths, inp.read)
+    return inp, check_consistency(cfg, paths, inp.read)
+
+
+def write_report(
+    cfg: ReproConfig,
+    paths: RunPaths,
+    checked: tuple[ReportInputs, dict[str, Any]] | None = None,
+) -> dict[str, Path]:
+    """Build every report file from ``checked_inputs`` (read here when not given); returns
+    {kind: path}. No MLflow here (tests call it directly). A mixture raises before anything is
+    written."""
+    inp, identities = checked or checked_inputs(cfg, paths)
     fig_dir = paths.report_figures
     staging = fig_dir.with_name(".figures.tmp")  # the figures folder appears whole or not at all
     if staging.exists():
@@ -332,17 +344,16 @@ def write_report(cfg: ReproConfig, paths: RunPaths) -> dict[str, Path]:
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     verify_inputs(paths, STAGE)
-    inp = load_inputs(paths)
-    check_consistency(cfg, paths, inp.read)  # a mixture stops here, before anything is written
+    checked = checked_inputs(cfg, paths)  # a mixture stops here, before MLflow or any file
     sync(cfg, paths)  # send what earlier stages buffered during a tracking outage
     with stage_run(cfg, paths, STAGE) as tr:
-        files = write_report(cfg, paths)
+        files = write_report(cfg, paths, checked)
         for key in ("md", "tex", "bib", "provenance"):
             tr.log_artifact(files[key])
         tr.log_artifact(files["figures"], "figures")
         tr.set_tags({"smoke_scale": is_smoke(cfg)})
         tr.set_parent_tags({"preset": cfg.preset, "config_hash": config_hash(cfg)})
-        tr.log_parent_metrics(headline(inp))
+        tr.log_parent_metrics(headline(checked[0]))
     figs = sorted(p.name for p in files["figures"].glob("*.png"))
     print(f"report: {files['md']} ({len(figs)} figures, PNG + PDF) -> {paths.report_dir}")
     return 0

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from paper_repro.codeversion import code_version
 from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
-from paper_repro.integrity import MANIFESTED
 from paper_repro.paths import RUN_NAME as RUN_NAME_PATTERN
 from paper_repro.paths import RunPaths
 from paper_repro.stages import UPSTREAM
@@ -61,7 +60,7 @@ def upstream_manifests(stage, upstream=None):
     """The manifests a stage verifies before reading (paper_repro.integrity.verify_inputs; by
     default for every stage in UPSTREAM[stage]): inputs, so that the stage reruns when one
     changes and a manifest moved to quarantine makes Snakemake rebuild its stage."""
-    return [RUN.manifest(up) for up in upstream or UPSTREAM[stage] if up in MANIFESTED]
+    return [RUN.manifest(up) for up in upstream or UPSTREAM[stage]]
 
 
 def stage_resources(stage):
