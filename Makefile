@@ -41,6 +41,7 @@ test-slurm: setup
 bench: setup
 	$(BIN)/python bench/train_rm_throughput.py
 	$(BIN)/python bench/eval_rewardbench_throughput.py
+	$(BIN)/python bench/attention_kernels.py
 
 # Regenerate the full lock after changing requirements.in (needs network access to PyPI).
 lock:

@@ -5,9 +5,10 @@ UltraFeedback-like length spread (lognormal prompt and response lengths, shared 
 updates (32 pairs each, faithful shuffled order, at least 8 of them), one CPU process, at two
 precisions: fp32 (TRL with ``bf16=False``) and bf16 autocast with fp32 master weights (TRL's
 RewardConfig default, ``bf16=True``; ours ``model.dtype=bfloat16``). All measured in this run:
-each method trains in its own thread that stops after every update, and the methods take turns
-update by update, the order rotating at every update, so a change of load on a shared machine hits
-all of them alike. No assertions; run it on an otherwise idle machine for meaningful numbers::
+each method trains in its own process (as users run it: the main thread of a fresh interpreter;
+a worker thread cost our bf16 trainer 25% here) that stops after every update, and the methods
+take turns update by update, the order rotating at every update, so a change of load on a shared
+machine hits all of them alike. No assertions; run it on an otherwise idle machine::
 
     .venv/bin/python bench/train_rm_throughput.py                   # ~10 min on 2 idle cores
     .venv/bin/python bench/train_rm_throughput.py --precisions bf16   # one precision
@@ -22,16 +23,22 @@ tokens with a long tail; ``--scale`` (default 0.25) shrinks them so a CPU run st
 keeping the spread (sigma) that decides how much padding each method wastes. TRL's sampler draws
 ``randperm`` from seed 42 like ``batching.BatchPlan``'s ``seeded-randperm`` order (used here), so
 the padded trainer pads exactly like TRL and all three train the same pairs in the same updates.
-Packed micro batches get ``2 x micro batch x max length`` tokens: the padded micro batch's worst
-case, so neither needs more activation memory than the other.
+Packed micro batches hold at most ``--token-budget`` tokens (default 2048, below the padded micro
+batch's worst case of ``2 x micro batch x max length`` = 8192, so packing never needs more
+activation memory). Measured with the methods taking turns (fp32, 29 November 2026): 2048 and 4096
+within noise of each other, 1024 9% slower (more calls), 8192 10% slower (its 50 MB activation
+tensors come fresh from the kernel at each allocation: raising glibc's mmap threshold won back
+half of it).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
-import threading
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -66,47 +73,61 @@ class Result:
         return 1.0 - self.tokens / self.padded
 
 
-class Paused:
-    """A training run in a worker thread that stops before its first update and after each one:
-    ``step()`` lets it run exactly one update and returns that update's wall and CPU seconds.
-    ``run(pause)`` trains, calling ``pause()`` at those points. Only one thread computes at a time,
-    so the process CPU time of a step is the step's own."""
+class Turns:
+    """One method training in its own process (this script with ``--worker``), one update at a
+    time: ``step()`` lets it run exactly one update and returns that update's wall and CPU seconds,
+    measured in the worker (the only process computing then); ``finish()`` lets it end and returns
+    its ``Result``. Commands go down the worker's stdin, JSON replies come up its stdout."""
 
-    def __init__(self, run):
-        self._go, self._stopped = threading.Semaphore(0), threading.Semaphore(0)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, args=(run,), daemon=True)
-        self._thread.start()
-        self._stopped.acquire()  # set-up done (not timed)
-        self._raise()
+    def __init__(self, method: str, prec: str, argv: list[str]):
+        self.method = method
+        cmd = [sys.executable, __file__, *argv, "--worker", method, "--precisions", prec]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reply()  # set-up and warm-up done (not timed)
 
-    def _pause(self) -> None:
-        self._stopped.release()
-        self._go.acquire()
-
-    def _main(self, run) -> None:
-        try:
-            run(self._pause)
-        except BaseException as exc:  # re-raised in the main thread
-            self.error = exc
-        finally:
-            self._stopped.release()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
+    def _reply(self) -> dict:
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.method}: worker exited with {self._proc.wait()}")
+        return json.loads(line)
 
     def step(self) -> tuple[float, float]:
-        t0, c0 = time.perf_counter(), time.process_time()
-        self._go.release()
-        self._stopped.acquire()
-        self._raise()
-        return time.perf_counter() - t0, time.process_time() - c0
+        self._proc.stdin.write("go\n")
+        self._proc.stdin.flush()
+        reply = self._reply()
+        return reply["wall"], reply["cpu"]
 
-    def finish(self) -> None:
-        self._go.release()
-        self._thread.join()
-        self._raise()
+    def finish(self) -> Result:
+        self._proc.stdin.write("go\n")
+        self._proc.stdin.close()
+        reply = self._reply()
+        self._proc.wait()
+        return Result(self.method, reply["pairs"], tokens=reply["tokens"], padded=reply["padded"])
+
+
+def serve(args) -> None:
+    """Worker: build the pairs and the model (seeded: the same in every worker), warm up, then
+    train, pausing before the first update and after each one until told to go on."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # whatever the trainers print goes to stderr, away from the replies
+    last = None
+
+    def pause() -> None:
+        nonlocal last
+        now = time.perf_counter(), time.process_time()
+        timing = {} if last is None else {"wall": now[0] - last[0], "cpu": now[1] - last[1]}
+        print(json.dumps(timing), file=replies, flush=True)
+        sys.stdin.readline()
+        last = time.perf_counter(), time.process_time()
+
+    dtype = DTYPES[args.precisions[0]]
+    pairs = SyntheticPairs(args.pairs, args.scale, args.max_len, args.seed)
+    model = build_model(args)
+    warm_up(copy.deepcopy(model), pairs, args, dtype)
+    result = Result(args.worker)
+    RUNS[args.worker](model, pairs, args, dtype=dtype, result=result, pause=pause)
+    done = {"pairs": result.pairs, "tokens": result.tokens, "padded": result.padded}
+    print(json.dumps(done), file=replies, flush=True)
 
 
 class SyntheticPairs:
@@ -174,51 +195,49 @@ def matmul_peak(dtype: torch.dtype, repeats: int = 3) -> float:
     return best
 
 
-def ours_run(model, pairs, args, *, packed: bool, dtype: str, result: Result):
-    """This trainer as a ``Paused`` run; tokens and padding from its update metrics."""
+def ours_run(model, pairs, args, *, packed: bool, dtype: str, result: Result, pause) -> None:
+    """This trainer, calling ``pause()`` before its first update and after each one; tokens and
+    padding from its update metrics."""
     from paper_repro.backends import TorchBackend
     from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.config import RMTrainConfig
     from paper_repro.engine import Trainer
     from paper_repro.schedule import LRSchedule
 
-    def run(pause) -> None:
-        rm = RMTrainConfig(
-            lr=1e-5,
-            end_lr=1e-6,
-            total_batch_pairs=args.total_batch,
-            micro_batch_pairs=args.micro_batch,
-            activation_checkpointing=False,
-            backend="torch",
-        )
-        backend = TorchBackend(model, rm, packed=packed, compute_dtype=dtype, device="cpu")
-        plan = BatchPlan(
-            len(pairs),
-            total_batch=args.total_batch,
-            micro_batch=args.micro_batch,
-            seed=42,
-            order="seeded-randperm",
-            token_budget=2 * args.micro_batch * args.max_len if packed else None,
-            tokens=pair_tokens(pairs),
-        )
+    rm = RMTrainConfig(
+        lr=1e-5,
+        end_lr=1e-6,
+        total_batch_pairs=args.total_batch,
+        micro_batch_pairs=args.micro_batch,
+        activation_checkpointing=False,
+        backend="torch",
+    )
+    backend = TorchBackend(model, rm, packed=packed, compute_dtype=dtype, device="cpu")
+    plan = BatchPlan(
+        len(pairs),
+        total_batch=args.total_batch,
+        micro_batch=args.micro_batch,
+        seed=42,
+        order="seeded-randperm",
+        token_budget=args.token_budget if packed else None,
+        tokens=pair_tokens(pairs),
+    )
 
-        def on_update(m) -> None:
-            result.pairs += args.total_batch
-            result.tokens += m.tokens
-            result.padded += round(m.tokens / (1 - m.padding_fraction))
-            pause()
-
-        schedule = LRSchedule.from_config(rm, len(pairs))
-        trainer = Trainer(backend, pairs, plan, schedule, PAD, on_update=on_update, progress=False)
+    def on_update(m) -> None:
+        result.pairs += args.total_batch
+        result.tokens += m.tokens
+        result.padded += round(m.tokens / (1 - m.padding_fraction))
         pause()
-        trainer.fit()
 
-    return Paused(run)
+    schedule = LRSchedule.from_config(rm, len(pairs))
+    trainer = Trainer(backend, pairs, plan, schedule, PAD, on_update=on_update, progress=False)
+    pause()
+    trainer.fit()
 
 
-def trl_run(model, pairs, args, *, dtype: str, result: Result):
-    """TRL's RewardTrainer as a ``Paused`` run (a callback pauses it); its collator counts the
-    tokens and padding it feeds."""
+def trl_run(model, pairs, args, *, dtype: str, result: Result, pause) -> None:
+    """TRL's RewardTrainer, paused by a callback like ``ours_run``; its collator counts the tokens
+    and padding it feeds."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
@@ -237,55 +256,60 @@ def trl_run(model, pairs, args, *, dtype: str, result: Result):
             result.pairs += args.per_device_train_batch_size * args.gradient_accumulation_steps
             self.pause()
 
-    def run(pause) -> None:
-        tok = load_tokenizer()
-        assert tok.pad_token_id == PAD
-        base = DataCollatorForPreference(pad_token_id=PAD)
+    tok = load_tokenizer()
+    assert tok.pad_token_id == PAD
+    base = DataCollatorForPreference(pad_token_id=PAD)
 
-        def collate(examples):
-            out = base(examples)
-            result.tokens += int(out["attention_mask"].sum())
-            result.padded += out["attention_mask"].numel()
-            return out
+    def collate(examples):
+        out = base(examples)
+        result.tokens += int(out["attention_mask"].sum())
+        result.padded += out["attention_mask"].numel()
+        return out
 
-        data = Dataset.from_dict(
-            {
-                "chosen_ids": [c.tolist() for c in pairs.chosen],
-                "rejected_ids": [r.tolist() for r in pairs.rejected],
-            }
-        )
-        cfg = RewardConfig(
-            output_dir=args.trl_dir,
-            per_device_train_batch_size=args.micro_batch,
-            gradient_accumulation_steps=args.total_batch // args.micro_batch,
-            max_steps=len(pairs) // args.total_batch,
-            learning_rate=1e-5,
-            lr_scheduler_type="linear",
-            warmup_steps=1,
-            adam_beta2=0.95,
-            max_grad_norm=1.0,
-            weight_decay=0.0,
-            max_length=None,
-            use_cpu=True,
-            bf16=dtype == "bfloat16",
-            report_to=[],
-            save_strategy="no",
-            logging_steps=10**6,
-            disable_tqdm=True,
-            seed=42,
-            dataloader_num_workers=0,
-            gradient_checkpointing=False,
-        )
-        RewardTrainer(
-            model=model,
-            args=cfg,
-            train_dataset=data,
-            processing_class=tok,
-            data_collator=collate,
-            callbacks=[Pause(pause)],
-        ).train()
+    data = Dataset.from_dict(
+        {
+            "chosen_ids": [c.tolist() for c in pairs.chosen],
+            "rejected_ids": [r.tolist() for r in pairs.rejected],
+        }
+    )
+    cfg = RewardConfig(
+        output_dir=args.trl_dir,
+        per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.total_batch // args.micro_batch,
+        max_steps=len(pairs) // args.total_batch,
+        learning_rate=1e-5,
+        lr_scheduler_type="linear",
+        warmup_steps=1,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        max_length=None,
+        use_cpu=True,
+        bf16=dtype == "bfloat16",
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10**6,
+        disable_tqdm=True,
+        seed=42,
+        dataloader_num_workers=0,
+        gradient_checkpointing=False,
+    )
+    RewardTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=data,
+        processing_class=tok,
+        data_collator=collate,
+        callbacks=[Pause(pause)],
+    ).train()
 
-    return Paused(run)
+
+METHODS = (TRL, PADDED, PACKED)
+RUNS = {
+    TRL: trl_run,
+    PADDED: partial(ours_run, packed=False),
+    PACKED: partial(ours_run, packed=True),
+}
 
 
 def warm_up(model, pairs, args, dtype: str) -> None:
@@ -307,14 +331,21 @@ def main() -> None:
     p.add_argument("--micro-batch", type=int, default=4, help="pairs per padded forward")
     p.add_argument("--scale", type=float, default=0.25, help="length scale vs UltraFeedback")
     p.add_argument("--max-len", type=int, default=1024)
+    p.add_argument("--token-budget", type=int, default=2048, help="tokens per packed micro batch")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precisions", nargs="+", choices=list(DTYPES), default=list(DTYPES))
     p.add_argument("--trl-dir", default="/tmp/paper_repro_bench_trl")
-    args = p.parse_args()
+    p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    argv = sys.argv[1:]
+    args = p.parse_args(argv)
+    if args.worker:
+        return serve(args)
     if args.pairs // args.total_batch < 8:
         p.error("run at least 8 updates: --pairs >= 8 x --total-batch")
+    if args.token_budget > 2 * args.micro_batch * args.max_len:
+        p.error("--token-budget above the padded micro batch's worst case (2 x micro x max len)")
 
     pairs = SyntheticPairs(args.pairs, args.scale, args.max_len, args.seed)
     init = build_model(args)
@@ -330,36 +361,27 @@ def main() -> None:
         f"data: {len(pairs)} pairs = {args.pairs // args.total_batch} updates of "
         f"{args.total_batch}; sequence length median {np.median(lengths):.0f}, p90 "
         f"{np.percentile(lengths, 90):.0f}, max {lengths.max()}; padded micro batch "
-        f"{args.micro_batch} pairs, packed budget {2 * args.micro_batch * args.max_len} tokens; "
+        f"{args.micro_batch} pairs, packed budget {args.token_budget} tokens; "
         f"useful training FLOPs {flops:.3e}"
     )
 
-    makers = {
-        TRL: trl_run,
-        PADDED: partial(ours_run, packed=False),
-        PACKED: partial(ours_run, packed=True),
-    }
     peaks = {prec: 0.0 for prec in args.precisions}
     results: dict[tuple[str, str], Result] = {}
     for prec in args.precisions:
         dtype = DTYPES[prec]
         peaks[prec] = matmul_peak(getattr(torch, dtype))
-        warm_up(copy.deepcopy(init), pairs, args, dtype)
-        runs = {}
-        for name, make in makers.items():
-            results[prec, name] = Result(name)
-            runs[name] = make(
-                copy.deepcopy(init), pairs, args, dtype=dtype, result=results[prec, name]
-            )
-        names = list(makers)
+        runs = {name: Turns(name, prec, argv) for name in METHODS}
+        wall = dict.fromkeys(RUNS, 0.0)
+        cpu = dict.fromkeys(RUNS, 0.0)
         for k in range(len(pairs) // args.total_batch):
-            for name in names[k % 3 :] + names[: k % 3]:  # the order rotates every update
-                wall, cpu = runs[name].step()
-                results[prec, name].seconds += wall
-                results[prec, name].cpu_seconds += cpu
+            for name in METHODS[k % 3 :] + METHODS[: k % 3]:  # the order rotates every update
+                w, c = runs[name].step()
+                wall[name] += w
+                cpu[name] += c
             print(f"{prec}: update {k + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
-        for run in runs.values():
-            run.finish()
+        for name, run in runs.items():
+            results[prec, name] = run.finish()
+            results[prec, name].seconds, results[prec, name].cpu_seconds = wall[name], cpu[name]
         peaks[prec] = max(peaks[prec], matmul_peak(getattr(torch, dtype)))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
@@ -371,7 +393,7 @@ def main() -> None:
             f"{'method':24s} {'wall s':>7s} {'pairs/s':>8s} {'tokens/s':>9s} {'vs TRL':>7s} "
             f"{'padding':>8s} {'GFLOP/s':>8s} {'MFU':>6s} {'cpu s':>7s}"
         )
-        for name in makers:
+        for name in METHODS:
             r = results[prec, name]
             useful = flops / r.seconds
             print(

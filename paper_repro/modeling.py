@@ -18,19 +18,17 @@ dense row x row mask (``create_causal_mask``, lines 991-1002), so the cost grows
 the row; and flash-attention unpacks from position ids only batches of one row
 (``modeling_flash_attention_utils._is_packed_sequence``, lines 564-580), silently attending
 across sequences otherwise. Here confinement holds by construction, on CPU and GPU alike (torch
-SDPA picks its flash kernel where it can), the attention cost stays close to that of each
+SDPA picks its flash kernel where it can), the attention cost is exactly that of each
 sequence alone, and a forward that reaches this attention without sequence lengths raises.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -64,40 +62,18 @@ def packed_position_ids(lengths: Sequence[int], device=None) -> torch.Tensor:
 PACKED_ATTENTION = "paper_repro_packed"  # name in transformers' AttentionInterface
 
 
-@functools.lru_cache(maxsize=8)
-def _length_groups(lengths: tuple[int, ...], device: torch.device, waste: float = 0.25):
-    """How ``packed_attention`` batches the sequences of a packed row: longest first, a group
-    closes when padding its members to the longest would add over ``waste`` of their attention
-    cost. Returns ``(shapes, gather, scatter)``: ``(n, width)`` of each group; the row index of
-    every slot of the groups' right-padded ``[n x width]`` blocks laid end to end (padding slots
-    read token 0); and, for each token of the row, the slot that holds its output. One gather in
-    and one out per layer, whatever the number of groups (each gather's backward allocates a
-    zero tensor of the whole row). Cached: every layer (and any recomputation) reuses it."""
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    members: list[list[int]] = [[]]
-    for i in order:
-        group = [*members[-1], i]
-        width = lengths[group[0]]
-        if members[-1] and width**2 * len(group) > (1 + waste) * sum(
-            lengths[j] ** 2 for j in group
-        ):
-            members.append([i])
-        else:
-            members[-1] = group
-    shapes, gather = [], []
-    scatter = np.empty(sum(lengths), dtype=np.int64)
-    slot = 0
-    for group in members:
-        width = lengths[group[0]]
-        shapes.append((len(group), width))
-        for i in group:
-            tokens = starts[i] + np.arange(lengths[i])
-            gather.append(np.concatenate([tokens, np.zeros(width - lengths[i], np.int64)]))
-            scatter[tokens] = slot + np.arange(lengths[i])
-            slot += width
-    gather_t = torch.from_numpy(np.concatenate(gather)).to(device)
-    return tuple(shapes), gather_t, torch.from_numpy(scatter).to(device)
+# Below this length, forward and backward of torch's CPU flash kernel in bf16 take longer than
+# those of the math kernel (which computes in fp32); forward alone, flash is faster at every
+# length. Measured by bench/attention_kernels.py (2 cores with AMX, torch 2.13).
+_CPU_BF16_TRAIN_MATH_BELOW = 256
+
+
+def _sdpa_kernel(device: str, dtype: torch.dtype, length: int, grad: bool):
+    if device == "cpu" and dtype == torch.bfloat16 and grad and length < _CPU_BF16_TRAIN_MATH_BELOW:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 def packed_attention(
@@ -113,36 +89,38 @@ def packed_attention(
 ) -> tuple[torch.Tensor, None]:
     """Causal attention of each packed sequence on its own. ``query``/``key``/``value`` are
     ``[1, heads, T, head_dim]`` with ``T = sum(packed_lengths)``; returns ``[1, T, heads,
-    head_dim]`` as transformers' attention functions do. Sequences of similar length are gathered
-    into the rows of one batch, right-padded, and go through torch SDPA with ``is_causal``: each
-    sequence is its own row, and a real token only ever sees earlier positions of its row, so
-    neither other sequences nor the padding behind it can reach it. Grouping by length keeps the
-    padded attention within ~25% of the exact cost with a handful of kernel calls per layer
-    instead of one per sequence."""
+    head_dim]`` as transformers' attention functions do. Each sequence's slice of the row (a view,
+    no copy) goes through torch SDPA with ``is_causal``, so a token only ever sees earlier tokens
+    of its own sequence, and the attention costs exactly that of each sequence alone. One kernel
+    call per sequence is cheap next to the projections around it; batching sequences of similar
+    length into one call gains nothing on CPU (the kernels' efficiency depends on the length, not
+    on the batch) and costs a gather and padding."""
     if packed_lengths is None or attention_mask is not None:
         raise RuntimeError(
             "packed attention needs the packed sequence lengths and no attention mask; "
             "call modeling.packed_token_scores"
         )
-    lengths = tuple(int(n) for n in packed_lengths)
+    lengths = [int(n) for n in packed_lengths]
     if query.shape[0] != 1 or sum(lengths) != query.shape[2]:
         raise RuntimeError(
             f"packed lengths sum to {sum(lengths)} but the row is {tuple(query.shape)}"
         )
-    shapes, gather, scatter = _length_groups(lengths, query.device)
     gqa = getattr(module, "num_key_value_groups", 1) > 1
-    q, k, v = (x[0].index_select(1, gather) for x in (query, key, value))  # [heads, slots, d]
-    parts, start = [], 0
-    for n, width in shapes:
-        block = slice(start, start + n * width)
-        start += n * width
-        qb, kb, vb = (x[:, block].unflatten(1, (n, width)).transpose(0, 1) for x in (q, k, v))
-        out = F.scaled_dot_product_attention(
-            qb, kb, vb, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
-        )  # [n, heads, width, head_dim]
-        parts.append(out.transpose(0, 1).flatten(1, 2))
-    out = torch.cat(parts, 1).index_select(1, scatter)  # [heads, T, head_dim], row order
-    return out.transpose(0, 1).unsqueeze(0).contiguous(), None
+    device = query.device.type
+    autocast = torch.is_autocast_enabled(device)
+    compute = torch.get_autocast_dtype(device) if autocast else query.dtype
+    grad = torch.is_grad_enabled() and query.requires_grad
+    outs = []
+    # split, not slicing: its backward is one concatenation, where each slice's backward would
+    # write a zero tensor of the whole row
+    for q, k, v in zip(*(x.split(lengths, 2) for x in (query, key, value)), strict=True):
+        with _sdpa_kernel(device, compute, q.shape[2], grad):
+            outs.append(
+                F.scaled_dot_product_attention(
+                    q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
+                )
+            )
+    return torch.cat(outs, 2).transpose(1, 2).contiguous(), None
 
 
 def use_packed_attention(model) -> str:

@@ -45,8 +45,7 @@ def random_pairs(n: int, seed: int, low: int = 3, high: int = 40) -> Pairs:
     return Pairs([seq() for _ in range(n)], [seq() for _ in range(n)])
 
 
-@pytest.fixture(scope="module")
-def model():
+def small_llama(max_positions: int = 256):
     """2 layers, 4 query heads sharing 2 key/value heads (GQA as Llama 3), an O(1) reward head so
     that 1e-5 is a real tolerance."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
@@ -61,13 +60,18 @@ def model():
         num_key_value_heads=2,
         num_labels=1,
         pad_token_id=PAD,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=False,
     )
     m = LlamaForSequenceClassification(cfg).float().eval()
     with torch.no_grad():
         m.score.weight.normal_(0.0, 1.0)
     return m
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_llama()
 
 
 def backend(model, packed: bool, **rm) -> TorchBackend:
@@ -186,11 +190,12 @@ class RecordingBackend(TorchBackend):
         return super().step(lr)
 
 
-def first_update_gradient(model, pairs, *, token_budget, checkpointing=False):
+def first_update_gradient(model, pairs, *, token_budget, checkpointing=False, dtype="float32"):
     rm = RMTrainConfig(
         activation_checkpointing=checkpointing, total_batch_pairs=16, micro_batch_pairs=4
     )
-    b = RecordingBackend(copy.deepcopy(model), rm, packed=token_budget is not None, device="cpu")
+    packed = token_budget is not None
+    b = RecordingBackend(copy.deepcopy(model), rm, packed=packed, compute_dtype=dtype, device="cpu")
     plan = BatchPlan(
         len(pairs),
         total_batch=16,
@@ -228,6 +233,54 @@ def test_update_gradient_packed_equals_padded(model, checkpointing):
     for name, g in padded.items():
         assert torch.allclose(packed[name], g, rtol=1e-4, atol=1e-5 * float(g.abs().max())), name
     assert m_pack.grad_norm == pytest.approx(m_pad.grad_norm, rel=1e-5)
+
+
+# Sequences on both sides of the CPU bf16 kernel switch: under bf16 autocast with gradients, SDPA's
+# math kernel below 256 tokens, its flash kernel from 256 on (modeling._sdpa_kernel).
+BF16_LENGTHS = (40, 300, 17, 260, 120, 30)
+
+
+@pytest.fixture(scope="module")
+def long_model():
+    return small_llama(max_positions=512)
+
+
+def test_bf16_training_attention_stays_within_each_sequence(long_model):
+    rng = np.random.default_rng(5)
+    seqs = [rng.integers(1, PAD, n).astype(np.int32) for n in BF16_LENGTHS]
+
+    def rewards_of(seqs):
+        batch = pack_pairs(seqs[:3], seqs[3:])
+        with packed_attention_mode(long_model), torch.autocast("cpu", dtype=torch.bfloat16):
+            scores = packed_token_scores(long_model, batch.input_ids, batch.lengths)
+        assert scores.requires_grad  # the training path
+        return read_last(scores, batch).detach().float()
+
+    ref = rewards_of(seqs)
+    for victim in (0, 1):  # a math-kernel sequence, a flash-kernel one
+        changed = list(seqs)
+        changed[victim] = np.append((seqs[victim][:-1] + 7) % PAD, seqs[victim][-1])
+        got = rewards_of(changed)
+        others = [i for i in range(len(seqs)) if i != victim]
+        assert torch.equal(got[others], ref[others]), victim
+        assert float((got[victim] - ref[victim]).abs()) > 1e-2, victim
+
+
+def test_bf16_update_gradient_packed_as_close_to_fp32_as_padded(long_model):
+    """bf16 autocast, one update of sequences of 3 to 400 tokens: the packed gradient (math and
+    flash kernels per sequence) is no further from the fp32 gradient than the padded one."""
+    pairs = random_pairs(16, seed=6, high=400)
+    exact, _, _ = first_update_gradient(long_model, pairs, token_budget=None)
+
+    def error(dtype, budget) -> float:
+        grads, _, _ = first_update_gradient(long_model, pairs, token_budget=budget, dtype=dtype)
+        diff = sum(((grads[n] - exact[n]).double() ** 2).sum() for n in exact)
+        return float(torch.sqrt(diff / sum((g.double() ** 2).sum() for g in exact.values())))
+
+    padded, packed = error("bfloat16", None), error("bfloat16", 1000)
+    print(f"relative gradient error vs fp32: padded {padded:.2e}, packed {packed:.2e}")
+    assert 0.0 < padded < 0.05
+    assert packed < 1.25 * padded
 
 
 def test_heldout_accuracy_packed_equals_padded(model):
