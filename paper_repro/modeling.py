@@ -115,12 +115,11 @@ def packed_attention(
     # write a zero tensor of the whole row
     for q, k, v in zip(*(x.split(lengths, 2) for x in (query, key, value)), strict=True):
         with _sdpa_kernel(device, compute, q.shape[2], grad):
-            outs.append(
-                F.scaled_dot_product_attention(
-                    q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
-                )
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
             )
-    return torch.cat(outs, 2).transpose(1, 2).contiguous(), None
+        outs.append(out.transpose(1, 2))  # [1, n, heads, head_dim]
+    return torch.cat(outs, 1), None  # one copy, already in the layout transformers expects
 
 
 def use_packed_attention(model) -> str:
