@@ -1,6 +1,7 @@
 """Packed micro batches: the layout, the token-budget cuts, and that packing changes nothing but
 cost -- rewards and the update gradient equal the padded computation, attention never crosses a
-sequence boundary, pairs over the budget still train -- on a small random Llama (fp32, GQA)."""
+sequence boundary, pairs over the budget still train -- on a small random Llama (fp32, GQA), and
+under bf16 autocast, where short sequences take another attention kernel."""
 
 from __future__ import annotations
 
@@ -268,7 +269,8 @@ def test_bf16_training_attention_stays_within_each_sequence(long_model):
 
 def test_bf16_update_gradient_packed_as_close_to_fp32_as_padded(long_model):
     """bf16 autocast, one update of sequences of 3 to 400 tokens: the packed gradient (math and
-    flash kernels per sequence) is no further from the fp32 gradient than the padded one."""
+    flash kernels per sequence) is about as far from the fp32 gradient as the padded one (they
+    round differently: 6.4e-3 vs 5.7e-3 here)."""
     pairs = random_pairs(16, seed=6, high=400)
     exact, _, _ = first_update_gradient(long_model, pairs, token_budget=None)
 
