@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -70,8 +71,6 @@ _CPU_BF16_TRAIN_MATH_BELOW = 256
 
 def _sdpa_kernel(device: str, dtype: torch.dtype, length: int, grad: bool):
     if device == "cpu" and dtype == torch.bfloat16 and grad and length < _CPU_BF16_TRAIN_MATH_BELOW:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()
 
