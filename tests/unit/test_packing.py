@@ -267,6 +267,29 @@ def test_bf16_training_attention_stays_within_each_sequence(long_model):
         assert float((got[victim] - ref[victim]).abs()) > 1e-2, victim
 
 
+@pytest.mark.parametrize("grad", [True, False])
+def test_bf16_kernel_choice_follows_length_and_grad(long_model, grad):
+    """Training in bf16 on CPU: the math kernel below 256 tokens, flash from 256 on (the flash
+    backward is slower on short sequences, bench/attention_kernels.py); scoring: flash always."""
+    from torch.profiler import profile
+
+    rng = np.random.default_rng(7)
+    seqs = [rng.integers(1, PAD, n).astype(np.int32) for n in BF16_LENGTHS]
+    batch = pack_pairs(seqs[:3], seqs[3:])
+    with packed_attention_mode(long_model), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.set_grad_enabled(grad), profile() as prof:
+            packed_token_scores(long_model, batch.input_ids, batch.lengths)
+    calls = [e.name for e in prof.events()]
+    flash = sum(n == "aten::_scaled_dot_product_flash_attention_for_cpu" for n in calls)
+    math = sum(n == "aten::_scaled_dot_product_attention_math" for n in calls)
+    layers, short = long_model.config.num_hidden_layers, sum(n < 256 for n in BF16_LENGTHS)
+    assert (math, flash) == (
+        (layers * short, layers * (len(BF16_LENGTHS) - short))
+        if grad
+        else (0, layers * len(BF16_LENGTHS))
+    )
+
+
 def test_bf16_update_gradient_packed_as_close_to_fp32_as_padded(long_model):
     """bf16 autocast, one update of sequences of 3 to 400 tokens: the packed gradient (math and
     flash kernels per sequence) is about as far from the fp32 gradient as the padded one (they
