@@ -46,6 +46,13 @@ def _bench(**change) -> bytes:
 U = {"role": "user", "content": "Hi?"}
 
 
+def _with_number(name: str, number: bytes) -> bytes:
+    """A good row of ``name`` with one more key holding ``number`` (raw JSON text): where the
+    number sits does not matter, the line is refused before any schema check."""
+    row = good_rows(name)[3]
+    return _line(row)[:-2] + b', "score": ' + number + b"}\n"
+
+
 @dataclass(frozen=True)
 class Hostile:
     kind: str
@@ -56,6 +63,7 @@ class Hostile:
 
 def _cases() -> list[Hostile]:
     p0, p1 = good_rows("preference")[:2]
+    big = b"9" * 5000
     deep = b"[" * 100_000 + b"]" * 100_000
     dup_key = _line(p1)[:-2] + b', "chosen": ' + json.dumps(p1["chosen"]).encode() + b"}\n"
     mismatch = {
@@ -114,6 +122,25 @@ def _cases() -> list[Hostile]:
             "PPO row without a prompt key", "ppo_prompts", _line({"source": "x"}), "missing_keys"
         ),
         Hostile("PPO instruction a number", "ppo_prompts", _line({"instruction": 7}), "wrong_type"),
+        # Numbers of absurd size, in every schema: CPython's json raises ValueError on an integer
+        # over 4,300 digits, and accepts 1e999 (inf) and NaN, which JSON does not have.
+        *(
+            Hostile(f"5,000-digit integer ({name})", name, _with_number(name, big), "bad_number")
+            for name in FILES
+        ),
+        Hostile(
+            "float beyond float64 (1e999)",
+            "rewardbench",
+            _with_number("rewardbench", b"1e999"),
+            "bad_number",
+        ),
+        Hostile("NaN literal", "preference", _with_number("preference", b"NaN"), "bad_number"),
+        Hostile(
+            "-Infinity literal",
+            "ppo_prompts",
+            _with_number("ppo_prompts", b"-Infinity"),
+            "bad_number",
+        ),
     ]
 
 

@@ -16,7 +16,7 @@ from .tokenizer import resolve_pad, special_strings
 from .validate import preference_sides, prompt_messages, rewardbench_sides
 
 # Stable drop-reason keys of the data report. Line level (data/rows.py): undecodable_text,
-# bad_json, too_large, too_deep, duplicate_keys. Row level (data/validate.py): missing_keys,
+# bad_json, too_large, too_deep, duplicate_keys, bad_number. Row level (data/validate.py): missing_keys,
 # null_field, wrong_type and the conversation checks. Then: identical sides, a literal BOS/EOS/pad
 # string inside a message (it would tokenize to the special id and break "exactly one BOS, pooled
 # at EOS"), a PPO prompt with no user turn, and too_long (EasyLM remove_truncated_samples).
@@ -37,6 +37,7 @@ DROP_REASONS = (
     "duplicate_keys",
     "too_deep",
     "too_large",
+    "bad_number",
 )
 # Rows that are kept but counted. EasyLM's PreferenceDataset keeps both: it reads every line
 # without deduplication and tokenizes chosen and rejected independently, never comparing their

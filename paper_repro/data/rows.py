@@ -10,12 +10,17 @@ is counted by reason, never a crash:
 - ``too_deep``: nested deeper than ``MAX_DEPTH`` (a 100,000-deep row stops the JSON decoder's
   recursion check; it is counted, not a RecursionError);
 - ``duplicate_keys``: an object with the same key twice (JSON leaves the meaning open; Python
-  would silently keep the last one).
+  would silently keep the last one);
+- ``bad_number``: a number no upstream row holds and Python cannot carry faithfully: an integer of
+  more than ``MAX_INT_DIGITS`` digits (CPython refuses to convert over 4,300 digits with a
+  ValueError, and conversion time grows with the square of the length), a float beyond float64
+  (``1e999`` would become inf) and the non-JSON literals ``NaN``/``Infinity`` (RFC 8259 §6).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,9 @@ MAX_ROW_BYTES = 16 << 20
 # Upstream rows nest 3 levels ({"chosen": [{"role": ..}]}); parquet rows with metadata a few more.
 MAX_DEPTH = 32
 BOM = "\ufeff"
+# reward-bench ids are int64 (19 digits); 100 leaves room for any real integer field and still
+# keeps each conversion cheap. Longer integers are counted as ``bad_number``, never converted.
+MAX_INT_DIGITS = 100
 
 
 @dataclass
@@ -40,6 +48,27 @@ class RawRow:
 
 class DuplicateKey(ValueError):
     pass
+
+
+class BadNumber(ValueError):
+    pass
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadNumber
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: beyond float64
+        raise BadNumber
+    return value
+
+
+def _constant(text: str) -> float:
+    raise BadNumber  # NaN, Infinity, -Infinity: Python's json accepts them, JSON does not
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -68,9 +97,17 @@ def parse_line(raw: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError:
         return None, "undecodable_text"
     try:
-        value = json.loads(text.removeprefix(BOM), object_pairs_hook=_no_duplicates)
+        value = json.loads(
+            text.removeprefix(BOM),
+            object_pairs_hook=_no_duplicates,
+            parse_int=_int,
+            parse_float=_float,
+            parse_constant=_constant,
+        )
     except DuplicateKey:
         return None, "duplicate_keys"
+    except BadNumber:
+        return None, "bad_number"
     except RecursionError:
         return None, "too_deep"
     except json.JSONDecodeError:

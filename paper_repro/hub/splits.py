@@ -85,16 +85,64 @@ def _unsupported(value: Any) -> dict[str, str]:
     return {"unsupported_type": type(value).__name__}
 
 
+def duplicate_names(schema) -> list[str]:
+    """Column and struct-field names that occur twice at one level (``a.b`` for a field).
+    ``to_pylist`` turns each row into a dict, so the last of two ``chosen`` columns would
+    silently replace the first."""
+    import pyarrow as pa
+
+    out, stack = [], [("", list(schema))]
+    while stack:
+        prefix, fields = stack.pop()
+        names = [f.name for f in fields]
+        out += sorted({prefix + n for n in names if names.count(n) > 1})
+        for f in fields:
+            t = f.type
+            while getattr(t, "value_type", None) is not None:  # lists (of lists) of structs
+                t = t.value_type
+            if pa.types.is_struct(t):
+                stack.append((f"{prefix}{f.name}.", [t.field(i) for i in range(t.num_fields)]))
+    return out
+
+
+def _bad_utf8(path: Path, batch, first_row: int) -> DataError:
+    """The column and 1-based row of the first undecodable string of ``batch``."""
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        for i in range(len(column)):
+            try:
+                column[i].as_py()
+            except UnicodeDecodeError:
+                return DataError(
+                    f"{path}: column {name!r}, row {first_row + i + 1}: invalid UTF-8 in a "
+                    "string column (the parquet format requires UTF-8); nothing was written"
+                )
+    return DataError(f"{path}: invalid UTF-8 in a string column; nothing was written")
+
+
 def _parquet_lines(path: Path):
-    """One JSON line per row of a parquet file, read batch by batch (never the whole table)."""
+    """One JSON line per row of a parquet file, read batch by batch (never the whole table).
+    A file that breaks the format (duplicate column names, invalid UTF-8 in a string column) is a
+    DataError naming the file, not a row to count: it is not a table of rows at all."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
+        pf = pq.ParquetFile(path)
+        if dup := duplicate_names(pf.schema_arrow):
+            raise DataError(
+                f"{path}: duplicate column names {dup} (a reader would keep only the last); "
+                "nothing was written"
+            )
+        done = 0
+        for batch in pf.iter_batches(batch_size=1024):
+            try:
+                rows = batch.to_pylist()
+            except UnicodeDecodeError:
+                raise _bad_utf8(path, batch, done) from None
+            for row in rows:
                 line = json.dumps(row, ensure_ascii=False, sort_keys=True, default=_unsupported)
                 yield (line + "\n").encode("utf-8", "surrogatepass")
+            done += len(rows)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from None
 

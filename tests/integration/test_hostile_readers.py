@@ -226,3 +226,103 @@ def test_invalid_rewardbench_row_stops_both_modes_alike(bench_run, tmp_path):
     assert messages[0] == messages[1]
     assert "1 dropped (missing_keys 1, first line 5) of 192 RewardBench rows" in messages[0]
     assert "\n" not in messages[0]
+
+
+# --------------------------------------------------------------------------- parquet sources
+
+
+def _bench_rows() -> list[dict]:
+    from paper_repro.tiny import FIXTURE_DIR
+
+    return [json.loads(x) for x in (FIXTURE_DIR / FILES["rewardbench"]).read_text().splitlines()]
+
+
+def _parquet(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def _two_chosen_columns() -> bytes:
+    """The RewardBench split with a second ``chosen`` column of other text after the first."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(_bench_rows())
+    return _parquet(table.append_column("chosen", pa.array(["hijacked"] * len(table))))
+
+
+def _duplicate_struct_field() -> bytes:
+    """A message list whose struct has ``content`` twice."""
+    import pyarrow as pa
+
+    msg = pa.struct([("role", pa.string()), ("content", pa.string()), ("content", pa.string())])
+    arr = pa.array([[("user", "Hi?", "x")]], pa.list_(msg))
+    return _parquet(pa.table({"messages": arr}))
+
+
+def _invalid_utf8_row() -> bytes:
+    """The RewardBench split with bytes 0xff 0xfe (never UTF-8) as row 3's prompt."""
+    import pyarrow as pa
+
+    rows = _bench_rows()
+    texts = [r["prompt"].encode() for r in rows]
+    texts[2] = b"\xff\xfe"
+    offsets = [0]
+    for t in texts:
+        offsets.append(offsets[-1] + len(t))
+    data = pa.py_buffer(b"".join(texts))
+    prompt = pa.Array.from_buffers(
+        pa.string(),
+        len(texts),
+        [None, pa.py_buffer(pa.array(offsets, pa.int32()).buffers()[1]), data],
+    )
+    table = pa.Table.from_pylist(rows)
+    table = table.set_column(table.schema.get_field_index("prompt"), "prompt", prompt)
+    return _parquet(table)
+
+
+PARQUET_CASES = {
+    "two `chosen` columns": (
+        "rewardbench",
+        _two_chosen_columns,
+        "duplicate column names ['chosen']",
+    ),
+    "a struct field twice": ("ppo_prompts", _duplicate_struct_field, "['messages.content']"),
+    "invalid UTF-8 in a string column": (
+        "rewardbench",
+        _invalid_utf8_row,
+        "column 'prompt', row 3: invalid UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "reader"),
+    [
+        pytest.param(c, r, marks=pytest.mark.hardening("4", f"parquet with {c} ({r} reader)"))
+        for c in PARQUET_CASES
+        for r in ("hub", "local")
+    ],
+)
+def test_malformed_parquet_is_refused_with_one_line(case, reader, tmp_path, monkeypatch, capsys):
+    """A parquet file that breaks the format is refused by name, exit 2; nothing is written (a
+    second ``chosen`` column used to replace every chosen response of the split, silently)."""
+    name, make, words = PARQUET_CASES[case]
+    data = make()
+    if reader == "hub":
+        repos = {n: (f"org/{n}", split, file_bytes(n)) for n, split in SPLITS.items()}
+        repos[name] = (f"org/{name}", SPLITS[name], data)
+        overrides = offline_hub(tmp_path, monkeypatch, repos)
+    else:
+        files = write_files(tmp_path / "local")
+        files[name] = tmp_path / "local" / f"{name}.parquet"
+        files[name].write_bytes(data)
+        overrides = ["data.source=local"] + [f"data.{n}.local_path={p}" for n, p in files.items()]
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert main(["download-data", "tiny", *overrides, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and ".parquet" in err[0], err
+    assert not RunPaths(run).raw_data(name).exists()
