@@ -26,6 +26,7 @@ one log line and the previous one is used. Files are then loaded as plain tensor
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import shutil
 import sys
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ReproError
+from .errors import ReproError, free_bytes, human_bytes
 from .identity import StageIdentity
 from .io import read_json, sha256_file, write_json, write_text
 
@@ -47,6 +48,29 @@ META_SHA = "meta.json.sha256"
 
 class ResumeError(ReproError, RuntimeError):
     """A checkpoint that cannot be resumed by this run; the message says why and what to do."""
+
+
+class CheckpointSpaceError(ReproError, OSError):
+    """The disk filled up while a checkpoint was written: the partial one is removed, the previous
+    ones are untouched; the message names both and the free space."""
+
+
+# torch.save reports a failed write as a RuntimeError from its zip writer ("unexpected pos ..."),
+# safetensors as a SafetensorError ("... (os error 28)"); neither is an OSError with an errno.
+WRITE_FAILED = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
+TORCH_WRITER = ("unexpected pos", "file write failed", "PytorchStreamWriter", "iostream error")
+LOW_SPACE = 1 << 20  # below this after a failed write, the write failed for want of space
+
+
+def out_of_space(exc: BaseException, folder: Path) -> bool:
+    """True when ``exc`` (raised while writing into ``folder``) means the disk or quota is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if any(m in text for m in WRITE_FAILED):
+        return True
+    free = free_bytes(folder)
+    return any(m in text for m in TORCH_WRITER) and free is not None and free < LOW_SPACE
 
 
 class Group(Protocol):
@@ -253,11 +277,24 @@ class CheckpointDir:
             if self.rank == 0:
                 self._commit(tmp, final, name, meta, metrics, rank_zero)
             g.barrier()
-        except BaseException:
+        except BaseException as exc:
+            full = isinstance(exc, Exception) and out_of_space(exc, tmp)
             if self.rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
+            if full:
+                raise self._space_error(final) from None
             raise
         return final
+
+    def _space_error(self, final: Path) -> CheckpointSpaceError:
+        previous = self.candidates()
+        kept = f"the previous checkpoint {previous[0]} is intact" if previous else "no earlier one"
+        free = free_bytes(self.root)
+        return CheckpointSpaceError(
+            f"no space left on device writing checkpoint {final} "
+            f"({human_bytes(free) if free is not None else 'unknown'} free there after removing "
+            f"the partial one); {kept}; free space and rerun to resume"
+        )
 
     def _commit(self, tmp, final, name, meta, metrics, rank_zero) -> None:
         hashes: dict[str, str] = {}

@@ -39,10 +39,22 @@ def is_secret_key(key: str) -> bool:
     return any(m in key.lower() for m in SECRET_MARKERS)
 
 
+def environ_snapshot() -> dict[str, str]:
+    """``os.environ`` now, safe while another thread (MLflow's, a library's) changes it.
+    ``os.environ.items()`` and ``.copy()`` take a list of the keys, then look each one up, so a
+    key deleted in between raises KeyError; here a vanished key is skipped instead."""
+    out = {}
+    for key in list(os.environ):  # one atomic copy of the key list
+        value = os.environ.get(key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def secret_values() -> list[str]:
     """Values of secret-looking environment variables (HF_TOKEN, WANDB_API_KEY, ...)."""
     return sorted(
-        {v for k, v in os.environ.items() if is_secret_key(k) and len(v) >= 6},
+        {v for k, v in environ_snapshot().items() if is_secret_key(k) and len(v) >= 6},
         key=len,
         reverse=True,
     )

@@ -56,6 +56,58 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(small_disk, tmp_path):
     assert "preference.jsonl" not in leftovers and not [n for n in leftovers if n.endswith(".tmp")]
 
 
+def _torch_writer(n: int):
+    import torch
+
+    return lambda d: torch.save({"w": torch.zeros(n)}, d / "state.pt")
+
+
+def _safetensors_writer(n: int):
+    import torch
+    from safetensors.torch import save_file
+
+    return lambda d: save_file({"w": torch.zeros(n)}, str(d / "model.safetensors"))
+
+
+def _plain_writer(n: int):
+    return lambda d: (d / "rng.bin").write_bytes(bytes(4 * n))
+
+
+@pytest.mark.parametrize(
+    "writer",
+    [
+        pytest.param(w, marks=pytest.mark.hardening("6", f"disk full during a checkpoint ({k})"))
+        for k, w in (
+            ("torch.save", _torch_writer),
+            ("safetensors", _safetensors_writer),
+            ("plain file", _plain_writer),
+        )
+    ],
+)
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(small_disk, writer):
+    """A checkpoint that does not fit (a real 1 MiB tmpfs): one line naming the checkpoint, the
+    previous one and the free space, a ReproError (exit 2 in the CLI), no partial folder, and the
+    previous checkpoint still verifies and is the resume point. torch.save reports the full disk
+    as an opaque RuntimeError ("unexpected pos"), safetensors as its own error type."""
+    from paper_repro.checkpoints import CheckpointDir, CheckpointSpaceError
+    from paper_repro.errors import ReproError
+    from paper_repro.identity import StageIdentity
+
+    ck = CheckpointDir(small_disk / "ckpt", "update", StageIdentity("train_rm", "c", "k"))
+    ck.prepare()
+    first = ck.save(1, {"next": 1}, ['{"loss": 1}'], rank_zero=writer(1000))
+    with pytest.raises(CheckpointSpaceError) as exc:
+        ck.save(2, {"next": 2}, ['{"loss": 1}'], rank_zero=writer(1 << 19))  # 2 MiB
+    msg = str(exc.value)
+    assert isinstance(exc.value, ReproError) and "\n" not in msg
+    assert msg.startswith(
+        f"no space left on device writing checkpoint {small_disk}/ckpt/update-000002"
+    )
+    assert f"the previous checkpoint {first} is intact" in msg and "free there" in msg
+    assert not list((small_disk / "ckpt").glob(".tmp-*"))
+    assert ck.resume_point() == first
+
+
 @pytest.mark.hardening("6", "password in the tracking URI: redacted in logs and MLflow records")
 def test_tracking_uri_credentials_never_printed_or_recorded(tmp_path):
     secret = "s3cretPassw0rd"
