@@ -1,5 +1,6 @@
 """Credentials never reach MLflow, logs or files: secret-looking keys are dropped, the values
-of secret-looking environment variables and the user:password part of URIs are redacted.
+of secret-looking environment variables, the user:password part of URIs and the values of
+secret-looking query parameters (``?token=...``, ``&sig=...``) are redacted.
 
 ``paper-repro`` wraps its stdout and stderr in ``RedactingStream`` (cli.main), so whatever a stage,
 MLflow or a library prints or logs (a tracking URI ``http://user:pw@host`` inside an exception
@@ -16,6 +17,13 @@ REDACTED = "***"
 # scheme://userinfo@ : the userinfo runs to the last "@" before the path (a raw "@" inside a
 # password is still covered).
 URI_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*(?:@[^/\s@]*)*@")
+# ?token=..., &access_token=..., &X-Amz-Signature=..., ;password=... (a query parameter whose name
+# looks like a credential; signed URLs and some servers take the token there).
+QUERY_SECRET = re.compile(
+    r"(?P<name>[?&;][^=&;\s#]*(?:token|secret|passw|pwd|key|sig|auth|credential)[^=&;\s#]*=)"
+    r"[^&;\s#]*",
+    re.IGNORECASE,
+)
 
 
 def public_uri(uri: str) -> str:
@@ -23,16 +31,22 @@ def public_uri(uri: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None or parts.username is not None:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        uri = urlunsplit(parts._replace(netloc=netloc))
+    return redact_query(uri)
+
+
+def redact_query(text: str) -> str:
+    """The value of every secret-looking query parameter in ``text`` becomes ``***``."""
+    return QUERY_SECRET.sub(lambda m: f"{m['name']}{REDACTED}", text)
 
 
 def redact_uris(text: str) -> str:
-    """Every ``scheme://user:password@`` in ``text`` becomes ``scheme://***@``."""
-    return URI_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    """Every ``scheme://user:password@`` in ``text`` becomes ``scheme://***@``, every secret
+    query parameter value ``***``."""
+    return redact_query(URI_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text))
 
 
 def is_secret_key(key: str) -> bool:

@@ -129,6 +129,27 @@ def test_tracking_uri_credentials_never_printed_or_recorded(tmp_path):
             assert secret.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.hardening("6", "token in the tracking URI's query string: redacted in logs and files")
+def test_tracking_uri_query_token_never_printed_or_recorded(tmp_path):
+    secret = "qTok3nS3cret"
+    run = tmp_path / "run"
+    proc = cli(
+        "download-data",
+        "tiny",
+        f"tracking.uri=http://127.0.0.1:9/mlflow?access_token={secret}&ws=1",
+        "--run-dir",
+        str(run),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "unavailable" in out and "access_token=***&ws=1" in out
+    assert secret not in out
+    for f in run.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+
+
 def test_redaction_covers_any_uri_and_env_secrets(monkeypatch):
     from paper_repro.tracking.redact import redact
 
@@ -136,6 +157,11 @@ def test_redaction_covers_any_uri_and_env_secrets(monkeypatch):
     text = "x https://u:p@ss@h.org/a?b=c@d y postgresql://bob@db:5432/x z sqlite:///a@b " + "k" * 12
     assert redact(text) == (
         "x https://***@h.org/a?b=c@d y postgresql://***@db:5432/x z sqlite:///a@b ***"
+    )
+    signed = "https://h/a?X-Amz-Signature=abc&n=1;password=pw http://h/?token=t#frag"
+    assert (
+        redact(signed)
+        == "https://h/a?X-Amz-Signature=***&n=1;password=*** http://h/?token=***#frag"
     )
 
 
@@ -145,3 +171,42 @@ def test_traceback_only_on_request(tmp_path):
     assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
     loud = cli(*args, cwd=tmp_path, PAPER_REPRO_TRACEBACK="1")
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "ManifestError" in loud.stderr
+
+
+@pytest.mark.hardening("6", "environment changed by another thread while secrets are read")
+def test_secret_values_survive_a_thread_changing_the_environment(monkeypatch):
+    """MLflow threads set and unset variables while stages redact; reading the environment then
+    raced (a KeyError for a variable deleted between listing and reading; about 50 of 3,000
+    reads here before the fix). A tiny switch interval makes the race frequent."""
+    import threading
+
+    from paper_repro.tracking.redact import secret_values
+
+    monkeypatch.setenv("HF_TOKEN", "hf_steadyTokenValue")
+    names = [f"PAPER_REPRO_CHURN_{i}" for i in range(50)]
+    stop, errors = threading.Event(), []
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            os.environ[names[i % 50]] = "x"
+            os.environ.pop(names[(i + 25) % 50], None)
+            i += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(3000):
+            try:
+                assert "hf_steadyTokenValue" in secret_values()
+            except KeyError as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(old)
+        for n in names:
+            os.environ.pop(n, None)
+    assert not errors, f"{len(errors)} reads failed, first {errors[0]!r}"
