@@ -12,6 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .fields import MAX_CONFIG_BYTES, bounded_yaml, check_raw_booleans, check_strings
 from .schema import STAGE_SECTIONS, ReproConfig
 from .validate import ConfigError, validate
 
@@ -24,8 +25,10 @@ def list_presets() -> list[str]:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping; a malformed file is one ConfigError naming the file and line."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), f"larger than {MAX_CONFIG_BYTES >> 20} MiB; not a config")
     try:
-        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+        body = bounded_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -37,6 +40,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(body, dict):
         raise ConfigError(str(path), f"top level must be a mapping, not {type(body).__name__}")
+    check_raw_booleans(body, f" in {path}")
     return body
 
 
@@ -77,15 +81,25 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
                 raise ConfigError(item, "override must look like key.path=value")
             key, value = item.split("=", 1)
             try:
-                yaml.safe_load(value)  # what OmegaConf parses the value with
+                parsed = bounded_yaml(value, key)  # what OmegaConf parses the value with
             except yaml.YAMLError:
                 raise ConfigError(key, f"malformed YAML value {value!r}") from None
+            check_raw_booleans(_nest(key, parsed))
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         cfg: ReproConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise _schema_error(exc) from None
+    check_strings(cfg)
     validate(cfg)
     return cfg
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    """``a.b.c`` and a value as ``{"a": {"b": {"c": value}}}``."""
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ class ConfigError(ReproError, ValueError):
 COMMIT_SHA = re.compile(r"[0-9a-f]{7,40}")
 
 
-def _check_revision(key: str, revision: str) -> None:
+def check_revision(key: str, revision: str) -> None:
     """A pin must be a commit sha (7-40 lowercase hex): a branch name like 'main' moves. A short
     one is resolved to the full commit on first download (``hub.revisions``) and recorded."""
     if not COMMIT_SHA.fullmatch(str(revision)):
@@ -59,6 +59,7 @@ FINITE = Range("finite")
 POSITIVE = Range("positive (> 0)", lo=0, lo_open=True)
 NON_NEGATIVE = Range(">= 0", lo=0)
 COUNT = Range(">= 1", lo=1)
+LR = Range("positive (> 0) and at most 1", lo=0, hi=1, lo_open=True)
 FRACTION = Range("in [0, 1]", lo=0, hi=1)
 FRACTION_BELOW_1 = Range("in [0, 1)", lo=0, hi=1, hi_open=True)
 ZERO_STAGE = Range("0, 1, 2 or 3 (DeepSpeed ZeRO stage)", lo=0, hi=3)
@@ -70,7 +71,7 @@ NUMERIC_RANGES: dict[str, Range] = {
     **{f"model.tiny.{k}": COUNT for k in ("num_hidden_layers", "num_attention_heads")},
     "model.tiny.num_key_value_heads": COUNT,
     "model.tiny.sft_steps": NON_NEGATIVE,
-    "model.tiny.sft_lr": POSITIVE,
+    "model.tiny.sft_lr": LR,
     "model.tiny.sft_batch": COUNT,
     "model.tiny.seed": NON_NEGATIVE,
     "data.heldout_fraction": FRACTION_BELOW_1,
@@ -79,7 +80,7 @@ NUMERIC_RANGES: dict[str, Range] = {
     "data.pad_token_id": NON_NEGATIVE,
     "data.expected_pairs": COUNT,
     "data.ppo_prompt_max_length": COUNT,
-    "rm.lr": POSITIVE,
+    "rm.lr": LR,
     "rm.end_lr": NON_NEGATIVE,
     "rm.betas": FRACTION_BELOW_1,
     "rm.eps": POSITIVE,
@@ -109,7 +110,7 @@ NUMERIC_RANGES: dict[str, Range] = {
     "ppo.cliprange_value": POSITIVE,
     "ppo.vf_coef": NON_NEGATIVE,
     "ppo.value_loss_scale": NON_NEGATIVE,
-    "ppo.lr": POSITIVE,
+    "ppo.lr": LR,
     "ppo.warmup_ratio": FRACTION_BELOW_1,
     "ppo.betas": FRACTION_BELOW_1,
     "ppo.eps": POSITIVE,
@@ -160,6 +161,13 @@ def range_key(key: str) -> str:
     return ".".join(["resources", "*", *parts[2:]]) if parts[0] == "resources" else key
 
 
+# No count, size or index of this pipeline comes near 2^31 (a 70B run has ~61k pairs, 4096-token
+# pairs, 128k-id vocabularies); a larger integer is a typo that would surface as an allocation
+# failure hours into a job. Seeds go to numpy, which takes 0 <= seed < 2^32.
+MAX_INT = 2**31 - 1
+MAX_SEED = 2**32 - 1
+
+
 def check_numbers(cfg: ReproConfig) -> None:
     """Every number finite and inside its range (NaN/inf and out-of-range values name the key)."""
     for key, value in numeric_leaves(cfg):
@@ -169,6 +177,9 @@ def check_numbers(cfg: ReproConfig) -> None:
         for x in value if isinstance(value, list) else [value]:
             if not isinstance(x, int | float) or isinstance(x, bool) or x not in rule:
                 raise ConfigError(key, f"must be {rule.text}, got {x!r}")
+            limit = MAX_SEED if key.endswith("seed") else MAX_INT
+            if isinstance(x, int) and abs(x) > limit:
+                raise ConfigError(key, f"must be {rule.text} and at most {limit:,}, got {x!r}")
 
 
 def validate(cfg: ReproConfig) -> None:
@@ -178,14 +189,14 @@ def validate(cfg: ReproConfig) -> None:
     if m.source == "hub" and not m.revision:
         raise ConfigError("model.revision", "a hub model needs a pinned revision (commit sha)")
     if m.source == "hub":
-        _check_revision("model.revision", m.revision)
+        check_revision("model.revision", m.revision)
     if m.source == "local" and not m.local_path:
         raise ConfigError("model.local_path", "source=local needs a folder")
     ref = cfg.reference
     if ref.source == "hub":
         if not ref.revision:
             raise ConfigError("reference.revision", "a hub model needs a pinned revision")
-        _check_revision("reference.revision", ref.revision)
+        check_revision("reference.revision", ref.revision)
     if ref.source == "local" and not ref.local_path:
         raise ConfigError("reference.local_path", "source=local needs a folder")
     if m.trust_remote_code:
@@ -198,7 +209,7 @@ def validate(cfg: ReproConfig) -> None:
         if d.source == "hub" and not ref.revision:
             raise ConfigError(f"data.{name}.revision", "a hub dataset needs a pinned revision")
         if d.source == "hub":
-            _check_revision(f"data.{name}.revision", ref.revision)
+            check_revision(f"data.{name}.revision", ref.revision)
     for sec in ("rm", "ppo"):
         if len(getattr(cfg, sec).betas) != 2:
             raise ConfigError(
