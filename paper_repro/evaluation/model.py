@@ -67,10 +67,22 @@ def obtain_model(spec: ModelSpec, dest: Path, manifest: Path) -> Path:
 
 
 def declared_pad(model_dir: Path) -> int | None:
-    """``pad_token_id`` as config.json states it (before transformers touches it)."""
+    """``pad_token_id`` as config.json states it (before transformers touches it). A config.json
+    that is not JSON, holds an integer Python will not convert (over 4,300 digits: a ValueError,
+    not a JSONDecodeError) or a pad that is not an integer is an EvalError naming the file."""
     import json
 
-    return json.loads((model_dir / "config.json").read_text()).get("pad_token_id")
+    path = model_dir / "config.json"
+    try:
+        config = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise EvalError(f"{path}: not a readable config ({str(exc)[:80]})") from None
+    if not isinstance(config, dict):
+        raise EvalError(f"{path}: not a JSON object")
+    pad = config.get("pad_token_id")
+    if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool)):
+        raise EvalError(f"{path}: pad_token_id must be an integer or null, got {pad!r:.40}")
+    return pad
 
 
 def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa", *, strict=True):

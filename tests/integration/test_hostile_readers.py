@@ -326,3 +326,30 @@ def test_malformed_parquet_is_refused_with_one_line(case, reader, tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0] and ".parquet" in err[0], err
     assert not RunPaths(run).raw_data(name).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        pytest.param(
+            b'{"pad_token_id": ' + b"9" * 5000 + b"}",
+            "not a readable config",
+            marks=pytest.mark.hardening("4", "evaluated model's config.json: 5,000-digit pad"),
+        ),
+        (b'{"pad_token_id": "<pad>"}', "must be an integer or null"),
+        (b'{"pad_token_id": true}', "must be an integer or null"),
+        (b"[1]", "not a JSON object"),
+        (b"\xff\xfe", "not a readable config"),
+    ],
+)
+def test_evaluated_model_config_is_read_safely(tmp_path, body, words):
+    """The config.json of a model someone else trained (eval-rewardbench --model) is read before
+    transformers sees it: anything but an integer or null pad is one EvalError naming the file."""
+    from paper_repro.evaluation.model import EvalError, declared_pad
+
+    (tmp_path / "config.json").write_bytes(body)
+    with pytest.raises(EvalError, match=words) as exc:
+        declared_pad(tmp_path)
+    assert str(tmp_path / "config.json") in str(exc.value) and "\n" not in str(exc.value)
+    (tmp_path / "config.json").write_bytes(b'{"pad_token_id": 128255}')
+    assert declared_pad(tmp_path) == 128255

@@ -115,7 +115,13 @@ def refused(key: str, value: str) -> str | None:
 @pytest.mark.parametrize(
     ("key", "bad"),
     [
-        pytest.param(k, v, id=k, marks=pytest.mark.hardening("5", f"`{k}`: {len(v)} bad values"))
+        pytest.param(
+            k,
+            v,
+            id=k,
+            # ~0.1 s per value (OmegaConf builds the whole config): 1,300 values are slow.
+            marks=[pytest.mark.hardening("5", f"`{k}`: {len(v)} bad values"), pytest.mark.slow],
+        )
         for k, v in CASES
     ],
 )
