@@ -281,10 +281,13 @@ class CheckpointDir:
             full = isinstance(exc, Exception) and out_of_space(exc, tmp)
             if self.rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
-            if full:
-                raise self._space_error(final) from None
-            raise
-        return final
+            if not full:
+                raise
+        else:
+            return final
+        # Raised outside the handler, so the failed writer (torch's keeps its file open) is
+        # released first and the free space reported is what the next attempt will have.
+        raise self._space_error(final)
 
     def _space_error(self, final: Path) -> CheckpointSpaceError:
         previous = self.candidates()
