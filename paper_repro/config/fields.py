@@ -150,6 +150,8 @@ def check_strings(cfg: ReproConfig) -> None:
                     f"holds the value of the secret environment variable {name}; configs are "
                     "recorded in results/ and MLflow, credentials must stay in the environment",
                 )
+        if key == "tracking.uri" and re.search(r"[\s\x00-\x1f\x7f]", value):  # not echoed
+            raise ConfigError(key, "a URI has no whitespace, line breaks or control characters")
         if key != "description" and CONTROL.search(value):
             raise ConfigError(key, f"contains a control character: {value!r}")
         last = key.rsplit(".", 1)[-1]
@@ -167,8 +169,6 @@ def check_strings(cfg: ReproConfig) -> None:
             )
         elif key in ("tracking.uri", "tracking.experiment") and len(value) > 1000:
             raise ConfigError(key, f"is {len(value)} characters long")
-        elif key == "tracking.uri" and re.search(r"\s", value):
-            raise ConfigError(key, f"a URI has no whitespace: {value!r}")
     for key in ("model.revision", "reference.revision", "ppo.policy_revision"):
         _revision_if_set(cfg, key)
     for name in ("preference", "rewardbench", "ppo_prompts"):
