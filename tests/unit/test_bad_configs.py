@@ -60,11 +60,11 @@ def _string_cases(key: str, optional: bool) -> list[str]:
     elif "revision" in last:
         out += ["main", "''", "../x", "ABCDEF1", "0123456"]
     elif last == "local_path":
-        out += ["''", "' '", "'a\\nb'"]
+        out += ["''", "' '", '"a\\nb"']
     elif key == "tracking.experiment":
-        out += ["''", "' '", "'a\\tb'", "x" * 1001]
+        out += ["''", "' '", '"a\\tb"', "x" * 1001]
     elif key == "tracking.uri":
-        out += ["''", "'http://a b'", "'http://a\\nb'"]
+        out += ["''", "'http://a b'", '"http://a\\nb"']
     return out
 
 
