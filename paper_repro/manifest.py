@@ -109,11 +109,37 @@ def check_files(
     return bad
 
 
+class RecordChanged(ManifestError):
+    """A file a stage wrote changed or vanished before its manifest was written."""
+
+
 def write_manifest(
-    path: str | Path, folder: str | Path, files: list[str] | None = None, **meta: Any
+    path: str | Path,
+    folder: str | Path,
+    files: list[str] | None = None,
+    *,
+    written: dict[str, str | None] | None = None,
+    **meta: Any,
 ) -> dict[str, Any]:
-    """Write and return ``build_manifest(folder, files, **meta)`` (``path`` itself is skipped)."""
+    """Write and return ``build_manifest(folder, files, **meta)`` (``path`` itself is skipped).
+    ``written``: {name: sha256 of the bytes the stage wrote} (``io.write_json`` returns it); a
+    file that is missing or holds other bytes now is refused (RecordChanged naming it) and no
+    manifest is written."""
+    folder = Path(folder)
+    for name in written or {}:
+        if not (folder / name).is_file():
+            raise RecordChanged(
+                f"{folder / name}: written by this stage but gone before its manifest (another "
+                "process deleted it); nothing recorded, rerun the stage"
+            )
     manifest = build_manifest(folder, files, exclude=Path(path), **meta)
+    for name, digest in (written or {}).items():
+        if digest is not None and manifest["files"].get(name) != digest:
+            raise RecordChanged(
+                f"{folder / name}: is not what this stage wrote (sha256 {digest[:12]}, now "
+                f"{manifest['files'].get(name, 'unlisted')[:12]}); another process changed it; "
+                "nothing recorded, rerun the stage"
+            )
     write_json(path, manifest)
     return manifest
 
@@ -132,6 +158,8 @@ def build_manifest(
         ]
     stat, digests = {}, {}
     for f in sorted(files):
+        if not (folder / f).is_file():
+            raise RecordChanged(f"{folder / f}: missing when its manifest was written")
         stat[f] = file_stat(folder / f)  # before hashing: a change during the hash is caught later
         digests[f] = sha256_file(folder / f)
     return {**meta, "files": digests, "stat": stat}

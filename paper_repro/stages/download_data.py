@@ -105,6 +105,8 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
             continue
         counts[name] = copy_rows(files, paths.raw_data(name), expected)
         fetched.append(name)
+    for name in FIXTURE_FILES.keys() - refs.keys():  # an earlier source's file: not this data
+        paths.raw_data(name).unlink(missing_ok=True)
     manifest = write_manifest(
         paths.data_manifest,
         paths.data_manifest.parent,
