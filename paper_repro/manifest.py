@@ -2,13 +2,11 @@
 later stage uses them. ``{"files": {relative name: sha256}, "stat": {name: [size, mtime_ns]},
 ...metadata}``.
 
-Fast path (``verify_manifest``): a file whose size and mtime_ns equal the ones recorded when the
-manifest was written is taken as unchanged without reading it; any other file is hashed again in
-full. Checking a 140 GB 70B folder this way costs one ``stat`` per file (milliseconds) instead of
-reading 140 GB (about 2.5 min at the 1 GB/s one core hashes here, longer on a network file
-system). What it does not catch: bytes changed in place with the size kept and the mtime restored
-afterwards (``touch -d``, some backup tools), or silent media corruption that bypasses the file
-system. ``verify_manifest(..., fast=False)`` always re-hashes (docs/hardening.md)."""
+Fast path (``verify_manifest``, ``check_files`` with ``stats``): a file whose size and mtime_ns
+equal the ones recorded when the manifest was written is taken as unchanged without reading it; any
+other file is hashed again in full. It cannot see bytes changed in place with the size kept and the
+mtime restored, so a stage uses it only for weights, which it hashes while loading them
+(``verified.py``); ``integrity.verify_inputs`` hashes every other file in full."""
 
 from __future__ import annotations
 
