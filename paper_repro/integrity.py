@@ -91,6 +91,8 @@ def check_manifest(paths: RunPaths, up: str, *, fast: bool = True) -> dict[str, 
     if folder != paths.stage_dir(up) and folder.is_dir():  # a model folder
         for p in sorted(folder.rglob("*")):
             name = str(p.relative_to(folder))
+            if name.startswith(".") or "/." in name:  # hidden: no loader reads it
+                continue
             if p.is_file() and name not in manifest["files"] and name not in UNLISTED_OK:
                 raise UnlistedFileError(
                     f"{p}: not listed in {paths.manifest(up)}; a model folder holds only the "
