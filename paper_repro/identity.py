@@ -8,6 +8,12 @@ its ``<stage>/manifest.json`` (sha256 of every file it produced): two runs that 
 bytes agree, whatever the paths and mtimes, and a retrained reward model with other weights is a
 new upstream even under the same config.
 
+For the trainers the identity also holds the **runtime** that changes their bits: the torch
+version and, on CPU, the number of threads torch uses (``torch.get_num_threads()``: CPU reductions
+are split over threads, so the final weights differ with the thread count) and the CPU model; on
+GPU the GPU model instead. A resume under another runtime is another identity (loud, starts over) rather than a
+silently different result; the bitwise resume claims hold within one runtime.
+
 Uses: a checkpoint resumes only under an equal identity (``checkpoints.py``); an MLflow child run
 belongs to one identity (``tracking/runs.py``); every stage writes ``<stage>/identity.json`` next to
 its outputs and the report refuses to combine outputs whose recorded upstream identities are not
@@ -16,9 +22,11 @@ the current ones (``reporting/consistency.py``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,7 @@ class StageIdentity:
     code: str  # codeversion.code_version
     upstream: dict[str, str | None] = field(default_factory=dict)  # {artifact: content digest}
     world: str = ""  # "<backend> x<world size>" for the trainers, else ""
+    runtime: str = ""  # torch version, threads, CPU / GPU model for the trainers (runtime_of)
 
     @property
     def digest(self) -> str:
@@ -57,6 +66,7 @@ class StageIdentity:
             code=body["code"],
             upstream=dict(body.get("upstream") or {}),
             world=body.get("world", ""),
+            runtime=body.get("runtime", ""),
         )
 
     def changes(self, old: StageIdentity) -> list[str]:
@@ -71,6 +81,8 @@ class StageIdentity:
                 out.append(f"upstream {name}")
         if self.world != old.world:
             out.append(f"world ({old.world or '-'} -> {self.world or '-'})")
+        if self.runtime != old.runtime:
+            out.append(f"runtime ({old.runtime or '-'} -> {self.runtime or '-'})")
         return out
 
 
@@ -131,6 +143,27 @@ def world_of(cfg: ReproConfig, stage: str) -> str:
     return f"{backend} x{int(os.environ.get('WORLD_SIZE', '1'))}"
 
 
+def _processor() -> str:
+    """The CPU model (``/proc/cpuinfo``), else the machine type."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    return platform.machine() or "unknown CPU"
+
+
+def runtime_of(stage: str) -> str:
+    """What else decides a trainer's bits: the torch version, and torch's CPU threads and the CPU
+    model (the GPU model where there is a GPU); "" for other stages."""
+    if stage not in TRAINERS:
+        return ""
+    import torch
+
+    if torch.cuda.is_available():  # the math runs on the GPU: CPU threads do not change it
+        return f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}"
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_processor()}"
+
+
 def stage_identity(cfg: ReproConfig, paths: RunPaths, stage: str) -> StageIdentity:
     """The identity of ``stage`` run now under ``cfg`` on the upstream files in ``paths``."""
     return StageIdentity(
@@ -139,6 +172,7 @@ def stage_identity(cfg: ReproConfig, paths: RunPaths, stage: str) -> StageIdenti
         code=code_version(stage),
         upstream={a: content_digest(paths, a) for a in upstream_artifacts(cfg, stage)},
         world=world_of(cfg, stage),
+        runtime=runtime_of(stage),
     )
 
 

@@ -1,5 +1,9 @@
 """Verified bytes: before a stage reads anything, the manifests of the upstream outputs it reads
-(``stages.UPSTREAM``) are checked (``manifest.verify_manifest``, with its size + mtime fast path).
+(``stages.UPSTREAM``) are checked. Every listed file is hashed in full except the weights
+(``*.safetensors``), which are hashed while they are loaded (``verified.py``: one pass over 140 GB,
+not two); for them the size + mtime fast path here only refuses early what is already known bad.
+A model folder holding a file its manifest does not list (a ``special_tokens_map.json`` dropped in)
+is refused by name: the tokenizer and config loaders would read it.
 
 A corrupt upstream output is never used, and never silently accepted later either. The bad files
 (the whole folder for a model folder) and the stage's ``manifest.json`` (a rule output) move to
@@ -18,9 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .manifest import ChecksumError, ManifestError, verify_manifest
+from .lock import held_by
+from .manifest import ChecksumError, ManifestError, check_files, read_manifest
 from .paths import RunPaths
 from .stages import UPSTREAM
+from .verified import is_weights
+
+# Files in a model folder that its manifest leaves out on purpose: the model card, which
+# eval_rewardbench completes after export_rm (export/card.py); no loader reads it.
+UNLISTED_OK = frozenset({"README.md"})
+
+
+class UnlistedFileError(ManifestError):
+    """A file in a verified model folder that its manifest does not list."""
 
 
 def manifest_root(paths: RunPaths, stage: str) -> Path:
@@ -46,9 +60,9 @@ def verify_inputs(
     """Verify every manifested upstream output of ``stage`` (``upstream``: the part of
     ``UPSTREAM[stage]`` this configuration reads); returns {upstream stage: manifest}.
 
-    Raises ManifestError (missing manifest) or ChecksumError (after quarantining the bad files),
-    each one line naming the file and the command that recreates it. ``PAPER_REPRO_FULL_VERIFY=1``
-    re-hashes every file instead of trusting unchanged sizes and mtimes."""
+    Raises ManifestError (missing manifest), UnlistedFileError or ChecksumError (after
+    quarantining the bad files), each one line naming the file and the command that recreates it.
+    ``PAPER_REPRO_FULL_VERIFY=1`` hashes the weights here too (a second pass over them)."""
     fast = os.environ.get("PAPER_REPRO_FULL_VERIFY") != "1"
     manifests = {}
     for up in UPSTREAM[stage] if upstream is None else upstream:
@@ -60,26 +74,77 @@ def verify_inputs(
                 f"`snakemake {stage}`"
             )
         try:
-            manifests[up] = verify_manifest(manifest_root(paths, up), manifest_path, fast=fast)
+            manifests[up] = check_manifest(paths, up, fast=fast)
         except ChecksumError as exc:
-            moved = quarantine(paths, up, exc)
-            where = f"moved it to {moved}" if moved else "left in place (rank 0 moves it)"
-            raise ChecksumError(
-                exc.folder,
-                exc.bad,
-                hint=f"{stage} will not use it; {where}, so the next `snakemake` run recreates "
-                f"{up}; by hand: `{rerun_command(paths, up)}`",
-            ) from None
-        except ManifestError as exc:  # not a manifest
+            raise refused(paths, stage, up, exc) from None
+        except ManifestError as exc:  # not a manifest, or a file it does not list
             raise ManifestError(f"{exc}; by hand: `{rerun_command(paths, up)}`") from None
     return manifests
 
 
-def quarantine(paths: RunPaths, stage: str, exc: ChecksumError) -> Path | None:
+def check_manifest(paths: RunPaths, up: str, *, fast: bool = True) -> dict[str, Any]:
+    """Check ``up``'s manifest: every file hashed in full, but for weights (``fast``) whose size
+    and mtime are unchanged (their loader hashes them as it reads them); a model folder with a
+    file the manifest does not list is refused naming it."""
+    manifest = read_manifest(paths.manifest(up))
+    folder = manifest_root(paths, up)
+    if folder != paths.stage_dir(up) and folder.is_dir():  # a model folder
+        for p in sorted(folder.rglob("*")):
+            name = str(p.relative_to(folder))
+            if name.startswith(".") or "/." in name:  # hidden: no loader reads it
+                continue
+            if p.is_file() and name not in manifest["files"] and name not in UNLISTED_OK:
+                raise UnlistedFileError(
+                    f"{p}: not listed in {paths.manifest(up)}; a model folder holds only the "
+                    "files its manifest lists (remove it, or rerun the stage that wrote the folder)"
+                )
+    stats = {n: s for n, s in (manifest.get("stat") or {}).items() if fast and is_weights(n)}
+    bad = check_files(folder, {n: {"sha256": h} for n, h in manifest["files"].items()}, stats)
+    if bad:
+        raise ChecksumError(folder, bad)
+    return manifest
+
+
+def upstream_of(paths: RunPaths, stage: str, folder: Path) -> str | None:
+    """The upstream stage of ``stage`` whose manifest lists files of ``folder``, if any."""
+    for up in UPSTREAM.get(stage, ()):
+        if Path(folder) in (manifest_root(paths, up), paths.stage_dir(up)):
+            return up
+    return None
+
+
+def refused(paths: RunPaths, stage: str, up: str, exc: ChecksumError) -> ChecksumError:
+    """``exc`` (bad files of upstream ``up``, found by ``stage``) after quarantining them, with the
+    hint that names what happens next."""
+    moved = quarantine(paths, up, exc)
+    if isinstance(moved, str):
+        where = moved
+    else:
+        where = f"moved it to {moved}" if moved else "left in place (rank 0 moves it)"
+    err = ChecksumError(
+        exc.folder,
+        exc.bad,
+        hint=f"{stage} will not use it; {where}, so the next `snakemake` run recreates "
+        f"{up}; by hand: `{rerun_command(paths, up)}`",
+    )
+    err.handled = True
+    return err
+
+
+def quarantine(paths: RunPaths, stage: str, exc: ChecksumError) -> Path | str | None:
     """Move ``stage``'s corrupt files (its whole model folder, where it has one) and manifest
-    aside and touch its consumers' config files (rank 0 only); returns where the files went."""
+    aside and touch its consumers' config files (rank 0 only); returns where the files went.
+    Never while a live process holds ``stage``'s lock: its files are its own while it runs (it
+    rewrites them and its manifest when it ends); returns why nothing moved then."""
     if int(os.environ.get("RANK", "0")) != 0:
         return None
+    with held_by(paths, stage) as holder:
+        if holder is not None:
+            return f"left in place ({stage} is running: {holder})"
+        return _move(paths, stage, exc)
+
+
+def _move(paths: RunPaths, stage: str, exc: ChecksumError) -> Path:
     dest = paths.root / "quarantine" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     root = manifest_root(paths, stage)
     if root != paths.stage_dir(stage):

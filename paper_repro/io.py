@@ -51,13 +51,19 @@ def _disk_full(exc: OSError, path: Path) -> OSError:
     return exc
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_text(path: str | Path, text: str) -> str:
+    """Write ``text`` (UTF-8) whole; returns the sha256 of the bytes written, so that a stage can
+    check that the file its manifest hashes is still the one it wrote (``manifest.write_manifest``
+    ``written=``)."""
+    data = text.encode()
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(path: str | Path, obj: Any) -> str:
+    """Like ``write_text``; returns the sha256 of the bytes written."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -4,7 +4,10 @@
 stage (rank 0 of a launcher group only). The kernel drops it when the holder dies, whatever the
 way, so a crash never leaves a stale lock behind. A second process on the same stage gets
 ``StageBusy`` naming the holder's PID and host. On a network file system this needs working
-``flock`` (NFSv4, or Lustre mounted with ``-o flock``).
+``flock`` (NFSv4, or Lustre mounted with ``-o flock``). The lock file is opened with
+``O_NOFOLLOW``: a ``.lock`` that is a symbolic link (or not a regular file) is refused in one line,
+so the holder record is never written through it into another file. ``held_by`` takes the same
+lock for a moment (integrity.py's quarantine: never move the files of a running stage).
 
 ``die_with_parent``: ``PR_SET_PDEATHSIG`` (Linux): the stage gets SIGTERM when the process that
 started it dies, e.g. Snakemake SIGKILLed (the workflow ``exec``s the stage, so that parent is
@@ -21,6 +24,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -36,26 +40,69 @@ class StageBusy(ReproError):
     """Another process holds the stage folder (one line naming its PID and host)."""
 
 
+class LockFileError(ReproError):
+    """The lock file is a symbolic link or not a regular file."""
+
+
 def lock_path(paths: RunPaths, stage: str) -> Path:
     return paths.stage_dir(stage) / ".lock"
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor, never through a symbolic link (O_NOFOLLOW)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise LockFileError(
+                f"{path}: is a symbolic link (to {os.readlink(path)}); a stage lock is never "
+                "followed, remove the link"
+            ) from None
+        raise LockFileError(f"{path}: cannot open the stage lock ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LockFileError(f"{path}: not a regular file; remove it")
+    return fd
+
+
+def _holder(path: Path) -> str:
+    holder = "another process"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as f:
+            h = json.loads(f.read(4096))
+        holder = f"PID {h['pid']} on host {h['host']} (since {h['since']})"
+    return holder
+
+
+@contextlib.contextmanager
+def held_by(paths: RunPaths, stage: str) -> Iterator[str | None]:
+    """Yields who holds ``stage``'s lock, or None; in that case the lock is held by this process
+    until the block ends (so the stage cannot start meanwhile)."""
+    fd = _open_lock(lock_path(paths, stage))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield _holder(lock_path(paths, stage))
+            return
+        yield None
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def stage_lock(paths: RunPaths, stage: str) -> Iterator[Path]:
     path = lock_path(paths, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = "another process"
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                h = json.loads(Path(path).read_text())
-                holder = f"PID {h['pid']} on host {h['host']} (since {h['since']})"
             raise StageBusy(
-                f"{paths.stage_dir(stage)} is in use by {holder}; wait for it to finish or stop "
-                f"it (lock: {path})"
+                f"{paths.stage_dir(stage)} is in use by {_holder(path)}; wait for it to finish "
+                f"or stop it (lock: {path})"
             ) from None
         since = time.strftime("%Y-%m-%dT%H:%M:%S")
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}

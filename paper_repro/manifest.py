@@ -2,13 +2,11 @@
 later stage uses them. ``{"files": {relative name: sha256}, "stat": {name: [size, mtime_ns]},
 ...metadata}``.
 
-Fast path (``verify_manifest``): a file whose size and mtime_ns equal the ones recorded when the
-manifest was written is taken as unchanged without reading it; any other file is hashed again in
-full. Checking a 140 GB 70B folder this way costs one ``stat`` per file (milliseconds) instead of
-reading 140 GB (about 2.5 min at the 1 GB/s one core hashes here, longer on a network file
-system). What it does not catch: bytes changed in place with the size kept and the mtime restored
-afterwards (``touch -d``, some backup tools), or silent media corruption that bypasses the file
-system. ``verify_manifest(..., fast=False)`` always re-hashes (docs/hardening.md)."""
+Fast path (``verify_manifest``, ``check_files`` with ``stats``): a file whose size and mtime_ns
+equal the ones recorded when the manifest was written is taken as unchanged without reading it; any
+other file is hashed again in full. It cannot see bytes changed in place with the size kept and the
+mtime restored, so a stage uses it only for weights, which it hashes while loading them
+(``verified.py``); ``integrity.verify_inputs`` hashes every other file in full."""
 
 from __future__ import annotations
 
@@ -109,11 +107,37 @@ def check_files(
     return bad
 
 
+class RecordChanged(ManifestError):
+    """A file a stage wrote changed or vanished before its manifest was written."""
+
+
 def write_manifest(
-    path: str | Path, folder: str | Path, files: list[str] | None = None, **meta: Any
+    path: str | Path,
+    folder: str | Path,
+    files: list[str] | None = None,
+    *,
+    written: dict[str, str | None] | None = None,
+    **meta: Any,
 ) -> dict[str, Any]:
-    """Write and return ``build_manifest(folder, files, **meta)`` (``path`` itself is skipped)."""
+    """Write and return ``build_manifest(folder, files, **meta)`` (``path`` itself is skipped).
+    ``written``: {name: sha256 of the bytes the stage wrote} (``io.write_json`` returns it); a
+    file that is missing or holds other bytes now is refused (RecordChanged naming it) and no
+    manifest is written."""
+    folder = Path(folder)
+    for name in written or {}:
+        if not (folder / name).is_file():
+            raise RecordChanged(
+                f"{folder / name}: written by this stage but gone before its manifest (another "
+                "process deleted it); nothing recorded, rerun the stage"
+            )
     manifest = build_manifest(folder, files, exclude=Path(path), **meta)
+    for name, digest in (written or {}).items():
+        if digest is not None and manifest["files"].get(name) != digest:
+            raise RecordChanged(
+                f"{folder / name}: is not what this stage wrote (sha256 {digest[:12]}, now "
+                f"{manifest['files'].get(name, 'unlisted')[:12]}); another process changed it; "
+                "nothing recorded, rerun the stage"
+            )
     write_json(path, manifest)
     return manifest
 
@@ -132,6 +156,8 @@ def build_manifest(
         ]
     stat, digests = {}, {}
     for f in sorted(files):
+        if not (folder / f).is_file():
+            raise RecordChanged(f"{folder / f}: missing when its manifest was written")
         stat[f] = file_stat(folder / f)  # before hashing: a change during the hash is caught later
         digests[f] = sha256_file(folder / f)
     return {**meta, "files": digests, "stat": stat}

@@ -255,11 +255,15 @@ def load_reward_model_from_base(
 ):
     """The SFT causal LM's trunk with its LM head dropped and a fresh score head (num_labels=1).
 
-    Loads safetensors only; ``lm_head.weight`` in the checkpoint is ignored by design."""
+    Loads safetensors only, hashed while read where a manifest lists the folder
+    (``verified.from_pretrained``); ``lm_head.weight`` in the checkpoint is ignored by design."""
     from transformers import LlamaForSequenceClassification
 
-    model = LlamaForSequenceClassification.from_pretrained(
-        str(base_dir),
+    from .verified import from_pretrained
+
+    model = from_pretrained(
+        LlamaForSequenceClassification,
+        base_dir,
         num_labels=1,
         pad_token_id=pad_token_id,
         torch_dtype=DTYPES[dtype],

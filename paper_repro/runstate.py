@@ -77,7 +77,10 @@ def append_line(path: Path, line: str) -> None:
 class MetricsLog:
     """``metrics.jsonl`` (rank 0). The lines also travel inside every checkpoint: ``restore``
     rewrites the file from them on resume (even after Snakemake deleted the preempted attempt's
-    outputs, and dropping a line torn by a crash), and ``append`` adds whole lines only."""
+    outputs, and dropping a line torn by a crash), and ``append`` adds whole lines only (a live
+    view). ``finish`` rewrites the file whole from the lines held in memory before the stage
+    hashes it into its manifest: a file deleted or cut short while the stage ran (Snakemake
+    removing the outputs of a job refused by the stage lock) is never what the manifest records."""
 
     def __init__(self, path: Path | None, enabled: bool = True):
         self.path, self.enabled, self.lines = path, enabled, []
@@ -91,6 +94,12 @@ class MetricsLog:
         self.lines.append(line)
         if self.enabled and self.path is not None:
             append_line(self.path, line)
+
+    def finish(self) -> str | None:
+        """Rewrite the file whole (atomically) from memory; returns the sha256 of its bytes."""
+        if not (self.enabled and self.path is not None):
+            return None
+        return write_text(self.path, "".join(line + "\n" for line in self.lines))
 
 
 def _bytes(t: torch.Tensor) -> str:

@@ -94,6 +94,7 @@ def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa", *
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from ..modeling import DTYPES
+    from ..verified import from_pretrained
 
     if not (model_dir / "config.json").is_file():
         raise EvalError(f"{model_dir}: no config.json (not a Hugging Face model folder)")
@@ -108,8 +109,9 @@ def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa", *
                     f"(size {config.vocab_size})"
                 )
             config.pad_token_id = None
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir),
+        model = from_pretrained(  # weights hashed while read where a manifest lists them
+            AutoModelForSequenceClassification,
+            model_dir,
             config=config,
             dtype=DTYPES[dtype],
             use_safetensors=True,

@@ -39,11 +39,13 @@ def load_trained_state(path: Path, config) -> dict:
     """The trainer's consolidated fp32 state dict, checked against the base config: the peer
     pitfall of a checkpoint without its head (or with an empty ZeRO-3 shard of it) stops here."""
     import torch
-    from safetensors.torch import load_file
+
+    from ..errors import CorruptFileError
+    from ..verified import load_file
 
     try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for a truncated file
+        state = load_file(path)  # hashed while read against train_rm/manifest.json
+    except CorruptFileError as exc:
         raise ExportError(f"{path}: not a readable safetensors file ({exc})") from None
     head = state.get("score.weight")
     if head is None:

@@ -9,8 +9,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json
-from ..manifest import ChecksumError, check_files, verify_manifest, write_manifest
+from ..io import read_json, write_json
+from ..manifest import (
+    BadFile,
+    ChecksumError,
+    build_manifest,
+    check_files,
+    verify_manifest,
+    write_manifest,
+)
 from .errors import HubError, hub_errors, is_offline
 from .revisions import is_full_sha, resolve_revision
 
@@ -249,13 +256,23 @@ def link_local_model(
     ]
     if not any(n.endswith(".safetensors") for n in names):
         raise HubError(f"{src}: no *.safetensors weights (pickled weights are refused)")
-    if manifest_path.is_file() and read_json(manifest_path).get("local_path") == str(src):
-        verify_manifest(src, manifest_path)
+    lock = read_json(manifest_path) if manifest_path.is_file() else {}
+    if lock.get("local_path") != str(src):
+        lock = {}
+    if lock:
+        verify_manifest(src, manifest_path)  # early: a file visibly changed since first use
     _link_tree(src, names, Path(dest))
-    return write_manifest(
-        manifest_path,
-        dest,
-        names,
-        local_path=str(src),
-        expected_from="first use of the local folder",
+    manifest = build_manifest(
+        dest, names, local_path=str(src), expected_from="first use of the local folder"
     )
+    # the full hash just taken, not the size + mtime fast path, decides: a file changed in place
+    # since first use is refused, never recorded as the new truth
+    bad = [
+        BadFile(n, f"sha256:{h}", f"sha256:{manifest['files'].get(n, 'missing')}")
+        for n, h in (lock.get("files") or {}).items()
+        if manifest["files"].get(n) != h
+    ]
+    if bad:
+        raise ChecksumError(src, bad, hint="the local model changed since its first use here")
+    write_json(manifest_path, manifest)
+    return manifest

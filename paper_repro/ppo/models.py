@@ -36,13 +36,19 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 def load_policy(path: str | Path, dtype: str = "float32"):
     from transformers import AutoModelForCausalLM
 
+    from ..verified import from_pretrained
+
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{path}: no HF model folder (config.json missing) for the PPO policy"
         )
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=False
+    model = from_pretrained(  # weights hashed while read (verified.py)
+        AutoModelForCausalLM,
+        path,
+        dtype=DTYPES[dtype],
+        use_safetensors=True,
+        trust_remote_code=False,
     )
     model.eval()  # Llama has no dropout; eval() keeps it that way for any config
     return model
@@ -51,11 +57,17 @@ def load_policy(path: str | Path, dtype: str = "float32"):
 def load_reward_model(path: str | Path, dtype: str = "float32"):
     from transformers import AutoModelForSequenceClassification
 
+    from ..verified import from_pretrained
+
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no HF reward-model folder (config.json missing)")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=False
+    model = from_pretrained(  # weights hashed while read (verified.py)
+        AutoModelForSequenceClassification,
+        path,
+        dtype=DTYPES[dtype],
+        use_safetensors=True,
+        trust_remote_code=False,
     )
     if model.config.num_labels != 1 or not hasattr(model, "score"):
         raise ValueError(f"{path}: a reward model needs a one-output `score` head (num_labels=1)")

@@ -340,7 +340,11 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
             "world_size": world,
         }
         if rank == 0:
-            write_json(paths.ppo_summary, summary)
+            # record files whole from memory, checked by write_manifest (runstate.MetricsLog)
+            written = {
+                paths.ppo_metrics.name: metrics.finish(),
+                paths.ppo_summary.name: write_json(paths.ppo_summary, summary),
+            }
             policy_files = sorted(
                 str(f.relative_to(paths.stage_dir("ppo")))
                 for f in paths.ppo_policy.rglob("*")
@@ -350,6 +354,7 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
                 paths.manifest("ppo"),
                 paths.stage_dir("ppo"),
                 [paths.ppo_metrics.name, paths.ppo_summary.name, *policy_files],
+                written=written,
             )
         store.complete()  # a rerun of a finished stage never resumes these
         tr.log_metrics({f"eval_after.{k}": v for k, v in after.items()})

@@ -39,13 +39,15 @@ OUTPUTS = ("train", "heldout", "rewardbench", "ppo_prompts")
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     d = cfg.data
-    verify_inputs(paths, "prepare_data")
+    listed = verify_inputs(paths, "prepare_data")["download_data"]["files"]
     tok = load_tokenizer(paths.base_model)
     encoder = Encoder(tok, d.pad_token_id, d.max_length)
 
     pref = encoder.pairs(list(iter_jsonl(paths.raw_data("preference"))), desc="preference")
     heldout_file = paths.raw_data("preference_heldout")
-    if heldout_file.is_file():  # tiny preset: the fixture's own held-out split
+    # tiny preset: the fixture's own held-out split, used only when download_data's manifest
+    # lists it (a file left from an earlier fixture run must not replace the carve-out)
+    if heldout_file.name in listed:
         held = encoder.pairs(list(iter_jsonl(heldout_file)), desc="heldout")
         train_rows, held_rows = pref.rows, held.rows
     else:

@@ -245,10 +245,18 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
                     "wall_s": round(time.time() - t_start, 3),
                     "resumed_from_update": result.resumed_from_update,
                 }
-                write_json(paths.train_summary, summary)
+                # record files whole from memory, checked by write_manifest: a metrics.jsonl
+                # deleted or cut short while training ran is rewritten, never hashed as is
+                written = {
+                    paths.train_metrics.name: metrics.finish(),
+                    paths.train_summary.name: write_json(paths.train_summary, summary),
+                }
                 outputs = (paths.trained_state, paths.train_summary, paths.train_metrics)
                 manifest = write_manifest(
-                    paths.manifest(STAGE), paths.stage_dir(STAGE), [p.name for p in outputs]
+                    paths.manifest(STAGE),
+                    paths.stage_dir(STAGE),
+                    [p.name for p in outputs],
+                    written=written,
                 )
                 store.complete()  # a rerun of a finished stage never resumes these
                 tr.log_metrics(

@@ -251,6 +251,33 @@ def test_local_model_folder_skips_pickles(tmp_path):
         link_local_model(src, tmp_path / "model2", tmp_path / "manifest2.json")
 
 
+@pytest.mark.hardening(
+    "2", "local base model: one byte changed since first use, size and mtime kept: refused"
+)
+def test_local_model_changed_in_place_is_refused_not_relocked(tmp_path):
+    import os
+
+    from paper_repro.hub import link_local_model
+    from paper_repro.io import read_json
+    from paper_repro.manifest import ChecksumError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in tiny_repo_files().items():
+        (src / name).write_bytes(data)
+    lock = tmp_path / "manifest.json"
+    first = link_local_model(src, tmp_path / "model", lock)
+    weights = src / "model.safetensors"
+    st = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ChecksumError, match="model.safetensors expected sha256:.*changed since"):
+        link_local_model(src, tmp_path / "model", lock)
+    assert read_json(lock)["files"] == first["files"]  # the lock still names the first bytes
+
+
 # --------------------------------------------------------------------------- datasets
 
 DREPO = "org/tiny-prefs"

@@ -148,8 +148,8 @@ def test_corrupt_manifest_names_the_file(full_run, tmp_path, capsys, monkeypatch
     ]
 
 
-@pytest.mark.hardening("2", "fast path: unchanged size + mtime is not re-read; any other is")
-def test_fast_path_reads_only_changed_files(full_run, tmp_path, monkeypatch):
+@pytest.mark.hardening("2", "fast path for weights only: every other file is hashed in full")
+def test_fast_path_is_only_for_weights(full_run, tmp_path, monkeypatch):
     from paper_repro import manifest
 
     root = tmp_path / "run"
@@ -158,15 +158,14 @@ def test_fast_path_reads_only_changed_files(full_run, tmp_path, monkeypatch):
     hashed = []
     real = manifest.sha256_file
     monkeypatch.setattr(manifest, "sha256_file", lambda p: hashed.append(p.name) or real(p))
-    verify_inputs(paths, "eval_rewardbench")
-    assert hashed == []  # three manifests, nothing read
-    os.utime(paths.prepared("train"))  # touched: same bytes, new mtime -> re-hashed, accepted
-    verify_inputs(paths, "train_rm")
-    assert hashed == ["train.parquet"]
+    manifests = verify_inputs(paths, "eval_rewardbench")
+    listed = sorted(n for m in manifests.values() for n in m["files"])
+    assert sorted(hashed) == sorted(n for n in listed if not n.endswith(".safetensors"))
+    assert "model.safetensors" in listed  # hashed while eval_rewardbench loads it instead
 
 
-@pytest.mark.hardening("2", "fast path limit: same size, restored mtime; caught by a full check")
-def test_fast_path_limit_is_what_the_docs_say(full_run, tmp_path, monkeypatch):
+@pytest.mark.hardening("2", "one byte changed in prepare_data/train.parquet, size and mtime kept")
+def test_same_size_restored_mtime_is_caught_for_every_other_file(full_run, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
     paths = RunPaths(root)
@@ -174,7 +173,129 @@ def test_fast_path_limit_is_what_the_docs_say(full_run, tmp_path, monkeypatch):
     st = target.stat()
     flip_byte(target)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # what `touch -d` would do
-    verify_inputs(paths, "train_rm")  # not caught: the documented limit of the fast path
-    monkeypatch.setenv("PAPER_REPRO_FULL_VERIFY", "1")
     with pytest.raises(ChecksumError, match="train.parquet"):
         verify_inputs(paths, "train_rm")
+
+
+def same_size_flip(path, offset=-200):
+    st = path.stat()
+    flip_byte(path, offset)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+WEIGHTS_IN_PLACE = [  # (stage that loads the weights, upstream stage)
+    ("train_rm", "download_base"),
+    ("eval_rewardbench", "export_rm"),
+    ("ppo", "export_rm"),
+]
+
+
+@pytest.mark.parametrize(
+    ("stage", "upstream"),
+    [
+        pytest.param(
+            *c,
+            id=c[0],
+            marks=pytest.mark.hardening(
+                "2",
+                f"one byte changed in {c[1]}/model.safetensors, size and mtime kept: "
+                f"refused by {c[0]} while loading",
+            ),
+        )
+        for c in WEIGHTS_IN_PLACE
+    ],
+)
+def test_weights_changed_in_place_are_refused_while_loading(
+    stage, upstream, full_run, tmp_path, capsys, monkeypatch
+):
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    bad = manifest_root(paths, upstream) / "model.safetensors"
+    same_size_flip(bad)
+    verify_inputs(paths, stage)  # the start-up check trusts the weights' size + mtime ...
+    monkeypatch.chdir(tmp_path)
+    code = main([stage.replace("_", "-"), "tiny", *TINY, "--run-dir", str(root)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err  # ... the load does not
+    assert "model.safetensors expected sha256:" in err[0] and f"{stage} will not use it" in err[0]
+    (moved,) = (root / "quarantine").iterdir()
+    assert (moved / bad.relative_to(root)).is_file() and not paths.manifest(upstream).exists()
+    assert not paths.identity(stage).exists()
+
+
+@pytest.mark.hardening("2", "eval_rewardbench/scores.json 100.0 -> 20.0, size and mtime kept")
+def test_changed_score_is_refused_by_the_report(full_run, tmp_path):
+    from paper_repro.io import write_json
+    from paper_repro.manifest import write_manifest
+
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    scores = paths.eval_scores
+    write_json(scores, {"score": 100.0})
+    write_manifest(paths.manifest("eval_rewardbench"), scores.parent, [scores.name])
+    st = scores.stat()
+    scores.write_bytes(scores.read_bytes().replace(b"100.0", b" 20.0"))
+    os.utime(scores, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ChecksumError, match="scores.json expected sha256:.*report will not use"):
+        verify_inputs(paths, "report", ("eval_rewardbench",))
+    assert not scores.exists()  # quarantined: the next snakemake run scores again
+
+
+@pytest.mark.hardening("2", "special_tokens_map.json dropped into download_base/model")
+def test_unlisted_file_in_a_model_folder_is_refused(full_run, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    dropped = paths.base_model / "special_tokens_map.json"
+    dropped.write_text('{"bos_token": "</s>", "eos_token": "<s>"}')
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare-data", "tiny", *TINY, "--run-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"paper-repro prepare-data: {dropped}: not listed in {paths.base_manifest}"
+    ), err
+    assert not (root / "quarantine").exists()  # nothing listed is wrong: nothing moved
+
+
+@pytest.mark.hardening("2", "stale download_data/preference_heldout.jsonl after a switch to local")
+def test_stale_heldout_file_never_replaces_the_carve_out(tiny_cfg, full_run, tmp_path):
+    from paper_repro.config import load_config
+    from paper_repro.io import read_json
+    from paper_repro.stages import download_data, prepare_data
+    from paper_repro.tiny import FIXTURE_DIR
+
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    stale = paths.raw_data("preference_heldout")
+    assert stale.is_file()  # the fixture run's own held-out split
+    files = {"preference": "preference_train.jsonl", "rewardbench": "rewardbench_filtered.jsonl",
+             "ppo_prompts": "ppo_prompts.jsonl"}  # fmt: skip
+    local = load_config(
+        "tiny",
+        [*TINY, "data.source=local"]
+        + [f"data.{n}.local_path={FIXTURE_DIR / f}" for n, f in files.items()],
+    )
+    assert download_data.run(local, paths) == 0
+    assert not stale.exists()  # download_data removes the earlier source's file ...
+    shutil.copy2(FIXTURE_DIR / "preference_heldout.jsonl", stale)  # ... and if it comes back:
+    assert prepare_data.run(local, paths) == 0
+    held = read_json(paths.data_report)["heldout"]
+    assert held["source"] == f"seeded carve-out ({local.data.heldout_fraction:g})", held
+
+
+@pytest.mark.hardening("3", "quarantine never moves the files of a stage whose lock is held")
+def test_quarantine_leaves_a_running_stage_alone(full_run, tmp_path):
+    from paper_repro.lock import stage_lock
+
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    flip_byte(paths.prepared("train"))  # e.g. prepare_data rewriting it right now
+    with stage_lock(paths, "prepare_data"):
+        with pytest.raises(ChecksumError, match=r"left in place \(prepare_data is running: PID"):
+            verify_inputs(paths, "train_rm")
+    assert paths.prepared("train").is_file() and paths.manifest("prepare_data").is_file()
+    assert not (root / "quarantine").exists()

@@ -339,3 +339,45 @@ def test_stop_flag_takes_sigint_like_sigterm_and_a_second_one_stops_at_once():
             os.kill(os.getpid(), signal.SIGINT)
     finally:
         flag.uninstall()
+
+
+@pytest.mark.hardening("3", "a .lock that is a symlink: refused in one line, its target untouched")
+def test_a_symlinked_lock_is_never_followed(tmp_path, capsys, monkeypatch):
+    from paper_repro.cli import main
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    run = tmp_path / "run"
+    (run / "train_rm").mkdir(parents=True)
+    (run / "train_rm" / ".lock").symlink_to(victim)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train-rm", "tiny", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"paper-repro train-rm: {run / 'train_rm' / '.lock'}: is a symbolic link (to {victim}); "
+        "a stage lock is never followed, remove the link"
+    ]
+    assert victim.read_text() == "keep me\n"
+
+
+@pytest.mark.hardening("2", "resume under another CPU thread count: another identity, from 0")
+def test_thread_count_is_part_of_a_trainers_identity(tmp_path, tiny_cfg, capsys):
+    paths = RunPaths(tmp_path / "run")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = stage_identity(tiny_cfg, paths, "train_rm")
+        two_eval = stage_identity(tiny_cfg, paths, "eval_rewardbench")
+        torch.set_num_threads(1)
+        one = stage_identity(tiny_cfg, paths, "train_rm")
+        assert stage_identity(tiny_cfg, paths, "eval_rewardbench") == two_eval  # not a trainer
+    finally:
+        torch.set_num_threads(threads)
+    assert f"torch {torch.__version__}, 2 threads" in two.runtime
+    (change,) = one.changes(two)
+    assert change.startswith("runtime (torch") and "2 threads" in change and "1 threads" in change
+    save(CheckpointDir(tmp_path / "ckpt", "update", two), 2)
+    d = CheckpointDir(tmp_path / "ckpt", "update", one)
+    d.prepare()
+    assert d.resume_point() is None  # never a silently different continuation
+    assert "(runtime (torch" in capsys.readouterr().err

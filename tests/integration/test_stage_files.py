@@ -1,0 +1,69 @@
+"""A stage's files are its own while it runs: a second process refused by the stage lock, and the
+cleanup that follows its failure (Snakemake's "Removing output files of failed job"), cannot leave
+the running trainer with record files that its manifest hashes cut short or missing. The trainer
+writes them whole from memory at the end and checks them before its manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from paper_repro.integrity import verify_inputs
+from paper_repro.io import read_json, sha256_file
+from paper_repro.paths import RunPaths
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["model.tiny.sft_steps=60"]  # = tests/conftest.py TINY_TEST_OVERRIDES
+
+
+def train_rm(root: Path) -> list[str]:
+    return [sys.executable, "-m", "paper_repro.cli", "train-rm", "tiny", *TINY, "--run-dir",
+            str(root)]  # fmt: skip
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+@pytest.mark.slow  # two stage processes and a whole tiny training
+@pytest.mark.hardening(
+    "3", "refused second train-rm, then the holder's outputs deleted mid-run: rewritten whole"
+)
+def test_a_refused_run_and_its_cleanup_cannot_cut_the_holders_records(tiny_run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(tiny_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    holder = subprocess.Popen(train_rm(root), env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while lines(paths.train_metrics) < 2:  # training is under way
+            assert holder.poll() is None, holder.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        holder.send_signal(signal.SIGSTOP)  # hold it mid-run while the second job comes and goes
+        second = subprocess.run(
+            train_rm(root), env=env, capture_output=True, text=True, timeout=300
+        )
+        assert second.returncode == 2 and f"in use by PID {holder.pid}" in second.stderr
+        written = lines(paths.train_metrics)
+        # what Snakemake does next for the failed job: remove every declared output
+        for out in (paths.train_metrics, paths.train_summary, paths.trained_state):
+            out.unlink(missing_ok=True)
+        holder.send_signal(signal.SIGCONT)
+        assert holder.wait(timeout=600) == 0, holder.stderr.read()
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = read_json(paths.train_summary)
+    assert lines(paths.train_metrics) == summary["updates"] > written  # every update, whole
+    manifest = read_json(paths.manifest("train_rm"))
+    assert manifest["files"]["metrics.jsonl"] == sha256_file(paths.train_metrics)
+    verify_inputs(paths, "export_rm")  # what the next stage checks: all there, all matching
