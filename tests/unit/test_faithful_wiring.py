@@ -221,6 +221,12 @@ def test_ppo_scoring_penalises_every_response_token_with_the_configured_kl_coef(
         exp.returns * ro.response_mask,
         returns,
     )
+    # advantages whitened over the mini-batch: masked mean, unbiased masked variance, eps 1e-6
+    n = mask.sum()
+    mean = (adv * mask).sum() / n
+    var = (((adv - mean) * mask) ** 2).sum() / (n - 1)
+    whitened = (adv - mean) / torch.sqrt(var + 1e-6) * mask
+    assert torch.allclose(exp.advantages.double() * mask, whitened, atol=1e-4)
 
 
 def test_ppo_update_clips_each_model_like_easylm_and_logs_the_pre_clip_norms(
@@ -274,3 +280,67 @@ def test_ppo_update_clips_each_model_like_easylm_and_logs_the_pre_clip_norms(
     for k, model in (("policy", trainer.m.policy), ("value", trainer.m.value)):
         assert max_diff(model, ref[k]) < 2e-6, k
         assert max_diff(model, free[k]) > 1e-4, k  # the clip is visible in the weights
+
+
+def test_value_model_starts_as_the_reward_model_and_the_reference_as_the_policy(
+    tiny_model_factory,
+):
+    """EasyLM loads the value model (trunk and head) from the RM checkpoint and the reference
+    from the SFT policy; both copies are independent of the originals afterwards."""
+    reward_model, policy = tiny_model_factory(), tiny_policy()
+    rm_state = {k: v.clone() for k, v in reward_model.state_dict().items()}
+    policy_state = {k: v.clone() for k, v in policy.state_dict().items()}
+    models = build_models(policy, reward_model)
+    for got, want in ((models.value, rm_state), (models.reference, policy_state)):
+        state = got.state_dict()
+        assert state.keys() == want.keys()
+        assert all(torch.equal(state[k], want[k]) for k in want)
+    assert all(p.requires_grad for p in models.value.parameters())
+    assert not any(p.requires_grad for p in models.reference.parameters())
+
+
+def test_ppo_defaults_are_easylms():
+    """The EasyLM PPO recipe (docs/fidelity.md section 9) as the config's defaults."""
+    c = PPOConfig()
+    assert (c.kl_coef, c.gamma, c.lam, c.cliprange, c.cliprange_value) == (
+        0.05,
+        1.0,
+        0.95,
+        0.2,
+        0.2,
+    )
+    assert (c.vf_coef, c.value_loss_scale, c.no_eos_reward, c.temperature) == (0.1, 0.5, -10.0, 0.7)
+    assert (c.whiten_advantages, c.whiten_rewards, c.grad_clip) == (True, False, 1.0)
+    assert (c.betas, c.eps, c.prompts_per_step, c.mini_batch) == ([0.9, 0.95], 1e-8, 512, 64)
+    assert (c.top_k, c.score_per_minibatch) == (50, True)
+
+
+def test_rm_update_averages_over_all_pairs_of_the_update(tiny_model_factory):
+    """engine.Trainer with two micro batches per update: the gradient (its pre-clip norm, logged
+    as grad_norm) is that of the mean Bradley-Terry loss over the update's four pairs, i.e. one
+    batch of total_batch pairs as in EasyLM, whatever the accumulation."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from paper_repro.batching import BatchPlan
+    from paper_repro.engine import Trainer
+    from paper_repro.schedule import LRSchedule
+
+    model = tiny_model_factory().train()
+    reference = copy.deepcopy(model)
+    chosen = [[1, 5, 6, 2], [1, 7, 2], [1, 3, 4, 5, 2], [1, 12, 2]]
+    rejected = [[1, 8, 2], [1, 9, 10, 11, 2], [1, 13, 2], [1, 14, 15, 2]]
+    pairs = SimpleNamespace(
+        chosen=[np.array(c) for c in chosen], rejected=[np.array(r) for r in rejected]
+    )
+    rm = RMTrainConfig(activation_checkpointing=False)
+    plan = BatchPlan(4, total_batch=4, micro_batch=2, order="seeded-randperm")
+    schedule = LRSchedule(peak=1e-3, end_lr=1e-4, warmup=0, total=plan.num_updates)
+    trainer = Trainer(TorchBackend(model, rm, device="cpu"), pairs, plan, schedule, PAD)
+    result = trainer.fit()
+
+    rm_loss(reference, collate_pairs(chosen, rejected, PAD)).backward()
+    norm = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in reference.parameters()))
+    assert result.final.micro_batches == 2
+    assert result.final.grad_norm == pytest.approx(norm, rel=1e-4)
