@@ -2,11 +2,9 @@
 global-norm clipping inside the RM backend's and the PPO trainer's updates, the pre-clip gradient
 norms PPO logs, and the KL coefficient and GAE parameters inside the PPO trainer's scoring.
 
-Every expectation is computed here independently: EasyLM's update is optax
-``clip_by_global_norm(1.0)`` (g * min(1, clip / ||g||_global)) followed by ``optax.adamw``
-(EasyLM ``EasyLM/optimizers.py``), written out below by hand; the PPO rewards are
-``score - kl_coef * (log pi - log pi_ref)`` per response token (EasyLM ``llama_train_ppo.py``).
-Real 1-layer Llama models on CPU, fp32.
+Every expectation is computed independently: EasyLM's clipped AdamW update by hand
+(tests/faithful_reference.py); the PPO rewards ``score - kl_coef * (log pi - log pi_ref)`` per
+response token (EasyLM ``llama_train_ppo.py``) below. Real 1-layer Llama models on CPU, fp32.
 """
 
 from __future__ import annotations
@@ -16,7 +14,22 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from faithful_reference import (
+    CHOSEN,
+    CLIP,
+    EOS,
+    PAD,
+    REJECTED,
+    RM_LRS,
+    ReferenceAdamW,
+    fixed_rollout,
+    max_diff,
+    per_token_scores,
+    ppo_reference_update,
+    response_logps,
+    rm_loss,
+    tiny_policy,
+)
 
 from paper_repro.backends import TorchBackend
 from paper_repro.batching import collate_pairs
@@ -24,67 +37,7 @@ from paper_repro.config import PPOConfig, RMTrainConfig
 from paper_repro.engine import read_last
 from paper_repro.modeling import pair_losses
 from paper_repro.ppo.models import build_models
-from paper_repro.ppo.rollout import Rollout
 from paper_repro.ppo.trainer import PPOTrainer
-
-PAD, EOS = 31, 2
-CLIP = 1.0
-
-
-# --------------------------------------------------------------------------- reference update
-
-
-def no_decay(name: str) -> bool:
-    """EasyLM's weight-decay mask: embeddings and RMSNorm scales are not decayed."""
-    return "embed_tokens" in name or "norm" in name
-
-
-class ReferenceAdamW:
-    """optax.adamw as EasyLM builds it, after global-norm clipping, written out by hand."""
-
-    def __init__(self, model: torch.nn.Module, betas, eps: float, weight_decay: float):
-        self.model, self.betas, self.eps, self.wd = model, betas, eps, weight_decay
-        self.m = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-        self.v = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, lr: float, clip: float | None) -> float:
-        """Applies one update from the ``.grad`` fields; returns the pre-clip global norm."""
-        params = [(n, p) for n, p in self.model.named_parameters() if p.grad is not None]
-        norm = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for _, p in params))
-        scale = 1.0 if clip is None else min(1.0, clip / norm)
-        b1, b2 = self.betas
-        self.t += 1
-        for n, p in params:
-            g = p.grad * scale
-            self.m[n] = b1 * self.m[n] + (1 - b1) * g
-            self.v[n] = b2 * self.v[n] + (1 - b2) * g * g
-            m_hat = self.m[n] / (1 - b1**self.t)
-            v_hat = self.v[n] / (1 - b2**self.t)
-            wd = 0.0 if no_decay(n) else self.wd
-            p.mul_(1 - lr * wd)  # decoupled decay (torch AdamW order; optax adds lr*wd*p: same)
-            p.sub_(lr * m_hat / (v_hat.sqrt() + self.eps))
-            p.grad = None
-        return norm
-
-
-def max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
-    pb = dict(b.named_parameters())
-    return max(float((p - pb[n]).detach().abs().max()) for n, p in a.named_parameters())
-
-
-# --------------------------------------------------------------------------- RM, torch backend
-
-CHOSEN = [[[1, 5, 6, 2], [1, 7, 2], [1, 3, 4, 5, 2]], [[1, 12, 2], [1, 9, 9, 2], [1, 4, 2]]]
-REJECTED = [[[1, 8, 2], [1, 9, 10, 11, 2], [1, 13, 2]], [[1, 14, 15, 2], [1, 6, 2], [1, 3, 3, 2]]]
-
-
-def rm_loss(model, batch) -> torch.Tensor:
-    """The update mean of the Bradley-Terry loss, rewards from transformers' own pooling at the
-    last non-pad token (right padding), independent of paper_repro's read-out."""
-    r = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.squeeze(-1)
-    return -torch.nn.functional.logsigmoid(r[: batch.n_pairs] - r[batch.n_pairs :]).mean()
 
 
 def test_torch_rm_backend_clips_the_global_norm_like_easylm(tiny_model_factory):
@@ -101,7 +54,7 @@ def test_torch_rm_backend_clips_the_global_norm_like_easylm(tiny_model_factory):
     ref_unclipped = ReferenceAdamW(unclipped, rm.betas, rm.eps, rm.weight_decay)
     backend = TorchBackend(model, rm, device="cpu")
     backend.train()
-    for lr, chosen, rejected in zip((1e-2, 5e-3), CHOSEN, REJECTED, strict=True):
+    for lr, chosen, rejected in zip(RM_LRS, CHOSEN, REJECTED, strict=True):
         batch = collate_pairs(chosen, rejected, PAD)
         r = read_last(backend.scores(batch), batch)
         backend.backward(pair_losses(r[: batch.n_pairs], r[batch.n_pairs :]).mean(), last=True)
@@ -119,36 +72,6 @@ def test_torch_rm_backend_clips_the_global_norm_like_easylm(tiny_model_factory):
 # --------------------------------------------------------------------------- PPO, torch trainer
 
 
-def tiny_policy() -> LlamaForCausalLM:
-    torch.manual_seed(1)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg).float().eval()
-
-
-def fixed_rollout() -> Rollout:
-    """Four left-padded prompts (width 4) and responses (width 5): three end at an EOS of
-    different lengths, one is cut at the length limit (no EOS)."""
-    prompts = [[PAD, 1, 5, 6], [1, 7, 8, 9], [PAD, PAD, 1, 4], [PAD, 1, 3, 3]]
-    responses = [[10, 11, EOS, PAD, PAD], [12, EOS, PAD, PAD, PAD], [5, 6, 7, 8, EOS], [9] * 5]
-    ids = torch.tensor([p + r for p, r in zip(prompts, responses, strict=True)])
-    prompt_mask = (torch.tensor(prompts) != PAD).long()
-    response_mask = torch.tensor(
-        [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
-    )
-    has_eos = torch.tensor([True, True, True, False])
-    return Rollout(ids, torch.cat([prompt_mask, response_mask], 1), 4, response_mask, has_eos)
-
-
 def ppo_trainer(tiny_model_factory, **cfg) -> PPOTrainer:
     """Policy moved away from its frozen reference (so the KL term is not zero) and an RM with a
     large head (rewards and returns far from the initial values: large value gradients)."""
@@ -162,28 +85,6 @@ def ppo_trainer(tiny_model_factory, **cfg) -> PPOTrainer:
             p.add_(0.2 * torch.randn(p.shape, generator=gen))
     base = {"prompts_per_step": 4, "mini_batch": 4, "lr": 1e-2, "warmup_ratio": 0.0}
     return PPOTrainer(PPOConfig(**{**base, **cfg}), models, eos_id=EOS, pad_id=PAD, warmup=0)
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def response_logps(model, ro: Rollout) -> torch.Tensor:
-    logits = model(
-        input_ids=ro.input_ids,
-        attention_mask=ro.attention_mask,
-        position_ids=positions(ro.attention_mask),
-    ).logits[:, ro.prompt_width - 1 : -1]
-    return torch.log_softmax(logits.double(), -1).gather(-1, ro.response_ids[..., None])[..., 0]
-
-
-def per_token_scores(model, ro: Rollout) -> torch.Tensor:
-    hidden = model.model(
-        input_ids=ro.input_ids,
-        attention_mask=ro.attention_mask,
-        position_ids=positions(ro.attention_mask),
-    ).last_hidden_state
-    return model.score(hidden)[..., 0].double()
 
 
 @pytest.mark.parametrize("kl_coef", [0.05, 0.5])
@@ -240,37 +141,8 @@ def test_ppo_update_clips_each_model_like_easylm_and_logs_the_pre_clip_norms(
     exp = trainer.score(ro)  # deterministic: the step scores the same mini-batch identically
     ref = {"policy": copy.deepcopy(trainer.m.policy), "value": copy.deepcopy(trainer.m.value)}
     free = {k: copy.deepcopy(v) for k, v in ref.items()}
-
-    def reference(models, clip):
-        from paper_repro.ppo import core
-
-        logits = models["policy"](
-            input_ids=ro.input_ids,
-            attention_mask=ro.attention_mask,
-            position_ids=positions(ro.attention_mask),
-        ).logits[:, ro.prompt_width - 1 : -1]
-        logps = torch.log_softmax(logits, -1).gather(-1, ro.response_ids[..., None])[..., 0]
-        values = per_token_scores(models["value"], ro).float()[:, ro.prompt_width - 1 : -1]
-        parts = core.ppo_loss(
-            logps,
-            exp.old_logps,
-            values,
-            exp.old_values,
-            exp.advantages,
-            exp.returns,
-            ro.response_mask,
-            cliprange=cfg.cliprange,
-            cliprange_value=cfg.cliprange_value,
-            vf_coef=cfg.vf_coef,
-        )
-        parts.total.backward()
-        return [
-            ReferenceAdamW(models[k], cfg.betas, cfg.eps, cfg.weight_decay).step(cfg.lr, clip)
-            for k in ("policy", "value")
-        ]
-
-    norms = reference(ref, CLIP)
-    reference(free, None)
+    norms = ppo_reference_update(ref, exp, cfg, CLIP)
+    ppo_reference_update(free, exp, cfg, None)
     trainer.rollout = lambda prompts, seed: ro  # generation bypassed
     stats = trainer.step(0, [None] * len(ro), seed=0)
 
