@@ -108,7 +108,7 @@ def test_deepspeed_ppo_clips_each_model_like_easylm_and_logs_the_pre_clip_norms(
     expected = ppo_reference_update(ref, exp, cfg, CLIP)
     ppo_reference_update(free, exp, cfg, None)
 
-    assert min(expected) > 3 * CLIP
+    assert min(expected) > 1.5 * CLIP  # the clip binds for both models
     assert norms == pytest.approx(expected, rel=1e-4)
     for k in ("policy", "value"):
         assert worst(weights, ref[k], f"{k}.") < 5e-6, k
