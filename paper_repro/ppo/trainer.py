@@ -80,7 +80,7 @@ class StepStats:
     grad_norm_policy: list[float]
     grad_norm_value: list[float]
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | list[float]]:
         return asdict(self)
 
 
