@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint test-slow test-slurm crosscheck-envs bench lock fixtures clean
+.PHONY: setup run test lint test-slow test-slurm crosscheck-envs bench mutation lock fixtures clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ bench: setup
 	$(BIN)/python bench/train_rm_throughput.py
 	$(BIN)/python bench/eval_rewardbench_throughput.py
 	$(BIN)/python bench/attention_kernels.py
+
+# Undo each faithful choice of bench/mutations.toml in a scratch copy; fails unless a test catches
+# every one (bench/mutation.py).
+mutation: setup
+	$(BIN)/python bench/mutation.py
 
 # Regenerate the full lock after changing requirements.in (needs network access to PyPI).
 lock:

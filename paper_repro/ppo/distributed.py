@@ -235,11 +235,12 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         self.dist.barrier()
 
     # ---------------------------------------------------------------- update
-    def optimize(self, parts, mask: torch.Tensor, lr: float) -> None:
+    def optimize(self, parts, mask: torch.Tensor, lr: float) -> tuple[float, float]:
         """DeepSpeed averages gradients over ranks; scaling each rank's masked-mean loss by
         ``world * n_rank / n_all`` turns that average into the gradient of the masked mean over
         all ``n_all`` response tokens of the mini-batch (what one process computes). Policy and
-        value graphs are disjoint, so backward(pg) + backward(vf_coef * vf) is backward(total)."""
+        value graphs are disjoint, so backward(pg) + backward(vf_coef * vf) is backward(total).
+        Returns the (policy, value) global gradient norms before DeepSpeed's clipping."""
         n = mask.sum().to(torch.float64)
         factor = float(n * self.world_size / self.all_sum(n.reshape(1))[0])
         for engine in (self.policy_engine, self.value_engine):
@@ -249,6 +250,8 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         self.value_engine.backward(parts.value * (self.cfg.vf_coef * factor))
         self.policy_engine.step()
         self.value_engine.step()
+        norms = [e.get_global_grad_norm() for e in (self.policy_engine, self.value_engine)]
+        return tuple(float("nan") if n is None else float(n) for n in norms)  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- state
     def checkpoint_state(self) -> dict:

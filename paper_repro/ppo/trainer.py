@@ -14,19 +14,21 @@ Where the "old" quantities come from is a switch, ``ppo.score_per_minibatch``:
   advantages are whitened over the whole batch.
 
 Policy and value have their own AdamW (EasyLM keeps two train states): global-norm clipping per
-model, then AdamW with the warmup-then-constant learning rate; both step from one backward of
-``pg + vf_coef * vf``.
+model (optax ``clip_by_global_norm``, as in RM training), then AdamW with the warmup-then-constant
+learning rate; both step from one backward of ``pg + vf_coef * vf``. Each update's pre-clip
+gradient norms are logged (``StepStats.grad_norm_policy`` / ``grad_norm_value``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
+from ..backends import clip_by_global_norm
 from ..config import PPOConfig
 from ..modeling import rewards as pooled_rewards
 from . import core
@@ -74,8 +76,11 @@ class StepStats:
     no_eos_frac: float
     lr: float
     updates: int
+    # pre-clip global gradient norm of each optimizer update of this step, in order
+    grad_norm_policy: list[float]
+    grad_norm_value: list[float]
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | list[float]]:
         return asdict(self)
 
 
@@ -215,21 +220,7 @@ class PPOTrainer:
             out.append(
                 Experience(
                     sub,
-                    *(
-                        cut(getattr(exp, f))
-                        for f in (
-                            "old_logps",
-                            "ref_logps",
-                            "old_values",
-                            "advantages",
-                            "returns",
-                            "kl",
-                            "reward",
-                            "raw_reward",
-                            "score",
-                            "entropy",
-                        )
-                    ),
+                    *(cut(getattr(exp, f.name)) for f in fields(Experience)[1:]),  # all but ro
                 )
             )
         return out
@@ -238,7 +229,9 @@ class PPOTrainer:
     def lr(self) -> float:
         return core.warmup_constant_lr(self.updates, self.cfg.lr, self.warmup)
 
-    def update(self, exp: Experience) -> core.LossParts:
+    def update(self, exp: Experience) -> tuple[core.LossParts, tuple[float, float]]:
+        """One optimizer update of policy and value; returns the loss parts and the (policy,
+        value) gradient norms before clipping."""
         c, ro = self.cfg, exp.ro
         lr = self.lr()
         self.train_mode(True)
@@ -259,27 +252,29 @@ class PPOTrainer:
         )
         if not torch.isfinite(parts.total):
             raise FloatingPointError(f"PPO loss is {parts.total.item()} at update {self.updates}")
-        self.optimize(parts, ro.response_mask, lr)
+        norms = self.optimize(parts, ro.response_mask, lr)
         self.train_mode(False)
         self.updates += 1
-        return parts
+        return parts, norms
 
     def train_mode(self, on: bool) -> None:
         self.m.policy.train(on)
         self.m.value.train(on)
 
-    def optimize(self, parts: core.LossParts, mask: torch.Tensor, lr: float) -> None:
-        """One backward of ``pg + vf_coef * vf``, per-model global-norm clipping, both AdamW."""
+    def optimize(self, parts: core.LossParts, mask: torch.Tensor, lr: float) -> tuple[float, float]:
+        """One backward of ``pg + vf_coef * vf``, per-model global-norm clipping, both AdamW;
+        returns the (policy, value) gradient norms before clipping."""
         for opt in (self.opt_policy, self.opt_value):
             for g in opt.param_groups:
                 g["lr"] = lr
         self.opt_policy.zero_grad(set_to_none=True)
         self.opt_value.zero_grad(set_to_none=True)
         parts.total.backward()
-        torch.nn.utils.clip_grad_norm_(self.m.policy.parameters(), self.cfg.grad_clip)
-        torch.nn.utils.clip_grad_norm_(self.m.value.parameters(), self.cfg.grad_clip)
+        norm_policy = clip_by_global_norm(list(self.m.policy.parameters()), self.cfg.grad_clip)
+        norm_value = clip_by_global_norm(list(self.m.value.parameters()), self.cfg.grad_clip)
         self.opt_policy.step()
         self.opt_value.step()
+        return norm_policy, norm_value
 
     def step(self, step: int, prompts: Sequence[np.ndarray], seed: int) -> StepStats:
         """Rollout ``prompts`` (seeded by ``seed``), then ``ppo_epochs`` passes of mini-batch updates."""
@@ -291,18 +286,27 @@ class PPOTrainer:
         lr_first = self.lr()
         ro = self.rollout(prompts, seed)
         logs: list[tuple[Experience, core.LossParts]] = []
+        norms: list[tuple[float, float]] = []
         for _ in range(c.ppo_epochs):
-            if self.score_per_minibatch:
-                for start in range(0, len(ro), self.mini_batch):
-                    exp = self.score(ro.select(slice(start, start + self.mini_batch)))
-                    logs.append((exp, self.update(exp)))
+            if self.score_per_minibatch:  # lazily: each scored right after the previous update
+                batches = (
+                    self.score(ro.select(slice(start, start + self.mini_batch)))
+                    for start in range(0, len(ro), self.mini_batch)
+                )
             else:
-                for exp in self.score_batch(ro):
-                    logs.append((exp, self.update(exp)))
-        return self._stats(step, logs, lr_first)
+                batches = iter(self.score_batch(ro))
+            for exp in batches:
+                parts, norm = self.update(exp)
+                logs.append((exp, parts))
+                norms.append(norm)
+        return self._stats(step, logs, lr_first, norms)
 
     def _stats(
-        self, step: int, logs: list[tuple[Experience, core.LossParts]], lr: float
+        self,
+        step: int,
+        logs: list[tuple[Experience, core.LossParts]],
+        lr: float,
+        norms: list[tuple[float, float]],
     ) -> StepStats:
         """Step metrics over all ranks' rows: per-response values are gathered, per-token means
         are token-weighted across ranks, so the numbers do not depend on the world size."""
@@ -351,6 +355,8 @@ class PPOTrainer:
             ),
             lr=lr,
             updates=self.updates,
+            grad_norm_policy=[n[0] for n in norms],
+            grad_norm_value=[n[1] for n in norms],
         )
 
     # ---------------------------------------------------------------- state (resume)

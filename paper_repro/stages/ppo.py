@@ -294,10 +294,18 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
             for step in bar:
                 stats = trainer.step(step, my_prompts(step), seed=p.seed * 100_003 + step)
                 row = stats.to_dict()
-                if not all(math.isfinite(v) for v in row.values()):
+                norms = list(zip(stats.grad_norm_policy, stats.grad_norm_value, strict=True))
+                scalars = {k: v for k, v in row.items() if not isinstance(v, list)}
+                if not all(
+                    math.isfinite(v)
+                    for v in [*scalars.values(), *stats.grad_norm_policy, *stats.grad_norm_value]
+                ):
                     raise FloatingPointError(f"non-finite PPO metrics at step {step}: {row}")
                 metrics.append(json.dumps(row, sort_keys=True))
-                tr.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
+                tr.log_metrics({k: v for k, v in scalars.items() if k != "step"}, step=step)
+                first = stats.updates - len(norms)  # per-update series, at the update number
+                for i, (gp, gv) in enumerate(norms):
+                    tr.log_metrics({"grad_norm_policy": gp, "grad_norm_value": gv}, step=first + i)
                 bar.set_postfix(reward=f"{stats.reward_mean:.3f}", kl=f"{stats.kl:.3f}")
                 done = step + 1
                 stop = trainer.any_true(flag.requested)  # all ranks checkpoint together
