@@ -235,7 +235,9 @@ def report_ranks(rows: list[dict]) -> None:
         tokens, gen = sum(r["tokens"] for r in mine), sum(r["gen_s"] for r in mine)
         out[mode] = (tokens / gen, sum(r["step_s"] for r in mine) / len(mine), tokens / len(mine))
     print("\n2 ranks, ZeRO-3 over gloo (fp32, 1 thread per rank):")
-    print(f"  {'ppo.generation':<16} {'rollout tokens/s':>17} {'ratio':>7} {'PPO step s':>11} ratio")
+    print(
+        f"  {'ppo.generation':<16} {'rollout tokens/s':>17} {'ratio':>7} {'PPO step s':>11} ratio"
+    )
     for mode in MODES:
         tps, step_s, tok = out[mode]
         print(

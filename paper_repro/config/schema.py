@@ -216,6 +216,9 @@ class PPOConfig:
     # no collective per token; synced = HF generate with synced_gpus (a per-layer all-gather for
     # every token; for a policy that fits no GPU whole); vllm = not available yet (refused).
     generation: Literal["gathered", "synced", "vllm"] = "gathered"
+    # Recompute each decoder layer in the backward of policy and value (DeepSpeed backend): at
+    # cluster scale the 70B value model's activations do not fit otherwise (`plan --stage ppo`).
+    activation_checkpointing: bool = False
     # Architecture of the policy for `paper-repro plan` (None: model.arch, the RM's base).
     policy_arch: Literal["llama3-70b", "llama3-8b", "tiny"] | None = None
 

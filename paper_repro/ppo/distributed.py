@@ -186,6 +186,10 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         value = load_reward_model(rm_dir, compute_dtype)  # trunk and score head of the RM
         for model in (policy, value):
             model.requires_grad_(True)
+            if cfg.activation_checkpointing:  # as backends.py does for RM training
+                model.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
         self.m = PPOModels(policy=policy, reference=reference, reward=reward, value=value)
 
         def train_engine(module: torch.nn.Module, hf_model: torch.nn.Module):

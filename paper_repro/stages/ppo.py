@@ -220,18 +220,19 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
         # Every rank scores all held-out prompts with the same seed (identical results on every
         # rank and the same number of forwards, as ZeRO-3 needs); W-fold redundant but simple.
         t = time.time()
-        policy, reward_model = trainer.eval_models()
-        res = evaluate_policy(
-            policy,
-            reward_model,
-            plan.heldout,
-            p,
-            pad_id=pad_id,
-            eos_id=eos_id,
-            seed=p.seed + EVAL_SEED_OFFSET,
-            batch_size=p.mini_batch,
-            synced_gpus=sharded and world > 1,
-        )
+        _, reward_model = trainer.eval_models()
+        with trainer.generation_policy() as (policy, synced):  # ppo.generation, as in training
+            res = evaluate_policy(
+                policy,
+                reward_model,
+                plan.heldout,
+                p,
+                pad_id=pad_id,
+                eos_id=eos_id,
+                seed=p.seed + EVAL_SEED_OFFSET,
+                batch_size=p.mini_batch,
+                synced_gpus=synced,
+            )
         if rank != 0:
             return res.to_dict()
         print(
