@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/train_rm_throughput.py
 	$(BIN)/python bench/eval_rewardbench_throughput.py
 	$(BIN)/python bench/attention_kernels.py
+	$(BIN)/python bench/ppo_throughput.py
 
 # Regenerate the full lock after changing requirements.in (needs network access to PyPI).
 lock:
