@@ -10,7 +10,9 @@ not documented] and consumed ``prompts_per_step`` at a time (a partial last batc
 
 Backends: ``ppo.backend=torch`` (one process) or ``deepspeed`` (ZeRO-2/3 under torchrun / srun,
 ``ppo/distributed.py``); e.g. ``torchrun --nproc-per-node 2 -m paper_repro.cli ppo tiny
-ppo.backend=deepspeed --run-dir DIR``. Rank 0 alone writes files and logs to MLflow.
+ppo.backend=deepspeed --run-dir DIR``. Rank 0 alone writes files and logs to MLflow. Under ZeRO-3,
+``ppo.generation`` (``gathered`` or ``synced``, ``ppo/distributed.py``) decides how rollouts and
+the held-out evaluation sample; both give the same tokens.
 
 Outputs: ``ppo/metrics.jsonl`` (one line per step, rank 0), ``ppo/summary.json``, ``ppo/policy/``
 (safetensors + tokenizer), ``ppo/manifest.json`` (their sha256). SIGTERM/SIGUSR1/SIGINT ->
