@@ -101,6 +101,9 @@ def test_generation_mode_is_part_of_the_ppo_identity():
     b = load_config("tiny", ["ppo.generation=synced"])
     assert a.ppo.generation == "gathered" and b.ppo.generation == "synced"
     assert stage_hash(a, "ppo") != stage_hash(b, "ppo")
+    from paper_repro.tracking import stage_params
+
+    assert stage_params(b, "ppo")["ppo.generation"] == "synced"  # an MLflow param of the run
     assert load_config("tiny").ppo.generation == "gathered"  # the default
 
 
