@@ -15,8 +15,12 @@ process, taking turns step by step. Same models, prompts and seeds.
 
 No assertions; run it on an otherwise idle machine::
 
-    .venv/bin/python bench/ppo_throughput.py             # ~3-5 min on 2 idle cores
-    .venv/bin/python bench/ppo_throughput.py --rounds 3 --new-tokens 384
+    .venv/bin/python bench/ppo_throughput.py                 # both parts
+    .venv/bin/python bench/ppo_throughput.py --skip-single   # part 1 only
+
+Part 1 took 15 min wall on the 2-core machine on 5 December 2026 while other work held its load
+average at ~15 (each rank got about a quarter of a core); part 2 took longer still there. On idle
+cores both are a few minutes.
 """
 
 from __future__ import annotations
