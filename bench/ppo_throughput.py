@@ -19,8 +19,8 @@ No assertions; run it on an otherwise idle machine::
     .venv/bin/python bench/ppo_throughput.py --skip-single   # part 1 only
 
 Part 1 took 15 min wall on the 2-core machine on 5 December 2026 while other work held its load
-average at ~15 (each rank got about a quarter of a core); part 2 took longer still there. On idle
-cores both are a few minutes.
+average at ~15 (each rank got about a quarter of a core); part 2 took longer still there. Not yet
+timed on idle cores; ``--skip-single`` and a smaller ``--new-tokens`` shorten it.
 """
 
 from __future__ import annotations
