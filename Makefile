@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/train_rm_throughput.py
 	$(BIN)/python bench/eval_rewardbench_throughput.py
 	$(BIN)/python bench/attention_kernels.py
+	$(BIN)/python bench/ppo_throughput.py
 
 # Undo each faithful choice of bench/mutations.toml in a scratch copy; fails unless a test catches
 # every one (bench/mutation.py).

@@ -161,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-tflops", type=float, default=989.0, help="dense bf16 peak per GPU (H100 SXM)"
     )
     p.add_argument("--run-dir", help="read prepared token counts here (default results/<preset>)")
+    p.add_argument("--stage", default="train_rm", choices=["train_rm", "ppo"], help="what to plan")
+    p.add_argument("--hbm-tbps", type=float, default=3.35, help="ppo: GPU memory bandwidth, TB/s")
+    p.add_argument(
+        "--decode-efficiency", type=float, default=0.6, help="ppo: share of it decoding reaches"
+    )
+    p.add_argument(
+        "--allgather-gbps", type=float, default=40.0, help="ppo: all-gather GB/s per GPU"
+    )
     p.set_defaults(func=cmd_tool, tool="plan")
     return parser
 

@@ -213,6 +213,10 @@ def _gib(n: float) -> str:
 
 
 def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
+    if getattr(args, "stage", "train_rm") == "ppo":
+        from .plan_ppo import run as run_ppo
+
+        return run_ppo(cfg, args)
     res = cfg.resources.train_rm
     nodes = args.nodes if args.nodes is not None else res.nodes
     gpn = args.gpus_per_node if args.gpus_per_node is not None else res.gpus_per_node

@@ -211,6 +211,16 @@ class PPOConfig:
     # EasyLM scores each mini-batch (rewards, old log-probs, values, GAE, whitening) right before
     # its update; False scores the whole rollout batch once (textbook PPO). See ppo/trainer.py.
     score_per_minibatch: bool = True
+    # How rollouts are sampled under ZeRO-3 (same sampling either way; ppo/distributed.py):
+    # gathered = the policy's full weights all-gathered once per rollout phase, then generate with
+    # no collective per token; synced = HF generate with synced_gpus (a per-layer all-gather for
+    # every token; for a policy that fits no GPU whole); vllm = not available yet (refused).
+    generation: Literal["gathered", "synced", "vllm"] = "gathered"
+    # Recompute each decoder layer in the backward of policy and value (DeepSpeed backend): at
+    # cluster scale the 70B value model's activations do not fit otherwise (`plan --stage ppo`).
+    activation_checkpointing: bool = False
+    # Architecture of the policy for `paper-repro plan` (None: model.arch, the RM's base).
+    policy_arch: Literal["llama3-70b", "llama3-8b", "tiny"] | None = None
 
 
 @dataclass

@@ -236,6 +236,11 @@ def validate(cfg: ReproConfig) -> None:
         raise ConfigError(
             "ppo.policy_revision", "a hub policy needs a pinned revision (commit sha)"
         )
+    if p.generation == "vllm":
+        raise ConfigError(
+            "ppo.generation",
+            "vllm is not available yet; use gathered (the policy whole on each GPU) or synced",
+        )
     for stage in STAGES:
         _check_fit(cfg, stage)
 

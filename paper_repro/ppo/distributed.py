@@ -24,15 +24,30 @@ the gradient of the masked mean over all tokens of the mini-batch. The result th
 depend on the world size (tests/integration/test_ppo_deepspeed.py checks it against the torch
 trainer).
 
-Generation: HF ``generate`` on the policy module with ``synced_gpus`` under ZeRO-3 (a rank that
-finishes early keeps running forwards until all ranks are done: every parameter gather is a
-collective). Each rank samples with its own seed (``seed + RANK_SEED_STRIDE * rank``).
+Generation (``ppo.generation``; each rank samples with its own seed,
+``seed + RANK_SEED_STRIDE * rank``, and both modes draw the same random numbers for the same
+logits, so they give the same tokens):
+
+- ``gathered``: ``whole_policy`` all-gathers the policy's full weights once per rollout phase
+  (``deepspeed.zero.GatheredParameters``), takes ZeRO-3's per-module fetch/release hooks off the
+  module, runs HF ``generate`` with its KV cache and no collective per token, then puts the hooks
+  back and lets the gathered copies go. DeepSpeed ships the same recipe
+  (deepspeed/runtime/zero/stage3.py ``unwrap_model_for_generation``), as does TRL
+  (trl/models/utils.py ``unwrap_model_for_generation``); DeepSpeed-Chat's hybrid engine gathers
+  per layer group for the same reason. Costs one full policy in memory per GPU while sampling.
+- ``synced``: HF ``generate`` on the partitioned module with ``synced_gpus``: every forward
+  all-gathers every layer again, i.e. one gather of the whole policy per generated token, and a
+  rank that finishes early keeps running forwards until all ranks are done. For a policy that
+  fits on no GPU whole.
+
+Under ZeRO-2 the weights are never partitioned and both modes are plain ``generate``.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +115,30 @@ def ppo_deepspeed_config(p: PPOConfig, *, world_size: int, compute_dtype: str) -
     return deepspeed_config(shape, world_size=world_size, compute_dtype=compute_dtype)
 
 
+@contextmanager
+def whole_policy(engine) -> Iterator[torch.nn.Module]:
+    """The module of a ZeRO-3 training ``engine`` with its full weights on every rank and ZeRO's
+    per-module hooks detached, for forwards that must not gather (collective) per call. Every
+    rank must enter together (the gather is a collective); nothing may be modified inside
+    (``modifier_rank=None``: the gathered copies are dropped on exit, not scattered back)."""
+    import deepspeed
+
+    offload = engine.optimizer.parameter_offload
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        for p in params:  # no submodule is "running": nothing may re-partition mid-generate
+            p.ds_active_sub_modules.clear()
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield engine.module
+        finally:
+            # Re-register the fetch/release hooks; this also invalidates the recorded module trace
+            # (the generate forwards were not traced), so the next training forward re-records it.
+            offload._register_deepspeed_module(offload.module)
+
+
 class DeepSpeedPPOTrainer(PPOTrainer):
     """``PPOTrainer`` whose models are DeepSpeed engines; ``step`` takes this rank's prompts."""
 
@@ -147,6 +186,10 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         value = load_reward_model(rm_dir, compute_dtype)  # trunk and score head of the RM
         for model in (policy, value):
             model.requires_grad_(True)
+            if cfg.activation_checkpointing:  # as backends.py does for RM training
+                model.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
         self.m = PPOModels(policy=policy, reference=reference, reward=reward, value=value)
 
         def train_engine(module: torch.nn.Module, hf_model: torch.nn.Module):
@@ -172,20 +215,29 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         self.device = self.policy_engine.device
 
     # ---------------------------------------------------------------- models
+    @contextmanager
+    def generation_policy(self) -> Iterator[tuple[torch.nn.Module, bool]]:
+        """(policy module, synced_gpus) for sampling under ``ppo.generation``; collective."""
+        if self.zero3 and self.cfg.generation == "gathered":
+            with whole_policy(self.policy_engine) as module:
+                yield module, False
+        else:
+            yield self.policy_engine.module, self.zero3 and self.world_size > 1
+
     def rollout(self, prompts: Sequence[np.ndarray], seed: int) -> Rollout:
         c = self.cfg
-        ro = generate(
-            self.policy_engine.module,
-            prompts,
-            pad_id=self.pad_id,
-            eos_id=self.eos_id,
-            max_new_tokens=c.max_new_tokens,
-            temperature=c.temperature,
-            top_k=c.top_k,
-            seed=seed + RANK_SEED_STRIDE * self.rank,
-            synced_gpus=self.zero3 and self.world_size > 1,
-        )
-        return ro
+        with self.generation_policy() as (policy, synced):
+            return generate(
+                policy,
+                prompts,
+                pad_id=self.pad_id,
+                eos_id=self.eos_id,
+                max_new_tokens=c.max_new_tokens,
+                temperature=c.temperature,
+                top_k=c.top_k,
+                seed=seed + RANK_SEED_STRIDE * self.rank,
+                synced_gpus=synced,
+            )
 
     def policy_logits(self, ro: Rollout) -> torch.Tensor:
         return response_logits(self.policy_engine, ro)

@@ -22,7 +22,8 @@ gradient norms are logged (``StepStats.grad_norm_policy`` / ``grad_norm_value``)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -384,6 +385,11 @@ class PPOTrainer:
 
     def eval_models(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         return self.m.policy, self.m.reward
+
+    @contextmanager
+    def generation_policy(self) -> Iterator[tuple[torch.nn.Module, bool]]:
+        """(policy, synced_gpus) to sample with; the DeepSpeed trainer gathers under ZeRO-3."""
+        yield self.m.policy, False
 
     def any_true(self, flag: bool) -> bool:
         return bool(flag)

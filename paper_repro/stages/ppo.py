@@ -10,7 +10,9 @@ not documented] and consumed ``prompts_per_step`` at a time (a partial last batc
 
 Backends: ``ppo.backend=torch`` (one process) or ``deepspeed`` (ZeRO-2/3 under torchrun / srun,
 ``ppo/distributed.py``); e.g. ``torchrun --nproc-per-node 2 -m paper_repro.cli ppo tiny
-ppo.backend=deepspeed --run-dir DIR``. Rank 0 alone writes files and logs to MLflow.
+ppo.backend=deepspeed --run-dir DIR``. Rank 0 alone writes files and logs to MLflow. Under ZeRO-3,
+``ppo.generation`` (``gathered`` or ``synced``, ``ppo/distributed.py``) decides how rollouts and
+the held-out evaluation sample; both give the same tokens.
 
 Outputs: ``ppo/metrics.jsonl`` (one line per step, rank 0), ``ppo/summary.json``, ``ppo/policy/``
 (safetensors + tokenizer), ``ppo/manifest.json`` (their sha256). SIGTERM/SIGUSR1/SIGINT ->
@@ -220,18 +222,19 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
         # Every rank scores all held-out prompts with the same seed (identical results on every
         # rank and the same number of forwards, as ZeRO-3 needs); W-fold redundant but simple.
         t = time.time()
-        policy, reward_model = trainer.eval_models()
-        res = evaluate_policy(
-            policy,
-            reward_model,
-            plan.heldout,
-            p,
-            pad_id=pad_id,
-            eos_id=eos_id,
-            seed=p.seed + EVAL_SEED_OFFSET,
-            batch_size=p.mini_batch,
-            synced_gpus=sharded and world > 1,
-        )
+        _, reward_model = trainer.eval_models()
+        with trainer.generation_policy() as (policy, synced):  # ppo.generation, as in training
+            res = evaluate_policy(
+                policy,
+                reward_model,
+                plan.heldout,
+                p,
+                pad_id=pad_id,
+                eos_id=eos_id,
+                seed=p.seed + EVAL_SEED_OFFSET,
+                batch_size=p.mini_batch,
+                synced_gpus=synced,
+            )
         if rank != 0:
             return res.to_dict()
         print(

@@ -1,7 +1,8 @@
 """Rank program for tests/integration/test_ppo_deepspeed.py (run under torchrun, not collected).
 
-``python ppo_ds_worker.py RUN_DIR ROLLOUT.pt OUT.pt ZERO_STAGE``: one PPO step on DeepSpeed engines
-over a fixed rollout batch (generation bypassed), this rank taking its slice of every mini-batch;
+``python ppo_ds_worker.py RUN_DIR ROLLOUT.pt OUT.pt ZERO_STAGE [ckpt]``: one PPO step on DeepSpeed engines
+over a fixed rollout batch (generation bypassed), this rank taking its slice of every mini-batch
+(``ckpt``: with ``ppo.activation_checkpointing``);
 rank 0 saves the consolidated fp32 policy and value weights and the step metrics to OUT.pt.
 """
 
@@ -27,7 +28,7 @@ def main() -> None:
         sys.argv[3],
         int(sys.argv[4]),
     )
-    cfg = PPO_CFG(zero_stage=zero)
+    cfg = PPO_CFG(zero_stage=zero, activation_checkpointing=sys.argv[5:] == ["ckpt"])
     ro, eos_id, pad_id = load_rollout(rollout_file)
     trainer = DeepSpeedPPOTrainer(
         cfg,

@@ -1,9 +1,13 @@
 """PPO on DeepSpeed: real ranks (torchrun, gloo on CPU), real tiny Llamas, fp32.
 
 1. One PPO step (2 optimizer updates) on a fixed rollout batch under ZeRO-3 on 2 ranks gives the
-   plain-torch trainer's policy and value weights and step metrics (tolerance ``ATOL``).
+   plain-torch trainer's policy and value weights and step metrics (tolerance ``ATOL``), with and
+   without ``ppo.activation_checkpointing`` on the ranks.
 2. The tiny-preset ppo stage with ``ppo.backend=deepspeed`` on 2 ranks runs end to end.
-3. SIGTERM mid-run -> checkpoint + exit 75 -> the rerun on 2 ranks resumes and completes.
+3. SIGTERM mid-run -> checkpoint + exit 75 -> the rerun on 2 ranks resumes and ends bitwise equal
+   to an uninterrupted run (``ppo.generation=gathered``, the default).
+4. ``ppo.generation`` ``gathered`` and ``synced`` sample the same tokens and score them the same
+   (log-probs, values, rewards) under ZeRO-3 on 2 ranks whose responses end at different lengths.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ def env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_zero3_two_ranks_match_torch_on_fixed_rollouts(ppo_inputs, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("ckpt", [False, True], ids=["plain", "activation-checkpointing"])
+def test_zero3_two_ranks_match_torch_on_fixed_rollouts(ppo_inputs, tmp_path, ckpt):  # noqa: F811
     import torch
 
     from paper_repro.data import load_prompts, load_tokenizer
@@ -85,6 +90,7 @@ def test_zero3_two_ranks_match_torch_on_fixed_rollouts(ppo_inputs, tmp_path):  #
             str(tmp_path / "rollout.pt"),
             str(tmp_path / "ds.pt"),
             "3",
+            *(["ckpt"] if ckpt else []),
         ),
         cwd=ROOT,
         env=env(),
@@ -169,8 +175,22 @@ def test_stage_deepspeed_two_ranks_end_to_end(ppo_inputs, tmp_path):  # noqa: F8
 
 @pytest.mark.slow
 def test_stage_deepspeed_sigterm_then_resume(ppo_inputs, tmp_path):  # noqa: F811
-    paths = new_run(ppo_inputs, tmp_path)
-    overrides = ("ppo.max_steps=6", "ppo.checkpoint_every=100")
+    import torch
+    from safetensors.torch import load_file
+
+    overrides = ("ppo.max_steps=6", "ppo.checkpoint_every=100", "ppo.generation=gathered")
+    full = new_run(ppo_inputs, tmp_path / "full")
+    proc = subprocess.run(
+        stage_cmd(full.root, *overrides),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    paths = new_run(ppo_inputs, tmp_path / "cut")
     proc = subprocess.Popen(
         stage_cmd(paths.root, *overrides),
         cwd=ROOT,
@@ -226,3 +246,38 @@ def test_stage_deepspeed_sigterm_then_resume(ppo_inputs, tmp_path):  # noqa: F81
     lines = [json.loads(x) for x in paths.ppo_metrics.read_text().splitlines()]
     assert [x["step"] for x in lines] == list(range(6))
     assert json.loads(paths.ppo_summary.read_text())["updates"] == 6 * 32 // 8
+    # Bitwise the uninterrupted run: metrics, held-out rewards and the final policy.
+    assert paths.ppo_metrics.read_text() == full.ppo_metrics.read_text()
+    sa, sb = json.loads(full.ppo_summary.read_text()), json.loads(paths.ppo_summary.read_text())
+    for key in ("eval_reward_before", "eval_reward_after", "kl_final", "no_eos_frac_final"):
+        assert sa[key] == sb[key], key
+    a, b = (
+        load_file(full.ppo_policy / "model.safetensors"),
+        load_file(paths.ppo_policy / "model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_gathered_and_synced_generation_agree(ppo_inputs, tmp_path):  # noqa: F811
+    import torch
+
+    proc = subprocess.run(
+        torchrun(str(HERE / "ppo_gen_worker.py"), str(ppo_inputs), str(tmp_path / "gen")),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [torch.load(tmp_path / f"gen.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # The ranks' longest responses differ, so under `synced` one rank ran forwards for the other.
+    longest = [int(r["synced"]["response_mask"].sum(-1).max()) for r in ranks]
+    assert longest[0] != longest[1], longest
+    for r in ranks:
+        synced, gathered = r["synced"], r["gathered"]
+        assert synced.keys() == gathered.keys()
+        for key, value in synced.items():
+            assert torch.equal(value, gathered[key]), key  # bitwise: same tokens, same numbers
+        assert math.isfinite(r["step"]["reward_mean"]) and r["step"]["updates"] == 2
