@@ -7,6 +7,7 @@ accelerate, numpy, pandas come from here). Built once into the user cache
 (``paths.cache_root()/side-envs``, as the export cross-check's). ``rbside.py`` runs there.
 
     python -m paper_repro.evaluation.rbcheck OUT_DIR --model DIR --run-dir results/tiny
+    python -m paper_repro.evaluation.rbcheck --envs-only      # build the side environment
 
 OUT_DIR is what ``paper-repro eval-rewardbench CONFIG --model DIR --out OUT_DIR`` wrote in the
 tokenizer-template input mode (reward-bench's CLI scores with the tokenizer's chat template);
@@ -121,11 +122,17 @@ def compare(out_dir: Path, theirs: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paper_repro.evaluation.rbcheck")
-    parser.add_argument("out_dir", help="the --out folder of eval-rewardbench --model")
-    parser.add_argument("--model", required=True, help="the model folder that was scored")
-    parser.add_argument("--run-dir", required=True, help="the run whose download_data/ was used")
+    parser.add_argument("out_dir", nargs="?", help="the --out folder of eval-rewardbench --model")
+    parser.add_argument("--model", help="the model folder that was scored")
+    parser.add_argument("--run-dir", help="the run whose download_data/ was used")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--envs-only", action="store_true", help="only build the side env")
     args = parser.parse_args(argv)
+    if args.envs_only:
+        print(f"rewardbench {REWARDBENCH_ENV['rewardbench']}: {rewardbench_env()}")
+        return 0
+    if not (args.out_dir and args.model and args.run_dir):
+        parser.error("OUT_DIR, --model and --run-dir are required")
     from ..paths import RunPaths
 
     try:

@@ -14,6 +14,10 @@ import pytest
 from rmzoo import ARCHS, QUIRKS, build_rm
 
 MATRIX = [(a, q) for a in ARCHS for q in QUIRKS]
+# reward-bench's pipeline masks the first of two leading BOS but leaves it in place, so on a model
+# with absolute position embeddings (GPT-2) every real token sits one position later than here,
+# where that BOS is dropped (the same for rotary models: only relative positions count).
+KNOWN_DIVERGENT = {("gpt2", "double-bos")}
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +165,9 @@ def test_an_explicit_input_mode_wins(zoo, bench_run, tmp_path):
 def test_matrix_matches_reward_bench_pair_by_pair(zoo, scored, bench_run):
     """reward-bench 0.1.4's own code (its pipeline, its text building, its CLI's settings) in its
     transformers 4.51.0 side environment scores every template model of the matrix; each pair's
-    rewards agree to 1e-4 and no pair is judged differently. Models without a chat template are
-    not comparable (reward-bench's CLI needs a FastChat template name for them)."""
+    rewards agree to 1e-4 and no pair is judged differently, except ``KNOWN_DIVERGENT``. Models
+    without a chat template are not comparable (reward-bench's CLI needs a FastChat template name
+    for them)."""
     from paper_repro.evaluation.rbcheck import (
         compare,
         read_rows,
@@ -174,7 +179,7 @@ def test_matrix_matches_reward_bench_pair_by_pair(zoo, scored, bench_run):
     assert len(keys) == len(ARCHS) * sum(q.template is not None for q in QUIRKS.values())
     rows = read_rows(bench_run.raw_data("rewardbench"))
     theirs = reward_bench_scores([zoo[k] for k in keys], rows, rewardbench_env())
-    failed = []
+    failed = set()
     for key, got in zip(keys, theirs, strict=True):
         rec = compare(scored[key], got)
         print(
@@ -182,5 +187,5 @@ def test_matrix_matches_reward_bench_pair_by_pair(zoo, scored, bench_run):
             f"{100 * rec['rewardbench_accuracy']:6.2f} max|diff| {rec['reward_max_abs_diff']:.2g}"
         )
         if not rec["passed"]:
-            failed.append(key)
-    assert not failed, failed
+            failed.add(key)
+    assert failed == KNOWN_DIVERGENT, failed
