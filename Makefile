@@ -30,9 +30,11 @@ test-slow: setup crosscheck-envs
 	$(BIN)/pytest -m "slow" -q
 
 # transformers 4.51.0 / 4.57.6 side environments for the export cross-check (pip, ~20 MB each),
-# built once into the user cache ($$PAPER_REPRO_CACHE, default ~/.cache/paper-repro).
+# and reward-bench 0.1.4's (~130 MB) for the --model comparison, built once into the user cache
+# ($$PAPER_REPRO_CACHE, default ~/.cache/paper-repro).
 crosscheck-envs: setup
 	$(BIN)/python -m paper_repro.export.crosscheck --envs-only
+	$(BIN)/python -m paper_repro.evaluation.rbcheck --envs-only
 
 test-slurm: setup
 	bash tests/slurm/install_slurm.sh

@@ -86,7 +86,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
         from .evaluation import parse_model_spec
         from .stages.eval_rewardbench import run_model
 
-        return run_model(cfg, paths, parse_model_spec(args.model), args.out)
+        given = any(o.split("=", 1)[0].strip() == "eval.input_mode" for o in args.overrides)
+        spec = parse_model_spec(args.model)
+        return run_model(cfg, paths, spec, args.out, input_mode_given=given)
     from .runner import run_stage
 
     return run_stage(args.stage, cfg, paths)
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         try:
             return args.func(args)
         except (ReproError, OSError, json.JSONDecodeError) as exc:
@@ -194,6 +196,21 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = streams
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options and ``key=value`` overrides in any order (``CONFIG --model DIR eval.x=y`` as well
+    as ``CONFIG eval.x=y --model DIR``). argparse fills a ``nargs="*"`` positional once, from the
+    first run of positionals only, and calls the rest unrecognized; those that are overrides
+    join the list in the order given, anything else is still an error."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        loose = [a for a in extra if a.startswith("-") or "=" not in a]
+        if loose or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(loose or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def check_run_name(name: str) -> None:

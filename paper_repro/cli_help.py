@@ -56,7 +56,8 @@ STAGE_HELP: dict[str, Help] = {
         "eval_rewardbench/{pairs.parquet,scores.json,comparison.json,comparison.md,"
         "leaderboard.json}, the RewardBench section of export_rm/model/README.md, an MLflow "
         "model version; with --model: the same five files in --out",
-        "paper-repro eval-rewardbench tiny --model allenai/llama-3-tulu-2-8b-uf-mean-rm@<sha>",
+        "paper-repro eval-rewardbench llama3-70b-uf --model "
+        "allenai/llama-3-tulu-2-8b-uf-mean-rm@7a3dfb3 eval.input_mode=training-format",
     ),
     "eval_reference": Help(
         "the published RM (reference.hub_id at reference.revision; a locally trained stand-in "

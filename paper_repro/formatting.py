@@ -47,7 +47,7 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class SpecialStrings:
-    bos: str = "<|begin_of_text|>"
+    bos: str | None = "<|begin_of_text|>"
     eos: str = "<|end_of_text|>"
 
 
@@ -104,7 +104,8 @@ def render_training(
 ) -> str:
     """BOS + Tulu turns, stripped: ``<bos><|user|>\\nP\\n<|assistant|>\\nR<eos>``."""
     msgs = check_messages(list(messages), allow_empty=allow_empty)
-    return special.bos + _render_turns(msgs, special.eos).strip()
+    # a tokenizer without a BOS token (GPT-2 style, someone else's RM): no BOS to start with
+    return (special.bos or "") + _render_turns(msgs, special.eos).strip()
 
 
 def render_prompt(

@@ -45,8 +45,10 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Per-token scalar outputs [B, T] of a ``*ForSequenceClassification`` model (trunk + score)."""
-    hidden = model.model(
+    """Per-token scalar outputs [B, T] of a ``*ForSequenceClassification`` model (trunk + score);
+    ``base_model`` is the trunk of any architecture (``model`` in Llama, ``transformer`` in
+    GPT-2)."""
+    hidden = model.base_model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
@@ -142,6 +144,16 @@ def packed_attention_mode(model):
         yield model
     finally:
         model.config._attn_implementation = previous
+
+
+# Model types whose trunk passes extra forward arguments on to the attention function
+# (transformers 5.x), which packed scoring needs for the sequence lengths; tests/integration/
+# test_any_model.py checks packed against padded rewards for each. Others are scored padded.
+PACKED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "gemma"})
+
+
+def supports_packed(model) -> bool:
+    return model.config.model_type in PACKED_MODEL_TYPES and hasattr(model, "model")
 
 
 def packed_token_scores(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:

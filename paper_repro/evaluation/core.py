@@ -14,8 +14,8 @@ from .. import rewardbench as rb
 from ..config import ReproConfig
 from ..paths import EvalFiles, RunPaths
 from . import outputs
-from .inputs import EvalInputs, build_inputs
-from .model import check_pad, filler_pad, load_model
+from .inputs import EvalInputs, build_inputs, read_where_reward_bench_does
+from .model import check_pad, filler_pad, load_model, reward_bench_pad
 
 WEIGHTS = "reward-bench EXAMPLE_COUNTS @ ece3d67 (math-prm weight 984)"
 
@@ -51,15 +51,19 @@ def evaluate_rm(
     *,
     name: str,
     own_export: bool,
+    as_reward_bench: bool = False,
     log: str = "eval",
 ) -> Evaluated:
     """Score every RewardBench pair with the model in ``model_dir`` under ``cfg.eval`` and write
     ``files``. ``name``: the leaderboard's model name. ``own_export``: the pipeline's exported RM
     (strict pad checks; training-format ids from prepare_data); any other model gets the same
-    rendering from the raw pairs with its own tokenizer and a recorded filler pad."""
+    rendering from the raw pairs with its own tokenizer and a recorded filler pad.
+    ``as_reward_bench`` (``--model``): in tokenizer-template mode the BOS is as the tokenizer gives
+    it, not made one as in training (``inputs.template_ids``)."""
     import torch
 
     from ..data import load_tokenizer
+    from ..modeling import supports_packed
     from ..scoring import score_pairs
 
     e = cfg.eval
@@ -79,7 +83,10 @@ def evaluate_rm(
         e.template_max_length,
         own_export=own_export,
         pad_token_id=own_pad,
+        as_tokenizer=as_reward_bench,
     )
+    if e.input_mode == "tokenizer-template":
+        read_where_reward_bench_does(inputs, reward_bench_pad(tokenizer, model_dir))
     rb.check_subsets(inputs.subsets)  # before the (long) scoring, not after
     if pad_note:
         print(f"{log}: NOTE {pad_note}")
@@ -88,7 +95,12 @@ def evaluate_rm(
         f"token budget {e.token_budget}"
     )
     chosen, rejected, stats = score_pairs(
-        model, inputs.chosen, inputs.rejected, pad_id=pad_id, token_budget=e.token_budget
+        model,
+        inputs.chosen,
+        inputs.rejected,
+        pad_id=pad_id,
+        token_budget=e.token_budget,
+        packed=supports_packed(model),
     )
     ev = rb.evaluate(
         inputs.subsets,

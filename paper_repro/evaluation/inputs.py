@@ -87,13 +87,16 @@ def valid_rewardbench_rows(source: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def check_training_format(pairs_ids, chosen, rejected, tokenizer, where: Path) -> None:
-    """Every side is one BOS ... EOS: the format the RM was trained on."""
+    """Every side is one BOS ... EOS: the format the RM was trained on (no BOS for a tokenizer
+    that has none)."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     n = len(chosen)
     for i, side in enumerate((*chosen, *rejected)):
-        if len(side) < 2 or side[0] != bos or side[1] == bos or side[-1] != eos:
+        starts = bos is None or (len(side) >= 2 and side[0] == bos and side[1] != bos)
+        if not side or not starts or side[-1] != eos:
+            what = "BOS ... EOS" if bos is not None else "... EOS"
             raise EvalError(
-                f"{where}: pair id {int(pairs_ids[i % n])} is not one BOS ... EOS "
+                f"{where}: pair id {int(pairs_ids[i % n])} is not one {what} "
                 "(the EasyLM training format)"
             )
 
@@ -163,31 +166,45 @@ def rendered_inputs(paths: RunPaths, tokenizer, pad_token_id: int | None) -> Eva
     )
 
 
-def template_ids(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], str]:
+def template_ids(
+    tokenizer, messages: list[dict[str, str]], *, as_tokenizer: bool = False
+) -> tuple[list[int], str]:
     """run_rm.py's ids for one side: the tokenizer's chat template rendered as text, then
-    tokenized with the tokenizer's own special tokens. Llama 3's tokenizer prepends BOS; one that
-    adds none (the tiny one) gets BOS prepended here, so both give exactly one BOS. Two leading
-    BOS (a template that emits BOS plus the tokenizer's) is an error (reward-bench#164).
+    tokenized with the tokenizer's own special tokens (reward-bench ``prepare_dialogue_from_
+    tokenizer`` then ``RewardBenchPipeline.__call__``, rewardbench 0.1.4).
 
-    Returns the ids and how the BOS came about ("tokenizer" or "prepended")."""
+    The pipeline's stages (its export, the reference RM): Llama 3's tokenizer prepends BOS; one
+    that adds none (the tiny one) gets BOS prepended here, so both give exactly one BOS, as in
+    training; two leading BOS (a template that emits BOS plus the tokenizer's) is an error.
+    ``as_tokenizer`` (``--model``, scored as reward-bench scores it): the tokenizer's ids as they
+    are (no BOS if it adds none); of two leading BOS the first is dropped, which is what
+    reward-bench's pipeline does by masking it out (rewardbench/models/pipeline.py, "double
+    bos"; same rewards for relative positions).
+
+    Returns the ids and how the BOS came about: "tokenizer", "prepended", "none" or
+    "double, first dropped"."""
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     bos = tokenizer.bos_token_id
-    lead = next((i for i, t in enumerate(ids) if t != bos), len(ids))
+    lead = 0 if bos is None else next((i for i, t in enumerate(ids) if t != bos), len(ids))
     if lead > 1:
-        raise EvalError(
-            f"double BOS: {lead} leading BOS ids (template and tokenizer both add "
-            "one; reward-bench#164)"
-        )
+        if not as_tokenizer:
+            raise EvalError(
+                f"double BOS: {lead} leading BOS ids (template and tokenizer both add "
+                "one; reward-bench#164)"
+            )
+        return ids[1:], "double, first dropped"
     if lead == 1:
         return ids, "tokenizer"
+    if as_tokenizer or bos is None:
+        return ids, "none"
     return [bos, *ids], "prepended"
 
 
 def tokenizer_template_inputs(
-    paths: RunPaths, tokenizer, model_dir: Path, max_length: int
+    paths: RunPaths, tokenizer, model_dir: Path, max_length: int, *, as_tokenizer: bool = False
 ) -> EvalInputs:
-    """The leaderboard inputs: chat template, one BOS, left truncation."""
+    """The leaderboard inputs: chat template, BOS as ``template_ids`` says, left truncation."""
     from ..formatting import rewardbench_messages
 
     if not tokenizer.chat_template:
@@ -204,7 +221,8 @@ def tokenizer_template_inputs(
         sides = []
         for key in ("chosen", "rejected"):
             try:
-                ids, how = template_ids(tokenizer, rewardbench_messages(row["prompt"], row[key]))
+                msgs = rewardbench_messages(row["prompt"], row[key])
+                ids, how = template_ids(tokenizer, msgs, as_tokenizer=as_tokenizer)
             except EvalError as exc:
                 raise EvalError(f"{source}: line {line} ({key}): {exc}") from None
             bos_how[how] += 1
@@ -241,11 +259,14 @@ def build_inputs(
     *,
     own_export: bool,
     pad_token_id: int | None,
+    as_tokenizer: bool = False,
 ) -> EvalInputs:
     """The inputs of one evaluation. ``own_export``: the pipeline's exported RM, whose training
     format comes from prepare_data (and must match its tokenizer)."""
     if input_mode == "tokenizer-template":
-        return tokenizer_template_inputs(paths, tokenizer, model_dir, template_max_length)
+        return tokenizer_template_inputs(
+            paths, tokenizer, model_dir, template_max_length, as_tokenizer=as_tokenizer
+        )
     if own_export:
         inputs = prepared_inputs(paths, tokenizer)
     else:
@@ -255,3 +276,24 @@ def build_inputs(
         for c, r in zip(inputs.chosen, inputs.rejected, strict=True)
     )
     return inputs
+
+
+def read_where_reward_bench_does(inputs: EvalInputs, pool_pad: int | None) -> None:
+    """Cut each side after its last token that is not ``pool_pad``: HF's pooling, which
+    reward-bench reads the reward with, skips trailing tokens equal to the config's pad id (EOS
+    used as pad, with a template that ends turns in EOS). The model is causal, so the score at
+    that token is the score of the cut sequence; the cut changes nothing else. Recorded in
+    ``info["reward_read"]``."""
+    cut = 0
+    for sides in (inputs.chosen, inputs.rejected):
+        for i, s in enumerate(sides):
+            end = len(s)
+            while end > 1 and s[end - 1] == pool_pad:
+                end -= 1
+            if end < len(s):
+                sides[i], cut = s[:end], cut + 1
+    inputs.info["reward_read"] = {
+        "at": "the last token whose id is not the config's pad id (HF pooling, reward-bench)",
+        "pad_id": pool_pad,
+        "sides_cut": cut,
+    }

@@ -20,6 +20,8 @@ class EvalError(ReproError, ValueError):
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# Folder names that say nothing about which model is inside (the pipeline's own layout).
+GENERIC_FOLDERS = frozenset({"model", "export_rm", "reference_model", "policy", "ppo"})
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,16 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
-        """The leaderboard's ``model`` key: the hub id, or the folder's name (never a path)."""
-        return self.repo_id if self.repo_id else Path(self.path).resolve().name
+        """The leaderboard's ``model`` key: the hub id, or the folder's name; a folder with a
+        generic name (``export_rm/model``) is named with the folders above it up to a telling
+        one (``tiny/export_rm/model``), never just "model"."""
+        if self.repo_id:
+            return self.repo_id
+        parts = Path(self.path).resolve().parts[1:]  # without the root
+        keep = 1
+        while keep < len(parts) and parts[-keep] in GENERIC_FOLDERS:
+            keep += 1
+        return "/".join(parts[-keep:])
 
     @property
     def slug(self) -> str:
@@ -172,3 +182,25 @@ def filler_pad(model, tokenizer, model_dir: Path) -> tuple[int, str | None]:
         f"config.json pad_token_id {why}; padded with EOS {eos} (harmless: pooling reads the "
         "attention mask)"
     )
+
+
+def reward_bench_pad(tokenizer, model_dir: Path) -> int | None:
+    """The ``config.pad_token_id`` reward-bench's CLI scores with (rewardbench/rewardbench.py,
+    0.1.4: a tokenizer without pad gets EOS as pad in tokenizer and config; a config without pad
+    gets the tokenizer's). HF's sequence-classification pooling reads the reward at the rightmost
+    token whose id is not this one (``last_non_pad_token``, transformers 4.51)."""
+    if tokenizer.pad_token_id is None:
+        return tokenizer.eos_token_id
+    declared = declared_pad(model_dir)
+    return tokenizer.pad_token_id if declared is None else declared
+
+
+def default_input_mode(model_dir: Path) -> tuple[str, str]:
+    """How someone else's RM is scored by default, and why: with its own chat template, as
+    reward-bench's CLI does (``prepare_dialogue_from_tokenizer``), or, when its tokenizer has
+    none, in the Tulu training format (reward-bench would need a FastChat template name)."""
+    from ..data import load_tokenizer
+
+    if load_tokenizer(model_dir).chat_template:
+        return "tokenizer-template", "the model's tokenizer has a chat template"
+    return "training-format", "the model's tokenizer has no chat template"

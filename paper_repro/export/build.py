@@ -123,7 +123,8 @@ def make_portable(folder: Path) -> None:
       written (5.x takes ``rope_scaling``, when set, as its ``rope_parameters`` and fills
       ``rope_theta`` from the top level, so it reads the same), plus ``torch_dtype``.
     * tokenizer_config.json: 5.x names the class ``TokenizersBackend``, which 4.x cannot import;
-      ``PreTrainedTokenizerFast`` loads the same tokenizer.json in both."""
+      ``PreTrainedTokenizerFast`` loads the same tokenizer.json in both; ``model_input_names``
+      keeps 4.x from adding ``token_type_ids``."""
     path = folder / "config.json"
     config = read_json(path)
     rope = dict(config.get("rope_parameters") or {})
@@ -136,6 +137,10 @@ def make_portable(folder: Path) -> None:
     path = folder / "tokenizer_config.json"
     tok = {k: v for k, v in read_json(path).items() if k not in LOADING_STATE_KEYS}
     tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    # Without it 4.x's PreTrainedTokenizerFast also returns token_type_ids, which Llama's forward
+    # rejects: model(**tok(texts)), the text-classification pipeline and reward-bench's CLI all
+    # raise TypeError. 5.x already returns only these two.
+    tok["model_input_names"] = ["input_ids", "attention_mask"]
     write_json(path, tok)
 
 

@@ -39,6 +39,21 @@ def _flat_metrics(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def score_snippet(dtype: str, model_dir: str = "MODEL_DIR") -> str:
+    """The card's Python example. ``torch_dtype=``: transformers 4.x (reward-bench 0.1.4 pins
+    4.51.0) rejects ``dtype=``, 5.x still takes ``torch_dtype=`` (with a deprecation note). The
+    export cross-check runs exactly this text in every version it checks."""
+    return f"""import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained({model_dir})
+rm = AutoModelForSequenceClassification.from_pretrained({model_dir}, torch_dtype=torch.{dtype})
+text = tok.bos_token + "<|user|>\\nHow are you?\\n<|assistant|>\\nFine, thanks." + tok.eos_token
+batch = tok([text], add_special_tokens=False, padding=True, return_tensors="pt")
+reward = rm(**batch).logits[:, 0]  # pooled at the last non-pad token = the EOS
+"""
+
+
 def model_card(
     cfg: ReproConfig,
     summary: dict[str, Any],
@@ -105,15 +120,7 @@ The reward was trained on **BOS + Tulu text ending in EOS, no trailing newline**
 `add_special_tokens=False`:
 
 ```python
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-tok = AutoTokenizer.from_pretrained(MODEL_DIR)
-rm = AutoModelForSequenceClassification.from_pretrained(MODEL_DIR, dtype=torch.{cfg.model.dtype})
-text = tok.bos_token + "<|user|>\\nHow are you?\\n<|assistant|>\\nFine, thanks." + tok.eos_token
-batch = tok([text], add_special_tokens=False, padding=True, return_tensors="pt")
-reward = rm(**batch).logits[:, 0]  # pooled at the last non-pad token = the EOS
-```
+{score_snippet(cfg.model.dtype)}```
 
 Multi-turn: `<|system|>\\n…\\n`, `<|user|>\\n…\\n`, `<|assistant|>\\n…<EOS>\\n` per turn, contents
 stripped, the whole string stripped, BOS prepended. The pad token is

@@ -9,7 +9,9 @@ a model). Built once and kept in the user cache (``paths.cache_root()/side-envs`
 ``crosscheck`` runs ``export.sidecheck`` on the export's verification pairs in this environment and
 in each side environment, and requires the same tokenizer behaviour (special ids, decoded text and
 its re-encoding, the rendered chat template, BOS on ``add_special_tokens``) and the same fp32 rewards
-to ``REWARD_ATOL``. The result goes to ``export_rm/crosscheck.json``::
+to ``REWARD_ATOL``; in each environment the calls users make must run and give those rewards:
+``model(**tok(texts, return_tensors="pt", padding=True))``, the text-classification pipeline and
+the model card's snippet as written (a call that raises fails the check). The result goes to ``export_rm/crosscheck.json``::
 
     python -m paper_repro.export.crosscheck results/<run> [--versions 4.51.0 4.57.6] [--pairs N]
 
@@ -39,6 +41,7 @@ SIDE_ENVS: dict[str, dict[str, str]] = {
     "4.57.6": {"transformers": "4.57.6", "tokenizers": "0.22.2", "huggingface-hub": "0.36.2"},
 }
 REWARD_ATOL = 1e-5  # fp32, same weights, same kernels: only summation order may differ
+SNIPPET_ATOL = 0.05  # the card snippet's reward in the model's dtype, bf16 included
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Héllo — naïve café? 東京 😀"},
@@ -54,8 +57,13 @@ def side_env(version: str, root: Path | None = None) -> Path:
         raise ExportError(
             f"no side environment for transformers {version} (known: {list(SIDE_ENVS)})"
         )
-    pins = SIDE_ENVS[version]
-    folder = (root or cache_root()) / "side-envs" / f"transformers-{version}"
+    return build_env(f"transformers-{version}", SIDE_ENVS[version], root)
+
+
+def build_env(name: str, pins: dict[str, str], root: Path | None = None) -> Path:
+    """``pip install --no-deps --target`` of exactly ``pins`` into ``<cache>/side-envs/<name>``,
+    once (a marker file holds the pins; other pins rebuild it); returns the folder."""
+    folder = (root or cache_root()) / "side-envs" / name
     marker = folder / "paper-repro-side-env.json"
     if marker.is_file() and read_json(marker) == pins:
         return folder
@@ -63,12 +71,12 @@ def side_env(version: str, root: Path | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp)]
     proc = subprocess.run(
-        [*cmd, *(f"{name}=={v}" for name, v in pins.items())], capture_output=True, text=True
+        [*cmd, *(f"{pkg}=={v}" for pkg, v in pins.items())], capture_output=True, text=True
     )
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise ExportError(f"building the transformers {version} side environment failed: {last}")
+        raise ExportError(f"building the {name} side environment failed: {last}")
     write_json(tmp / marker.name, pins)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
@@ -84,7 +92,12 @@ def read_folder(folder: Path, sequences: list[list[int]], env: Path | None = Non
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
         request.write_text(
             json.dumps(
-                {"folder": str(folder), "sequences": sequences, "conversation": CONVERSATION}
+                {
+                    "folder": str(folder),
+                    "sequences": sequences,
+                    "conversation": CONVERSATION,
+                    "snippet": card_snippet(folder),
+                }
             )
         )
         cmd = [sys.executable, "-m", "paper_repro.export.sidecheck", str(request), str(result)]
@@ -96,13 +109,45 @@ def read_folder(folder: Path, sequences: list[list[int]], env: Path | None = Non
         return json.loads(result.read_text())
 
 
+def card_snippet(folder: Path) -> str | None:
+    """The Python example of the folder's model card (README.md), as users copy it."""
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text()
+    start = text.find("```python\n")
+    if start < 0:
+        return None
+    start += len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def _max_diff(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def user_call_diff(res: dict) -> float:
+    """How far the users' calls (``sidecheck.user_calls``) are from the explicit-ids rewards of
+    the same environment."""
+    return max(
+        _max_diff(res["user_call_rewards"], res["rewards"]),
+        _max_diff(res["pipeline_rewards"], res["rewards"]),
+    )
+
+
 def compare(ref: dict, got: dict) -> dict[str, Any]:
     """What differs between two ``sidecheck`` results, and the largest reward difference."""
-    diff = max(abs(a - b) for a, b in zip(ref["rewards"], got["rewards"], strict=True))
+    diff = _max_diff(ref["rewards"], got["rewards"])
     differs = [k for k in SAME_KEYS if ref[k] != got[k]]
+    users = user_call_diff(got)
+    snippet = abs(ref["snippet_reward"] - got["snippet_reward"]) if "snippet_reward" in ref else 0
+    # the snippet runs in the card's dtype (bf16 for the 70B export): kernels may round apart
     ok = diff <= REWARD_ATOL and not differs and all(got["reencoded_equal"])
+    ok = ok and users <= REWARD_ATOL and snippet <= SNIPPET_ATOL
     return {
         "passed": ok,
+        "user_calls_max_abs_diff": users,
+        "snippet_abs_diff": snippet,
         "reward_max_abs_diff": diff,
         "reward_tolerance": REWARD_ATOL,
         "differs": differs,
@@ -123,6 +168,11 @@ def crosscheck(
     ref = read_folder(paths.rm_model, sequences)
     if not all(ref["reencoded_equal"]):
         raise ExportError(f"{paths.rm_model}: decoded text does not re-encode to the same ids")
+    if user_call_diff(ref) > REWARD_ATOL:
+        raise ExportError(
+            f"{paths.rm_model}: model(**tok(texts, padding=True)) or the text-classification "
+            f"pipeline gives other rewards (max |diff| {user_call_diff(ref):.3g})"
+        )
     record = {
         "model_files": ver["files"],
         "pairs": len(batch.chosen),

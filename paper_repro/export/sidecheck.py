@@ -8,8 +8,10 @@ environment (another transformers version on ``PYTHONPATH``)::
 It imports nothing from paper_repro (only torch and transformers), so any transformers 4.x or 5.x
 runs it unchanged. REQUEST: ``{"folder", "sequences": [[ids]], "conversation": [messages]}``.
 RESULT: the versions, what AutoTokenizer made of the folder (class, special ids, decoded text and
-its re-encoding, the rendered chat template) and the rewards of AutoModelForSequenceClassification
-in fp32 on the right-padded sequences (its own pooling, as reward-bench reads them).
+its re-encoding, the rendered chat template), the rewards of AutoModelForSequenceClassification
+in fp32 on the right-padded sequences (its own pooling, as reward-bench reads them), and the
+rewards of the calls users make (``user_calls``). REQUEST may hold ``snippet``: the model card's
+Python example, run as written.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def read(request: dict) -> dict:
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
     with torch.no_grad():
         rewards = model(input_ids=ids, attention_mask=mask).logits[:, 0].tolist()
+    user = user_calls(folder, tok, model, texts, request.get("snippet"))
     return {
+        **user,
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
         "torch": torch.__version__,
@@ -65,6 +69,29 @@ def read(request: dict) -> dict:
         "chat_template": tok.apply_chat_template(request["conversation"], tokenize=False),
         "rewards": rewards,
     }
+
+
+def user_calls(folder: str, tok, model, texts: list[str], snippet: str | None) -> dict:
+    """The three ways users call a reward model, exactly as written (any exception propagates,
+    so the cross-check fails): ``model(**tok(texts, return_tensors="pt", padding=True))``, the
+    text-classification pipeline on the folder, and the model card's snippet (executed as
+    shipped, MODEL_DIR = the folder). ``texts`` are the decoded sequences; a tokenizer that adds
+    BOS by itself gets them without their leading BOS, so every call sees the same ids."""
+    import torch
+    from transformers import pipeline
+
+    if tok.bos_token and tok("")["input_ids"][:1] == [tok.bos_token_id]:
+        texts = [t.removeprefix(tok.bos_token) for t in texts]
+    with torch.no_grad():
+        direct = model(**tok(texts, return_tensors="pt", padding=True)).logits[:, 0].tolist()
+    pipe = pipeline("text-classification", model=folder, tokenizer=folder)
+    piped = [r["score"] for r in pipe(texts, function_to_apply="none")]
+    out = {"user_call_rewards": direct, "pipeline_rewards": piped}
+    if snippet is not None:
+        scope: dict = {"MODEL_DIR": folder}
+        exec(snippet, scope)  # the card's own text: the project's code, not the model's
+        out["snippet_reward"] = float(scope["reward"][0])
+    return out
 
 
 def main(argv: list[str]) -> int:

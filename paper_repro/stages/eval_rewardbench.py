@@ -17,10 +17,12 @@ sequence-classification RM with the same code and settings (``run_model``).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..config import ReproConfig
 from ..evaluation import EvalError, ModelSpec, evaluate_rm, obtain_model
+from ..evaluation.model import default_input_mode
 from ..integrity import verify_inputs
 from ..manifest import write_manifest
 from ..paths import EvalFiles, RunPaths
@@ -66,12 +68,28 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     return 0
 
 
-def run_model(cfg: ReproConfig, paths: RunPaths, spec: ModelSpec, out: Path | None) -> int:
+def run_model(
+    cfg: ReproConfig,
+    paths: RunPaths,
+    spec: ModelSpec,
+    out: Path | None,
+    *,
+    input_mode_given: bool = False,
+) -> int:
     """``--model``: any sequence-classification RM, written to ``out`` (default
     ``results/rewardbench/<name>``). Hub models are downloaded at their pin, verified and linked
-    into ``out/model`` (lock manifest ``out/model.manifest.json``). Nothing goes to MLflow: the
-    pipeline run's records stay about the pipeline's model."""
+    into ``out/model`` (lock manifest ``out/model.manifest.json``). Unless ``eval.input_mode``
+    was given, the model is scored with its own chat template as reward-bench does, or in the
+    Tulu training format when its tokenizer has none. Nothing goes to MLflow: the pipeline run's
+    records stay about the pipeline's model."""
     out = Path(out) if out else Path("results") / "rewardbench" / spec.slug
     model_dir = obtain_model(spec, out / "model", out / "model.manifest.json")
-    evaluate_rm(model_dir, cfg, paths, EvalFiles(out), name=spec.name, own_export=False)
+    if not input_mode_given:
+        mode, why = default_input_mode(model_dir)
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, input_mode=mode))
+        print(f"{STAGE}: input mode {mode} ({why}; set eval.input_mode to choose)")
+    files = EvalFiles(out)
+    evaluate_rm(
+        model_dir, cfg, paths, files, name=spec.name, own_export=False, as_reward_bench=True
+    )
     return 0

@@ -309,10 +309,9 @@ def test_any_local_model_gives_the_stage_rewards(eval_run, tiny_cfg, tmp_path):
     client = MlflowClient(tracking_uri(tiny_cfg, eval_run))
     versions = len(client.search_model_versions("name='paper-repro-tiny-rm'"))
     out = tmp_path / "any"
-    assert (
-        _cli("--run-dir", str(eval_run.root), "--model", str(eval_run.rm_model), "--out", str(out))
-        == 0
-    )
+    # the Tulu training format on request (a model's own chat template is the default)
+    argv = ["--model", str(eval_run.rm_model), "--out", str(out), "eval.input_mode=training-format"]
+    assert _cli("--run-dir", str(eval_run.root), *argv) == 0
     stage = pq.read_table(eval_run.eval_pairs).to_pandas()
     mine = pq.read_table(out / "pairs.parquet").to_pandas()
     assert mine["id"].tolist() == stage["id"].tolist()
@@ -320,7 +319,10 @@ def test_any_local_model_gives_the_stage_rewards(eval_run, tiny_cfg, tmp_path):
     assert np.array_equal(mine["reward_rejected"], stage["reward_rejected"])
     scores = json.loads((out / "scores.json").read_text())
     assert scores["inputs"]["source"].endswith("download_data/rewardbench.jsonl")
-    assert json.loads((out / "leaderboard.json").read_text())["model"] == "model"
+    board = json.loads((out / "leaderboard.json").read_text())
+    # named by the folders up to a telling one, never just "model"
+    assert board["model"] == f"{eval_run.root.name}/export_rm/model"
+    assert board["chat_template"] == "tulu (EasyLM training)"
     assert {p.name for p in out.iterdir()} == {
         "pairs.parquet",
         "scores.json",
@@ -342,7 +344,8 @@ def test_any_model_without_a_usable_pad_is_scored_and_says_so(eval_run, tmp_path
     conf["pad_token_id"] = conf["vocab_size"]
     (folder / "config.json").write_text(json.dumps(conf))
     out = tmp_path / "out"
-    assert _cli("--run-dir", str(eval_run.root), "--model", str(folder), "--out", str(out)) == 0
+    argv = ["--model", str(folder), "--out", str(out), "eval.input_mode=training-format"]
+    assert _cli("--run-dir", str(eval_run.root), *argv) == 0
     scores = json.loads((out / "scores.json").read_text())
     from paper_repro.data import load_tokenizer
 
@@ -382,10 +385,8 @@ def test_hub_model_at_a_pin_is_downloaded_verified_and_scored(eval_run, fake_hub
     from paper_repro.io import read_json
 
     out = tmp_path / "hub"
-    assert (
-        _cli("--run-dir", str(eval_run.root), "--model", f"org/tiny-rm@{COMMIT}", "--out", str(out))
-        == 0
-    )
+    argv = ["--model", f"org/tiny-rm@{COMMIT}", "--out", str(out)]
+    assert _cli("--run-dir", str(eval_run.root), *argv, "eval.input_mode=training-format") == 0
     lock = read_json(out / "model.manifest.json")
     assert lock["commit"] == COMMIT and lock["expected_from"] == "hub metadata"
     assert "pytorch_model.bin" not in lock["files"] and "model.safetensors" in lock["files"]

@@ -188,6 +188,8 @@ def test_folder_reads_the_same_in_transformers_4x_and_holds_nothing_local(fp32_e
     assert (config["bos_token_id"], config["eos_token_id"]) == (0, 1)  # the tokenizer's ids
     tok_config = json.loads((folder / "tokenizer_config.json").read_text())
     assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    # else 4.x's tokenizer returns token_type_ids, which the model's forward rejects
+    assert tok_config["model_input_names"] == ["input_ids", "attention_mask"]
     assert not {"is_local", "local_files_only"} & set(tok_config)
     local = [str(fp32_export.root.resolve()), str(Path.home()), str(REPO)]
     for f in folder.iterdir():
@@ -203,6 +205,35 @@ def test_folder_reads_the_same_in_transformers_4x_and_holds_nothing_local(fp32_e
     }
 
 
+@pytest.mark.slow
+def test_crosscheck_calls_the_model_as_users_do_and_fails_when_they_fail(fp32_export, tmp_path):
+    """In transformers 4.51.0 (reward-bench's pin): ``model(**tok(texts, padding=True))``, the
+    text-classification pipeline and the card's snippet run and give the export's rewards. The
+    same export without ``model_input_names`` (4.51's tokenizer then returns token_type_ids) or
+    with the card's old ``dtype=`` fails the cross-check."""
+    from paper_repro.export.build import ExportError
+    from paper_repro.export.crosscheck import crosscheck
+
+    record = crosscheck(fp32_export, ["4.51.0"])
+    check = record["checked"]["4.51.0"]
+    assert record["passed"] and check["user_calls_max_abs_diff"] <= 1e-5
+    assert check["snippet_abs_diff"] <= 1e-5  # float32 export
+
+    broken = RunPaths(tmp_path / "run")
+    shutil.copytree(fp32_export.root, broken.root)
+    path = broken.rm_model / "tokenizer_config.json"
+    conf = json.loads(path.read_text())
+    del conf["model_input_names"]
+    path.write_text(json.dumps(conf))
+    with pytest.raises(ExportError, match="token_type_ids"):
+        crosscheck(broken, ["4.51.0"])
+    path.write_text(json.dumps({**conf, "model_input_names": ["input_ids", "attention_mask"]}))
+    card = broken.rm_model / "README.md"
+    card.write_text(card.read_text().replace("torch_dtype=", "dtype="))
+    with pytest.raises(ExportError, match="dtype"):
+        crosscheck(broken, ["4.51.0"])
+
+
 def test_model_card_and_license_files(fp32_export):
     card = (fp32_export.rm_model / "README.md").read_text()
     title = next(line for line in card.splitlines() if line.startswith("# "))
@@ -211,6 +242,7 @@ def test_model_card_and_license_files(fp32_export):
     assert "license: llama3" in card
     assert "0.9375" in card  # final metric from train_rm/summary.json
     assert "add_special_tokens=False" in card and "pooled at the last non-pad token" in card
+    assert "torch_dtype=torch.float32" in card  # transformers 4.x rejects dtype=, 5.x takes both
     assert "lr: 0.003" in card  # resolved config
     for name in ("llama_3_license.txt", "NOTICE"):
         assert (fp32_export.rm_model / name).read_bytes() == (REPO / name).read_bytes()

@@ -50,3 +50,51 @@ def test_model_option_only_on_eval_rewardbench():
 def test_out_without_model_is_refused(capsys):
     assert cli.main(["eval-rewardbench", "tiny", "--out", "somewhere"]) == 2
     assert "'--out': only with --model" in capsys.readouterr().err
+
+
+def _example_argv(command: str) -> list[str]:
+    """The example of ``command``'s --help as a user types it (up to a shell ``&&``)."""
+    import shlex
+
+    from paper_repro.cli_help import STAGE_HELP, TOOL_HELP
+
+    info = {**STAGE_HELP, **TOOL_HELP}[
+        command.replace("-", "_") if command in {s.replace("_", "-") for s in STAGES} else command
+    ]
+    words = shlex.split(info.example.split("&&")[0])
+    assert words[0] == "paper-repro"
+    return words[1:]
+
+
+@pytest.mark.parametrize("command", [*(s.replace("_", "-") for s in STAGES), *TOOL_HELP])
+def test_every_help_example_parses_as_written(command):
+    """Every example parses (overrides after options included) and names a valid preset, valid
+    overrides and, for --model, a valid model spec (hub examples need the hub to run)."""
+    from paper_repro.config import load_config
+    from paper_repro.evaluation import parse_model_spec
+
+    args = cli.parse_args(_example_argv(command))
+    load_config(args.config, args.overrides)
+    if getattr(args, "model", None):
+        spec = parse_model_spec(args.model)
+        assert spec.repo_id and spec.revision
+
+
+@pytest.mark.parametrize("command", ["config", "plan", "download-data"])
+def test_offline_help_examples_run_as_written(command, tmp_path, monkeypatch, capsys):
+    """The examples that need neither the hub nor a trained model run as printed (in an empty
+    folder: results/ lands there)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(_example_argv(command)) == 0
+    assert capsys.readouterr().out
+
+
+def test_overrides_after_options_are_overrides():
+    args = cli.parse_args(
+        ["eval-rewardbench", "tiny", "rm.seed=1", "--model", "x", "eval.input_mode=x", "--out", "o"]
+    )
+    assert args.overrides == ["rm.seed=1", "eval.input_mode=x"] and args.out == "o"
+    with pytest.raises(SystemExit):
+        cli.parse_args(["eval-rewardbench", "tiny", "--model", "x", "not-an-override"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["eval-rewardbench", "tiny", "--bogus", "a=b"])
