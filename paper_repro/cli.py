@@ -98,6 +98,11 @@ def cmd_tool(args: argparse.Namespace) -> int:
     return int(module.run(cfg, args) or 0)
 
 
+def cmd_module(args: argparse.Namespace) -> int:
+    """A command that takes no config: ``paper_repro.<module>.run_cli(args)``."""
+    return int(importlib.import_module(f"paper_repro.{args.module}").run_cli(args) or 0)
+
+
 def _sub(sub, name: str, info, aliases=()) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
@@ -162,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run-dir", help="read prepared token counts here (default results/<preset>)")
     p.set_defaults(func=cmd_tool, tool="plan")
+
+    p = _sub(sub, "prune", TOOL_HELP["prune"])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="results folder of a run")
+    p.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
+    p.set_defaults(func=cmd_module, module="prune")
     return parser
 
 

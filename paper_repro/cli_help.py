@@ -100,4 +100,11 @@ TOOL_HELP: dict[str, Help] = {
         "stdout",
         "paper-repro plan llama3-70b-uf --nodes 4 --gpus-per-node 8",
     ),
+    "prune": Help(
+        "delete checkpoint folders set aside (superseded, completed, corrupt); never live ones",
+        "RUN_DIR/checkpoints/",
+        "removes RUN_DIR/checkpoints/<stage>.{superseded,completed}-*/ and <stage>/*.corrupt-*/ "
+        "(corrupt ones only while the stage is not running); stdout: each folder with its size",
+        "paper-repro prune results/tiny --dry-run",
+    ),
 }
