@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="results folder of a run")
     p.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
     p.set_defaults(func=cmd_module, module="prune")
+
+    p = _sub(sub, "push-to-hub", TOOL_HELP["push-to-hub"])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="results folder of a run")
+    p.add_argument("repo_id", metavar="REPO_ID", help="NAMESPACE/NAME on the hub; no default")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="branch to commit to (created from main when missing)")
+    p.set_defaults(func=cmd_module, module="hub.push")
     return parser
 
 
