@@ -100,6 +100,11 @@ def cmd_tool(args: argparse.Namespace) -> int:
     return int(module.run(cfg, args) or 0)
 
 
+def cmd_module(args: argparse.Namespace) -> int:
+    """A command that takes no config: ``paper_repro.<module>.run_cli(args)``."""
+    return int(importlib.import_module(f"paper_repro.{args.module}").run_cli(args) or 0)
+
+
 def _sub(sub, name: str, info, aliases=()) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
@@ -172,6 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--allgather-gbps", type=float, default=40.0, help="ppo: all-gather GB/s per GPU"
     )
     p.set_defaults(func=cmd_tool, tool="plan")
+
+    p = _sub(sub, "prune", TOOL_HELP["prune"])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="results folder of a run")
+    p.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
+    p.set_defaults(func=cmd_module, module="prune")
+
+    p = _sub(sub, "push-to-hub", TOOL_HELP["push-to-hub"])
+    p.add_argument("run_dir", metavar="RUN_DIR", help="results folder of a run")
+    p.add_argument("repo_id", metavar="REPO_ID", help="NAMESPACE/NAME on the hub; no default")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="branch to commit to (created from main when missing)")
+    p.set_defaults(func=cmd_module, module="hub.push")
     return parser
 
 

@@ -101,4 +101,18 @@ TOOL_HELP: dict[str, Help] = {
         "stdout",
         "paper-repro plan llama3-70b-uf --nodes 4 --gpus-per-node 8",
     ),
+    "prune": Help(
+        "delete checkpoint folders set aside (superseded, completed, corrupt); never live ones",
+        "RUN_DIR/checkpoints/",
+        "removes RUN_DIR/checkpoints/<stage>.{superseded,completed}-*/ and <stage>/*.corrupt-*/ "
+        "(corrupt ones only while the stage is not running); stdout: each folder with its size",
+        "paper-repro prune results/tiny --dry-run",
+    ),
+    "push-to-hub": Help(
+        "upload the run's exported reward model and card to a Hugging Face repo (opt-in)",
+        "RUN_DIR/export_rm/model/ (checked against its manifest first); token: HF_TOKEN or the "
+        "stored `hf auth login`",
+        "the hub repo REPO_ID (created when missing), branch --revision (default main)",
+        "paper-repro push-to-hub results/llama3-70b-uf your-user/llama-3-tulu-2-70b-uf-rm --private",
+    ),
 }

@@ -110,7 +110,13 @@ def _data_digest(module: str, root: Path) -> str:
 
 def code_version(stage: str, root: Path = ROOT) -> str:
     """16 hex digits identifying the code ``paper_repro.stages.<stage>`` can run."""
+    return module_version(f"stages.{stage}", root)
+
+
+def module_version(name: str, root: Path = ROOT) -> str:
+    """16 hex digits identifying the code ``paper_repro.<name>`` can run (a part of a stage,
+    e.g. the tiny stand-in's training, which an evaluation-only edit leaves alone)."""
     h = hashlib.sha256()
-    for module in import_closure(f"{PACKAGE}.stages.{stage}", root):
+    for module in import_closure(f"{PACKAGE}.{name}", root):
         h.update(f"{module}\0{_parsed(module, root)[0]}\0{_data_digest(module, root)}\0".encode())
     return h.hexdigest()[:16]

@@ -103,11 +103,16 @@ def sft_texts(rows: Iterable[dict]) -> list[str]:
     return out
 
 
-def build_tiny_base(out_dir: str | Path, arch: TinyArch, rows: list[dict], seed: int = 0) -> Path:
+def build_tiny_base(
+    out_dir: str | Path, arch: TinyArch, rows: list[dict], seed: int = 0, stream=None
+) -> Path:
     """A tiny Llama causal LM briefly trained on fixture dialogues: the tiny preset's 'SFT base'.
-    Deterministic for a given seed; saved as safetensors with its tokenizer."""
+    Deterministic for a given seed; saved as safetensors with its tokenizer. Up to ~100 s on a
+    loaded CPU, so it reports progress (steps/s, dialogues/s, loss) on ``stream`` (stderr)."""
     import torch
     from transformers import LlamaForCausalLM
+
+    from .progress import progress
 
     torch.manual_seed(seed)
     tok = base_tokenizer(arch)
@@ -116,6 +121,7 @@ def build_tiny_base(out_dir: str | Path, arch: TinyArch, rows: list[dict], seed:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=arch.sft_lr, weight_decay=0.0)
     model.train()
+    bar = progress(total=arch.sft_steps, desc="tiny SFT base", unit="step", stream=stream)
     for step in range(arch.sft_steps):
         idx = torch.randint(len(texts), (arch.sft_batch,), generator=gen).tolist()
         enc = tok(
@@ -129,6 +135,11 @@ def build_tiny_base(out_dir: str | Path, arch: TinyArch, rows: list[dict], seed:
         opt.zero_grad(set_to_none=True)
         for g in opt.param_groups:  # linear decay keeps the short run stable
             g["lr"] = arch.sft_lr * (1 - (step + 1) / arch.sft_steps)
+        bar.update(1)
+        elapsed = bar.format_dict["elapsed"]  # the mean rate: tqdm's own is rate-limited
+        dialogues = f"{bar.n * arch.sft_batch / elapsed:.1f}/s" if elapsed > 0 else "n/a"
+        bar.set_postfix(loss=f"{loss.item():.3f}", dialogues=dialogues)
+    bar.close()
     model.eval()
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .fields import MAX_CONFIG_BYTES, bounded_yaml, check_raw_booleans, check_strings
-from .schema import STAGE_SECTIONS, ReproConfig
+from .schema import IDENTITY_NEUTRAL, STAGE_SECTIONS, ReproConfig
 from .validate import ConfigError, validate
 
 PRESET_DIR = Path(__file__).parents[1] / "presets"
@@ -127,8 +127,22 @@ def stage_sections(cfg: ReproConfig, stage: str) -> tuple[str, ...]:
     return sections
 
 
+def identity_config(cfg: ReproConfig, stage: str) -> dict[str, Any]:
+    """The part of the config that decides the results of ``stage``: the sections it reads
+    without the keys that change none of its results (``IDENTITY_NEUTRAL``)."""
+    data = to_dict(cfg)
+    data = {k: data[k] for k in stage_sections(cfg, stage)}
+    for dotted in (*IDENTITY_NEUTRAL["*"], *IDENTITY_NEUTRAL.get(stage, ())):
+        section, key = dotted.split(".", 1)
+        if section in data:
+            data[section] = {k: v for k, v in data[section].items() if k != key}
+    return data
+
+
 def stage_hash(cfg: ReproConfig, stage: str) -> str:
-    return config_hash(cfg, stage_sections(cfg, stage))
+    """sha256 (first 16 hex) of ``identity_config``: the stage's identity and Snakemake trigger."""
+    data = identity_config(cfg, stage)
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

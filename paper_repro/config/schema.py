@@ -300,3 +300,25 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "ppo": ("model", "data", "ppo"),
     "report": ("preset", "description", "model", "data", "rm", "eval", "reference", "ppo"),
 }
+
+# Keys of those sections that change no result of the stage: left out of its identity
+# (``stage_hash``), so changing one reruns nothing. "*": for every stage. The stage itself still
+# reads the value from its config file the next time it runs.
+IDENTITY_NEUTRAL: dict[str, tuple[str, ...]] = {
+    "*": (
+        "rm.checkpoint_every",  # preemption checkpoints: a resumed run ends in the same weights
+        "ppo.checkpoint_every",
+        "export.verify_pairs",  # how many pairs the after-export cross-check scores
+        "data.expected_pairs",  # only `config show` / `plan` estimates
+    ),
+    # download_data fetches the three dataset refs; filtering, padding and the held-out carve-out
+    # are prepare_data's (a new max_length must not download the data again).
+    "download_data": (
+        "data.heldout_fraction",
+        "data.heldout_seed",
+        "data.max_length",
+        "data.pad_token_id",
+        "data.ppo_prompt_max_length",
+        "data.ppo_prompt_bos",
+    ),
+}

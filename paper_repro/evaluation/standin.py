@@ -8,17 +8,54 @@ run everywhere; it says nothing about the published 70B model.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
 from ..config import ReproConfig
-from ..manifest import write_manifest
+from ..config.load import identity_config
+from ..io import read_json
+from ..manifest import ChecksumError, ManifestError, verify_manifest, write_manifest
 from ..paths import RunPaths
 
 
-def build_standin(cfg: ReproConfig, paths: RunPaths) -> Path:
+def standin_identity(cfg: ReproConfig, paths: RunPaths) -> str:
+    """What the stand-in's weights depend on: train_rm's config identity (the rm recipe, model
+    and data sections, less the keys that change no result), the stand-in seed, the code of this
+    module and the content of the base and prepared data it is trained from. Not the ``eval``
+    section: an evaluation-only change rescores the stand-in, it does not retrain it."""
+    from ..codeversion import module_version
+    from ..identity import content_digest
+
+    body = {
+        "config": identity_config(cfg, "train_rm"),
+        "seed": cfg.reference.standin_seed,
+        "code": module_version("evaluation.standin"),
+        "upstream": {s: content_digest(paths, s) for s in ("download_base", "prepare_data")},
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def standin_model(cfg: ReproConfig, paths: RunPaths) -> Path:
+    """The stand-in at ``paths.reference_model``: reused when the one there was trained under
+    the same ``standin_identity`` and its files are intact, trained (``build_standin``) else."""
+    ident = standin_identity(cfg, paths)
+    manifest = paths.reference_model_manifest
+    if manifest.is_file() and read_json(manifest).get("standin_identity") == ident:
+        try:
+            verify_manifest(paths.reference_model, manifest)
+        except (ChecksumError, ManifestError) as exc:
+            print(f"eval_reference: retraining the stand-in ({exc})")
+        else:
+            print(f"eval_reference: stand-in {ident} (same recipe, seed, code and inputs) reused")
+            return paths.reference_model
+    return build_standin(cfg, paths, ident)
+
+
+def build_standin(cfg: ReproConfig, paths: RunPaths, identity: str | None = None) -> Path:
     """Train the stand-in and save it as a HF folder at ``paths.reference_model`` (replaced
-    whole); returns that folder."""
+    whole); returns that folder. Its manifest records ``identity`` (``standin_identity``)."""
     import torch
 
     from ..backends import TorchBackend
@@ -61,5 +98,6 @@ def build_standin(cfg: ReproConfig, paths: RunPaths) -> Path:
         source="tiny stand-in",
         seed=seed,
         updates=plan.num_updates,
+        standin_identity=identity or standin_identity(cfg, paths),
     )
     return dest

@@ -1,7 +1,9 @@
 """The model card (README.md) shipped with every exported reward model.
 
 export_rm writes it; eval_rewardbench fills in its RewardBench section once the model has been
-evaluated (``update_card_results``). The card is documentation, not weights: it is the one file
+evaluated (``update_card_results``), and the same numbers as ``model-index`` metadata in the YAML
+front matter (the Hugging Face format that the hub renders as an evaluation widget and that
+leaderboards read). The card is documentation, not weights: it is the one file
 left out of the export's recorded sha256 list, so that update changes no content identity.
 """
 
@@ -186,6 +188,37 @@ def results_section(scores: dict[str, Any]) -> str:
     )
 
 
+def model_index(name: str, scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """The RewardBench results as Hugging Face ``model-index`` metadata: one result (task,
+    dataset, metrics), accuracy in percent for the Score and each section."""
+    estimates = {"Score": scores["score"], **scores["sections"]}
+    metrics = [
+        {"type": "accuracy", "name": metric, "value": round(100 * est["score"], 2)}
+        for metric in rb.METRICS
+        if (est := estimates.get(metric)) is not None
+    ]
+    result = {
+        "task": {"type": "text-classification", "name": "Reward modeling"},
+        "dataset": {"type": "allenai/reward-bench", "name": "RewardBench", "split": "filtered"},
+        "metrics": metrics,
+    }
+    return [{"name": name, "results": [result]}]
+
+
+def _with_model_index(text: str, scores: dict[str, Any]) -> str:
+    """``text`` (a card) with ``model-index`` set in its YAML front matter (added when absent)."""
+    import yaml
+
+    front: dict[str, Any] = {}
+    body = text
+    if text.startswith("---\n") and "\n---\n" in text[4:]:
+        head, body = text[4:].split("\n---\n", 1)
+        front = yaml.safe_load(head) or {}
+    title = next((ln[2:].strip() for ln in body.splitlines() if ln.startswith("# ")), "")
+    front["model-index"] = model_index(title or "reward model", scores)
+    return f"---\n{yaml.safe_dump(front, sort_keys=False).strip()}\n---\n{body}"
+
+
 def update_card_results(model_dir: Path, scores: dict[str, Any]) -> None:
     """Put ``scores`` into the card's RewardBench section (atomic rewrite). The card is the one
     file of the export that changes after export_rm: its manifest (the rule's output, what
@@ -198,4 +231,4 @@ def update_card_results(model_dir: Path, scores: dict[str, Any]) -> None:
         text = head + body + rest.split(RESULTS_END, 1)[1]
     else:
         text = text.rstrip("\n") + f"\n\n## RewardBench\n\n{body}\n"
-    write_text(card, text)
+    write_text(card, _with_model_index(text, scores))

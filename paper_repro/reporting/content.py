@@ -92,7 +92,7 @@ def rewardbench_table(comparison: Mapping[str, Any], scores: Mapping[str, Any]) 
     safety = [by.get((m, "Safety")) for m in models]
     if any(r and "reproduced_pre_2024_09_pct" in r for r in safety):
         mine = next(r["reproduced_pre_2024_09_pct"] for r in safety if r)
-        row = ["Safety, pre-2024-09 xstest weights", mine, _ci(old.get("Safety"))]
+        row = ["Safety, pre-2024-09 xstest", mine, _ci(old.get("Safety"))]
         for r in safety:
             row += [r["card_pct"], round(mine - r["card_pct"], 2)] if r else [None, None]
         rows.append(tuple(row))
@@ -204,23 +204,11 @@ def _get(cfg: ReproConfig, dotted: str) -> Any:
     return obj
 
 
-def hyperparameter_table(
-    cfg: ReproConfig, variants: Mapping[str, ReproConfig], train_summary: Mapping[str, Any] | None
-) -> Table:
-    """This run's RM hyperparameters next to the three card interpretations."""
-    names = list(variants)
-    cols = [Column("Setting"), Column("This run", "r")] + [
-        Column(CARD_VARIANT_LABELS.get(n, n), "r") for n in names
+def hyperparameter_table(cfg: ReproConfig, train_summary: Mapping[str, Any] | None) -> Table:
+    """This run's RM hyperparameters, then the quantities train_rm derived from them."""
+    rows: list[tuple[Any, ...]] = [
+        (label, _fmt_value(_get(cfg, key))) for label, key in HYPERPARAMETERS
     ]
-    rows = []
-    for label, key in HYPERPARAMETERS:
-        rows.append(
-            (
-                label,
-                _fmt_value(_get(cfg, key)),
-                *(_fmt_value(_get(variants[n], key)) for n in names),
-            )
-        )
     rules = [len(rows)]
     s = train_summary or {}
     for label, key in (
@@ -231,17 +219,39 @@ def hyperparameter_table(
         ("world size (ranks)", "world_size"),
         ("pairs kept for training", "kept_pairs"),
     ):
-        rows.append((label, s.get(key), *([None] * len(names))))
+        rows.append((label, s.get(key)))
     return Table(
-        caption="Reward-model hyperparameters: this run and the card interpretations",
+        caption="Reward-model hyperparameters of this run",
         label="tab:hyperparameters",
-        columns=tuple(cols),
+        columns=(Column("Setting"), Column("This run", "r")),
         rows=tuple(rows),
         midrules=tuple(rules),
+        notes="Rows below the rule are derived by train_rm for this run "
+        "(train_rm/summary.json); they depend on the data and the world size.",
+    )
+
+
+def card_readings_table(variants: Mapping[str, ReproConfig]) -> Table:
+    """The settings in which the card interpretations differ, one column per reading; the
+    settings they share go to the notes. (All settings side by side are too wide for a page.)"""
+    names = list(variants)
+    rows, shared = [], []
+    for label, key in HYPERPARAMETERS:
+        values = [_fmt_value(_get(variants[n], key)) for n in names]
+        if len(set(map(str, values))) > 1:
+            rows.append((label, *values))
+        else:
+            shared.append(f"{label} {values[0]}")
+    return Table(
+        caption="Reward-model hyperparameters in which the card interpretations differ",
+        label="tab:card-readings",
+        columns=(Column("Setting"), *(Column(CARD_VARIANT_LABELS.get(n, n), "r") for n in names)),
+        rows=tuple(rows),
         notes="Columns: "
         + "; ".join(f"{CARD_VARIANT_LABELS.get(n, n)} = preset {n}" for n in names)
-        + ". Rows below the rule are derived by train_rm for this run (train_rm/summary.json); "
-        "they depend on the data and world size, so the preset columns leave them empty.",
+        + ". All of them share: "
+        + "; ".join(shared)
+        + ".",
     )
 
 

@@ -59,11 +59,12 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def to_markdown(table: Table) -> str:
-    """A GitHub-flavoured markdown table with the caption as a bold line above it."""
+def to_markdown(table: Table, number: str = "") -> str:
+    """A GitHub-flavoured markdown table with the caption (after ``number``, e.g. "Table 2") as a
+    bold line above it."""
     align = {"l": ":---", "r": "---:", "c": ":---:"}
     lines = [
-        f"**{table.caption}**",
+        f"**{number}: {table.caption}**" if number else f"**{table.caption}**",
         "",
         "| " + " | ".join(_md_escape(c.header) for c in table.columns) + " |",
         "|" + "|".join(align[c.align] for c in table.columns) + "|",
@@ -94,17 +95,10 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text).replace("Δ", r"$\Delta$")
 
 
-# Defines \fitwidth{...}: its argument at natural size, or scaled down to \linewidth when wider.
-FIT_WIDTH_PREAMBLE = (
-    r"\newsavebox{\fitbox}"
-    r"\newcommand{\fitwidth}[1]{\sbox{\fitbox}{#1}\ifdim\wd\fitbox>\linewidth"
-    r"\resizebox{\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}"
-)
-
-
 def to_latex(table: Table) -> str:
-    """A booktabs ``table`` float: toprule / midrule / bottomrule, no vertical rules, never wider
-    than the text (needs ``FIT_WIDTH_PREAMBLE`` and graphicx)."""
+    """A booktabs ``table`` float: toprule / midrule / bottomrule, no vertical rules, at its
+    natural \\small size. Never scaled down: a table too wide for the text is split or
+    transposed where it is built (the compile test fails on any overfull box)."""
     spec = "".join(c.align for c in table.columns)
     out = [
         r"\begin{table}[htbp]",
@@ -112,8 +106,7 @@ def to_latex(table: Table) -> str:
         r"\small",
         rf"\caption{{{latex_escape(table.caption)}}}",
         rf"\label{{{table.label}}}",
-        # \fitwidth (report preamble) shrinks the tabular to the text width if it is wider
-        rf"\fitwidth{{\begin{{tabular}}{{{spec}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
         " & ".join(latex_escape(c.header) for c in table.columns) + r" \\",
         r"\midrule",
@@ -122,7 +115,7 @@ def to_latex(table: Table) -> str:
         if i in table.midrules:
             out.append(r"\midrule")
         out.append(" & ".join(latex_escape(x) for x in row) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}}"]
+    out += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         out.append(rf"\par\smallskip\footnotesize {latex_escape(table.notes)}")
     out.append(r"\end{table}")

@@ -45,9 +45,9 @@ def reads(cfg: ReproConfig) -> tuple[str, ...]:
 def reference_model(cfg: ReproConfig, paths: RunPaths) -> Path:
     r = cfg.reference
     if r.source == "tiny":
-        from ..evaluation.standin import build_standin
+        from ..evaluation.standin import standin_model
 
-        return build_standin(cfg, paths)
+        return standin_model(cfg, paths)
     spec = (
         ModelSpec(path=Path(r.local_path))
         if r.source == "local"

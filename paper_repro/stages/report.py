@@ -111,6 +111,7 @@ def make_figures(inp: ReportInputs, folder: Path) -> list[Figure]:
             Figure(
                 "rewardbench_subsets",
                 "RewardBench accuracy per subset, coloured by section (dashed: chance).",
+                width=0.8,
             )
         )
     if inp.pairs:
@@ -121,6 +122,7 @@ def make_figures(inp: ReportInputs, folder: Path) -> list[Figure]:
             Figure(
                 "reward_distributions",
                 "Rewards of chosen and rejected RewardBench completions and their margins.",
+                width=1.0,  # two panels side by side
             )
         )
     prow = inp.ppo_metrics or []
@@ -201,54 +203,81 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
             "This preset is not one of the 70B card interpretations; the table still shows "
             "them for reference."
         )
-    doc.para("The card's hyperparameter block admits three readings, each a preset:")
+    ref = Doc.ref
+    doc.para(
+        f"{ref('tab:hyperparameters')} lists the reward-model settings of this run. The card's "
+        f"hyperparameter block admits three readings, each a preset; {ref('tab:card-readings')} "
+        "shows the settings in which they differ:"
+    )
     doc.items(
         [(f"`{n}`: {t}", md_to_tex(f"`{n}`: {t}")) for n, t in content.INTERPRETATIONS.items()]
     )
     variants = {n: load_config(n) for n in content.CARD_VARIANTS}
-    doc.table(content.hyperparameter_table(cfg, variants, inp.train_summary))
+    doc.table(content.hyperparameter_table(cfg, inp.train_summary))
+    doc.table(content.card_readings_table(variants))
 
     doc.heading("Data")
     if inp.data_report:
+        doc.para(
+            f"{ref('tab:data')} counts the rows of every split before and after filtering, with "
+            "the reasons rows were dropped."
+        )
         doc.table(content.data_table(inp.data_report))
     else:
         doc.para(f"No data report ({paths.data_report} is missing).")
 
     doc.heading("Reward-model training")
+    shown = [names[n] for n in ("train_loss", "train_accuracy", "train_lr") if n in names]
     if inp.train_summary:
+        doc.para(f"{ref('tab:training')} summarises the training of the reward model.")
         doc.table(content.training_table(inp.train_summary))
     else:
         doc.para(f"No training summary ({paths.train_summary} is missing).")
-    for name in ("train_loss", "train_accuracy", "train_lr"):
-        if name in names:
-            doc.figure(names[name])
+    if shown:
+        doc.para(_figures_sentence(shown, "show the training curves per optimizer update"))
+    for f in shown:
+        doc.figure(f)
 
     doc.heading("RewardBench")
     if inp.scores and inp.comparison:
         s = inp.scores
+        first = content.first_revision_table(inp.comparison)
         doc.para(
             f"{s.get('n_pairs')} pairs, input mode `{s.get('input_mode')}`, "
-            f"dtype {s.get('dtype')}, {s.get('ties', 0)} ties."
+            f"dtype {s.get('dtype')}, {s.get('ties', 0)} ties. {ref('tab:rewardbench')} "
+            "compares this run with the current model cards"
+            + (f", {ref('tab:rewardbench-first')} with their first revision" if first else "")
+            + f"; {ref('tab:subsets')} gives the accuracy on every subset."
         )
         doc.table(content.rewardbench_table(inp.comparison, inp.scores))
-        doc.table(content.first_revision_table(inp.comparison))
+        doc.table(first)
         doc.table(content.subsets_table(inp.scores))
     else:
         doc.para("No RewardBench results (eval_rewardbench outputs are missing).")
-    for name in ("rewardbench_subsets", "reward_distributions"):
-        if name in names:
-            doc.figure(names[name])
+    shown = [names[n] for n in ("rewardbench_subsets", "reward_distributions") if n in names]
+    if shown:
+        doc.para(
+            _figures_sentence(shown, "show the per-subset accuracy and the reward distributions")
+        )
+    for f in shown:
+        doc.figure(f)
 
     verdict_section(doc, cfg, inp, paths)
 
     doc.heading("PPO")
     if inp.ppo_summary:
+        doc.para(
+            f"{ref('tab:ppo')} summarises PPO of the SFT policy against the reward model "
+            "trained here."
+        )
         doc.table(content.ppo_table(inp.ppo_summary))
     else:
         doc.para(f"The PPO stage did not run for this report ({paths.ppo_summary} is missing).")
-    for name in ("ppo_reward", "ppo_kl"):
-        if name in names:
-            doc.figure(names[name])
+    shown = [names[n] for n in ("ppo_reward", "ppo_kl") if n in names]
+    if shown:
+        doc.para(_figures_sentence(shown, "show the reward and the KL to the reference per step"))
+    for f in shown:
+        doc.figure(f)
 
     doc.heading("Provenance")
     doc.para(
@@ -259,6 +288,14 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
         gone = ", ".join(str(p.relative_to(paths.root)) for p in inp.missing)
         doc.para(f"Stage outputs not found when this report was written: {gone}.")
     return doc
+
+
+def _figures_sentence(figs: list[Figure], verb_phrase: str) -> str:
+    """ "Figure 1, Figure 2 and Figure 3 show ...", referring to each figure (one: "shows")."""
+    refs = [Doc.ref(f.label) for f in figs]
+    if len(refs) == 1:
+        return f"{refs[0]} {verb_phrase.replace('show ', 'shows ', 1)}."
+    return f"{', '.join(refs[:-1])} and {refs[-1]} {verb_phrase}."
 
 
 def verdict_section(doc: Doc, cfg: ReproConfig, inp: ReportInputs, paths: RunPaths) -> None:
@@ -294,6 +331,10 @@ def verdict_section(doc: Doc, cfg: ReproConfig, inp: ReportInputs, paths: RunPat
             "was scored by eval_reference with exactly the evaluation code and settings of "
             "eval_rewardbench; the card column is the value printed on its model card."
         )
+    doc.para(
+        f"{Doc.ref('tab:verdict')} sets the card, the published model as scored here and the "
+        "reproduced model side by side."
+    )
     doc.table(three_way_table(v))
     doc.para(agreement_sentence(v))
     doc.items([(s, md_to_tex(s)) for s in verdict_sentences(v)])

@@ -192,6 +192,10 @@ def _run(cfg: ReproConfig, paths: RunPaths) -> int:
         with stage_run(cfg, paths, STAGE, resume=start > 0) as tr:
             tags = {"world_size": world, "backend": backend.name, "packing": rm.packing}
             tr.set_tags(tags | ({} if rm.packing else {"accumulation_steps": accumulation}))
+            # the prepared pairs as MLflow dataset inputs (digest = sha256 of the parquet)
+            tr.log_dataset("train", paths.prepared("train"))
+            if heldout is not None:
+                tr.log_dataset("heldout", paths.prepared("heldout"), context="evaluation")
             if backend.name == "deepspeed" and rank == 0:
                 ds_path = paths.stage_dir(STAGE) / "deepspeed_config.json"
                 write_json(ds_path, backend.config)

@@ -25,6 +25,10 @@ Guarantees (tests in tests/integration/test_tracking.py):
 - Many stage processes can share one sqlite store: store initialisation (schema creation and
   migrations), experiment creation and parent-run creation happen under an ``fcntl.flock`` next to
   the database, and writes that still meet "database is locked" are retried with backoff.
+- The training stages (``SYSTEM_METRICS_STAGES``) also get MLflow's system metrics (CPU, memory,
+  disk, network and, where there is one, GPU; ``system/*``, every
+  MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds, default 10) while the store answers; they are
+  sampled live and not buffered during an outage.
 - Credentials never reach MLflow: keys that look like secrets are dropped and the values of
   secret-looking environment variables are redacted from params and tags; a text artifact that
   contains one is not uploaded.
@@ -166,6 +170,27 @@ def _make_tracker(
     )
 
 
+# Stages long enough for utilisation to matter: their runs get MLflow system metrics.
+SYSTEM_METRICS_STAGES = ("train_rm", "ppo")
+
+
+def _system_metrics(tracker: StageTracker, resume: bool):
+    """MLflow's system-metrics sampler on this attempt's run (a daemon thread), or None when the
+    store does not answer or psutil is missing (warned once: it never fails the stage)."""
+    run_id = tracker.run_id
+    if run_id is None or tracker.pending.exists():  # offline: nothing live to attach it to
+        return None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=resume, tracking_uri=tracker.uri)
+        monitor.start()
+        return monitor
+    except Exception as exc:
+        tracker._warn("system", f"no system metrics: {reason(exc)}")
+        return None
+
+
 @contextlib.contextmanager
 def stage_run(
     cfg: ReproConfig, paths: RunPaths, stage: str, resume: bool = False
@@ -188,11 +213,14 @@ def stage_run(
         yield NullTracker()
         return
     tracker.log_params(stage_params(cfg, stage))
+    monitor = _system_metrics(tracker, resume) if stage in SYSTEM_METRICS_STAGES else None
     status = "FAILED"
     try:
         yield tracker
         status = "FINISHED"
     finally:
+        if monitor is not None:
+            monitor.finish()  # its last samples go in while the run is still RUNNING
         tracker.finish(status)
         if stage == "report" and status == "FINISHED":
             end = int(time.time() * 1000)

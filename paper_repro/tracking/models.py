@@ -10,7 +10,11 @@
   artifact of the logged model) and their one-line digest ``manifest.files_digest``;
 - either way the logged model carries the Score and section metrics, links to the stage run, and
   is registered as a new version of ``paper-repro-<preset>-rm`` whose tags hold the Score and the
-  sections, so the registry answers "which version scored what" without opening a run.
+  sections, so the registry answers "which version scored what" without opening a run;
+- one version per set of weights: when a version whose ``export.files_sha256`` tag equals the
+  export's content digest exists (an eval rerun of the same export), nothing is logged or
+  registered again; that version's score tags and description take the new evaluation, and the
+  new stage run's metrics are linked to its logged model.
 
 MLflow never fails the stage: an unreachable store or a rejected record is a warning.
 """
@@ -41,6 +45,7 @@ class ModelRecord:
     registered_name: str
     version: str
     copied: bool  # True: the weights are in the artifact store; False: referenced by path
+    new: bool = True  # False: these weights were registered before (an eval rerun)
 
 
 def registered_name(cfg: ReproConfig) -> str:
@@ -152,6 +157,15 @@ def record_reward_model(
         return None
 
 
+def registered_version(client, name: str, digest: str):
+    """The registered version of ``name`` holding the weights with content digest ``digest``
+    (its ``export.files_sha256`` tag), or None."""
+    found = client.search_model_versions(
+        f"name = '{name}' and tags.`export.files_sha256` = '{digest}'"
+    )
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
 def _record(tracker: StageTracker, cfg, model_dir: Path, files, scores) -> ModelRecord:
     import mlflow
 
@@ -161,22 +175,38 @@ def _record(tracker: StageTracker, cfg, model_dir: Path, files, scores) -> Model
     exp_id = client.get_run(run_id).info.experiment_id
     client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
     heads = headline(scores)
+    digest = files_digest(files)
     tags = {
         "preset": cfg.preset,
         "export.path": str(model_dir),
-        "export.files_sha256": files_digest(files),
+        "export.files_sha256": digest,
         "rewardbench.input_mode": scores["input_mode"],
         **{k: f"{v:.6f}" for k, v in heads.items()},
     }
     copy = folder_mb(files, model_dir) <= cfg.tracking.copy_model_max_mb
+    version = registered_version(client, registered_name(cfg), digest)
     with _fluent_uri(tracker.uri):
-        name = "reward_model"
-        if copy:
-            model_id = _log_copy(client, exp_id, run_id, name, model_dir, tags)
+        if version is not None:  # same weights: the newest evaluation goes onto that version
+            # search results may leave model_id empty; the tag written at registration has it
+            model_id = version.model_id or version.tags.get("logged_model_id")
+            for key, value in tags.items():
+                client.set_model_version_tag(version.name, version.version, key, value)
+            copy = version.tags.get("export.copied", str(copy)) == "True"
         else:
-            model_id = _log_reference(client, exp_id, run_id, name, files, tags)
-        mlflow.log_metrics(heads, run_id=run_id, model_id=model_id)
-        version = mlflow.register_model(f"models:/{model_id}", registered_name(cfg), tags=tags)
+            tags["export.copied"] = str(copy)
+            name = "reward_model"
+            if copy:
+                model_id = _log_copy(client, exp_id, run_id, name, model_dir, tags)
+            else:
+                model_id = _log_reference(client, exp_id, run_id, name, files, tags)
+        if model_id:
+            mlflow.log_metrics(heads, run_id=run_id, model_id=model_id)
+        else:  # a version registered by hand, without a logged model
+            mlflow.log_metrics(heads, run_id=run_id)
+        new = version is None
+        if new:
+            tags["logged_model_id"] = model_id
+            version = mlflow.register_model(f"models:/{model_id}", registered_name(cfg), tags=tags)
     s = scores["score"]
     client.update_model_version(
         version.name,
@@ -189,4 +219,4 @@ def _record(tracker: StageTracker, cfg, model_dir: Path, files, scores) -> Model
             + ("in this record." if copy else f"referenced at {model_dir}.")
         ),
     )
-    return ModelRecord(model_id, version.name, str(version.version), copy)
+    return ModelRecord(model_id, version.name, str(version.version), copy, new)

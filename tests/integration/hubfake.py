@@ -12,10 +12,20 @@
   history; anything else must be a branch name (``main``): a short sha is *not* accepted. It
   records the Authorization headers it receives, every revision asked for, and every file whose
   content it sent.
+
+  Uploads, as ``HfApi.create_repo`` / ``create_branch`` / ``upload_folder`` make them with the
+  classic LFS transfer (``HF_HUB_DISABLE_XET=1``: the Xet protocol needs the hub's CAS service):
+  ``POST /api/repos/create``, ``POST /api/{models,datasets}/<repo>/branch/<name>``,
+  ``POST /api/validate-yaml`` (the README front matter; a malformed ``model-index`` is refused as
+  the hub refuses it), ``POST /api/.../preupload/<rev>``, the git-LFS batch API
+  ``POST /<repo>.git/info/lfs/objects/batch`` with basic ``PUT`` uploads (the sha256 is checked),
+  and ``POST /api/.../commit/<rev>`` (NDJSON; an LFS pointer to a blob never uploaded is refused).
+  Every write needs an Authorization header. A commit replaces the files it names in ``repos``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -106,6 +116,10 @@ class FakeHub:
         self.revisions: list[str] = []  # the revision of every revision/tree/resolve request
         self.requests: list[str] = []  # every request path
         self.downloads: list[str] = []  # files whose content was sent (GET)
+        self.lfs: dict[str, bytes] = {}  # uploaded LFS blobs by sha256
+        self.private: dict[str, bool] = {}  # repos created here: private?
+        self.branches: dict[str, set[str]] = {}  # repo -> branches other than main
+        self.pushes: list[dict] = []  # commits: {"repo", "revision", "summary", "files"}
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -117,6 +131,12 @@ class FakeHub:
 
             def do_GET(self):
                 hub._serve(self, body=True)
+
+            def do_POST(self):
+                hub._write(self)
+
+            def do_PUT(self):
+                hub._write(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -230,3 +250,152 @@ class FakeHub:
                 h.wfile.write(data)
             return None
         return self._error(h, 404, "EntryNotFound", path)
+
+    # -- uploads ------------------------------------------------------------------------------
+    @staticmethod
+    def _body(h) -> bytes:
+        if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = b""
+            while size := int(h.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                out += h.rfile.read(size)
+                h.rfile.readline()  # the CRLF after each chunk
+            h.rfile.readline()  # the CRLF after the last (empty) chunk
+            return out
+        return h.rfile.read(int(h.headers.get("Content-Length") or 0))
+
+    def _write(self, h) -> None:
+        auth = h.headers.get("Authorization")
+        if auth:
+            self.auth_headers.append(auth)
+        path = unquote(urlparse(h.path).path)
+        self.requests.append(f"{h.command} {path}")
+        body = self._body(h)
+        if h.command == "PUT" and path.startswith("/lfs-upload/"):  # a pre-signed URL: no token
+            oid = path.rsplit("/", 1)[1]
+            if hashlib.sha256(body).hexdigest() != oid:
+                return self._error(h, 400, "BadRequest", "sha256 of the upload does not match")
+            self.lfs[oid] = body
+            return self._json(h, {}, True)
+        if not auth:
+            return self._error(
+                h, 401, "Unauthorized", "Invalid credentials in Authorization header"
+            )
+        if path == "/api/repos/create":
+            req = json.loads(body)
+            repo_id = f"{req['organization']}/{req['name']}"
+            repos = self.datasets if req.get("type") == "dataset" else self.repos
+            if repo_id in repos:
+                data = json.dumps({"error": "You already created this repo", "url": repo_id})
+                h.send_response(409)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data.encode())
+                return None
+            repos[repo_id] = {}
+            self.private[repo_id] = req.get("visibility") == "private"
+            return self._json(h, {"url": f"{self.url}/{repo_id}", "name": repo_id}, True)
+        if path == "/api/validate-yaml":
+            problem = model_index_problem(json.loads(body)["content"])
+            if problem:  # the hub answers 400 with the errors in the body
+                data = json.dumps({"errors": [{"message": problem}]}).encode()
+                h.send_response(400)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data)
+                return None
+            return self._json(h, {"warnings": []}, True)
+        if path.endswith(".git/info/lfs/objects/batch"):
+            req = json.loads(body)
+            objects = []
+            for obj in req["objects"]:
+                entry = {"oid": obj["oid"], "size": obj["size"]}
+                if obj["oid"] not in self.lfs:  # no actions: the hub has the blob already
+                    entry["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{obj['oid']}"}}
+                objects.append(entry)
+            return self._json(h, {"transfer": "basic", "objects": objects}, True)
+        api = path.removeprefix("/api/")
+        kind, rest = api.split("/", 1)
+        repos = self.datasets if kind == "datasets" else self.repos
+        parts = rest.split("/")
+        repo_id, action, rev = "/".join(parts[:2]), parts[2], "/".join(parts[3:])
+        if repo_id not in repos:
+            return self._error(h, 404, "RepoNotFound", f"Repository {repo_id} not found")
+        branches = self.branches.setdefault(repo_id, set())
+        if action == "branch":
+            if rev in branches or rev == "main":
+                return self._error(h, 409, "Conflict", f"Reference refs/heads/{rev} already exists")
+            branches.add(rev)
+            return self._json(h, {}, True)
+        if rev != "main" and rev not in branches:
+            return self._error(h, 404, "RevisionNotFound", "Invalid rev id")
+        files = repos[repo_id]
+        if action == "preupload":
+            req = json.loads(body)
+            modes = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "lfs" if is_lfs(f["path"]) else "regular",
+                    "shouldIgnore": False,
+                    "oid": git_sha1(files[f["path"]]) if f["path"] in files else None,
+                }
+                for f in req["files"]
+            ]
+            return self._json(h, {"files": modes}, True)
+        if action == "commit":
+            lines = [json.loads(ln) for ln in body.splitlines() if ln.strip()]
+            header = next(ln["value"] for ln in lines if ln["key"] == "header")
+            new: dict[str, bytes] = {}
+            for ln in lines:
+                v = ln["value"]
+                if ln["key"] == "file":
+                    new[v["path"]] = base64.b64decode(v["content"])
+                elif ln["key"] == "lfsFile":
+                    if v["oid"] not in self.lfs:
+                        return self._error(
+                            h, 422, "BadRequest", f"LFS pointer {v['path']}: object not uploaded"
+                        )
+                    new[v["path"]] = self.lfs[v["oid"]]
+            files.update(new)
+            sha = hashlib.sha1(json.dumps(sorted(new)).encode() + body).hexdigest()
+            self.pushes.append(
+                {"repo": repo_id, "revision": rev, "summary": header["summary"], "files": new}
+            )
+            return self._json(
+                h, {"commitUrl": f"{self.url}/{repo_id}/commit/{sha}", "commitOid": sha}, True
+            )
+        return self._error(h, 404, "EntryNotFound", path)
+
+
+def model_index_problem(readme: str) -> str | None:
+    """Why the hub would refuse this README's metadata, or None: the front matter must be a YAML
+    mapping, and a ``model-index`` a list of {name, results: [{task: {type}, dataset: {type,
+    name}, metrics: [{type, value}]}]} (the hub's model-index schema, required keys only)."""
+    import yaml
+
+    if not readme.startswith("---\n"):
+        return None
+    meta = yaml.safe_load(readme[4:].split("\n---\n", 1)[0])
+    if not isinstance(meta, dict):
+        return "metadata is not a YAML mapping"
+    index = meta.get("model-index")
+    if index is None:
+        return None
+    if not isinstance(index, list) or not index:
+        return "model-index must be a non-empty list"
+    for model in index:
+        if not isinstance(model.get("name"), str) or not model.get("results"):
+            return "model-index entries need a name and results"
+        for result in model["results"]:
+            if not result.get("task", {}).get("type"):
+                return "model-index result without task.type"
+            ds = result.get("dataset", {})
+            if not (ds.get("type") and ds.get("name")):
+                return "model-index result without dataset.type and dataset.name"
+            metrics = result.get("metrics") or []
+            if not metrics or not all(
+                m.get("type") and isinstance(m.get("value"), int | float) for m in metrics
+            ):
+                return "model-index metrics need a type and a numeric value"
+    return None

@@ -51,6 +51,31 @@ def test_stand_in_is_trained_labelled_and_scored(ref_run, tiny_cfg):
     assert run.data.metrics["score"] == pytest.approx(scores["score"]["score"])
 
 
+def test_eval_only_change_reuses_the_stand_in(ref_run, tiny_cfg, capsys):
+    """eval_reference reruns on an eval change (it rescores); the stand-in's weights do not
+    depend on the eval section, so they are reused, not trained again."""
+    from paper_repro.evaluation.standin import standin_identity, standin_model
+
+    cfg = one_epoch(tiny_cfg)
+    weights = ref_run.reference_model / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    changed = dataclasses.replace(
+        cfg,
+        eval=dataclasses.replace(cfg.eval, bootstrap_samples=7, dtype="bfloat16"),
+        rm=dataclasses.replace(cfg.rm, checkpoint_every=3),
+    )
+    capsys.readouterr()
+    assert standin_model(changed, ref_run) == ref_run.reference_model
+    assert "reused" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == before
+    # what the weights do depend on changes the identity: the recipe, the seed, the inputs
+    ident = standin_identity(cfg, ref_run)
+    assert standin_identity(changed, ref_run) == ident
+    lr = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, lr=0.002))
+    seed = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, standin_seed=2))
+    assert ident not in {standin_identity(lr, ref_run), standin_identity(seed, ref_run)}
+
+
 @pytest.mark.slow
 def test_stand_in_is_deterministic_and_depends_on_its_seed(ref_run, tiny_cfg, tmp_path):
     from paper_repro.evaluation.standin import build_standin

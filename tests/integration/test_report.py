@@ -187,8 +187,9 @@ def built(tmp_path_factory, tiny_cfg_report):
     return paths
 
 
-def _section(md: str, heading: str) -> str:
-    return md.split(f"**{heading}", 1)[1]
+def _section(md: str, caption: str) -> str:
+    """The markdown from the numbered table whose caption starts with ``caption`` on."""
+    return re.split(rf"\*\*Table \d+: {re.escape(caption)}", md, maxsplit=1)[1]
 
 
 def test_report_files_and_figures_exist(built):
@@ -225,7 +226,7 @@ def test_rewardbench_table_equals_stage_jsons(built):
         est = scores["score"] if metric == "Score" else scores["sections"][metric]
         assert row["95% CI"] == f"[{100 * est['ci_low']:.1f}, {100 * est['ci_high']:.1f}]"
         assert float(row["Reproduced"]) == pytest.approx(100 * est["score"], abs=0.051)
-    old = rows_where(rows, Metric="Safety, pre-2024-09 xstest weights")
+    old = rows_where(rows, Metric="Safety, pre-2024-09 xstest")
     safety_old = scores["variants"]["pre_2024_09_xstest"]["sections"]["Safety"]["score"]
     assert old["Reproduced"] == f"{100 * safety_old:.1f}"
 
@@ -269,9 +270,13 @@ def test_subset_and_data_and_summary_tables_equal_stage_jsons(built):
 
 def test_hyperparameters_show_this_run_and_card_interpretations(built, tiny_cfg_report):
     md = (built.report_dir / "report.md").read_text()
-    rows = parse_markdown_table(_section(md, "Reward-model hyperparameters"))
+    rows = parse_markdown_table(_section(md, "Reward-model hyperparameters of this run"))
+    assert rows_where(rows, Setting="peak learning rate")["This run"] == format_cell(
+        f"{tiny_cfg_report.rm.lr:g}"
+    )
+    assert rows_where(rows, Setting="optimizer updates")["This run"] == "120"
+    rows = parse_markdown_table(_section(md, "Reward-model hyperparameters in which the card"))
     lr = rows_where(rows, Setting="peak learning rate")
-    assert lr["This run"] == format_cell(f"{tiny_cfg_report.rm.lr:g}")
     assert (lr["Reconciled"], lr["Card literal"]) == ("1e-05", "1e-06")
     end = rows_where(rows, Setting="final learning rate (end_lr)")
     assert (end["Reconciled"], end["Card literal"]) == ("1e-06", "0")
@@ -280,7 +285,13 @@ def test_hyperparameters_show_this_run_and_card_interpretations(built, tiny_cfg_
         "(0.9, 0.999)",
         "(0.9, 0.95)",
     )
-    assert rows_where(rows, Setting="optimizer updates")["This run"] == "120"
+    # settings the three readings share are in the notes, not repeated in three columns
+    assert {r["Setting"] for r in rows} == {
+        "peak learning rate",
+        "final learning rate (end_lr)",
+        "Adam betas",
+    }
+    assert "All of them share: warmup ratio 0.03;" in md
     assert "Preset `tiny`" in md and "card read literally" in md
 
 
@@ -396,39 +407,91 @@ def test_report_refuses_a_mixture_with_one_line(tmp_path, tiny_cfg_report, mixtu
     assert not paths.report_md.exists() and not paths.report_provenance.exists()
 
 
-def test_report_compiles_print_ready(built, tmp_path):
-    """pdflatex + bibtex on the report as written: no overfull box (every table and line fits
-    the text width), no LaTeX or BibTeX warning, only outline fonts (no Type 3), all embedded,
-    and the arXiv ids survive into the bibliography."""
+@pytest.fixture(scope="module")
+def compiled(built, tmp_path_factory) -> Path:
+    """The report folder after pdflatex + bibtex + pdflatex x2, as the README tells users."""
     import shutil
     import subprocess
 
-    if not (shutil.which("pdflatex") and shutil.which("bibtex") and shutil.which("pdffonts")):
-        pytest.skip("pdflatex/bibtex/pdffonts not installed (.ci/run installs them)")
-    work = tmp_path / "report"
+    tools = ("pdflatex", "bibtex", "pdffonts", "pdftotext", "pdftohtml")
+    if not all(shutil.which(t) for t in tools):
+        pytest.skip("pdflatex/bibtex/poppler-utils not installed (.ci/run installs them)")
+    work = tmp_path_factory.mktemp("compiled") / "report"
     shutil.copytree(built.report_dir, work)
-
-    def run(*cmd: str) -> str:
+    latex = ("pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex")
+    for cmd in (latex, ("bibtex", "report"), latex, latex):
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}"
-        return proc.stdout
+    return work
 
-    latex = ("pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex")
-    run(*latex)
-    run("bibtex", "report")
-    run(*latex)
-    run(*latex)
-    log = (work / "report.log").read_text(errors="replace")
+
+def _poppler(work: Path, *cmd: str) -> str:
+    import subprocess
+
+    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=True).stdout
+
+
+def test_report_compiles_print_ready(compiled):
+    """pdflatex + bibtex on the report as written: no overfull box (every table and line fits
+    the text width), no LaTeX or BibTeX warning, only outline fonts (no Type 3), all embedded,
+    and the arXiv ids survive into the bibliography."""
+    log = (compiled / "report.log").read_text(errors="replace")
     assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)
     assert "LaTeX Warning" not in log, re.findall(r"LaTeX Warning.*", log)
-    blg = (work / "report.blg").read_text()
+    blg = (compiled / "report.blg").read_text()
     assert "Warning--" not in blg and "error message" not in blg, blg
-    bbl = (work / "report.bbl").read_text()
+    bbl = (compiled / "report.bbl").read_text()
     assert "arXiv:2406.09279" in bbl and "arXiv:2403.13787" in bbl
-    fonts = run("pdffonts", "report.pdf").splitlines()[2:]
+    fonts = _poppler(compiled, "pdffonts", "report.pdf").splitlines()[2:]
     assert fonts and not [f for f in fonts if "Type 3" in f], fonts
     emb = [f.split()[-5] for f in fonts]  # name type encoding emb sub uni object ID
     assert set(emb) == {"yes"}, fonts
+
+
+def test_report_pdf_reads_like_a_paper(compiled):
+    """What a reader of a paper expects, checked on the compiled PDF: every table and figure is
+    referred to from the text, no section heading is followed directly by another heading or
+    by the end of its page, no float lands after the bibliography heading, and no text set in
+    the report's own (Latin Modern) fonts -- tables and their notes included -- is below 8 pt
+    (a table scaled down to the text width is)."""
+    tex = (compiled / "report.tex").read_text()
+    labels = re.findall(r"\\label\{([^}]+)\}", tex)
+    assert len(labels) >= 14  # 9 tables and 7 figures in this report
+    unreferenced = [lab for lab in labels if f"\\ref{{{lab}}}" not in tex]
+    assert not unreferenced, unreferenced
+
+    pages = _poppler(compiled, "pdftotext", "-layout", "report.pdf", "-").split("\f")
+    text = "\f".join(pages)
+    captions = re.findall(r"\b(Table|Figure) (\d+):", text)
+    assert len(captions) == len(labels)
+    for kind, n in captions:  # the caption itself, and at least one mention in the prose
+        assert len(re.findall(rf"\b{kind} {n}\b(?!:)", text)) >= 1, f"{kind} {n}"
+
+    titles = re.findall(r"\\section\{([^}]+)\}", tex)
+    heading = re.compile(
+        r"^\s*(?:\d+\s+(?:" + "|".join(re.escape(t) for t in titles) + r")|References)\s*$"
+    )
+    seen_refs = False
+    for no, page in enumerate(pages, 1):
+        lines = [ln for ln in page.splitlines() if ln.strip()]
+        if lines and lines[-1].strip().isdigit():
+            lines = lines[:-1]  # the page number
+        for i, line in enumerate(lines):
+            if not heading.match(line):
+                continue
+            seen_refs = seen_refs or line.strip() == "References"
+            nxt = lines[i + 1] if i + 1 < len(lines) else None
+            assert nxt is not None, f"page {no}: heading {line.strip()!r} ends the page"
+            assert not heading.match(nxt), f"page {no}: {line.strip()!r} then {nxt.strip()!r}"
+            if line.strip() == "References":
+                after = "\n".join(lines[i:] + pages[no:])
+                assert not re.search(r"\b(Table|Figure) \d+:", after), f"float after page {no}"
+    assert seen_refs
+
+    xml = _poppler(compiled, "pdftohtml", "-xml", "-i", "-stdout", "-zoom", "1", "report.pdf")
+    fonts = re.findall(r'<fontspec id="\d+" size="(\d+)" family="([^"]+)"', xml)
+    own = [(fam, int(size)) for size, fam in fonts if "+LM" in fam]  # not the figures' DejaVu
+    assert own and min(size for _, size in own) >= 8, sorted(own, key=lambda f: f[1])[:3]
 
 
 def test_report_cites_only_files_in_the_repository(built):

@@ -494,3 +494,19 @@ def test_a_broken_tracking_setup_never_fails_the_stage(tmp_path, caplog):
     lines = tracking.pending_file(paths, "export_rm").read_text().splitlines()
     ops = [json.loads(line)["op"] for line in lines]
     assert ops == ["params", "metrics", "status"]
+
+
+def test_training_stages_get_system_metrics_and_others_do_not(cfg, paths, monkeypatch):
+    """MLflow's system metrics sampler runs on the train_rm / ppo runs only."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    ids = {}
+    for stage in ("train_rm", "eval_rewardbench"):
+        with tracking.stage_run(cfg, paths, stage) as tr:
+            tr.log_metrics({"x": 1.0}, step=0)
+            time.sleep(1.5)  # several sampling intervals
+            ids[stage] = tr.run_id
+    c = _client(tracking.tracking_uri(cfg, paths))
+    trained = c.get_run(ids["train_rm"]).data.metrics
+    assert "system/cpu_utilization_percentage" in trained
+    assert "system/system_memory_usage_megabytes" in trained
+    assert not [k for k in c.get_run(ids["eval_rewardbench"]).data.metrics if "system/" in k]

@@ -70,8 +70,11 @@ def test_copy_and_reference_through_a_server(rm_folder, tmp_path):
         for copy_mb in (2048, 0):
             cfg = _cfg(url, copy_mb)
             paths = RunPaths(tmp_path / f"run-{copy_mb}")
+            # the same weights would be the same registered version: record the external one
+            # as other weights (only the digests are read for it)
+            digests = files if copy_mb else {**files, "config.json": "0" * 64}
             with stage_run(cfg, paths, "eval_rewardbench") as tr:
-                records[copy_mb] = record_reward_model(tr, cfg, rm_folder, files, scores)
+                records[copy_mb] = record_reward_model(tr, cfg, rm_folder, digests, scores)
         client = MlflowClient(url)
         copied, referenced = records[2048], records[0]
         assert copied.copied and not referenced.copied
@@ -102,3 +105,33 @@ def test_store_down_is_a_warning_not_a_failure(rm_folder, tmp_path, caplog):
     with caplog.at_level(logging.WARNING), stage_run(cfg, paths, "eval_rewardbench") as tr:
         assert record_reward_model(tr, cfg, rm_folder, sha256_tree(rm_folder), _scores()) is None
     assert "reward model not recorded in MLflow" in caplog.text
+
+
+def test_an_eval_rerun_of_the_same_weights_registers_no_new_version(rm_folder, tmp_path):
+    """One registered version per set of weights (looked up by the content-digest tag): a rerun
+    re-tags that version with its scores; other weights are a new version."""
+    from mlflow.tracking import MlflowClient
+
+    from paper_repro.tracking import stage_run, tracking_uri
+    from paper_repro.tracking.models import record_reward_model
+
+    cfg = _cfg(None, 0)  # the run's sqlite store; referenced by path (no copy: fast)
+    paths = RunPaths(tmp_path / "run")
+    files = sha256_tree(rm_folder)
+    first, second = _scores(), _scores()
+    second["score"] = {**second["score"], "score": 0.5}
+    records = []
+    for scores, digests in (
+        (first, files),
+        (second, files),
+        (first, {**files, "config.json": "0" * 64}),
+    ):
+        with stage_run(cfg, paths, "eval_rewardbench") as tr:
+            records.append(record_reward_model(tr, cfg, rm_folder, digests, scores))
+    assert [(r.version, r.new) for r in records] == [("1", True), ("1", False), ("2", True)]
+    assert records[1].model_id == records[0].model_id and not records[1].copied
+    client = MlflowClient(tracking_uri(cfg, paths))
+    assert len(client.search_model_versions("name = 'paper-repro-tiny-rm'")) == 2
+    v1 = client.get_model_version("paper-repro-tiny-rm", "1")
+    assert v1.tags["rewardbench.score"] == "0.500000"  # the newest evaluation of these weights
+    assert v1.description.startswith("RewardBench Score 50.0")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from manifests import remanifest
 
+from paper_repro.io import sha256_file
 from paper_repro.runstate import EXIT_NONFINITE, EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,8 +75,9 @@ def metric_lines(paths) -> list[dict]:
 # --------------------------------------------------------------------------- tiny preset
 
 
-def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp_path):
+def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp_path, monkeypatch):
     """The stage in-process on the first 320 pairs (x 2 epochs = 20 updates of 32 pairs)."""
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
     from mlflow.tracking import MlflowClient
     from safetensors import safe_open
 
@@ -117,6 +119,11 @@ def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp
     assert run.data.tags["backend"] == "torch" and run.data.tags["world_size"] == "1"
     assert run.data.params["rm.total_batch_pairs"] == "32"
     assert run.data.tags["checkpoint.next_update"] == "15"  # checkpoints by path, not uploaded
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}  # the prepared pairs
+    assert inputs["train"].dataset.digest == sha256_file(paths.prepared("train"))[:36]
+    assert json.loads(inputs["train"].dataset.profile) == {"num_rows": 320}
+    assert {t.value for t in inputs["heldout"].tags} == {"evaluation"}
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)
     ckpt = paths.checkpoints("train_rm")
     assert (ckpt / "update-000015" / "meta.json").is_file()
     assert not list(ckpt.glob(".tmp-*"))

@@ -259,3 +259,38 @@ def test_hub_reference_needs_a_commit_pin():
         load_config("llama3-70b-uf", ["reference.revision=main"])
     with pytest.raises(ConfigError, match="reference.local_path"):
         load_config("tiny", ["reference.source=local"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "rm.checkpoint_every=3",
+        "ppo.checkpoint_every=2",
+        "export.verify_pairs=5",
+        "data.expected_pairs=123",
+    ],
+)
+def test_settings_that_change_no_result_change_no_stage_identity(override):
+    from paper_repro.config import STAGES
+
+    a, b = load_config("tiny"), load_config("tiny", [override])
+    assert a != b
+    assert [stage_hash(a, s) for s in STAGES] == [stage_hash(b, s) for s in STAGES]
+
+
+def test_max_length_reruns_prepare_data_but_never_the_download():
+    a, b = load_config("tiny"), load_config("tiny", ["data.max_length=200"])
+    assert stage_hash(a, "download_data") == stage_hash(b, "download_data")
+    assert stage_hash(a, "prepare_data") != stage_hash(b, "prepare_data")
+    c = load_config("tiny", ["data.rewardbench.split=train"])  # what download_data does read
+    assert stage_hash(a, "download_data") != stage_hash(c, "download_data")
+
+
+def test_identity_neutral_keys_exist():
+    """A misspelt key would silently stay in the identity."""
+    from paper_repro.config import flatten
+    from paper_repro.config.schema import IDENTITY_NEUTRAL
+
+    keys = set(flatten(load_config("tiny")))
+    for stage_keys in IDENTITY_NEUTRAL.values():
+        assert set(stage_keys) <= keys, set(stage_keys) - keys

@@ -55,8 +55,9 @@ def test_markdown_round_trips_through_the_parser():
 def test_latex_is_booktabs_and_escaped():
     tex = to_latex(T)
     lines = tex.splitlines()
-    # \fitwidth{...} keeps a wide table inside the text width (the compile test checks it)
-    assert r"\fitwidth{\begin{tabular}{lrrc}" in lines and r"\end{tabular}}" in lines
+    # natural size: never scaled (wide tables are split where they are built)
+    assert r"\begin{tabular}{lrrc}" in lines and r"\end{tabular}" in lines
+    assert "resizebox" not in tex and "scalebox" not in tex
     assert lines.count(r"\toprule") == 1
     assert lines.count(r"\midrule") == 2  # header rule + the requested one before row 2
     assert r"\bottomrule" in lines and "|" not in tex.replace("Chat | Hard", "")
@@ -87,3 +88,32 @@ def test_report_prose_markdown_to_latex():
     assert md_to_tex("**Smoke run.** Preset `llama3_70b` at 100% & more") == (
         r"\textbf{Smoke run.} Preset \texttt{llama3\_\allowbreak{}70b} at 100\% \& more"
     )
+
+
+def test_document_numbers_floats_and_resolves_references():
+    """Prose refers to floats by label; markdown gets "Table N", LaTeX \\ref; a reference to a
+    float the document lacks is an error instead of a "??" in the PDF."""
+    from paper_repro.config import load_config
+    from paper_repro.reporting.document import Doc, Figure, render_latex, render_markdown
+
+    cfg = load_config("tiny")
+    doc = Doc([])
+    doc.heading("Results")
+    doc.para(f"{Doc.ref('tab:x')} and {Doc.ref('fig:train-loss')} show it.")
+    doc.table(T)
+    doc.figure(Figure("train_loss", "Loss."))
+    md = render_markdown(doc, cfg, _entries())
+    assert "Table 1 and Figure 1 show it." in md
+    assert "**Table 1: Card vs reproduced (%)**" in md and "*Figure 1: Loss.*" in md
+    tex = render_latex(doc, cfg)
+    assert r"Table~\ref{tab:x} and Figure~\ref{fig:train-loss} show it." in tex
+    assert r"\label{fig:train-loss}" in tex and r"\clearpage" in tex.split(r"\bibliography")[0]
+    doc.para(f"See {Doc.ref('tab:missing')}.")
+    with pytest.raises(ValueError, match="refers to tab:missing"):
+        render_latex(doc, cfg)
+
+
+def _entries():
+    from paper_repro.reporting.bibtex import find_citation_bib, read_bibtex
+
+    return read_bibtex(find_citation_bib())

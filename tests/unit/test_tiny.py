@@ -40,3 +40,31 @@ def test_chat_template_is_tulu(tok):
         tok.apply_chat_template(msgs, tokenize=False)
         == "<|user|>\nHi\n<|assistant|>\nYo<|end_of_text|>\n"
     )
+
+
+def test_building_the_tiny_base_reports_progress_in_a_log(tmp_path, monkeypatch):
+    """Off a terminal (a stage log): plain lines with the step count, steps/s, dialogues/s and
+    the loss; no carriage-return refreshes."""
+    import io
+
+    from paper_repro.config import TinyArch
+    from paper_repro.data import read_rows
+    from paper_repro.tiny import FIXTURE_DIR, build_tiny_base
+
+    class Log(io.StringIO):
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setenv("PAPER_REPRO_PROGRESS_S", "0")
+    arch = TinyArch(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    num_key_value_heads=2, sft_steps=4, sft_batch=2)  # fmt: skip
+    rows = read_rows(FIXTURE_DIR / "preference_train.jsonl")[:8]
+    log = Log()
+    build_tiny_base(tmp_path / "base", arch, rows, stream=log)
+    assert (tmp_path / "base" / "model.safetensors").is_file()
+    text = log.getvalue()
+    assert "\r" not in text
+    last = text.splitlines()[-1]
+    assert last.startswith("tiny SFT base: 4/4 step")
+    assert "step/s" in last or "s/step" in last  # tqdm inverts a rate below 1/s
+    assert "loss=" in last and "dialogues=" in last and "dialogues=n/a" not in last

@@ -180,6 +180,17 @@ def test_tracking_uri_and_other_stages_resources_rerun_nothing(finished_run):
     assert jobs == {"stage_config": 1, "ppo": 1, "report": 1, "all": 1}
 
 
+def test_settings_that_change_no_result_rerun_nothing(finished_run):
+    overrides = ["rm.checkpoint_every=3", "export.verify_pairs=5", "ppo.checkpoint_every=2"]
+    out = snakemake(finished_run, "-n", "all", *config_arg(overrides=overrides)).stdout
+    assert "Nothing to be done" in out
+    # a new max_length refilters the data; it does not download it again
+    jobs = planned_jobs(
+        snakemake(finished_run, "-n", "all", *config_arg(overrides=["data.max_length=200"])).stdout
+    )
+    assert "prepare_data" in jobs and "download_data" not in jobs
+
+
 @pytest.fixture(scope="module")
 def editable_run(tmp_path_factory):
     """A finished run of a copy of the repository whose code the tests below edit."""

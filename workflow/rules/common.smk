@@ -113,8 +113,9 @@ def stage_threads(stage):
 
 def stage_config_params(stage):
     """What a stage's config file, and so the stage, depends on: the config sections the stage
-    reads (STAGE_SECTIONS), its own resources (world size) and its code version. A change
-    elsewhere leaves the file, and the stage, alone."""
+    reads (STAGE_SECTIONS) less the keys that change none of its results (IDENTITY_NEUTRAL:
+    checkpoint cadence, verification sizes, estimates), its own resources (world size) and its
+    code version. A change elsewhere leaves the file, and the stage, alone."""
     return {
         "hash": stage_hash(CFG, stage),
         "resources": to_dict(getattr(CFG.resources, stage)),
