@@ -40,3 +40,14 @@ def test_chat_template_is_tulu(tok):
         tok.apply_chat_template(msgs, tokenize=False)
         == "<|user|>\nHi\n<|assistant|>\nYo<|end_of_text|>\n"
     )
+
+
+def test_numbers_are_split_off_without_their_space_as_in_llama3(tok):
+    from paper_repro.fixtures import arithmetic
+
+    # Llama 3's pre-tokenizer isolates runs of up to 3 digits; so an operand is one and the same
+    # token in the question and in the answer, which is what lets the tiny base copy it.
+    asked = tok.tokenize(arithmetic.question(3, 4))
+    answered = tok.tokenize(arithmetic.answer(3, 4, 7))
+    assert "3" in asked and "4" in asked and answered[0] == "3" and "7" in answered
+    assert tok.tokenize("1234") == tok.tokenize("123") + tok.tokenize("4")
