@@ -87,7 +87,7 @@ def test_reward_read_at_first_token_falls_to_chance(tiny_run, tiny_cfg):
     """Seconds on an idle machine: 20 updates of 32 pairs on the tests' briefly trained base
     (60 SFT steps), both read-outs. Held-out accuracy on the chat pairs only: the tiny RM does
     not learn the arithmetic pairs (near chance with either read-out), so they show no fall.
-    Measured: control held-out chat 1.00, RewardBench Score 0.73; broken 0.50 and 0.57."""
+    Measured: control held-out chat 1.00, RewardBench Score 0.69; broken 0.50 and 0.54."""
     control = train_and_probe(tiny_run, tiny_cfg, _read_last(), n_train=640)
     broken = train_and_probe(tiny_run, tiny_cfg, read_first, n_train=640)
     print(f"control {control}\nbroken  {broken}")
