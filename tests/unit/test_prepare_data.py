@@ -146,7 +146,7 @@ def test_tiny_run_outputs(tiny_run, tiny_cfg):
     assert lengths["p50"] == float(np.percentile([len(c) for c in pairs.chosen], 50))
 
     bench = load_pairs(tiny_run.prepared("rewardbench"))
-    assert len(bench) == 192 and bench.subset is not None and len(set(bench.id.tolist())) == 192
+    assert len(bench) == 768 and bench.subset is not None and len(set(bench.id.tolist())) == 768
     prompts = load_prompts(tiny_run.prepared("ppo_prompts"))
     kept = report["ppo_prompts"]["kept"]
     assert len(prompts) == kept and kept + report["ppo_prompts"]["dropped"] == 600

@@ -68,3 +68,14 @@ def test_building_the_tiny_base_reports_progress_in_a_log(tmp_path, monkeypatch)
     assert last.startswith("tiny SFT base: 4/4 step")
     assert "step/s" in last or "s/step" in last  # tqdm inverts a rate below 1/s
     assert "loss=" in last and "dialogues=" in last and "dialogues=n/a" not in last
+
+
+def test_numbers_are_split_off_without_their_space_as_in_llama3(tok):
+    from paper_repro.fixtures import arithmetic
+
+    # Llama 3's pre-tokenizer isolates runs of up to 3 digits; so an operand is one and the same
+    # token in the question and in the answer, which is what lets the tiny base copy it.
+    asked = tok.tokenize(arithmetic.question(3, 4))
+    answered = tok.tokenize(arithmetic.answer(3, 4, 7))
+    assert "3" in asked and "4" in asked and answered[0] == "3" and "7" in answered
+    assert tok.tokenize("1234") == tok.tokenize("123") + tok.tokenize("4")
