@@ -73,6 +73,16 @@ STAGE_HELP: dict[str, Help] = {
         "ppo/{metrics.jsonl,summary.json,policy/}, checkpoints/ppo/",
         "paper-repro ppo tiny ppo.max_steps=10",
     ),
+    "eval_downstream": Help(
+        "the paper's evaluation suite (lm-evaluation-harness) for the SFT policy, the PPO policy "
+        "and best-of-N selected by our RM and by the published RM (or, with --policy/--rm, for "
+        "any policy/RM pair)",
+        "download_base/model/, ppo/policy/, export_rm/model/, reference_model/model/, the "
+        "pinned task data",
+        "eval_downstream/{results.json,results.md,samples/}, downstream_data/ (pinned task "
+        "data); with --policy/--rm: the same files in --out",
+        "paper-repro eval-downstream llama3-70b-uf --policy /path/sft --rm /path/rm",
+    ),
     "report": Help(
         "the citation-ready report of the run: tables, verdict, figures, references, provenance",
         "the outputs of prepare_data, train_rm, export_rm, eval_rewardbench, eval_reference, ppo",
