@@ -275,8 +275,8 @@ class TaskDataPin:
 
 @dataclass
 class BestOfNConfig:
-    """Best-of-N from the SFT policy's samples. The Tulu 2.5 paper scores RMs by best-of-16 on
-    its generation tasks (arXiv 2406.09279, Sec. 4.3)."""
+    """Best-of-N from the SFT policy's samples, as the Tulu 2.5 paper evaluates reward models
+    (arXiv 2406.09279: best-of-16 on its generation tasks)."""
 
     n: int = 16
     temperature: float = 0.7  # sampling parameters: the same for the hf and vllm backends
@@ -310,7 +310,17 @@ class DownstreamConfig:
     bootstrap_samples: int = 1000
     bootstrap_seed: int = 0
     # pinned hub datasets by lm-eval task name (a group pins every subtask reading that dataset)
-    datasets: dict[str, TaskDataPin] = field(default_factory=dict)
+    # Commits unresolved here (no hub access): set them before a cluster run (README, "Hub pins").
+    datasets: dict[str, TaskDataPin] = field(
+        default_factory=lambda: {
+            "gsm8k_cot": TaskDataPin("openai/gsm8k"),
+            "bbh_cot_fewshot": TaskDataPin("SaylorTwift/bbh"),
+            "mmlu": TaskDataPin("cais/mmlu"),
+            "truthfulqa_mc2": TaskDataPin("truthfulqa/truthful_qa"),
+            "ifeval": TaskDataPin("google/IFEval"),
+            "humaneval": TaskDataPin("openai/openai_humaneval"),
+        }
+    )
 
 
 @dataclass
