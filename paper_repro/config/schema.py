@@ -305,6 +305,8 @@ class DownstreamConfig:
     chat_template: bool = True  # prompts in the policy's chat format (open-instruct's Tulu format)
     limit: int | None = None  # documents per task (None = all)
     vllm_gpu_memory_utilization: float = 0.85
+    # the policies' architecture for `paper-repro plan` (None: model.arch, the RM's)
+    policy_arch: Literal["llama3-70b", "llama3-8b", "tiny"] | None = None
     bon: BestOfNConfig = field(default_factory=BestOfNConfig)
     rm_token_budget: int = 16384  # tokens per packed RM scoring forward
     bootstrap_samples: int = 1000

@@ -53,7 +53,9 @@ def sampling_kwargs(cfg: ReproConfig, task_kwargs: dict[str, Any]) -> dict[str, 
         "do_sample": True,
         "temperature": b.temperature,
         "top_p": b.top_p,
-        "max_gen_toks": min(int(task_kwargs.get("max_gen_toks", b.max_new_tokens)), b.max_new_tokens),
+        "max_gen_toks": min(
+            int(task_kwargs.get("max_gen_toks", b.max_new_tokens)), b.max_new_tokens
+        ),
     }
 
 

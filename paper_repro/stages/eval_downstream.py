@@ -35,6 +35,7 @@ def sft_policy(cfg: ReproConfig, paths: RunPaths) -> tuple[Path, Path]:
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..downstream.run import Models, evaluate
+    from ..export.card import update_card_downstream
     from .eval_reference import reference_name
 
     verify_inputs(paths, STAGE)
@@ -52,6 +53,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
     files = [f for f in files if f not in ("manifest.json", "identity.json", ".lock")]
     write_manifest(paths.manifest(STAGE), out, files)
+    update_card_downstream(paths.rm_model, body)
     with stage_run(cfg, paths, STAGE) as tr:
         ds = cfg.downstream
         tr.set_tags(
