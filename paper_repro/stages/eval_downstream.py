@@ -13,6 +13,7 @@ published RM or the tiny stand-in eval_reference scored). Writes ``eval_downstre
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..config import ReproConfig
@@ -64,14 +65,16 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
                 "downstream.not_run": "; ".join(f"{k}: {v}" for k, v in body["not_run"].items()),
             }
         )
-        tr.log_params({f"downstream.lm.{k}": v for k, v in body["settings"]["lm_specs"].items()})
-        tr.log_metrics(
-            {
-                f"{model}.{task}": row["value"]
-                for model, per in body["models"].items()
-                for task, row in per.items()
-            }
-        )
+        specs = body["settings"]["lm_specs"].items()
+        tr.log_params({f"downstream.lm.{k}": json.dumps(v, sort_keys=True) for k, v in specs})
+        values = {
+            f"{model}.{task}": row["value"]
+            for model, per in body["models"].items()
+            for task, row in per.items()
+        }
+        tr.log_metrics(values)
+        # the headline numbers on the pipeline's parent run (sortable in the MLflow UI)
+        tr.log_parent_metrics({f"downstream.{k}": v for k, v in values.items()})
         for f in files:
             tr.log_artifact(out / f, subdir=str(Path(f).parent) if "/" in f else None)
     return 0

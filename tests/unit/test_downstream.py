@@ -22,7 +22,6 @@ from paper_repro.downstream.taskdata import (
     verified_copy,
 )
 
-
 # --------------------------------------------------------------------------- selection
 
 
@@ -219,7 +218,15 @@ def test_report_lists_unrun_tasks_with_the_reason_not_as_zero():
         "tasks": {"gsm8k_cot": {"name": "GSM8k", "setting": "8-shot CoT", "kind": "generate"}},
         "models": {m: {"gsm8k_cot": row} for m in ("sft", "ppo", "bon_ours", "bon_published")},
         "deltas": [
-            {"a": "ppo", "b": "sft", "task": "gsm8k_cot", "delta": 0.1, "lo": 0.0, "hi": 0.2, "docs": 9}
+            {
+                "a": "ppo",
+                "b": "sft",
+                "task": "gsm8k_cot",
+                "delta": 0.1,
+                "lo": 0.0,
+                "hi": 0.2,
+                "docs": 9,
+            }
         ],
         "not_run": plan_tasks(load_config("llama3-70b-uf")).not_run,
         "settings": {"sampling": {"n": 16}, "lm_eval_version": "0.4.13"},
