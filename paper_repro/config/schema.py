@@ -352,7 +352,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     # + "rm" with reference.source=tiny: the stand-in is trained with the rm recipe (stage_hash)
     "eval_reference": ("model", "data", "eval", "reference"),
     "ppo": ("model", "data", "ppo"),
-    # upstream content (SFT base, PPO policy, both RMs) comes through the manifests it verifies
-    "eval_downstream": ("downstream",),
+    # + "reference": which published RM (its content, like the policies' and our RM's, comes
+    # through the manifests it verifies); an eval.* change re-scores RewardBench only
+    "eval_downstream": ("downstream", "reference"),
     "report": ("preset", "description", "model", "data", "rm", "eval", "reference", "ppo"),
 }

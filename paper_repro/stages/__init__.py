@@ -16,9 +16,9 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     # download_data (the rule declares what the configured source reads)
     "eval_reference": ("download_base", "download_data", "prepare_data"),
     "ppo": ("download_base", "prepare_data", "export_rm"),
-    # the SFT and PPO policies, our RM, and the published RM's scores (its model folder is
-    # reference_model/, verified by its own lock manifest)
-    "eval_downstream": ("download_base", "export_rm", "ppo", "eval_reference"),
+    # the SFT and PPO policies and our RM; the published RM is reference_model/ (verified by its
+    # own lock manifest, identity.upstream_artifacts), not eval_reference's RewardBench scores
+    "eval_downstream": ("download_base", "export_rm", "ppo"),
     "report": (
         "prepare_data",
         "train_rm",
