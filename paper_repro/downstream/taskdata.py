@@ -18,6 +18,7 @@ import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -93,8 +94,9 @@ def pinned_hub_tasks(cfg: ReproConfig, tasks: Iterable[str]) -> dict[str, tuple[
     return out
 
 
-def fetch_task_data(hub_id: str, revision: str, dest: Path) -> Path:
-    """The pinned dataset snapshot in ``dest/data`` (lock: ``dest/manifest.json``)."""
+def fetch_task_data(hub_id: str, revision: str, dest: Path, **hub: Any) -> Path:
+    """The pinned dataset snapshot in ``dest/data`` (lock: ``dest/manifest.json``). ``hub``:
+    ``cache_dir`` / ``endpoint`` of ``hub.fetch_snapshot``."""
     from ..hub.snapshot import fetch_snapshot
 
     fetch_snapshot(
@@ -102,8 +104,9 @@ def fetch_task_data(hub_id: str, revision: str, dest: Path) -> Path:
         revision,
         dest / "data",
         dest / "manifest.json",
-        allow=["*.parquet", "*.json", "*.jsonl", "*.csv", "README.md", "*.py"],
+        allow=["*.parquet", "*.json", "*.jsonl", "*.csv", "README.md"],  # data only, no scripts
         repo_type="dataset",
+        **hub,
     )
     return dest / "data"
 
