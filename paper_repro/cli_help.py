@@ -79,13 +79,15 @@ STAGE_HELP: dict[str, Help] = {
         "any policy/RM pair)",
         "download_base/model/, ppo/policy/, export_rm/model/, reference_model/model/, the "
         "pinned task data",
-        "eval_downstream/{results.json,results.md,samples/}, downstream_data/ (pinned task "
-        "data); with --policy/--rm: the same files in --out",
+        "eval_downstream/{results.json,samples/}, downstream_data/ (pinned task data), the "
+        "Downstream section of export_rm/model/README.md; with --policy/--rm: results.json, "
+        "results.md and samples/ in --out",
         "paper-repro eval-downstream llama3-70b-uf --policy /path/sft --rm /path/rm",
     ),
     "report": Help(
         "the citation-ready report of the run: tables, verdict, figures, references, provenance",
-        "the outputs of prepare_data, train_rm, export_rm, eval_rewardbench, eval_reference, ppo",
+        "the outputs of prepare_data, train_rm, export_rm, eval_rewardbench, eval_reference, ppo, "
+        "eval_downstream",
         "report/{report.md,report.tex,references.bib,provenance.json,figures/}",
         "paper-repro report tiny && (cd results/tiny/report && pdflatex report && bibtex report)",
     ),
