@@ -108,12 +108,39 @@ def _row(s: TaskScores, cfg: ReproConfig) -> dict[str, Any]:
     return {"metric": s.metric, "value": s.value, "ci": [lo, hi], "docs": len(s.docs)}
 
 
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _best_of_n(cfg, sampler, rms: dict[str, Path], tasks, tm, out_dir: Path, scores) -> None:
+    """Best-of-N for each RM among the same samples of ``sampler`` (one ``SampleCache``)."""
+    from .bon import BestOfN, RewardScorer, SampleCache
+
+    ds = cfg.downstream
+    cache = SampleCache()
+    for rm_name, rm_path in rms.items():
+        scorer = RewardScorer(rm_path, ds.dtype, ds.rm_token_budget)
+        bon = BestOfN(sampler, scorer, ds.bon.n, partial(sampling_kwargs, cfg), cache)
+        res = _simple_evaluate(cfg, bon, tasks, tm)
+        name = f"bon_{rm_name}"
+        _write_samples(out_dir, name, res)
+        scores[name] = {t: task_scores(res, t) for t in tasks}
+        body = "".join(json.dumps(asdict(s)) + "\n" for s in bon.selections)
+        write_text(out_dir / "samples" / name / "selections.jsonl", body)
+        del scorer, bon
+        _free_memory()
+
+
 def evaluate(cfg: ReproConfig, models: Models, out_dir: Path, data_dir: Path) -> dict[str, Any]:
     """Run the planned tasks for every policy and best-of-N for every RM; write the files."""
     from lm_eval import __version__ as lm_eval_version
     from lm_eval.tasks import TaskManager
-
-    from .bon import BestOfN, RewardScorer, SampleCache
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ds = cfg.downstream
@@ -123,31 +150,17 @@ def evaluate(cfg: ReproConfig, models: Models, out_dir: Path, data_dir: Path) ->
     tm = TaskManager(include_path=str(task_dir))
     specs: dict[str, LMSpec] = {}
     scores: dict[str, dict[str, TaskScores]] = {}
-    sampler = None
     for name, path in models.policies.items():
         specs[name] = lm_spec(cfg, path)
         lm = build_lm(specs[name])
         res = _simple_evaluate(cfg, lm, tasks, tm)
         _write_samples(out_dir, name, res)
         scores[name] = {t: task_scores(res, t) for t in tasks}
-        if name == models.sampler:
-            sampler = lm
-        else:
-            del lm
-    cache = SampleCache()
-    selections = {}
-    if plan.bon and sampler is not None:
-        for rm_name, rm_path in models.rms.items():
-            scorer = RewardScorer(rm_path, ds.dtype, ds.rm_token_budget)
-            bon = BestOfN(sampler, scorer, ds.bon.n, partial(sampling_kwargs, cfg), cache)
-            res = _simple_evaluate(cfg, bon, plan.bon, tm)
-            name = f"bon_{rm_name}"
-            _write_samples(out_dir, name, res)
-            scores[name] = {t: task_scores(res, t) for t in plan.bon}
-            selections[name] = bon.selections
-            body = "".join(json.dumps(asdict(s)) + "\n" for s in bon.selections)
-            write_text(out_dir / "samples" / name / "selections.jsonl", body)
-            del scorer, bon
+        if name == models.sampler and plan.bon:
+            # best-of-N while this policy is loaded; one model pair on the GPUs at a time
+            _best_of_n(cfg, lm, models.rms, plan.bon, tm, out_dir, scores)
+        del lm
+        _free_memory()
     deltas: list[Delta] = []
     for a, b in DELTAS:
         for t in tasks:

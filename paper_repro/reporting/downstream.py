@@ -67,10 +67,11 @@ def downstream_table(results: dict[str, Any], sft_hub_id: str | None) -> Table:
     models = results.get("models", {})
     pairs = {"ppo": "sft", "bon_ours": "bon_published"}
     rows, midrules = [], []
+    shown = [(m, label) for m, label in MODELS if m in models]  # --policy/--rm: SFT and BoN
     for task, info in results.get("tasks", {}).items():
         if rows:
             midrules.append(len(rows))
-        for i, (model, label) in enumerate(MODELS):
+        for i, (model, label) in enumerate(shown):
             pub = published.get(task) if model == "sft" else None
             delta = _delta(results, model, pairs[model], task) if model in pairs else None
             rows.append(
