@@ -147,7 +147,9 @@ def evaluate(cfg: ReproConfig, models: Models, out_dir: Path, data_dir: Path) ->
     plan = plan_tasks(cfg)
     tasks = [t.task for t in plan.run]
     task_dir, pins = prepare_tasks(cfg, tasks, data_dir)
-    tm = TaskManager(include_path=str(task_dir))
+    # lm-eval's own task folders are indexed (seconds) only when a hub task needs them
+    hub = any("hub_id" in p for p in pins.values())
+    tm = TaskManager(include_path=str(task_dir), include_defaults=hub)
     specs: dict[str, LMSpec] = {}
     scores: dict[str, dict[str, TaskScores]] = {}
     for name, path in models.policies.items():
@@ -180,7 +182,7 @@ def evaluate(cfg: ReproConfig, models: Models, out_dir: Path, data_dir: Path) ->
             "lm_eval_version": lm_eval_version,
             "backend": ds.backend,
             "lm_specs": {k: v.as_dict() for k, v in specs.items()},
-            "sampling": asdict(ds.bon) if hasattr(ds.bon, "__dataclass_fields__") else dict(ds.bon),
+            "sampling": asdict(ds.bon),
             "chat_template": ds.chat_template,
             "limit": ds.limit,
             "task_data": pins,
