@@ -28,6 +28,7 @@ include: "workflow/rules/export_rm.smk"
 include: "workflow/rules/eval_rewardbench.smk"
 include: "workflow/rules/eval_reference.smk"
 include: "workflow/rules/ppo.smk"
+include: "workflow/rules/eval_downstream.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -78,9 +78,16 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from .progress import quiet_library_bars
 
     quiet_library_bars()
-    if getattr(args, "out", None) and not args.model:
+    pair = getattr(args, "policy", None) or getattr(args, "rm", None)
+    if getattr(args, "out", None) and not (getattr(args, "model", None) or pair):
         raise ConfigError("--out", "only with --model (the stage writes to its run folder)")
     cfg = load_config(args.config, args.overrides)
+    if pair:
+        if not (args.policy and args.rm):
+            raise ConfigError("--policy/--rm", "give both a policy and a reward-model folder")
+        from .downstream.pair import run_pair
+
+        return run_pair(cfg, args.policy, args.rm, args.out)
     paths = RunPaths(_run_dir(args, cfg))
     if getattr(args, "model", None):
         from .evaluation import parse_model_spec
@@ -148,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--out", help="--model: output folder (default results/rewardbench/<name>)"
             )
+        if stage == "eval_downstream":
+            p.add_argument("--policy", metavar="DIR", help="evaluate this policy (HF folder)")
+            p.add_argument("--rm", metavar="DIR", help="best-of-N selected by this RM (HF folder)")
+            p.add_argument("--out", help="--policy/--rm: output folder")
         p.set_defaults(func=cmd_stage, stage=stage)
 
     p = _sub(sub, "render", TOOL_HELP["render"])

@@ -74,9 +74,21 @@ STAGE_HELP: dict[str, Help] = {
         "ppo/{metrics.jsonl,summary.json,policy/}, checkpoints/ppo/",
         "paper-repro ppo tiny ppo.max_steps=10",
     ),
+    "eval_downstream": Help(
+        "the paper's evaluation suite (lm-evaluation-harness) for the SFT policy, the PPO policy "
+        "and best-of-N selected by our RM and by the published RM (or, with --policy/--rm, for "
+        "any policy/RM pair)",
+        "download_base/model/, ppo/policy/, export_rm/model/, reference_model/model/, the "
+        "pinned task data",
+        "eval_downstream/{results.json,samples/}, downstream_data/ (pinned task data), the "
+        "Downstream section of export_rm/model/README.md; with --policy/--rm: results.json, "
+        "results.md and samples/ in --out",
+        "paper-repro eval-downstream llama3-70b-uf --policy /path/sft --rm /path/rm",
+    ),
     "report": Help(
         "the citation-ready report of the run: tables, verdict, figures, references, provenance",
-        "the outputs of prepare_data, train_rm, export_rm, eval_rewardbench, eval_reference, ppo",
+        "the outputs of prepare_data, train_rm, export_rm, eval_rewardbench, eval_reference, ppo, "
+        "eval_downstream",
         "report/{report.md,report.tex,references.bib,provenance.json,figures/}",
         "paper-repro report tiny && (cd results/tiny/report && pdflatex report && bibtex report)",
     ),

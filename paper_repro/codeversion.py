@@ -33,7 +33,10 @@ EXCLUDED = (
     f"{PACKAGE}.lock",
 )
 # Files a module reads at run time (relative to the package): the tiny fixtures and tokenizer.
-PACKAGE_DATA = {f"{PACKAGE}.tiny": ("fixtures/data",)}
+PACKAGE_DATA = {
+    f"{PACKAGE}.tiny": ("fixtures/data",),
+    f"{PACKAGE}.downstream.taskdata": ("downstream/tasks",),
+}
 
 
 def _file(module: str, root: Path) -> Path | None:

@@ -130,8 +130,10 @@ def upstream_artifacts(cfg: ReproConfig, stage: str) -> tuple[str, ...]:
     p = cfg.ppo
     if stage == "ppo" and p.policy_hub_id and p.policy_hub_id != cfg.model.hub_id:
         names = (*names, "ppo_policy_base")
-    if stage == "eval_reference":
+    if stage in ("eval_reference", "eval_downstream"):
         names = (*names, "reference_model")
+    if stage == "eval_downstream" and p.policy_hub_id and p.policy_hub_id != cfg.model.hub_id:
+        names = (*names, "ppo_policy_base")
     return names
 
 

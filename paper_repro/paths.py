@@ -203,6 +203,18 @@ class RunPaths:
     def ppo_policy_base_manifest(self) -> Path:
         return self.root / "ppo_policy_base" / "manifest.json"
 
+    # eval_downstream -----------------------------------------------------------
+    @property
+    def downstream_results(self) -> Path:
+        """Per task x model metrics, CIs, paired deltas, tasks not run, settings."""
+        return self.root / "eval_downstream" / "results.json"
+
+    @property
+    def downstream_data(self) -> Path:
+        """Pinned, verified task data and the lm-eval task overrides pointing at it; kept across
+        reruns like checkpoints, never a rule output."""
+        return self.root / "downstream_data"
+
     # report ------------------------------------------------------------------
     @property
     def report_dir(self) -> Path:

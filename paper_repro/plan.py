@@ -217,6 +217,15 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
         from .plan_ppo import run as run_ppo
 
         return run_ppo(cfg, args)
+
+    from .plan_downstream import print_plan
+
+    code = run_train_rm(cfg, args)
+    print_plan(cfg, args.gpu_tflops, args.mfu)
+    return code
+
+
+def run_train_rm(cfg: ReproConfig, args: argparse.Namespace) -> int:
     res = cfg.resources.train_rm
     nodes = args.nodes if args.nodes is not None else res.nodes
     gpn = args.gpus_per_node if args.gpus_per_node is not None else res.gpus_per_node

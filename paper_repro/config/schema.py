@@ -18,6 +18,7 @@ STAGES = (
     "eval_rewardbench",
     "eval_reference",
     "ppo",
+    "eval_downstream",
     "report",
 )
 
@@ -261,6 +262,7 @@ class ResourcesConfig:
     eval_rewardbench: StageResources = field(default_factory=StageResources)
     eval_reference: StageResources = field(default_factory=StageResources)
     ppo: StageResources = field(default_factory=StageResources)
+    eval_downstream: StageResources = field(default_factory=StageResources)
     report: StageResources = field(default_factory=StageResources)
 
 
@@ -270,6 +272,67 @@ class ExportConfig:
     # export (paper_repro/stages/export_rm.py). Each pair costs four 2-sequence forwards (six for
     # a bf16 export); lower it for a 70B export on CPU.
     verify_pairs: int = 64
+
+
+@dataclass
+class TaskDataPin:
+    """A task's hub dataset, pinned: ``paper_repro.downstream.taskdata`` fetches it verified
+    (sha256 lock) and points lm-eval's task at the local files."""
+
+    hub_id: str = MISSING
+    revision: str | None = None  # commit sha; None = unresolved: the task is refused
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-N from the SFT policy's samples, as the Tulu 2.5 paper evaluates reward models
+    (arXiv 2406.09279: best-of-16 on its generation tasks)."""
+
+    n: int = 16
+    temperature: float = 0.7  # sampling parameters: the same for the hf and vllm backends
+    top_p: float = 1.0
+    max_new_tokens: int = 512  # cap on every generation (lm-eval's max_gen_toks)
+    seed: int = 42
+    # lm-eval tasks BoN runs on; empty: every generation task that runs (the paper's choice)
+    tasks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DownstreamConfig:
+    """The eval_downstream stage: the paper's evaluation suite through lm-evaluation-harness."""
+
+    # lm-eval task names; the paper suite (paper_repro/downstream/suite.py) by default
+    tasks: list[str] = field(
+        default_factory=lambda: ["gsm8k_cot", "bbh_cot_fewshot", "mmlu", "truthfulqa_mc2", "ifeval"]
+    )
+    # lm-eval executes generated code: code tasks (humaneval, mbpp) run only with this opt-in
+    allow_code_execution: bool = False
+    # OpenAI-compatible judge for AlpacaEval 1/2 and XSTest; None: listed as "not run"
+    judge_endpoint: str | None = None
+    backend: Literal["hf", "vllm"] = "hf"  # lm-eval's HF backend, or its vllm backend (GPU)
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    batch_size: int = 8
+    chat_template: bool = True  # prompts in the policy's chat format (open-instruct's Tulu format)
+    limit: int | None = None  # documents per task (None = all)
+    vllm_gpu_memory_utilization: float = 0.85
+    # the policies' architecture for `paper-repro plan` (None: model.arch, the RM's)
+    policy_arch: Literal["llama3-70b", "llama3-8b", "tiny"] | None = None
+    bon: BestOfNConfig = field(default_factory=BestOfNConfig)
+    rm_token_budget: int = 16384  # tokens per packed RM scoring forward
+    bootstrap_samples: int = 1000
+    bootstrap_seed: int = 0
+    # pinned hub datasets by lm-eval task name (a group pins every subtask reading that dataset)
+    # Commits unresolved here (no hub access): set them before a cluster run (README, "Hub pins").
+    datasets: dict[str, TaskDataPin] = field(
+        default_factory=lambda: {
+            "gsm8k_cot": TaskDataPin("openai/gsm8k"),
+            "bbh_cot_fewshot": TaskDataPin("SaylorTwift/bbh"),
+            "mmlu": TaskDataPin("cais/mmlu"),
+            "truthfulqa_mc2": TaskDataPin("truthfulqa/truthful_qa"),
+            "ifeval": TaskDataPin("google/IFEval"),
+            "humaneval": TaskDataPin("openai/openai_humaneval"),
+        }
+    )
 
 
 @dataclass
@@ -283,6 +346,7 @@ class ReproConfig:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
@@ -298,6 +362,9 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     # + "rm" with reference.source=tiny: the stand-in is trained with the rm recipe (stage_hash)
     "eval_reference": ("model", "data", "eval", "reference"),
     "ppo": ("model", "data", "ppo"),
+    # + "reference": which published RM (its content, like the policies' and our RM's, comes
+    # through the manifests it verifies); an eval.* change re-scores RewardBench only
+    "eval_downstream": ("downstream", "reference"),
     "report": ("preset", "description", "model", "data", "rm", "eval", "reference", "ppo"),
 }
 

@@ -131,6 +131,17 @@ NUMERIC_RANGES: dict[str, Range] = {
     "ppo.seed": NON_NEGATIVE,
     "ppo.zero_stage": ZERO_STAGE,
     "ppo.checkpoint_every": COUNT,
+    "downstream.batch_size": COUNT,
+    "downstream.limit": Range(">= 1 or null (every document)", lo=1),
+    "downstream.vllm_gpu_memory_utilization": Range("in (0, 1]", lo=0, hi=1, lo_open=True),
+    "downstream.bon.n": COUNT,
+    "downstream.bon.temperature": POSITIVE,
+    "downstream.bon.top_p": Range("in (0, 1]", lo=0, hi=1, lo_open=True),
+    "downstream.bon.max_new_tokens": COUNT,
+    "downstream.bon.seed": NON_NEGATIVE,
+    "downstream.rm_token_budget": COUNT,
+    "downstream.bootstrap_samples": COUNT,
+    "downstream.bootstrap_seed": NON_NEGATIVE,
     "resources.*.nodes": COUNT,
     "resources.*.gpus_per_node": NON_NEGATIVE,
     "resources.*.ranks_per_node": Range(">= 0 (0 = one per GPU, or 1 on CPU)", lo=0),
@@ -243,6 +254,21 @@ def validate(cfg: ReproConfig) -> None:
         )
     for stage in STAGES:
         _check_fit(cfg, stage)
+    _check_downstream(cfg)
+
+
+def _check_downstream(cfg: ReproConfig) -> None:
+    ds = cfg.downstream
+    if ds.judge_endpoint:
+        # refused loudly rather than skipped: the judge-scored tasks have no implementation here
+        raise ConfigError(
+            "downstream.judge_endpoint",
+            "judge-scored tasks (AlpacaEval 1/2, XSTest) are not supported by eval_downstream "
+            "yet; unset it (they are then listed as not run)",
+        )
+    for task, pin in ds.datasets.items():
+        if pin.revision is not None:
+            _check_revision(f"downstream.datasets.{task}.revision", pin.revision)
 
 
 # Parameter counts of the architectures we plan for (meta-device count of the HF Llama shapes).

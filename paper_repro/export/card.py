@@ -232,3 +232,50 @@ def update_card_results(model_dir: Path, scores: dict[str, Any]) -> None:
     else:
         text = text.rstrip("\n") + f"\n\n## RewardBench\n\n{body}\n"
     write_text(card, _with_model_index(text, scores))
+
+
+DOWNSTREAM_BEGIN = "<!-- downstream:begin -->"
+DOWNSTREAM_END = "<!-- downstream:end -->"
+DOWNSTREAM_MODELS = ("sft", "ppo", "bon_ours", "bon_published")
+
+
+def downstream_section(results: dict[str, Any]) -> str:
+    """What this RM does downstream (eval_downstream/results.json): per task the SFT policy, the
+    PPO policy trained with it, and best-of-N selected by it and by the published RM."""
+
+    def cell(row: dict[str, Any] | None) -> str:
+        if not row:
+            return "n/a"
+        lo, hi = row["ci"]
+        return f"{100 * row['value']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    models = results.get("models", {})
+    n = results.get("settings", {}).get("sampling", {}).get("n")
+    lines = [
+        f"lm-evaluation-harness {results.get('settings', {}).get('lm_eval_version', '?')}, "
+        f"percent with 95% bootstrap CIs; best-of-{n} from the SFT policy's samples.",
+        "",
+        "| task | SFT | PPO with this RM | best-of-N, this RM | best-of-N, published RM |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for task, info in results.get("tasks", {}).items():
+        cells = " | ".join(cell(models.get(m, {}).get(task)) for m in DOWNSTREAM_MODELS)
+        lines.append(f"| {info['name']} ({info['setting']}) | {cells} |")
+    not_run = sorted(results.get("not_run", {}).items())
+    if not_run:
+        lines += ["", *(f"- {name}: {why}" for name, why in not_run)]
+    return "\n".join(lines)
+
+
+def update_card_downstream(model_dir: Path, results: dict[str, Any]) -> None:
+    """Put the downstream results into the card's "Downstream" section (atomic rewrite; the
+    card is left out of the export's manifest, see ``update_card_results``)."""
+    card = Path(model_dir) / CARD_FILE
+    text = card.read_text() if card.is_file() else ""
+    body = f"{DOWNSTREAM_BEGIN}\n{downstream_section(results)}\n{DOWNSTREAM_END}"
+    if DOWNSTREAM_BEGIN in text and DOWNSTREAM_END in text:
+        head, rest = text.split(DOWNSTREAM_BEGIN, 1)
+        text = head + body + rest.split(DOWNSTREAM_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n## Downstream\n\n{body}\n"
+    write_text(card, text)

@@ -54,6 +54,7 @@ class ReportInputs:
     reference_pairs: dict[str, list] | None = None  # eval_reference/pairs.parquet
     ppo_metrics: list[dict[str, Any]] | None = None
     ppo_summary: dict[str, Any] | None = None
+    downstream: dict[str, Any] | None = None  # eval_downstream/results.json
     rm_parameters: int | None = None  # exact, from export_rm/model's safetensors headers
     read: list[Path] = field(default_factory=list)  # files actually read (for provenance)
     missing: list[Path] = field(default_factory=list)
@@ -106,6 +107,7 @@ def load_inputs(paths: RunPaths) -> ReportInputs:
     inp.reference_pairs = take(ref.pairs, _read_pairs)
     inp.ppo_metrics = take(paths.ppo_metrics, read_jsonl)
     inp.ppo_summary = take(paths.ppo_summary, _json)
+    inp.downstream = take(paths.downstream_results, _json)
     _check(inp, paths)
     return inp
 

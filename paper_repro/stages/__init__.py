@@ -16,6 +16,9 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     # download_data (the rule declares what the configured source reads)
     "eval_reference": ("download_base", "download_data", "prepare_data"),
     "ppo": ("download_base", "prepare_data", "export_rm"),
+    # the SFT and PPO policies and our RM; the published RM is reference_model/ (verified by its
+    # own lock manifest, identity.upstream_artifacts), not eval_reference's RewardBench scores
+    "eval_downstream": ("download_base", "export_rm", "ppo"),
     "report": (
         "prepare_data",
         "train_rm",
@@ -23,5 +26,6 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
         "eval_rewardbench",
         "eval_reference",
         "ppo",
+        "eval_downstream",
     ),
 }

@@ -279,6 +279,10 @@ def build_doc(cfg: ReproConfig, inp: ReportInputs, figs: list[Figure], paths: Ru
     for f in shown:
         doc.figure(f)
 
+    from ..reporting.downstream import downstream_section
+
+    downstream_section(doc, inp.downstream, cfg.ppo.policy_hub_id or cfg.model.hub_id)
+
     doc.heading("Provenance")
     doc.para(
         "`provenance.json` next to this file lists the git commit, config hashes, the sha256 "

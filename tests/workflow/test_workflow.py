@@ -177,7 +177,18 @@ def test_tracking_uri_and_other_stages_resources_rerun_nothing(finished_run):
     # A stage's own resources (its world size) are part of its trigger; nobody else's.
     jobs = planned_jobs(snakemake(
         finished_run, "-n", "all", *config_arg(overrides=["resources.ppo.mem_gb=2"])).stdout)  # fmt: skip
-    assert jobs == {"stage_config": 1, "ppo": 1, "report": 1, "all": 1}
+    assert jobs == {"stage_config": 1, "ppo": 1, "eval_downstream": 1, "report": 1, "all": 1}
+
+
+def test_downstream_change_reruns_only_eval_downstream_and_report(finished_run):
+    """A new task (or any downstream.* setting) reruns the downstream stage, never a model."""
+    out = snakemake(finished_run, "-n", "all", *config_arg(overrides=["downstream.bon.n=2"])).stdout
+    assert planned_jobs(out) == {"stage_config": 1, "eval_downstream": 1, "report": 1, "all": 1}
+    assert "results/tiny/config/eval_downstream.yaml" in out
+    # another published RM: it is re-scored and selects again
+    jobs = planned_jobs(snakemake(
+        finished_run, "-n", "all", *config_arg(overrides=["reference.standin_seed=5"])).stdout)  # fmt: skip
+    assert {"eval_reference", "eval_downstream", "report"} == set(jobs) - {"stage_config", "all"}
 
 
 def test_settings_that_change_no_result_rerun_nothing(finished_run):
@@ -215,7 +226,8 @@ def _edit(path, old, new):
         # the training loop: train_rm, the tiny reference stand-in trained with it, and after
         ("engine.py", "from .schedule import LRSchedule",
          "from .schedule import LRSchedule\nX = 1",
-         {"train_rm", "export_rm", "eval_rewardbench", "eval_reference", "ppo", "report"}),
+         {"train_rm", "export_rm", "eval_rewardbench", "eval_reference", "ppo", "eval_downstream",
+          "report"}),
         # report code: only the report
         ("reporting/tables.py", "from __future__ import annotations",
          "from __future__ import annotations\nX = 1", {"report"}),

@@ -12,6 +12,7 @@ rule report:
         reference_pairs=RUN.eval_files("eval_reference").pairs,
         ppo_metrics=RUN.ppo_metrics,
         ppo_summary=RUN.ppo_summary,
+        downstream=RUN.downstream_results,
         # what each stage ran with and consumed: the report refuses a mixture (reporting/consistency.py)
         identities=[RUN.identity(stage) for stage in STAGES if stage != "report"],
         manifests=upstream_manifests("report"),
