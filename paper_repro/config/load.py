@@ -85,13 +85,25 @@ def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ())
             except yaml.YAMLError:
                 raise ConfigError(key, f"malformed YAML value {value!r}") from None
             check_raw_booleans(_nest(key, parsed))
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        except TypeError:  # OmegaConf's bare error for a list or scalar where a mapping goes
+            key = next(i.split("=", 1)[0] for i in overrides if _merge_fails(merged, i))
+            raise ConfigError(key, "wrong type: expected a mapping") from None
         cfg: ReproConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise _schema_error(exc) from None
     check_strings(cfg)
     validate(cfg)
     return cfg
+
+
+def _merge_fails(merged: Any, override: str) -> bool:
+    try:
+        OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+    except (TypeError, OmegaConfBaseException):
+        return True
+    return False
 
 
 def _nest(key: str, value: Any) -> dict[str, Any]:

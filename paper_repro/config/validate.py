@@ -268,7 +268,7 @@ def _check_downstream(cfg: ReproConfig) -> None:
         )
     for task, pin in ds.datasets.items():
         if pin.revision is not None:
-            _check_revision(f"downstream.datasets.{task}.revision", pin.revision)
+            check_revision(f"downstream.datasets.{task}.revision", pin.revision)
 
 
 # Parameter counts of the architectures we plan for (meta-device count of the HF Llama shapes).

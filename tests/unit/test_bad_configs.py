@@ -87,6 +87,8 @@ def cases() -> list[tuple[str, list[str]]]:
             bad += ["null", "[nan,0.9]", "[-0.1,0.9]", "[0.9,1.0]", "[0.9,1e400]"]
         elif base is str:
             bad = _string_cases(key, optional)
+        elif origin is dict:  # downstream.datasets: task -> pinned dataset
+            bad = ["[1]", "5", "abc"]
         else:
             raise AssertionError(f"{key}: no bad values for type {hint}")
         out.append((key, bad))
