@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from rmzoo import ARCHS, QUIRKS, build_rm
 
+from paper_repro.fixtures import FIXTURE_ROWS
+
 MATRIX = [(a, q) for a in ARCHS for q in QUIRKS]
 # reward-bench's pipeline masks the first of two leading BOS but leaves it in place, so on a model
 # with absolute position embeddings (GPT-2) every real token sits one position later than here,
@@ -65,7 +67,7 @@ def _read(out: Path):
 def test_every_model_is_scored_with_its_own_template(scored, arch, quirk):
     scores, board, pairs = _read(scored[arch, quirk])
     has_template = QUIRKS[quirk].template is not None
-    assert scores["n_pairs"] == len(pairs) == 192
+    assert scores["n_pairs"] == len(pairs) == FIXTURE_ROWS["rewardbench_filtered.jsonl"]
     assert board["model"] == quirk  # the folder's name, as reward-bench names a local model
     if has_template:
         assert (
@@ -111,7 +113,10 @@ def test_eos_pad_reads_before_the_final_eos(scored):
     """EOS as pad with turns ending in EOS: HF's pooling (so reward-bench) skips the trailing
     EOS; scores.json records where the reward was read."""
     scores, _, _ = _read(scored["llama", "eos-pad"])
-    assert scores["inputs"]["reward_read"]["sides_cut"] == 384
+    assert (
+        scores["inputs"]["reward_read"]["sides_cut"]
+        == 2 * FIXTURE_ROWS["rewardbench_filtered.jsonl"]
+    )
     assert "<|end_of_text|>" not in scores["inputs"]["pooled_tokens"]
     assert _read(scored["llama", "pad+bos+template"])[0]["inputs"]["reward_read"]["sides_cut"] == 0
 
