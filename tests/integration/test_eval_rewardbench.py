@@ -147,7 +147,9 @@ def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, 
     root = tmp_path / "run"
     shutil.copytree(eval_run.root, root)
     paths = RunPaths(root)
-    paths.mlflow_db.unlink(missing_ok=True)  # a fresh store: the same weights would reuse the copied version
+    paths.mlflow_db.unlink(
+        missing_ok=True
+    )  # a fresh store: the same weights would reuse the copied version
     cfg_file = paths.rm_model / "tokenizer_config.json"
     conf = json.loads(cfg_file.read_text())
     conf.pop("chat_template", None)
@@ -269,7 +271,9 @@ def test_large_export_is_referenced_not_copied(eval_run, tiny_cfg, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(eval_run.root, root)
     paths = RunPaths(root)
-    paths.mlflow_db.unlink(missing_ok=True)  # a fresh store: the same weights would reuse the copied version
+    paths.mlflow_db.unlink(
+        missing_ok=True
+    )  # a fresh store: the same weights would reuse the copied version
     cfg = dataclasses.replace(
         tiny_cfg, tracking=dataclasses.replace(tiny_cfg.tracking, copy_model_max_mb=0)
     )
@@ -432,7 +436,9 @@ def test_eval_reference_scores_a_hub_reference_like_the_stage(
     root = tmp_path / "run"
     shutil.copytree(eval_run.root, root)
     paths = RunPaths(root)
-    paths.mlflow_db.unlink(missing_ok=True)  # a fresh store: the same weights would reuse the copied version
+    paths.mlflow_db.unlink(
+        missing_ok=True
+    )  # a fresh store: the same weights would reuse the copied version
     ref = dataclasses.replace(
         tiny_cfg.reference, source="hub", hub_id="org/tiny-rm", revision=COMMIT[:7]
     )
