@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -260,7 +261,9 @@ def test_upstream_override_restarts_ppo_against_the_new_reward_model(tiny_dag, t
     for key in ("eval_reward_before", "eval_reward_after", "kl_final"):
         assert got[key] == want[key], key
     md = (run / "report" / "report.md").read_text()
-    rows = parse_markdown_table(md.split("**PPO with the trained reward model", 1)[1])
+    rows = parse_markdown_table(
+        re.split(r"\*\*Table \d+: PPO with the trained reward model", md, maxsplit=1)[1]
+    )
     assert rows_where(rows, Quantity="held-out reward before PPO")["Value"] == (
         f"{want['eval_reward_before']:.4f}"
     )
