@@ -257,6 +257,10 @@ def validate(cfg: ReproConfig) -> None:
     _check_downstream(cfg)
 
 
+# lm-eval task and group names: letters, digits, '_', '-', '.' (never a path or a blank)
+TASK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
 def _check_downstream(cfg: ReproConfig) -> None:
     ds = cfg.downstream
     if ds.judge_endpoint:
@@ -266,6 +270,16 @@ def _check_downstream(cfg: ReproConfig) -> None:
             "judge-scored tasks (AlpacaEval 1/2, XSTest) are not supported by eval_downstream "
             "yet; unset it (they are then listed as not run)",
         )
+    if not ds.tasks:
+        raise ConfigError("downstream.tasks", "no task to evaluate")
+    for key, tasks in (("downstream.tasks", ds.tasks), ("downstream.bon.tasks", ds.bon.tasks)):
+        for task in tasks:
+            if not isinstance(task, str) or not TASK_NAME.fullmatch(task):
+                raise ConfigError(key, f"{task!r} is not an lm-eval task name")
+        if len(set(tasks)) != len(tasks):
+            raise ConfigError(key, "a task is listed twice")
+    if extra := sorted(set(ds.bon.tasks) - set(ds.tasks)):
+        raise ConfigError("downstream.bon.tasks", f"not in downstream.tasks: {', '.join(extra)}")
     for task, pin in ds.datasets.items():
         if pin.revision is not None:
             check_revision(f"downstream.datasets.{task}.revision", pin.revision)

@@ -81,7 +81,11 @@ def cases() -> list[tuple[str, list[str]]]:
         elif base is bool:
             bad = ["2", "0", "1", "1.5", "abc", "null", "[true]"]
         elif origin is typing.Literal:
-            bad = ["bogus", "''", "1", "true", "null", "[a]", f"{typing.get_args(base)[0]}x"]
+            bad = ["bogus", "''", "1", "true", "[a]", f"{typing.get_args(base)[0]}x"]
+            bad += [] if optional else ["null"]
+        elif origin is list and typing.get_args(base) == (str,):  # lm-eval task names
+            bad = ["abc", "null", "[null]", "['']", "['../x']", "['a b']", "[[a]]", "[mmlu,mmlu]"]
+            bad += ["[]"] if key == "downstream.tasks" else ["[not_in_downstream_tasks]"]
         elif origin is list:  # betas
             bad = ["0.9", "[0.9]", "[0.9,0.99,0.999]", "[a,b]", "[true,0.9]", "[0.9,null]"]
             bad += ["null", "[nan,0.9]", "[-0.1,0.9]", "[0.9,1.0]", "[0.9,1e400]"]
