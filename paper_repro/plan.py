@@ -89,13 +89,15 @@ def rm_param_count(s: LlamaShape) -> ParamCount:
     return ParamCount(total, embedding, per_layer, largest)
 
 
-def meta_param_count(s: LlamaShape) -> tuple[int, int]:
-    """(total, largest module) of the real HF class built on the meta device (no memory). Counted
-    with numel, not DeepSpeed's data_ptr dedupe, which sees every meta tensor at address 0 (that
-    is why its `_all_live` estimator reports 0 parameters for a meta model)."""
+def meta_param_count(s: LlamaShape, causal_lm: bool = False) -> tuple[int, int]:
+    """(total, largest module) of the real HF class (the RM's LlamaForSequenceClassification, or
+    LlamaForCausalLM for a policy) built on the meta device (no memory). Counted with numel, not
+    DeepSpeed's data_ptr dedupe, which sees every meta tensor at address 0 (that is why its
+    `_all_live` estimator reports 0 parameters for a meta model)."""
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
+    head = {} if causal_lm else {"num_labels": 1, "pad_token_id": s.vocab - 1}
     config = LlamaConfig(
         vocab_size=s.vocab,
         hidden_size=s.hidden,
@@ -104,11 +106,11 @@ def meta_param_count(s: LlamaShape) -> tuple[int, int]:
         num_attention_heads=s.heads,
         num_key_value_heads=s.kv_heads,
         tie_word_embeddings=False,
-        num_labels=1,
-        pad_token_id=s.vocab - 1,
+        **head,
     )
     with torch.device("meta"):
-        model = LlamaForSequenceClassification(config)
+        cls = LlamaForCausalLM if causal_lm else LlamaForSequenceClassification
+        model = cls(config)
     total = sum(p.numel() for p in model.parameters())
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     return total, largest

@@ -73,27 +73,6 @@ def causal_lm_param_count(s: LlamaShape) -> tuple[int, int]:
     return rm.total - s.hidden + s.vocab * s.hidden, max(rm.largest_layer, s.vocab * s.hidden)
 
 
-def meta_causal_lm_count(s: LlamaShape) -> tuple[int, int]:
-    """The same on the real HF class built on the meta device (no memory)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=s.vocab,
-        hidden_size=s.hidden,
-        intermediate_size=s.intermediate,
-        num_hidden_layers=s.layers,
-        num_attention_heads=s.heads,
-        num_key_value_heads=s.kv_heads,
-        tie_word_embeddings=False,
-    )
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
-    total = sum(p.numel() for p in model.parameters())
-    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
-    return total, largest
-
-
 def frozen_bytes(m: Model, world: int) -> int:
     """A frozen ZeRO-3 model on one GPU: its bf16 shard plus one gathered module."""
     return math.ceil(BF16 * m.total / world) + BF16 * m.largest
@@ -213,7 +192,7 @@ def run(cfg: ReproConfig, args: argparse.Namespace) -> int:
     run_dir = Path(getattr(args, "run_dir", None) or Path("results") / cfg.preset)
     rm_shape = shape_for(cfg)
     pol_shape = LLAMA3_SHAPES[p.policy_arch] if p.policy_arch else rm_shape
-    pol_counts = meta_causal_lm_count(pol_shape)
+    pol_counts = meta_param_count(pol_shape, causal_lm=True)
     if pol_counts != causal_lm_param_count(pol_shape):
         raise RuntimeError(f"causal-LM formula disagrees with the meta model {pol_counts}")
     rm_counts = meta_param_count(rm_shape)

@@ -23,7 +23,7 @@ def hw(world: int = 8) -> plan_ppo.Hardware:
 
 def test_causal_lm_count_hand_value_and_meta_model():
     assert plan_ppo.causal_lm_param_count(S8) == (P8_LM, 128256 * 4096)
-    assert plan_ppo.meta_causal_lm_count(S8) == (P8_LM, 128256 * 4096)
+    assert plan.meta_param_count(S8, causal_lm=True) == (P8_LM, 128256 * 4096)
 
 
 def test_memory_pieces_hand_values():
