@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from .errors import ReproError, free_bytes, human_bytes
 from .identity import StageIdentity
-from .io import read_json, sha256_file, write_json, write_text
+from .io import parse_json, read_json, sha256_file, write_json, write_text
 
 Writer = Callable[[Path], None]
 IDENTITY = "identity.json"
@@ -211,7 +211,7 @@ class CheckpointDir:
         if hashlib.sha256(meta_bytes).hexdigest() != want:
             return f"{META} does not match {META_SHA}"
         try:
-            meta = read_json(folder / META)
+            meta = parse_json(meta_bytes, folder / META)  # the bytes just hashed, not a re-read
             files = meta["files"]
         except (ValueError, KeyError, TypeError):
             return f"{META} is unreadable"

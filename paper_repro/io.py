@@ -69,14 +69,27 @@ def write_json(path: str | Path, obj: Any) -> str:
 def read_json(path: str | Path) -> Any:
     """A JSON file; a corrupt one is a CorruptFileError naming the file, line and column."""
     path = Path(path)
+    return parse_json(path.read_bytes(), path)
+
+
+def parse_json(data: bytes | str, where: str | Path) -> Any:
+    """JSON from bytes already read (e.g. the bytes a stage hashed); anything unparseable is a
+    CorruptFileError naming ``where``: bad syntax, bad UTF-8, nesting too deep, or an integer of
+    over 4,300 digits (Python's int string conversion limit raises a plain ValueError)."""
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(data)
     except json.JSONDecodeError as exc:
         raise CorruptFileError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise CorruptFileError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise CorruptFileError(f"{where}: not valid JSON ({_why(exc)})") from None
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return "an integer of more than 4,300 digits"
+    return type(exc).__name__
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

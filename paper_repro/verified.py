@@ -119,7 +119,7 @@ def _read_tensors(f, h, path: Path) -> dict[str, torch.Tensor]:
         raise CorruptFileError(f"{path}: safetensors header of {size} bytes (not safetensors)")
     try:
         header: dict[str, Any] = json.loads(bytes(_read_exact(f, size, h, path)))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, or an integer over 4,300 digits
         raise CorruptFileError(f"{path}: safetensors header is not JSON") from None
     header.pop("__metadata__", None)
     entries = []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formatting import TULU_CHAT_TEMPLATE
+from ..io import read_json
 from ..progress import progress
 from .build import VerifyBatch
 
@@ -192,8 +193,8 @@ def _tokenizer_checks(folder: Path, model, exp: Expected, batch: VerifyBatch) ->
 
 def _portability_checks(folder: Path, model) -> list[Check]:
     """The JSON keys transformers 4.x reads (``build.make_portable``) agree with what 5.x loaded."""
-    config = json.loads((folder / "config.json").read_text())
-    tok = json.loads((folder / "tokenizer_config.json").read_text())
+    config = read_json(folder / "config.json")
+    tok = read_json(folder / "tokenizer_config.json")
     theta = (model.config.rope_parameters or {}).get("rope_theta")
     return [
         Check(

@@ -6,13 +6,13 @@ malformed file is an error that names the file and line.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ReproError
+from ..errors import CorruptFileError, ReproError
+from ..io import parse_json
 from ..paths import RunPaths
 
 
@@ -22,13 +22,13 @@ class ReportInputError(ReproError, ValueError):
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
+    for i, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReportInputError(f"{path}:{i}: not JSON ({exc.msg})") from None
+            row = parse_json(line, f"{path}:{i}")
+        except CorruptFileError as exc:
+            raise ReportInputError(str(exc)) from None
         if not isinstance(row, dict):
             raise ReportInputError(f"{path}:{i}: expected an object, got {type(row).__name__}")
         rows.append(row)
@@ -37,9 +37,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportInputError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+        return parse_json(path.read_bytes(), path)
+    except CorruptFileError as exc:
+        raise ReportInputError(str(exc)) from None
 
 
 @dataclass
@@ -121,7 +121,7 @@ def parameter_count(folder: Path) -> int | None:
     total = 0
     for f in files:
         with open(f, "rb") as fh:
-            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+            header = parse_json(fh.read(int.from_bytes(fh.read(8), "little")), f)
         total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
     return total
 

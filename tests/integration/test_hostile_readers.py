@@ -353,3 +353,69 @@ def test_evaluated_model_config_is_read_safely(tmp_path, body, words):
     assert str(tmp_path / "config.json") in str(exc.value) and "\n" not in str(exc.value)
     (tmp_path / "config.json").write_bytes(b'{"pad_token_id": 128255}')
     assert declared_pad(tmp_path) == 128255
+
+
+BIG = b"9" * 5000  # over Python's 4,300-digit int conversion limit: a ValueError, not JSON's
+
+
+@pytest.mark.hardening("4", "5,000-digit integer in an upstream manifest.json: one line, exit 2")
+def test_huge_integer_in_a_manifest_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "run"
+    shutil.copytree(tiny_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    paths.manifest("prepare_data").write_bytes(b'{"files": {}, "n": ' + BIG + b"}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train-rm", "tiny", *TINY, "--run-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"paper-repro train-rm: {paths.manifest('prepare_data')}: not valid JSON "
+        "(an integer of more than 4,300 digits)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("attr", "body"),
+    [
+        pytest.param(
+            a,
+            b,
+            id=a,
+            marks=pytest.mark.hardening("4", f"5,000-digit integer in a report input ({a})"),
+        )
+        for a, b in [
+            ("data_report", b'{"n": ' + BIG + b"}\n"),
+            ("train_summary", b'{"heldout_accuracy": ' + BIG + b"}\n"),
+            ("train_metrics", b'{"update": 1}\n{"update": ' + BIG + b"}\n"),
+            ("ppo_metrics", b'{"step": 1, "kl": ' + BIG + b"}\n"),
+        ]
+    ],
+)
+def test_huge_integer_in_a_report_input_names_the_file(tmp_path, attr, body):
+    """Every JSON / JSONL file the report reads goes through one parser that names the file (and
+    line) for a number Python will not convert; the CLI prints that as one line, exit 2."""
+    from paper_repro.reporting.inputs import ReportInputError, load_inputs
+
+    paths = RunPaths(tmp_path / "run")
+    path = getattr(paths, attr)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(body)
+    with pytest.raises(ReportInputError, match="an integer of more than 4,300 digits") as exc:
+        load_inputs(paths)
+    line = 2 if attr == "train_metrics" else 1
+    where = f"{path}:{line}" if path.suffix == ".jsonl" else str(path)
+    assert str(exc.value).startswith(f"{where}: not valid JSON") and "\n" not in str(exc.value)
+
+
+@pytest.mark.hardening("4", "5,000-digit integer in identity.json or any io.read_json file")
+def test_huge_integer_in_any_read_json_file_is_corrupt_file_error(tmp_path):
+    from paper_repro.errors import CorruptFileError
+    from paper_repro.identity import recorded
+
+    paths = RunPaths(tmp_path)
+    path = paths.identity("train_rm")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"seed": ' + BIG + b"}")
+    for read in (lambda: read_json(path), lambda: recorded(paths, "train_rm")):
+        with pytest.raises(CorruptFileError, match="more than 4,300 digits") as exc:
+            read()
+        assert str(exc.value).startswith(f"{path}: not valid JSON")
