@@ -17,13 +17,15 @@ multi-rank job just fail.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from .io import parse_json
 from .lock import held_by
-from .manifest import ChecksumError, ManifestError, check_files, read_manifest
+from .manifest import BadFile, ChecksumError, ManifestError, check_files, read_manifest
 from .paths import RunPaths
 from .stages import UPSTREAM
 from .verified import is_weights
@@ -31,6 +33,11 @@ from .verified import is_weights
 # Files in a model folder that its manifest leaves out on purpose: the model card, which
 # eval_rewardbench completes after export_rm (export/card.py); no loader reads it.
 UNLISTED_OK = frozenset({"README.md"})
+
+
+# The manifest key listing a stage's record files outside its manifest root: {name: sha256},
+# relative to the stage folder (export_rm's manifest root is its model folder).
+RECORDS = "records"
 
 
 class UnlistedFileError(ManifestError):
@@ -102,7 +109,27 @@ def check_manifest(paths: RunPaths, up: str, *, fast: bool = True) -> dict[str, 
     bad = check_files(folder, {n: {"sha256": h} for n, h in manifest["files"].items()}, stats)
     if bad:
         raise ChecksumError(folder, bad)
+    records = manifest.get(RECORDS) or {}
+    if bad := check_files(paths.stage_dir(up), {n: {"sha256": h} for n, h in records.items()}):
+        raise ChecksumError(paths.stage_dir(up), bad)
     return manifest
+
+
+def read_record(paths: RunPaths, up: str, path: Path) -> Any:
+    """A JSON record of ``up`` that lives beside its model folder (``export_rm/verification.json``)
+    and that its manifest lists under ``records``: parsed from the very bytes whose sha256 was
+    checked, so a byte changed after ``verify_inputs`` is refused, not used. A file the manifest
+    does not list is refused by name: a consumer reads only what a manifest vouches for."""
+    manifest = read_manifest(paths.manifest(up))
+    want = (manifest.get(RECORDS) or {}).get(path.name)
+    if want is None:
+        raise UnlistedFileError(
+            f"{path}: not listed in {paths.manifest(up)}; rerun `{rerun_command(paths, up)}`"
+        )
+    data = path.read_bytes()
+    if (got := hashlib.sha256(data).hexdigest()) != want:
+        raise ChecksumError(path.parent, [BadFile(path.name, f"sha256:{want}", f"sha256:{got}")])
+    return parse_json(data, path)
 
 
 def upstream_of(paths: RunPaths, stage: str, folder: Path) -> str | None:

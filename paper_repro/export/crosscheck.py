@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..integrity import read_record
 from ..io import read_json, write_json
 from ..paths import RunPaths, cache_root
 from .build import ExportError, verification_batch
@@ -161,7 +162,7 @@ def crosscheck(
 ) -> dict[str, Any]:
     """Read ``paths.rm_model`` with this environment's and each side environment's transformers
     on the export's verification pairs; write and return ``export_rm/crosscheck.json``."""
-    ver = read_json(paths.export_verification)
+    ver = read_record(paths, "export_rm", paths.export_verification)
     n = pairs or ver["verify_pairs"]
     batch = verification_batch(paths, ver["pad_token_id"], n)
     sequences = batch.chosen + batch.rejected

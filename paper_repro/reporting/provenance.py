@@ -14,6 +14,7 @@ from typing import Any
 from ..codeversion import code_version
 from ..config import STAGES, ReproConfig, config_hash, stage_hash
 from ..identity import recorded
+from ..integrity import read_record
 from ..io import read_json, sha256_file, sha256_tree
 from ..paths import RunPaths
 from ..tracking import git_commit, public_uri, recorded_run_ids, tracking_uri
@@ -86,7 +87,9 @@ def build_provenance(
         p = p.resolve()
         return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
-    export = read_json(paths.export_verification) if paths.export_verification.is_file() else {}
+    # The report requires export_rm's manifest; a partial run's provenance may lack it.
+    export_done = paths.manifest("export_rm").is_file()
+    export = read_record(paths, "export_rm", paths.export_verification) if export_done else {}
     rm_files = export.get("files") if isinstance(export, dict) else None
     return {
         "run": paths.root.name,

@@ -35,7 +35,7 @@ from ..export.build import (
 )
 from ..export.card import CARD_FILE, model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
-from ..integrity import verify_inputs
+from ..integrity import RECORDS, verify_inputs
 from ..io import read_json, sha256_file, write_json, write_text
 from ..manifest import build_manifest
 from ..paths import RunPaths
@@ -151,8 +151,10 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)
         raise
-    write_json(paths.export_verification, ver.to_json())
+    record = write_json(paths.export_verification, ver.to_json())
     # Last: what the workflow's consumers depend on (the folder itself is no Snakemake output).
+    # verification.json sits beside the model folder (the manifest root), so it is listed apart.
+    manifest[RECORDS] = {paths.export_verification.name: record}
     write_json(paths.manifest("export_rm"), manifest)
     return ver
 

@@ -299,3 +299,33 @@ def test_quarantine_leaves_a_running_stage_alone(full_run, tmp_path):
             verify_inputs(paths, "train_rm")
     assert paths.prepared("train").is_file() and paths.manifest("prepare_data").is_file()
     assert not (root / "quarantine").exists()
+
+
+@pytest.mark.hardening("2", "export_rm/verification.json: one byte changed (size, mtime kept)")
+def test_export_verification_is_verified_where_the_report_reads_it(full_run, tmp_path):
+    """verification.json lies beside export_rm's model folder (its manifest root): the manifest
+    lists it under ``records``; verify_inputs hashes it in full and the reader parses the bytes it
+    hashed, so a byte changed after the check is refused too."""
+    from paper_repro.integrity import RECORDS, UnlistedFileError, read_record
+    from paper_repro.io import read_json, write_json
+
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    ver = paths.export_verification
+    digest = write_json(ver, {"files": {"model.safetensors": "a" * 64}, "verify_pairs": 10})
+    with pytest.raises(UnlistedFileError, match="verification.json: not listed in"):
+        read_record(paths, "export_rm", ver)  # a file no manifest lists is never read
+    manifest = read_json(paths.manifest("export_rm"))
+    write_json(paths.manifest("export_rm"), {**manifest, RECORDS: {ver.name: digest}})
+    assert read_record(paths, "export_rm", ver)["verify_pairs"] == 10
+    verify_inputs(paths, "report", ("export_rm",))
+
+    st = ver.stat()
+    ver.write_bytes(ver.read_bytes().replace(b'"verify_pairs": 10', b'"verify_pairs": 90'))
+    os.utime(ver, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ChecksumError, match="verification.json expected sha256"):
+        read_record(paths, "export_rm", ver)  # changed after the check: refused while read
+    with pytest.raises(ChecksumError, match="verification.json expected sha256.*report will not"):
+        verify_inputs(paths, "report", ("export_rm",))
+    assert not paths.manifest("export_rm").exists()  # quarantined: snakemake reruns export_rm

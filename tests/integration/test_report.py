@@ -84,7 +84,13 @@ def make_stage_outputs(paths: RunPaths, *, ppo: bool = True, seed: int = 0) -> N
     )
     # The manifests the report stage verifies before reading (no model files in this stand-in).
     write_manifest(paths.manifest("prepare_data"), paths.stage_dir("prepare_data"))
-    write_manifest(paths.manifest("export_rm"), paths.rm_model, [])
+    export_record = write_json(paths.export_verification, {"files": {}})
+    write_manifest(
+        paths.manifest("export_rm"),
+        paths.rm_model,
+        [],
+        records={paths.export_verification.name: export_record},
+    )
     updates = 120
     _jsonl(
         paths.train_metrics,
@@ -373,7 +379,7 @@ def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):
     make_stage_outputs(paths)
     with open(paths.train_metrics, "a") as fh:
         fh.write("{not json\n")
-    with pytest.raises(ReportInputError, match=r"train_rm/metrics.jsonl:121: not JSON"):
+    with pytest.raises(ReportInputError, match=r"train_rm/metrics.jsonl:121: not valid JSON"):
         write_report(tiny_cfg_report, paths)
     assert not (paths.report_dir / "report.md").exists()  # nothing half-written
 
