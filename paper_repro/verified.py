@@ -18,8 +18,11 @@ tensors come from the same read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +162,47 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor] | None:
     return state
 
 
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a file (not weights) that a stage parses, read once and checked against the
+    manifest that lists it, so what is parsed is what was hashed: a byte changed after
+    ``integrity.verify_inputs`` is refused here, not used. A file no manifest is beside (a user's
+    own ``--model`` folder, tests) is returned as read; one a manifest leaves out is refused."""
+    path = Path(path)
+    data = path.read_bytes()
+    if (found := listing(path)) is None:
+        return data
+    manifest, root, name = found
+    want = read_manifest(manifest)["files"].get(name)
+    if want is None:
+        raise ChecksumError(root, [BadFile(name, f"listed in {manifest}", "not listed")])
+    if (got := hashlib.sha256(data).hexdigest()) != want:
+        raise ChecksumError(root, [BadFile(name, f"sha256:{want}", f"sha256:{got}")])
+    return data
+
+
+@contextlib.contextmanager
+def checked_copy(folder: Path) -> Iterator[Path]:
+    """A private temporary copy of model folder ``folder``'s listed files but the weights, each
+    written from the bytes ``read_bytes`` checked: what ``AutoConfig`` / ``AutoTokenizer``
+    ``from_pretrained`` parse is what was hashed (nobody else can change the copy). Yields
+    ``folder`` itself when no manifest lists it."""
+    files = expected_files(Path(folder))
+    if files is None:
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix="verified-") as tmp:
+        for name in (n for n in files if not is_weights(n) and "/" not in n):
+            (Path(tmp) / name).write_bytes(read_bytes(Path(folder) / name))
+        yield Path(tmp)
+
+
 CONFIG_OVERRIDES = ("num_labels", "pad_token_id")
 
 
 def from_pretrained(cls, folder: str | Path, **kwargs: Any):
     """``cls.from_pretrained(folder, **kwargs)`` with the weights taken from ``load_weights`` (bytes
     hashed while read) when a manifest lists the folder. The config is read from the folder (its
-    bytes were hashed in full by ``integrity.verify_inputs``); ``num_labels`` / ``pad_token_id``
+    bytes parsed from a ``checked_copy``); ``num_labels`` / ``pad_token_id``
     kwargs override it as they do for a folder."""
     folder = Path(folder)
     state = load_weights(folder)
@@ -176,7 +213,9 @@ def from_pretrained(cls, folder: str | Path, **kwargs: Any):
     overrides = {k: kwargs.pop(k) for k in CONFIG_OVERRIDES if k in kwargs}
     config = kwargs.pop("config", None)
     if config is None:
-        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False, **overrides)
+        with checked_copy(folder) as copy:
+            config = AutoConfig.from_pretrained(str(copy), trust_remote_code=False, **overrides)
+        config._name_or_path = str(folder)
     else:
         for key, value in overrides.items():
             setattr(config, key, value)

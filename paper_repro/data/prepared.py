@@ -52,12 +52,15 @@ def _list_column(table, name: str) -> list[np.ndarray]:
 
 
 def _read(path: str | Path, columns: tuple[str, ...]):
+    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from ..verified import read_bytes
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: prepared data not found (run prepare-data first)")
-    table = pq.read_table(path)
+    table = pq.read_table(pa.BufferReader(read_bytes(path)))  # the bytes the manifest vouches for
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise DataError(f"{path}: missing columns {missing}")

@@ -33,9 +33,15 @@ PROBE = [
 
 
 def load_tokenizer(path: str | Path):
+    """The tokenizer of model folder ``path``, parsed from the bytes its manifest vouches for."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    from ..verified import checked_copy
+
+    with checked_copy(Path(path)) as copy:
+        tok = AutoTokenizer.from_pretrained(str(copy))
+    tok.name_or_path = str(path)
+    return tok
 
 
 def special_strings(tokenizer) -> SpecialStrings:

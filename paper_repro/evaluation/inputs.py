@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json
+from ..io import parse_json
 from ..paths import RunPaths
+from ..verified import read_bytes
 from .model import EvalError
 
 RUN_RM_MAX_LENGTH = 2048  # run_rm.py's max_length; pairs above it are reported in both modes
@@ -115,7 +116,8 @@ def prepared_inputs(paths: RunPaths, tokenizer) -> EvalInputs:
     check_training_format(pairs.id, chosen, rejected, tokenizer, where)
     # prepare_data drops no valid RewardBench row (ties and long pairs included); a malformed one
     # would change a subset's denominator relative to the leaderboard, so it stops here.
-    counts = read_json(paths.data_report)["rewardbench"]
+    report = parse_json(read_bytes(paths.data_report), paths.data_report)  # the hashed bytes
+    counts = report["rewardbench"]
     refuse_invalid_rows(paths.raw_data("rewardbench"), counts)
     source_rows = counts["total"]
     return EvalInputs(

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import CorruptFileError, ReproError
 from ..io import parse_json
 from ..paths import RunPaths
+from ..verified import read_bytes
 
 
 class ReportInputError(ReproError, ValueError):
@@ -22,7 +23,7 @@ class ReportInputError(ReproError, ValueError):
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    for i, line in enumerate(path.read_bytes().splitlines(), start=1):
+    for i, line in enumerate(read_bytes(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -37,7 +38,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _json(path: Path) -> Any:
     try:
-        return parse_json(path.read_bytes(), path)
+        return parse_json(read_bytes(path), path)
     except CorruptFileError as exc:
         raise ReportInputError(str(exc)) from None
 
@@ -127,9 +128,10 @@ def parameter_count(folder: Path) -> int | None:
 
 
 def _read_pairs(path: Path) -> dict[str, list]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    table = pq.read_table(pa.BufferReader(read_bytes(path)))  # the bytes its manifest lists
     need = {"id", "subset", "reward_chosen", "reward_rejected"}
     if missing := need - set(table.column_names):
         raise ReportInputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")

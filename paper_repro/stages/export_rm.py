@@ -36,10 +36,11 @@ from ..export.build import (
 from ..export.card import CARD_FILE, model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
 from ..integrity import RECORDS, verify_inputs
-from ..io import read_json, sha256_file, write_json, write_text
+from ..io import parse_json, sha256_file, write_json, write_text
 from ..manifest import build_manifest
 from ..paths import RunPaths
 from ..tracking import NullTracker, stage_run
+from ..verified import read_bytes
 
 MAX_SHARD = "5GB"  # HF hub convention; a 70B bf16 export is ~28 shards
 
@@ -68,7 +69,8 @@ def export(cfg: ReproConfig, paths: RunPaths, tracker: NullTracker | None = None
     base = require(paths.base_model, "SFT base model folder")
     require(base / "config.json", "SFT base config")
     state_path = require(paths.trained_state, "trained state (run train-rm first)")
-    summary = read_json(require(paths.train_summary, "training summary"))
+    summary_path = require(paths.train_summary, "training summary")
+    summary = parse_json(read_bytes(summary_path), summary_path)  # the bytes its manifest lists
     licenses = license_files()
 
     config = prepare_config(base, pad_id)

@@ -329,3 +329,59 @@ def test_export_verification_is_verified_where_the_report_reads_it(full_run, tmp
     with pytest.raises(ChecksumError, match="verification.json expected sha256.*report will not"):
         verify_inputs(paths, "report", ("export_rm",))
     assert not paths.manifest("export_rm").exists()  # quarantined: snakemake reruns export_rm
+
+
+def _change_kept_stat(path, old: bytes, new: bytes) -> None:
+    st = path.stat()
+    data = path.read_bytes()
+    assert old in data and len(old) == len(new)
+    path.write_bytes(data.replace(old, new, 1))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.hardening("2", f"byte changed after the check: {c}"))
+        for c in ("tokenizer_config.json", "config.json", "train.parquet", "summary.json")
+    ],
+)
+def test_parsed_files_are_the_bytes_their_manifest_lists(full_run, tmp_path, case):
+    """A stage parses a non-weight file from bytes checked against its manifest as they are read
+    (a private copy for transformers' loaders): one byte changed after ``verify_inputs`` (size and
+    mtime kept) is refused where it is parsed, never used."""
+    from paper_repro.data import load_tokenizer
+    from paper_repro.data.prepared import load_pairs
+    from paper_repro.io import write_json
+    from paper_repro.modeling import load_reward_model_from_base
+
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    if case == "summary.json":  # a report input: train_rm's summary as its manifest lists it
+        write_json(paths.train_summary, {"heldout_accuracy": 0.625})
+        remanifest(paths, "train_rm", all_files=True)
+    verify_inputs(paths, "train_rm", ("download_base", "prepare_data"))
+    if case == "tokenizer_config.json":
+        _change_kept_stat(paths.base_model / case, b'": ', b'":\t')  # same JSON, other bytes
+        load = lambda: load_tokenizer(paths.base_model)  # noqa: E731
+    elif case == "config.json":
+        _change_kept_stat(paths.base_model / case, b'": ', b'":\t')
+        load = lambda: load_reward_model_from_base(  # noqa: E731
+            paths.base_model, pad_token_id=511, init_std=1.0, seed=0
+        )
+    elif case == "train.parquet":
+        path = paths.prepared("train")
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        st = path.stat()
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        load = lambda: load_pairs(path)  # noqa: E731
+    else:
+        from paper_repro.reporting.inputs import load_inputs
+
+        _change_kept_stat(paths.train_summary, b"0.625", b"0.875")  # another accuracy
+        load = lambda: load_inputs(paths)  # noqa: E731
+    with pytest.raises(ChecksumError, match=f"{case.split('/')[-1]} expected sha256:"):
+        load()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from manifests import remanifest
 
 from paper_repro import rewardbench as rb
 from paper_repro.config import load_config
@@ -379,6 +380,7 @@ def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):
     make_stage_outputs(paths)
     with open(paths.train_metrics, "a") as fh:
         fh.write("{not json\n")
+    remanifest(paths, "train_rm")  # as train_rm had written it: the parser, not the hash, refuses
     with pytest.raises(ReportInputError, match=r"train_rm/metrics.jsonl:121: not valid JSON"):
         write_report(tiny_cfg_report, paths)
     assert not (paths.report_dir / "report.md").exists()  # nothing half-written
