@@ -169,15 +169,21 @@ def read_bytes(path: Path) -> bytes:
     own ``--model`` folder, tests) is returned as read; one a manifest leaves out is refused."""
     path = Path(path)
     data = path.read_bytes()
-    if (found := listing(path)) is None:
-        return data
+    check_read(path, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def check_read(path: Path, got: str) -> None:
+    """Refuse (ChecksumError) bytes of ``path`` read with sha256 ``got`` unless the manifest that
+    lists the file has that digest; a file no manifest is beside passes, one it leaves out not."""
+    if (found := listing(Path(path))) is None:
+        return
     manifest, root, name = found
     want = read_manifest(manifest)["files"].get(name)
     if want is None:
         raise ChecksumError(root, [BadFile(name, f"listed in {manifest}", "not listed")])
-    if (got := hashlib.sha256(data).hexdigest()) != want:
+    if got != want:
         raise ChecksumError(root, [BadFile(name, f"sha256:{want}", f"sha256:{got}")])
-    return data
 
 
 @contextlib.contextmanager

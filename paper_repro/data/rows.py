@@ -19,6 +19,7 @@ is counted by reason, never a crash:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -126,15 +127,34 @@ def _lines(f) -> Iterator[tuple[bytes, bool]]:
         yield b"", True
 
 
+class _Hashing:
+    """A binary file whose every byte read is hashed (one pass: the rows parsed are the bytes
+    hashed)."""
+
+    def __init__(self, f):
+        self.f, self.h = f, hashlib.sha256()
+
+    def readline(self, n: int) -> bytes:
+        block = self.f.readline(n)
+        self.h.update(block)
+        return block
+
+
 def iter_jsonl(path: str | Path) -> Iterator[RawRow]:
-    """Rows of a jsonl file; blank lines are skipped, bad ones come back with a drop reason."""
-    with open(path, "rb") as f:
+    """Rows of a jsonl file; blank lines are skipped, bad ones come back with a drop reason. A file
+    a manifest lists (``download_data/*.jsonl``) is hashed while read and checked when the last
+    row has been read (ChecksumError then), so rows taken whole are the bytes the manifest lists."""
+    from ..verified import check_read
+
+    with open(path, "rb") as raw_file:
+        f = _Hashing(raw_file)
         for i, (raw, too_large) in enumerate(_lines(f)):
             if too_large:
                 yield RawRow(i, reason="too_large")
             elif raw.strip() and raw.strip() != BOM.encode():
                 value, reason = parse_line(raw)
                 yield RawRow(i, value, reason)
+    check_read(Path(path), f.h.hexdigest())
 
 
 def count_rows(path: str | Path) -> int:

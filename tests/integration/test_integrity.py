@@ -343,7 +343,13 @@ def _change_kept_stat(path, old: bytes, new: bytes) -> None:
     "case",
     [
         pytest.param(c, marks=pytest.mark.hardening("2", f"byte changed after the check: {c}"))
-        for c in ("tokenizer_config.json", "config.json", "train.parquet", "summary.json")
+        for c in (
+            "tokenizer_config.json",
+            "config.json",
+            "train.parquet",
+            "summary.json",
+            "preference.jsonl",
+        )
     ],
 )
 def test_parsed_files_are_the_bytes_their_manifest_lists(full_run, tmp_path, case):
@@ -378,6 +384,11 @@ def test_parsed_files_are_the_bytes_their_manifest_lists(full_run, tmp_path, cas
         path.write_bytes(bytes(data))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         load = lambda: load_pairs(path)  # noqa: E731
+    elif case == "preference.jsonl":  # prepare_data's raw rows: hashed while read
+        from paper_repro.data import iter_jsonl
+
+        _change_kept_stat(paths.raw_data("preference"), b'": ', b'":\t')
+        load = lambda: list(iter_jsonl(paths.raw_data("preference")))  # noqa: E731
     else:
         from paper_repro.reporting.inputs import load_inputs
 
