@@ -30,7 +30,8 @@ test-slow: setup crosscheck-envs
 	$(BIN)/pytest -m "slow" -q
 
 # transformers 4.51.0 / 4.57.6 side environments for the export cross-check (pip, ~20 MB each),
-# and reward-bench 0.1.4's (~130 MB) for the --model comparison, built once into the user cache
+# reward-bench 0.1.4's (~130 MB) for the --model comparison and what its CLI module imports
+# besides (setuptools, wandb: ~80 MB) for the export's CLI check, built once into the user cache
 # ($$PAPER_REPRO_CACHE, default ~/.cache/paper-repro).
 crosscheck-envs: setup
 	$(BIN)/python -m paper_repro.export.crosscheck --envs-only

@@ -11,9 +11,12 @@ in each side environment, and requires the same tokenizer behaviour (special ids
 its re-encoding, the rendered chat template, BOS on ``add_special_tokens``) and the same fp32 rewards
 to ``REWARD_ATOL``; in each environment the calls users make must run and give those rewards:
 ``model(**tok(texts, return_tensors="pt", padding=True))``, the text-classification pipeline and
-the model card's snippet as written (a call that raises fails the check). The result goes to ``export_rm/crosscheck.json``::
+the model card's snippet as written (a call that raises fails the check). Then reward-bench 0.1.4's
+own ``rewardbench`` CLI scores the folder on a few local pairs (``export.rbcli``) and must give our
+rewards. The result goes to ``export_rm/crosscheck.json``::
 
     python -m paper_repro.export.crosscheck results/<run> [--versions 4.51.0 4.57.6] [--pairs N]
+        [--no-rewardbench]
 
 Building a side environment needs PyPI (about 20 MB each); checking needs no network.
 """
@@ -158,10 +161,15 @@ def compare(ref: dict, got: dict) -> dict[str, Any]:
 
 
 def crosscheck(
-    paths: RunPaths, versions: list[str], pairs: int | None = None, cache: Path | None = None
+    paths: RunPaths,
+    versions: list[str],
+    pairs: int | None = None,
+    cache: Path | None = None,
+    rewardbench: bool = True,
 ) -> dict[str, Any]:
     """Read ``paths.rm_model`` with this environment's and each side environment's transformers
-    on the export's verification pairs; write and return ``export_rm/crosscheck.json``."""
+    on the export's verification pairs, and (``rewardbench``) score it with reward-bench's CLI
+    (``export.rbcli``); write and return ``export_rm/crosscheck.json``."""
     ver = read_record(paths, "export_rm", paths.export_verification)
     n = pairs or ver["verify_pairs"]
     batch = verification_batch(paths, ver["pad_token_id"], n)
@@ -184,7 +192,12 @@ def crosscheck(
             for v in versions
         },
     }
-    record["passed"] = all(c["passed"] for c in record["checked"].values())
+    if rewardbench:
+        from .rbcli import check
+
+        record["rewardbench_cli"] = check(paths.rm_model, cache)
+    checks = [*record["checked"].values(), record.get("rewardbench_cli", {"passed": True})]
+    record["passed"] = all(c["passed"] for c in checks)
     write_json(paths.export_crosscheck, record)
     return record
 
@@ -195,15 +208,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions", nargs="+", default=list(SIDE_ENVS))
     parser.add_argument("--pairs", type=int, default=None, help="default: the export's own")
     parser.add_argument("--envs-only", action="store_true", help="only build the side envs")
+    parser.add_argument(
+        "--no-rewardbench", action="store_true", help="skip reward-bench's CLI on the folder"
+    )
     args = parser.parse_args(argv)
     try:
         if args.envs_only:
             for v in args.versions:
                 print(f"transformers {v}: {side_env(v)}")
+            if not args.no_rewardbench:
+                from ..evaluation.rbcheck import rewardbench_env
+                from .rbcli import cli_env
+
+                print(f"reward-bench CLI: {rewardbench_env()} + {cli_env()}")
             return 0
         if not args.run_dir:
             parser.error("run_dir is required")
-        record = crosscheck(RunPaths(Path(args.run_dir)), args.versions, args.pairs)
+        run = RunPaths(Path(args.run_dir))
+        record = crosscheck(run, args.versions, args.pairs, rewardbench=not args.no_rewardbench)
     except ExportError as exc:
         print(f"crosscheck: {exc}", file=sys.stderr)
         return 2
@@ -212,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"transformers {v} vs {record['reference']['transformers']}: {state}, reward max "
             f"|diff| {c['reward_max_abs_diff']:.3g} on {2 * record['pairs']} sequences"
+        )
+    if "rewardbench_cli" in record:
+        c = record["rewardbench_cli"]
+        print(
+            f"reward-bench CLI: accuracy {c['rewardbench_accuracy']:.2f} (ours "
+            f"{c['ours_accuracy']:.2f}), reward max |diff| {c['reward_max_abs_diff']:.3g} on "
+            f"{c['pairs']} pairs: {'same' if c['passed'] else 'DIFFERS'}"
         )
     return 0 if record["passed"] else 1
 

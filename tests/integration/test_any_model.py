@@ -7,6 +7,7 @@ and reward-bench 0.1.4's own pipeline in its transformers 4.51.0 side environmen
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +17,48 @@ from rmzoo import ARCHS, QUIRKS, build_rm
 from paper_repro.fixtures import FIXTURE_ROWS
 
 MATRIX = [(a, q) for a in ARCHS for q in QUIRKS]
+# The default suite scores a covering subset (every architecture and every quirk at least once,
+# plus the cases the named tests below read); the whole matrix runs in the slow suite.
+DEFAULT = {(ARCHS[i % len(ARCHS)], q) for i, q in enumerate(QUIRKS)}
+DEFAULT |= {("llama", "eos-pad"), ("llama", "pad+bos+template"), ("llama", "double-bos")}
+DEFAULT |= {("gpt2", "no-bos"), ("gpt2", "double-bos")}
+
+
+def matrix(cases: list[tuple[str, str]]) -> list:
+    """``cases`` as parameters, those outside ``DEFAULT`` marked slow."""
+    return [pytest.param(*c, marks=() if c in DEFAULT else pytest.mark.slow) for c in cases]
+
+
 # reward-bench's pipeline masks the first of two leading BOS but leaves it in place, so on a model
 # with absolute position embeddings (GPT-2) every real token sits one position later than here,
 # where that BOS is dropped (the same for rotary models: only relative positions count).
 KNOWN_DIVERGENT = {("gpt2", "double-bos")}
 
 
+class Lazy(Mapping):
+    """``MATRIX`` -> ``make(key)``, each made on first use and kept (the default suite reads only
+    the ``DEFAULT`` cases)."""
+
+    def __init__(self, make):
+        self._make, self._done = make, {}
+
+    def __getitem__(self, key):
+        if key not in self._done:
+            self._done[key] = self._make(key)
+        return self._done[key]
+
+    def __iter__(self):
+        return iter(MATRIX)
+
+    def __len__(self) -> int:
+        return len(MATRIX)
+
+
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    """Every model of the matrix, built once (well under a second each)."""
+    """The models of the matrix, each built once when first used (well under a second each)."""
     root = tmp_path_factory.mktemp("zoo")
-    return {(a, q): build_rm(root / a / q, a, q) for a, q in MATRIX}
+    return Lazy(lambda key: build_rm(root / key[0] / key[1], *key))
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +74,18 @@ def bench_run(tiny_cfg, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored(zoo, bench_run, tmp_path_factory):
-    """The CLI's results of every model: {(arch, quirk): out folder}."""
+    """The CLI's results of each model, scored when first read: {(arch, quirk): out folder}."""
     from paper_repro import cli
 
     out_root = tmp_path_factory.mktemp("scored")
-    done = {}
-    for key, folder in zoo.items():
+
+    def score(key):
         out = out_root / key[0] / key[1]
         argv = ["eval-rewardbench", "tiny", "--run-dir", str(bench_run.root)]
-        assert cli.main([*argv, "--model", str(folder), "--out", str(out)]) == 0, key
-        done[key] = out
-    return done
+        assert cli.main([*argv, "--model", str(zoo[key]), "--out", str(out)]) == 0, key
+        return out
+
+    return Lazy(score)
 
 
 def _read(out: Path):
@@ -63,7 +96,7 @@ def _read(out: Path):
     return scores, board, pq.read_table(out / "pairs.parquet").to_pandas()
 
 
-@pytest.mark.parametrize("arch,quirk", MATRIX)
+@pytest.mark.parametrize("arch,quirk", matrix(MATRIX))
 def test_every_model_is_scored_with_its_own_template(scored, arch, quirk):
     scores, board, pairs = _read(scored[arch, quirk])
     has_template = QUIRKS[quirk].template is not None
@@ -80,7 +113,7 @@ def test_every_model_is_scored_with_its_own_template(scored, arch, quirk):
     assert np.isfinite(pairs["reward_chosen"]).all() and pairs["reward_chosen"].std() > 0
 
 
-@pytest.mark.parametrize("arch,quirk", [m for m in MATRIX if QUIRKS[m[1]].template])
+@pytest.mark.parametrize("arch,quirk", matrix([m for m in MATRIX if QUIRKS[m[1]].template]))
 def test_rewards_are_hf_own_forward_on_the_template_text(zoo, scored, bench_run, arch, quirk):
     """What reward-bench computes, in this environment: the chat template's text through the
     tokenizer (its own special tokens) and ``model(**inputs).logits``, one text per call (no

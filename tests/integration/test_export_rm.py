@@ -234,6 +234,33 @@ def test_crosscheck_calls_the_model_as_users_do_and_fails_when_they_fail(fp32_ex
         crosscheck(broken, ["4.51.0"])
 
 
+@pytest.mark.slow
+def test_rewardbench_cli_scores_the_export_as_we_do_and_fails_when_it_cannot(fp32_export, tmp_path):
+    """reward-bench 0.1.4's own CLI (offline, local pairs) loads the export and gives our
+    rewards; without ``model_input_names`` (token_type_ids reach the model) or without a chat
+    template (the CLI needs one or a FastChat name) it cannot, and the check raises."""
+    from paper_repro.export.build import ExportError
+    from paper_repro.export.rbcli import PAIRS, check
+
+    record = check(fp32_export.rm_model)
+    print(f"\nreward-bench CLI vs ours: {json.dumps(record)}")
+    assert record["passed"] and record["pairs"] == len(PAIRS)
+    assert record["reward_max_abs_diff"] <= 1e-4
+    assert record["rewardbench_accuracy"] == record["ours_accuracy"]
+
+    folder = tmp_path / "model"
+    shutil.copytree(fp32_export.rm_model, folder)
+    path = folder / "tokenizer_config.json"
+    conf = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in conf.items() if k != "model_input_names"}))
+    with pytest.raises(ExportError, match="token_type_ids"):
+        check(folder)
+    path.write_text(json.dumps({k: v for k, v in conf.items() if k != "chat_template"}))
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(ExportError, match="chat template"):
+        check(folder)
+
+
 def test_model_card_and_license_files(fp32_export):
     card = (fp32_export.rm_model / "README.md").read_text()
     title = next(line for line in card.splitlines() if line.startswith("# "))

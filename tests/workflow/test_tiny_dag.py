@@ -130,7 +130,14 @@ def test_export_reads_the_same_in_transformers_4x(tiny_dag):
     from paper_repro.paths import RunPaths
 
     paths = RunPaths(tiny_dag.run)
-    record = crosscheck(paths, ["4.51.0", "4.57.6"])
+    # reward-bench's CLI on the Llama 3 vocabulary export (the released model's tokenizer); the
+    # tiny tokenizer's export meets it in test_export_rm.py, with its breakages.
+    cli = tiny_dag.preset == "tiny-llama3-vocab"
+    record = crosscheck(paths, ["4.51.0", "4.57.6"], rewardbench=cli)
+    if cli:
+        rb = record["rewardbench_cli"]
+        print(f"\n{tiny_dag.preset}: reward-bench CLI vs ours: {rb}")
+        assert rb["passed"] and rb["reward_max_abs_diff"] <= 1e-4, rb
     for version, c in record["checked"].items():
         print(
             f"\n{tiny_dag.preset}: transformers {version} vs {record['reference']['transformers']}"
