@@ -98,13 +98,22 @@ def test_a_flipped_byte_in_the_task_data_is_refused(tmp_path):
 
 
 def test_an_unpinned_hub_task_is_refused_naming_the_key():
-    cfg = load_config("llama3-70b-uf")
-    with pytest.raises(TaskDataError, match=r"downstream\.datasets\.gsm8k_cot\.revision"):
-        pinned_hub_tasks(cfg, ["gsm8k_cot"])
-    pinned = load_config("llama3-70b-uf", ["downstream.datasets.gsm8k_cot.revision=abc1234"])
-    assert pinned_hub_tasks(pinned, ["gsm8k_cot"]) == {"gsm8k_cot": ("openai/gsm8k", "abc1234")}
+    cfg = load_config("llama3-70b-uf")  # BBH's commit is the one left unresolved by default
+    with pytest.raises(TaskDataError, match=r"downstream\.datasets\.bbh_cot_fewshot\.revision"):
+        pinned_hub_tasks(cfg, ["bbh_cot_fewshot"])
+    pinned = load_config("llama3-70b-uf", ["downstream.datasets.bbh_cot_fewshot.revision=abc1234"])
+    assert pinned_hub_tasks(pinned, ["bbh_cot_fewshot"]) == {
+        "bbh_cot_fewshot": ("SaylorTwift/bbh", "abc1234")
+    }
     with pytest.raises(ConfigError, match="downstream.datasets.gsm8k_cot.revision"):
         load_config("llama3-70b-uf", ["downstream.datasets.gsm8k_cot.revision=main"])
+
+
+def test_the_default_task_pins_are_full_commits():
+    cfg = load_config("llama3-70b-uf")
+    pins = pinned_hub_tasks(cfg, ["gsm8k_cot", "mmlu", "truthfulqa_mc2", "ifeval", "humaneval"])
+    assert pins["gsm8k_cot"] == ("openai/gsm8k", "740312add88f781978c0658806c59bc2815b9866")
+    assert all(len(rev) == 40 and int(rev, 16) >= 0 for _, rev in pins.values())
 
 
 def test_overrides_point_lm_eval_tasks_at_the_local_snapshot(tmp_path):
