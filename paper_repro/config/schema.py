@@ -286,7 +286,8 @@ class TaskDataPin:
 @dataclass
 class BestOfNConfig:
     """Best-of-N from the SFT policy's samples, as the Tulu 2.5 paper evaluates reward models
-    (arXiv 2406.09279: best-of-16 on its generation tasks)."""
+    (arXiv 2406.09279). N = 16 is reward-bench's best-of-N setting (bon_eval/README.md: 16
+    samples of Tulu-2-dpo-13b); the paper's own N could not be confirmed from a source read here."""
 
     n: int = 16
     temperature: float = 0.7  # sampling parameters: the same for the hf and vllm backends
