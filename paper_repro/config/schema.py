@@ -286,7 +286,8 @@ class TaskDataPin:
 @dataclass
 class BestOfNConfig:
     """Best-of-N from the SFT policy's samples, as the Tulu 2.5 paper evaluates reward models
-    (arXiv 2406.09279: best-of-16 on its generation tasks)."""
+    (arXiv 2406.09279). N = 16 is reward-bench's best-of-N setting (bon_eval/README.md: 16
+    samples of Tulu-2-dpo-13b); the paper's own N could not be confirmed from a source read here."""
 
     n: int = 16
     temperature: float = 0.7  # sampling parameters: the same for the hf and vllm backends
@@ -321,16 +322,21 @@ class DownstreamConfig:
     rm_token_budget: int = 16384  # tokens per packed RM scoring forward
     bootstrap_samples: int = 1000
     bootstrap_seed: int = 0
-    # pinned hub datasets by lm-eval task name (a group pins every subtask reading that dataset)
-    # Commits unresolved here (no hub access): set them before a cluster run (README, "Hub pins").
+    # pinned hub datasets by lm-eval task name (a group pins every subtask reading that dataset);
+    # the commits were read from public code pinning those repos (no hub access here). BBH's is
+    # unresolved: set it before a cluster run (README, "Hub pins").
     datasets: dict[str, TaskDataPin] = field(
         default_factory=lambda: {
-            "gsm8k_cot": TaskDataPin("openai/gsm8k"),
+            "gsm8k_cot": TaskDataPin("openai/gsm8k", "740312add88f781978c0658806c59bc2815b9866"),
             "bbh_cot_fewshot": TaskDataPin("SaylorTwift/bbh"),
-            "mmlu": TaskDataPin("cais/mmlu"),
-            "truthfulqa_mc2": TaskDataPin("truthfulqa/truthful_qa"),
-            "ifeval": TaskDataPin("google/IFEval"),
-            "humaneval": TaskDataPin("openai/openai_humaneval"),
+            "mmlu": TaskDataPin("cais/mmlu", "c30699e8356da336a370243923dbaf21066bb9fe"),
+            "truthfulqa_mc2": TaskDataPin(
+                "truthfulqa/truthful_qa", "741b8276f2d1982aa3d5b832d3ee81ed3b896490"
+            ),
+            "ifeval": TaskDataPin("google/IFEval", "966cd89545d6b6acfd7638bc708b98261ca58e84"),
+            "humaneval": TaskDataPin(
+                "openai/openai_humaneval", "7dce6050a7d6d172f3cc5c32aa97f52fa1a2e544"
+            ),
         }
     )
 

@@ -39,8 +39,12 @@ from .taskdata import (
 
 log = logging.getLogger(__name__)
 
-# The models of the downstream table and the paired deltas it shows.
-DELTAS = (("ppo", "sft"), ("bon_ours", "bon_published"))
+# The models of the downstream table and the paired deltas it shows. "sft" is the task's own
+# generation setting (greedy for the shipped tasks); "sft_sample" is best-of-1 at the best-of-N
+# sampling parameters (the first of the same N samples), so BoN - sft_sample is what selection
+# by the RM adds, sampling held equal.
+DELTAS = (("ppo", "sft"), ("bon_ours", "bon_published"), ("bon_ours", "sft_sample"))
+SAMPLE_ROW = "sft_sample"
 
 
 @dataclass
@@ -119,7 +123,10 @@ def _free_memory() -> None:
 
 
 def _best_of_n(cfg, sampler, rms: dict[str, Path], tasks, tm, out_dir: Path, scores) -> None:
-    """Best-of-N for each RM among the same samples of ``sampler`` (one ``SampleCache``)."""
+    """Best-of-N for each RM among the same samples of ``sampler`` (one ``SampleCache``), then
+    best-of-1 (the first of those samples) as the like-for-like baseline."""
+    import numpy as np
+
     from .bon import BestOfN, RewardScorer, SampleCache
 
     ds = cfg.downstream
@@ -135,6 +142,13 @@ def _best_of_n(cfg, sampler, rms: dict[str, Path], tasks, tm, out_dir: Path, sco
         write_text(out_dir / "samples" / name / "selections.jsonl", body)
         del scorer, bon
         _free_memory()
+    # best-of-1: equal rewards make select_best keep the first sample drawn
+    first = BestOfN(
+        sampler, lambda c: np.zeros(len(c)), ds.bon.n, partial(sampling_kwargs, cfg), cache
+    )
+    res = _simple_evaluate(cfg, first, tasks, tm)
+    _write_samples(out_dir, SAMPLE_ROW, res)
+    scores[SAMPLE_ROW] = {t: task_scores(res, t) for t in tasks}
 
 
 def evaluate(cfg: ReproConfig, models: Models, out_dir: Path, data_dir: Path) -> dict[str, Any]:

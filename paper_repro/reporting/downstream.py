@@ -1,6 +1,6 @@
-"""The downstream table of the report: task x model (SFT, PPO ours, BoN ours, BoN published)
-from ``eval_downstream/results.json``, with bootstrap CIs, the paired deltas PPO - SFT and
-BoN ours - BoN published, and the published numbers of the same SFT policy where the setting
+"""The downstream table of the report: task x model (SFT, SFT one sample, PPO ours, BoN ours,
+BoN published) from ``eval_downstream/results.json``, with bootstrap CIs, the paired deltas
+PPO - SFT, BoN ours - BoN published and BoN ours - SFT one sample (best-of-1), and the published numbers of the same SFT policy where the setting
 is the same; the tasks that did not run are listed with the reason, never as zero."""
 
 from __future__ import annotations
@@ -38,8 +38,14 @@ PUBLISHED: dict[str, dict[str, Published]] = {
     },
 }
 
-MODELS = (("sft", "SFT"), ("ppo", "PPO (ours)"), ("bon_ours", "BoN (our RM)"))
-MODELS += (("bon_published", "BoN (published RM)"),)
+MODELS = (("sft", "SFT"), ("sft_sample", "SFT, one sample"), ("ppo", "PPO (ours)"))
+MODELS += (("bon_ours", "BoN (our RM)"), ("bon_published", "BoN (published RM)"))
+# the paired delta each row shows: (a, b) for a - b on the same documents
+PAIRS = {
+    "ppo": ("ppo", "sft"),
+    "bon_ours": ("bon_ours", "bon_published"),
+    "sft_sample": ("bon_ours", "sft_sample"),
+}
 
 
 def _cell(row: dict[str, Any] | None) -> str | None:
@@ -61,11 +67,10 @@ def _delta(results: dict[str, Any], a: str, b: str, task: str) -> str | None:
 
 def downstream_table(results: dict[str, Any], sft_hub_id: str | None) -> Table:
     """One row per task and model: the value in percent with its 95% bootstrap CI, the paired
-    delta on the PPO row (PPO - SFT) and on the BoN-ours row (BoN ours - BoN published), the
+    delta of ``PAIRS`` on the PPO, BoN-ours and one-sample rows, the
     published number of the same SFT policy on the SFT row."""
     published = PUBLISHED.get(sft_hub_id or "", {})
     models = results.get("models", {})
-    pairs = {"ppo": "sft", "bon_ours": "bon_published"}
     rows, midrules = [], []
     shown = [(m, label) for m, label in MODELS if m in models]  # --policy/--rm: SFT and BoN
     for task, info in results.get("tasks", {}).items():
@@ -73,7 +78,7 @@ def downstream_table(results: dict[str, Any], sft_hub_id: str | None) -> Table:
             midrules.append(len(rows))
         for i, (model, label) in enumerate(shown):
             pub = published.get(task) if model == "sft" else None
-            delta = _delta(results, model, pairs[model], task) if model in pairs else None
+            delta = _delta(results, *PAIRS[model], task) if model in PAIRS else None
             rows.append(
                 (
                     f"{info['name']} ({info['setting']})" if i == 0 else "",
@@ -93,8 +98,10 @@ def downstream_table(results: dict[str, Any], sft_hub_id: str | None) -> Table:
     )
     notes = (
         f"lm-evaluation-harness {results.get('settings', {}).get('lm_eval_version', '?')}; "
-        "values in %, bootstrap CIs over documents. Paired delta: PPO - SFT on the PPO row, "
-        "BoN ours - BoN published on the BoN (our RM) row, on the same documents; both "
+        "values in %, bootstrap CIs over documents. SFT: the task's own generation setting; "
+        f"SFT, one sample: the first of the best-of-{n} samples (best-of-1, same sampling). "
+        "Paired delta: PPO - SFT on the PPO row, BoN ours - BoN published on the BoN (our RM) "
+        "row, BoN ours - SFT one sample on that row, on the same documents; both "
         f"best-of-{n} rows choose among the same samples of the SFT policy. Best-of-N runs on "
         "generation tasks only (n/a on multiple-choice tasks, which read the policy's "
         f"log-likelihoods). Published: {CARD}, same setting only; no PPO or best-of-N numbers "

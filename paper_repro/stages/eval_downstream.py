@@ -72,6 +72,10 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
             for model, per in body["models"].items()
             for task, row in per.items()
         }
+        # paired deltas (e.g. delta.bon_ours-sft_sample.tiny_arithmetic) with their CI ends
+        for d in body["deltas"]:
+            key = f"delta.{d['a']}-{d['b']}.{d['task']}"
+            values.update({key: d["delta"], f"{key}.lo": d["lo"], f"{key}.hi": d["hi"]})
         tr.log_metrics(values)
         # the headline numbers on the pipeline's parent run (sortable in the MLflow UI)
         tr.log_parent_metrics({f"downstream.{k}": v for k, v in values.items()})

@@ -98,13 +98,22 @@ def test_a_flipped_byte_in_the_task_data_is_refused(tmp_path):
 
 
 def test_an_unpinned_hub_task_is_refused_naming_the_key():
-    cfg = load_config("llama3-70b-uf")
-    with pytest.raises(TaskDataError, match=r"downstream\.datasets\.gsm8k_cot\.revision"):
-        pinned_hub_tasks(cfg, ["gsm8k_cot"])
-    pinned = load_config("llama3-70b-uf", ["downstream.datasets.gsm8k_cot.revision=abc1234"])
-    assert pinned_hub_tasks(pinned, ["gsm8k_cot"]) == {"gsm8k_cot": ("openai/gsm8k", "abc1234")}
+    cfg = load_config("llama3-70b-uf")  # BBH's commit is the one left unresolved by default
+    with pytest.raises(TaskDataError, match=r"downstream\.datasets\.bbh_cot_fewshot\.revision"):
+        pinned_hub_tasks(cfg, ["bbh_cot_fewshot"])
+    pinned = load_config("llama3-70b-uf", ["downstream.datasets.bbh_cot_fewshot.revision=abc1234"])
+    assert pinned_hub_tasks(pinned, ["bbh_cot_fewshot"]) == {
+        "bbh_cot_fewshot": ("SaylorTwift/bbh", "abc1234")
+    }
     with pytest.raises(ConfigError, match="downstream.datasets.gsm8k_cot.revision"):
         load_config("llama3-70b-uf", ["downstream.datasets.gsm8k_cot.revision=main"])
+
+
+def test_the_default_task_pins_are_full_commits():
+    cfg = load_config("llama3-70b-uf")
+    pins = pinned_hub_tasks(cfg, ["gsm8k_cot", "mmlu", "truthfulqa_mc2", "ifeval", "humaneval"])
+    assert pins["gsm8k_cot"] == ("openai/gsm8k", "740312add88f781978c0658806c59bc2815b9866")
+    assert all(len(rev) == 40 and int(rev, 16) >= 0 for _, rev in pins.values())
 
 
 def test_overrides_point_lm_eval_tasks_at_the_local_snapshot(tmp_path):
@@ -236,3 +245,31 @@ def test_report_lists_unrun_tasks_with_the_reason_not_as_zero():
     assert "| PPO (ours) | 50.0 [40.0, 60.0] | +10.0 [+0.0, +20.0] |" in text
     assert "- AlpacaEval 2: not run: no judge configured" in text
     assert "AlpacaEval 2 |" not in text  # never a table row (no zero)
+
+
+def test_report_shows_bon_minus_one_sample_on_the_one_sample_row():
+    """Like with like: the one-sample row (best-of-1 at the BoN sampling) carries BoN ours - it,
+    and the table names what the greedy SFT row is."""
+    from paper_repro.reporting.downstream import markdown
+
+    def row(v):
+        return {"metric": "exact_match,extract", "value": v, "ci": [v - 0.1, v + 0.1], "docs": 9}
+
+    values = {"sft": 0.3, "sft_sample": 0.2, "bon_ours": 0.5, "bon_published": 0.4}
+    body = {
+        "tasks": {"tiny_arithmetic": {"name": "sums", "setting": "0-shot", "kind": "generate"}},
+        "models": {m: {"tiny_arithmetic": row(v)} for m, v in values.items()},
+        "deltas": [
+            {"a": a, "b": b, "task": "tiny_arithmetic", "delta": d, "lo": lo, "hi": hi, "docs": 9}
+            for a, b, d, lo, hi in (
+                ("bon_ours", "bon_published", 0.1, -0.1, 0.3),
+                ("bon_ours", "sft_sample", 0.3, 0.1, 0.5),
+            )
+        ],
+        "not_run": {},
+        "settings": {"sampling": {"n": 4}, "lm_eval_version": "0.4.13"},
+    }
+    text = markdown(body)
+    assert "| SFT, one sample | 20.0 [10.0, 30.0] | +30.0 [+10.0, +50.0] |" in text
+    assert "| BoN (our RM) | 50.0 [40.0, 60.0] | +10.0 [-10.0, +30.0] |" in text
+    assert "first of the best-of-4 samples" in text

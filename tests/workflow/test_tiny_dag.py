@@ -111,9 +111,10 @@ def test_every_stage_output(tiny_dag):
         f for f in paths.ppo_policy.iterdir() if f.name.startswith(".")
     ]  # a clean HF folder
     assert paths.report_md.is_file() and paths.report_provenance.is_file()
-    # the DAG ends with the downstream table: four models on the tiny task, numbers from lm-eval
+    # the DAG ends with the downstream table: five rows on the tiny task, numbers from lm-eval
     down = read(paths.downstream_results)
-    assert set(down["models"]) == {"sft", "ppo", "bon_ours", "bon_published"}
+    assert set(down["models"]) == {"sft", "sft_sample", "ppo", "bon_ours", "bon_published"}
+    assert {(d["a"], d["b"]) for d in down["deltas"]} >= {("bon_ours", "sft_sample")}
     assert all(m["tiny_arithmetic"]["docs"] == 100 for m in down["models"].values())
     assert down["not_run"]["AlpacaEval 2"] == "not run: no judge configured"
     verify_manifest(paths.stage_dir("eval_downstream"), paths.manifest("eval_downstream"))
