@@ -8,30 +8,43 @@ Files under ``results/<run>/`` are the record; MLflow mirrors them. Stages use::
         tr.log_dataset("train", paths.prepared("train"))
         tr.log_file_ref("final", paths.trained_state)   # big file: path + sha256, not uploaded
 
-Guarantees (tests in tests/integration/test_tracking.py):
+Modules: this file (entry points: ``stage_run``, ``sync``, params and tags, system metrics),
+``tracker.py`` (records, the offline buffer, how each record is written), ``runs.py`` (which run
+a record belongs to; locks and retries for a shared sqlite store), ``redact.py`` (credentials),
+``models.py`` + ``rm_pyfunc.py`` (the reward model as a logged, registered model).
 
-- Ranks other than 0 get a ``NullTracker`` (pitfall: every rank creating its own run).
-- A child run belongs to one stage identity (``identity.py``) and one attempt: an attempt that
-  resumes from a checkpoint of the same identity continues its run, any other attempt opens a new
-  one and tags the previous ``superseded`` (``runs.py``; the books live in
-  ``results/<run>/tracking/<stage>.json``, never a Snakemake output). Params are the config
-  sections the stage reads (``stage_params``), so they always equal what produced the files; no
-  metric step repeats within a run. The parent carries the preset, the config hash and (from the
-  report) the headline results; the experiment is tagged as a model-training experiment.
-- MLflow never fails a stage. Every record is sent at once when the store answers; otherwise it is
-  appended to ``tracking/<stage>.pending.jsonl`` and sent, in order, when the store is back (the
-  next log call after ``RETRY_INTERVAL_S``, the end of the stage, a resumed job, or ``sync()``).
-  The first failure of each kind is logged once as a warning with its reason.
-- Many stage processes can share one sqlite store: store initialisation (schema creation and
-  migrations), experiment creation and parent-run creation happen under an ``fcntl.flock`` next to
-  the database, and writes that still meet "database is locked" are retried with backoff.
-- The training stages (``SYSTEM_METRICS_STAGES``) also get MLflow's system metrics (CPU, memory,
-  disk, network and, where there is one, GPU; ``system/*``, every
-  MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds, default 10) while the store answers; they are
-  sampled live and not buffered during an outage.
-- Credentials never reach MLflow: keys that look like secrets are dropped and the values of
-  secret-looking environment variables are redacted from params and tags; a text artifact that
-  contains one is not uploaded.
+What is kept, where, and why (tests in tests/integration/test_tracking.py):
+
+- Rank 0 only (here): other ranks get a ``NullTracker`` (pitfall: every rank creating its own run).
+- One run per (stage, identity, attempt) (``runs.py``): an attempt that resumes from a checkpoint
+  of the same identity (``identity.py``) continues its run, any other opens a new one and tags the
+  previous ``superseded``. Chosen locally (``results/<run>/tracking/<stage>.json``, never a
+  Snakemake output) because the choice must hold while the store is down; MLflow's
+  ``start_run(run_id=...)`` needs a live store and knows nothing of identities.
+- No repeated metric step on resume (``runs.RunBook.fresh_steps``): MLflow appends a repeated
+  step instead of replacing it. Params are the config sections the stage reads
+  (``stage_params``), so they always equal what produced the files.
+- Outage-safe buffering, replayed in order (``tracker.py``): a record that the store does not take
+  is appended (fsynced) to ``tracking/<stage>.pending.jsonl`` and replayed, in order, on the next
+  log call after ``RETRY_INTERVAL_S``, at the end of the stage, in a resumed job or ``sync()``.
+  MLflow never fails a stage; the first failure of each kind is warned once with its reason.
+  Not MLflow's async logging (``synchronous=False``): its queue is in memory and a failed batch
+  is logged and dropped, so an outage or a process exit during one loses records.
+- Short HTTP retries (``HTTP_ENV_DEFAULTS`` here): MLflow's own client retries and timeouts,
+  configured through its ``MLFLOW_HTTP_REQUEST_*`` variables (set only when unset). Its defaults
+  (7 retries, 120 s timeout) stall training for minutes per call on a dead server.
+- Batching: ``MlflowClient.log_batch``, which splits into MLflow's batch limits itself.
+- sqlite concurrency (``runs.py``): store, experiment and parent-run creation under an
+  ``fcntl.flock`` next to the database, writes retried on "database is locked". MLflow sets a
+  busy_timeout but does not serialise its schema migration, and retries only Postgres deadlocks.
+- System metrics: MLflow's own sampler (``SystemMetricsMonitor``) on the ``SYSTEM_METRICS_STAGES``
+  runs (CPU, memory, disk, network, GPU where there is one; ``system/*`` every
+  MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds, default 10) while the store answers; sampled
+  live, not buffered during an outage.
+- Redaction (``redact.py``): secret-looking keys are dropped and secret environment values
+  redacted from params and tags; a text artifact that contains one is not uploaded. The parent
+  run carries the preset, the config hash and (from the report) the headline results; the
+  experiment is tagged as a model-training experiment.
 """
 
 from __future__ import annotations
@@ -49,8 +62,7 @@ from ..identity import StageIdentity, stage_identity
 from ..paths import RunPaths
 from .redact import public_uri, redact, scrub, secret_values
 from .runs import recorded_run_ids
-from .store import HTTP_ENV_DEFAULTS, pending_file, reason
-from .tracker import NullTracker, StageTracker, metric_key
+from .tracker import NullTracker, StageTracker, metric_key, pending_file, reason
 
 __all__ = [
     "NullTracker",
@@ -70,6 +82,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__package__)  # one logger for the whole tracking package
+
+# A dead tracking server must not stall training: MLflow's HTTP defaults are 7 retries with
+# exponential backoff and a 120 s timeout per request (minutes per call). Applied with setdefault,
+# so a user's own settings win.
+HTTP_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 # --------------------------------------------------------------------------- small helpers

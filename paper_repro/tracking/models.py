@@ -32,11 +32,10 @@ from typing import Any
 
 from ..config import ReproConfig
 from ..manifest import files_digest
-from .store import reason
-from .tracker import NullTracker, StageTracker
+from .runs import EXPERIMENT_KIND
+from .tracker import NullTracker, StageTracker, reason
 
 PYFUNC_CODE = Path(__file__).with_name("rm_pyfunc.py")
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI's ML view
 
 
 @dataclass(frozen=True)

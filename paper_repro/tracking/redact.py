@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any, TextIO
 
 SECRET_MARKERS = ("token", "secret", "password", "passwd", "api_key", "apikey", "credential")
@@ -80,11 +81,23 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
     return redact_uris(text)
 
 
-def scrub(params: dict[str, Any]) -> dict[str, Any]:
+def scrub(params: dict[str, Any], secrets: list[str] | None = None) -> dict[str, Any]:
     """Drop anything that looks like a credential before it reaches MLflow: secret-looking keys
     are removed, URI credentials and secret env-var values are redacted from the other values."""
-    secrets = secret_values()
+    secrets = secret_values() if secrets is None else secrets
     return {k: redact(str(v), secrets) for k, v in params.items() if not is_secret_key(k)}
+
+
+def file_has_secret(path: Path, secrets: list[str]) -> bool:
+    """Whether a file (or any file under a folder) holds one of ``secrets``: such an artifact is
+    not uploaded. Files over 50 MiB are not read (model weights, not text)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for f in files:
+        if secrets and f.stat().st_size <= 50 << 20:
+            data = f.read_bytes()
+            if any(s.encode() in data for s in secrets):
+                return True
+    return False
 
 
 class RedactingStream:

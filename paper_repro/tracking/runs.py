@@ -1,4 +1,4 @@
-"""Which MLflow run a record belongs to.
+"""Which MLflow run a record belongs to, and creating it safely in a shared store.
 
 A child run belongs to one (pipeline run, stage, stage identity, attempt): ``RunBook.open`` picks
 it locally, before MLflow is even reachable, from ``results/<run>/tracking/<stage>.json``:
@@ -18,12 +18,21 @@ The parent run (one per pipeline run, ``tracking/_parent.json``) is shared by ev
 The book also keeps, per run and metric, the highest step submitted: a resumed attempt re-runs the
 updates after its checkpoint, and their metrics are dropped instead of logged twice (MLflow appends
 a repeated step rather than replacing it).
+
+Several stage processes may share one sqlite store. MLflow sets sqlite's busy_timeout but neither
+serialises its schema creation/migration nor retries "database is locked" (it retries only
+Postgres deadlocks), so store and experiment creation run under ``flock`` and every write goes
+through ``retry_locked``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import random
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +40,6 @@ from typing import Any
 from ..io import read_json, write_json
 from ..paths import RunPaths
 from .redact import public_uri
-from .store import flock, run_id_file
 
 PARENT = "_parent"
 # Tag that makes MLflow 3's UI list the experiment under "Machine learning" (model training), not
@@ -39,6 +47,50 @@ PARENT = "_parent"
 # CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"); mlflow/demo/generators/traces.py sets
 # the same key to "genai_development" for GenAI demos.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+LOCK_RETRIES = 12  # "database is locked" retries (backoff 0.05 s doubling to 2 s, ~15 s total)
+
+
+# --------------------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def lock_file(uri: str, paths: RunPaths) -> Path:
+    """Next to the sqlite file when the store is one (several runs may share it), else per run."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///") + ".lock")
+    return paths.tracking_dir / ".lock"
+
+
+def is_locked(exc: BaseException) -> bool:
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
+
+
+def retry_locked(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """sqlite writers that collide get SQLITE_BUSY even with MLflow's 20 s busy_timeout when a
+    read transaction must upgrade to a write; back off and try again."""
+    delay = 0.05
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_locked(exc) or attempt == LOCK_RETRIES - 1:
+                raise
+            time.sleep(delay * (1.0 + random.random()))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- run books
 
 
 @dataclass
@@ -62,7 +114,7 @@ class RunBook:
 
     @classmethod
     def load(cls, paths: RunPaths, stage: str) -> RunBook:
-        path = run_id_file(paths, stage)
+        path = paths.tracking_dir / f"{stage}.json"  # the parent's: _parent.json
         book = cls(path)
         if not path.is_file():
             return book
@@ -114,6 +166,9 @@ class RunBook:
         return out
 
 
+# --------------------------------------------------------------------------- MLflow side
+
+
 def experiment_id(client, name: str, paths: RunPaths, uri: str) -> str:
     """The experiment (created when missing, tagged as a model-training experiment)."""
     from mlflow.exceptions import MlflowException
@@ -153,6 +208,24 @@ class RunResolver:
         self.client, self.experiment_id, self.paths, self.uri = client, experiment_id, paths, uri
         self._warn = warn
         self._checked: set[tuple[str, str]] = set()
+
+    @classmethod
+    def connect(cls, uri: str, paths: RunPaths, experiment: str, warn) -> RunResolver:
+        """Client and experiment; store creation (schema, migrations) and experiment creation
+        under the store's file lock. Raises when the store does not answer."""
+        from mlflow.tracking import MlflowClient
+
+        with flock(lock_file(uri, paths)):
+            client = MlflowClient(uri)
+            exp_id = retry_locked(experiment_id, client, experiment, paths, uri)
+        return cls(client, exp_id, paths, uri, warn)
+
+    def for_record(self, stage: str, op: dict[str, Any]) -> str:
+        """The MLflow run of a record: the parent, the run its key names, or (records of an
+        older version without a key) the stage's current run."""
+        if op.get("parent"):
+            return self.run_id(PARENT)
+        return self.run_id(stage, op.get("run") or RunBook.load(self.paths, stage).current)
 
     def run_id(self, stage: str, key: str | None = None) -> str:
         """The MLflow id of run ``key`` of ``stage`` (the parent: its only run)."""

@@ -1,6 +1,11 @@
 """The rank-0 tracker of one stage: records go to MLflow when it answers, else to a JSONL buffer
 on disk that is replayed in order later; ranks other than 0 get a ``NullTracker``. Which run a
-record belongs to is decided locally (``runs.py``): every record names its run's local key."""
+record belongs to is decided locally (``runs.py``): every record names its run's local key.
+
+A record is a JSON-able dict ``{"op": kind, "run": key, ...}``; ``WRITERS[kind]`` (the end of this
+file) sends it. MLflow's own async logging (``synchronous=False``) is not used for this: its queue
+lives in memory and a batch that fails is logged and dropped, so an outage, or the process ending
+during one, would lose records; the buffer here is on disk and retried."""
 
 from __future__ import annotations
 
@@ -15,10 +20,8 @@ from typing import Any
 
 from ..io import sha256_file, sha256_tree
 from ..paths import RunPaths
-from .redact import is_secret_key, public_uri, redact, scrub, secret_values
-from .runs import PARENT, RunBook, RunResolver, experiment_id, parent_book
-from .store import flock, is_permanent, lock_file, pending_file, reason, retry_locked
-from .writers import WRITERS
+from .redact import file_has_secret, public_uri, scrub, secret_values
+from .runs import PARENT, RunBook, RunResolver, flock, is_locked, parent_book, retry_locked
 
 log = logging.getLogger(__package__)  # one logger for the whole tracking package
 
@@ -30,6 +33,26 @@ _KEY_OK = re.compile(r"[^A-Za-z0-9_\-. /]")
 def metric_key(key: str) -> str:
     """MLflow accepts letters, digits, ``_ - . /`` and space in metric names."""
     return _KEY_OK.sub("_", key)
+
+
+def pending_file(paths: RunPaths, stage: str) -> Path:
+    return paths.tracking_dir / f"{stage}.pending.jsonl"
+
+
+def reason(exc: BaseException, width: int = 160) -> str:
+    """One line; long HTTP errors keep their head (the call) and tail (the socket error)."""
+    text = " ".join(str(exc).split())
+    if len(text) > 2 * width:
+        text = f"{text[:width]} ... {text[-width:]}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Errors that a retry cannot fix (bad input); everything else is treated as an outage."""
+    code = getattr(exc, "error_code", "")
+    return code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE") and not is_locked(
+        exc
+    )
 
 
 # --------------------------------------------------------------------------- trackers
@@ -94,8 +117,7 @@ class StageTracker(NullTracker):
 
     # ---------------------------------------------------------------- public API
     def log_params(self, params: dict[str, Any]) -> None:
-        clean = {k: v[:PARAM_MAX_CHARS] for k, v in scrub(params).items()}
-        if clean:
+        if clean := {k: v[:PARAM_MAX_CHARS] for k, v in scrub(params, self._secrets).items()}:
             self._submit({"op": "params", "params": clean})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -119,8 +141,7 @@ class StageTracker(NullTracker):
             self._submit({"op": "metrics", "metrics": rows, "parent": True})
 
     def set_parent_tags(self, tags: dict[str, Any]) -> None:
-        clean = {k: redact(str(v), self._secrets) for k, v in tags.items() if not is_secret_key(k)}
-        if clean:
+        if clean := scrub(tags, self._secrets):
             self._submit({"op": "tags", "tags": clean, "parent": True})
 
     def _rows(self, metrics: dict[str, float], step_of) -> list[list[Any]]:
@@ -138,7 +159,7 @@ class StageTracker(NullTracker):
         if not path.exists():
             self._warn(f"artifact:{path}", f"artifact {path} does not exist; not logged")
             return
-        if self._contains_secret(path):
+        if file_has_secret(path, self._secrets):
             self._warn(f"secret:{path}", f"artifact {path} contains a credential; not uploaded")
             return
         self._submit({"op": "artifact", "path": str(path), "subdir": subdir})
@@ -156,8 +177,7 @@ class StageTracker(NullTracker):
         self.set_tags({f"file.{name}.path": str(path), f"file.{name}.sha256": sha256})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        clean = {k: redact(str(v), self._secrets) for k, v in tags.items() if not is_secret_key(k)}
-        if clean:
+        if clean := scrub(tags, self._secrets):
             self._submit({"op": "tags", "tags": clean})
 
     def log_dataset(
@@ -235,68 +255,49 @@ class StageTracker(NullTracker):
             self._warned.add(kind)
             log.warning("[tracking:%s] %s", self.stage, msg)
 
-    def _contains_secret(self, path: Path) -> bool:
-        if not self._secrets:
-            return False
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        for f in files:
-            if f.stat().st_size > 50 << 20:
-                continue
-            data = f.read_bytes()
-            if any(s.encode() in data for s in self._secrets):
-                return True
-        return False
-
     def _connect(self) -> None:
-        """Client and experiment (store creation and migrations under the file lock); runs are
-        created on first use (``runs.RunResolver``)."""
-        if self.resolver is not None:
-            return
-        from mlflow.tracking import MlflowClient
-
-        with flock(lock_file(self.uri, self.paths)):
-            client = MlflowClient(self.uri)
-            exp_id = retry_locked(experiment_id, client, self.experiment, self.paths, self.uri)
-        self.resolver = RunResolver(client, exp_id, self.paths, self.uri, self._warn)
-        self.client = client
+        """Client and experiment (``RunResolver.connect``); runs are created on first use."""
+        if self.resolver is None:
+            self.resolver = RunResolver.connect(self.uri, self.paths, self.experiment, self._warn)
+            self.client = self.resolver.client
 
     def _rid(self, op: dict[str, Any]) -> str:
-        """The MLflow run of a record: the parent, the run its key names, or (records of an
-        older version without a key) the stage's current run."""
-        if op.get("parent"):
-            return self.resolver.run_id(PARENT)
-        key = op.get("run") or RunBook.load(self.paths, self.stage).current
-        return self.resolver.run_id(self.stage, key)
+        return self.resolver.for_record(self.stage, op)
+
+    def _send(self, op: dict[str, Any]) -> None:
+        """Write one record; a record MLflow rejects (bad input) is dropped with a warning, any
+        other error (an outage) propagates."""
+        self._connect()
+        try:
+            retry_locked(WRITERS[op["op"]], self, op)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            self._warn(f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}")
 
     def _submit(self, op: dict[str, Any]) -> None:
+        """Send ``op`` now when the store answers and nothing older waits on disk, else buffer
+        it (order is kept: once anything is buffered, everything goes through the buffer)."""
         if not op.get("parent"):
             op.setdefault("run", self.key)
         try:
             if not self.pending.exists() and time.monotonic() >= self._next_try:
                 try:
-                    self._connect()
-                    self._apply([op])
-                    return
+                    return self._send(op)
                 except Exception as exc:
-                    if is_permanent(exc):
-                        self._warn(
-                            f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}"
-                        )
-                        return
                     self._offline(exc)
             self._append(op)
             if time.monotonic() >= self._next_try:
                 self._flush()
         except Exception as exc:  # never fail the stage because of tracking
-            self._warn("internal", f"tracking record lost: {type(exc).__name__}: {exc}")
+            self._warn("internal", f"tracking record lost: {reason(exc)}")
 
     def _offline(self, exc: BaseException) -> None:
         self._next_try = time.monotonic() + self.retry_interval
         self._warn(
             "offline",
             f"MLflow at {public_uri(self.uri)} unavailable ({reason(exc)}); buffering records in "
-            f"{self.pending} and "
-            f"retrying every {self.retry_interval:g} s",
+            f"{self.pending} and retrying every {self.retry_interval:g} s",
         )
 
     def _append(self, op: dict[str, Any]) -> None:
@@ -304,50 +305,109 @@ class StageTracker(NullTracker):
         with flock(self.pending.with_suffix(".lock")), open(self.pending, "a") as fh:
             fh.write(json.dumps(op) + "\n")
             fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fh.fileno())  # a record the stage was told is kept survives a crash
 
     def _flush(self) -> bool:
+        """Replay the buffer in order; what the store did not take stays on disk."""
         if not self.pending.exists():
             return True
         with flock(self.pending.with_suffix(".lock")):
-            lines = [ln for ln in self.pending.read_text().splitlines() if ln.strip()]
             ops = []
-            for ln in lines:
+            for line in filter(str.strip, self.pending.read_text().splitlines()):
                 try:
-                    ops.append(json.loads(ln))
+                    ops.append(json.loads(line))
                 except json.JSONDecodeError:  # a line cut by a crash mid-write: skip it
                     self._warn("corrupt", f"skipped an unreadable line in {self.pending}")
             sent = 0
             try:
-                self._connect()
                 for op in ops:
-                    try:
-                        self._apply([op])
-                    except Exception as exc:
-                        if not is_permanent(exc):
-                            raise
-                        self._warn(
-                            f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}"
-                        )
+                    self._send(op)
                     sent += 1
             except Exception as exc:
                 self._offline(exc)
-            rest = ops[sent:]
-            if rest:
+            if rest := ops[sent:]:
                 tmp = self.pending.with_suffix(".tmp")
                 tmp.write_text("".join(json.dumps(op) + "\n" for op in rest))
                 os.replace(tmp, self.pending)
                 return False
             self.pending.unlink()
             self._next_try = 0.0
-            log.info(
-                "[tracking:%s] sent %d buffered records to %s",
-                self.stage,
-                sent,
-                public_uri(self.uri),
-            )
+            log.info("[tracking:%s] sent %d buffered records", self.stage, sent)
             return True
 
-    def _apply(self, ops: list[dict[str, Any]]) -> None:
-        for op in ops:
-            retry_locked(WRITERS[op["op"]], self.client, self._rid, op, self._warn)
+
+# --------------------------------------------------------------------------- writers
+# One small function per record kind: ``WRITERS[op["op"]](tracker, op)`` sends the record to the
+# run ``tracker._rid(op)`` names. MlflowClient.log_batch splits into MLflow's batch limits itself.
+
+
+def _write_params(tr: StageTracker, op: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    run_id = tr._rid(op)
+    existing = tr.client.get_run(run_id).data.params
+    new = []
+    for k, v in op["params"].items():
+        if k not in existing:
+            new.append(Param(k, v))
+        elif existing[k] != v:  # MLflow forbids changing a param; keep the first, say so
+            tr._warn(
+                f"param:{k}",
+                f"param '{k}' changed from {existing[k]!r} to {v!r} on resume; MLflow keeps the "
+                "first value (see the config_hash tag)",
+            )
+    if new:
+        tr.client.log_batch(run_id, params=new)
+
+
+def _write_metrics(tr: StageTracker, op: dict[str, Any]) -> None:
+    from mlflow.entities import Metric
+
+    rows = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
+    tr.client.log_batch(tr._rid(op), metrics=rows)
+
+
+def _write_tags(tr: StageTracker, op: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    tr.client.log_batch(tr._rid(op), tags=[RunTag(k, v) for k, v in op["tags"].items()])
+
+
+def _write_artifact(tr: StageTracker, op: dict[str, Any]) -> None:
+    path = Path(op["path"])
+    if not path.exists():
+        tr._warn(f"artifact:{path}", f"buffered artifact {path} is gone; not uploaded")
+    elif path.is_dir():
+        tr.client.log_artifacts(tr._rid(op), str(path), op["subdir"])
+    else:
+        tr.client.log_artifact(tr._rid(op), str(path), op["subdir"])
+
+
+def _write_dataset(tr: StageTracker, op: dict[str, Any]) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    d = dict(op["dataset"])
+    tags = [InputTag("mlflow.data.context", d.pop("context"))]
+    tr.client.log_inputs(tr._rid(op), datasets=[DatasetInput(Dataset(**d), tags)])
+
+
+def _write_supersede(tr: StageTracker, op: dict[str, Any]) -> None:
+    """The replaced run keeps its data; tags say it is superseded and by which run."""
+    from mlflow.entities import RunTag
+
+    tags = [RunTag("superseded", "true"), RunTag("superseded_by", tr._rid({"run": op["by"]}))]
+    tr.client.log_batch(tr._rid(op), tags=tags)
+
+
+WRITERS = {
+    "params": _write_params,
+    "metrics": _write_metrics,
+    "tags": _write_tags,
+    "artifact": _write_artifact,
+    "dataset": _write_dataset,
+    "status": lambda tr, op: tr.client.set_terminated(
+        tr._rid(op), op["status"], end_time=op["end_time"]
+    ),
+    "reopen": lambda tr, op: tr.client.update_run(tr._rid(op), status="RUNNING"),
+    "supersede": _write_supersede,
+}

@@ -76,7 +76,7 @@ def test_retry_locked_retries_only_database_locked():
             raise sqlite3.OperationalError("database is locked")
         return "ok"
 
-    assert tracking.store.retry_locked(flaky) == "ok" and len(calls) == 3
+    assert tracking.runs.retry_locked(flaky) == "ok" and len(calls) == 3
 
     def broken():
         calls.append(1)
@@ -84,7 +84,7 @@ def test_retry_locked_retries_only_database_locked():
 
     calls.clear()
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        tracking.store.retry_locked(broken)
+        tracking.runs.retry_locked(broken)
     assert len(calls) == 1
 
 
