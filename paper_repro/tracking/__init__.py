@@ -9,8 +9,8 @@ Files under ``results/<run>/`` are the record; MLflow mirrors them. Stages use::
         tr.log_file_ref("final", paths.trained_state)   # big file: path + sha256, not uploaded
 
 Modules: this file (entry points: ``stage_run``, ``sync``, params and tags, system metrics),
-``tracker.py`` (records, the offline buffer, how each record is written), ``runs.py`` (which run
-a record belongs to; locks and retries for a shared sqlite store), ``redact.py`` (credentials),
+``tracker.py`` (what a record holds, and the offline buffer), ``runs.py`` (the MLflow side: which
+run a record belongs to, creating it under locks, writing it), ``redact.py`` (credentials),
 ``models.py`` + ``rm_pyfunc.py`` (the reward model as a logged, registered model).
 
 What is kept, where, and why (tests in tests/integration/test_tracking.py):
@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,7 +207,7 @@ def _system_metrics(tracker: StageTracker, resume: bool):
         monitor.start()
         return monitor
     except Exception as exc:
-        tracker._warn("system", f"no system metrics: {reason(exc)}")
+        tracker.warn("system", f"no system metrics: {reason(exc)}")
         return None
 
 
@@ -242,16 +241,7 @@ def stage_run(
     finally:
         if monitor is not None:
             monitor.finish()  # its last samples go in while the run is still RUNNING
-        tracker.finish(status)
-        if stage == "report" and status == "FINISHED":
-            end = int(time.time() * 1000)
-            tracker._submit({"op": "status", "status": status, "end_time": end, "parent": True})
-        if not tracker.flush():
-            tracker._warn(
-                "left",
-                f"MLflow unreachable at the end of {stage}; records kept in "
-                f"{tracker.pending} (sent by the next stage run or tracking.sync())",
-            )
+        tracker.finish(status, end_parent=stage == "report" and status == "FINISHED")
 
 
 def sync(cfg: ReproConfig, paths: RunPaths) -> dict[str, bool]:

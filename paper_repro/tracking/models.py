@@ -152,7 +152,7 @@ def record_reward_model(
     try:
         return _record(tracker, cfg, Path(model_dir).resolve(), files, scores)
     except Exception as exc:  # tracking never fails a stage
-        tracker._warn("model", f"reward model not recorded in MLflow: {reason(exc)}")
+        tracker.warn("model", f"reward model not recorded in MLflow: {reason(exc)}")
         return None
 
 

@@ -1,4 +1,5 @@
-"""Which MLflow run a record belongs to, and creating it safely in a shared store.
+"""The MLflow side of a record: which run it belongs to, creating that run safely in a shared
+store, and writing the record there (``StageStore``; ``WRITERS``, one small function per kind).
 
 A child run belongs to one (pipeline run, stage, stage identity, attempt): ``RunBook.open`` picks
 it locally, before MLflow is even reachable, from ``results/<run>/tracking/<stage>.json``:
@@ -12,7 +13,7 @@ it locally, before MLflow is even reachable, from ``results/<run>/tracking/<stag
 
 Each run has a local key; every buffered record names it, so records written while the store was
 down go to the run they belong to even when a newer run exists by the time they are replayed. The
-MLflow run itself is created on first use (``RunResolver``), with the tags recorded in the book.
+MLflow run itself is created on first use (``StageStore.run_id``), with the tags recorded in the book.
 The parent run (one per pipeline run, ``tracking/_parent.json``) is shared by every stage.
 
 The book also keeps, per run and metric, the highest step submitted: a resumed attempt re-runs the
@@ -201,16 +202,17 @@ def recorded_run_ids(paths: RunPaths) -> dict[str, str]:
     return out
 
 
-class RunResolver:
-    """Local keys -> MLflow run ids, creating runs (and the parent) on first use."""
+class StageStore:
+    """The MLflow store as one stage sees it: local keys -> MLflow run ids (runs, and the parent,
+    are created on first use) and ``write``, which sends one record to its run."""
 
-    def __init__(self, client, experiment_id: str, paths: RunPaths, uri: str, warn):
+    def __init__(self, client, experiment_id: str, paths: RunPaths, uri: str, stage: str, warn):
         self.client, self.experiment_id, self.paths, self.uri = client, experiment_id, paths, uri
-        self._warn = warn
+        self.stage, self.warn = stage, warn
         self._checked: set[tuple[str, str]] = set()
 
     @classmethod
-    def connect(cls, uri: str, paths: RunPaths, experiment: str, warn) -> RunResolver:
+    def connect(cls, uri: str, paths: RunPaths, stage: str, experiment: str, warn) -> StageStore:
         """Client and experiment; store creation (schema, migrations) and experiment creation
         under the store's file lock. Raises when the store does not answer."""
         from mlflow.tracking import MlflowClient
@@ -218,14 +220,20 @@ class RunResolver:
         with flock(lock_file(uri, paths)):
             client = MlflowClient(uri)
             exp_id = retry_locked(experiment_id, client, experiment, paths, uri)
-        return cls(client, exp_id, paths, uri, warn)
+        return cls(client, exp_id, paths, uri, stage, warn)
 
-    def for_record(self, stage: str, op: dict[str, Any]) -> str:
+    def write(self, op: dict[str, Any]) -> None:
+        """Send one record (``WRITERS[op["op"]]``), retried while sqlite says it is locked."""
+        retry_locked(WRITERS[op["op"]], self, op)
+
+    def run_id_of(self, op: dict[str, Any]) -> str:
         """The MLflow run of a record: the parent, the run its key names, or (records of an
         older version without a key) the stage's current run."""
         if op.get("parent"):
             return self.run_id(PARENT)
-        return self.run_id(stage, op.get("run") or RunBook.load(self.paths, stage).current)
+        return self.run_id(
+            self.stage, op.get("run") or RunBook.load(self.paths, self.stage).current
+        )
 
     def run_id(self, stage: str, key: str | None = None) -> str:
         """The MLflow id of run ``key`` of ``stage`` (the parent: its only run)."""
@@ -246,7 +254,7 @@ class RunResolver:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
-                self._warn(
+                self.warn(
                     "lost-run",
                     f"run {entry.run_id} of {stage} is not in {public_uri(self.uri)}; "
                     "starting a new one",
@@ -274,3 +282,80 @@ def parent_book(paths: RunPaths, tags: dict[str, str]) -> RunBook:
             book.runs[PARENT] = RunEntry(identity="", tags={**tags, "stage": "pipeline"})
             book.save()
     return book
+
+
+# --------------------------------------------------------------------------- writers
+# One small function per record kind: ``WRITERS[op["op"]](store, op)`` sends the record to the
+# run ``store.run_id_of(op)`` names. MlflowClient.log_batch splits into MLflow's batch limits itself.
+
+
+def _write_params(st: StageStore, op: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    run_id = st.run_id_of(op)
+    existing = st.client.get_run(run_id).data.params
+    new = []
+    for k, v in op["params"].items():
+        if k not in existing:
+            new.append(Param(k, v))
+        elif existing[k] != v:  # MLflow forbids changing a param; keep the first, say so
+            st.warn(
+                f"param:{k}",
+                f"param '{k}' changed from {existing[k]!r} to {v!r} on resume; MLflow keeps the "
+                "first value (see the config_hash tag)",
+            )
+    if new:
+        st.client.log_batch(run_id, params=new)
+
+
+def _write_metrics(st: StageStore, op: dict[str, Any]) -> None:
+    from mlflow.entities import Metric
+
+    rows = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
+    st.client.log_batch(st.run_id_of(op), metrics=rows)
+
+
+def _write_tags(st: StageStore, op: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    st.client.log_batch(st.run_id_of(op), tags=[RunTag(k, v) for k, v in op["tags"].items()])
+
+
+def _write_artifact(st: StageStore, op: dict[str, Any]) -> None:
+    path = Path(op["path"])
+    if not path.exists():
+        st.warn(f"artifact:{path}", f"buffered artifact {path} is gone; not uploaded")
+    elif path.is_dir():
+        st.client.log_artifacts(st.run_id_of(op), str(path), op["subdir"])
+    else:
+        st.client.log_artifact(st.run_id_of(op), str(path), op["subdir"])
+
+
+def _write_dataset(st: StageStore, op: dict[str, Any]) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    d = dict(op["dataset"])
+    tags = [InputTag("mlflow.data.context", d.pop("context"))]
+    st.client.log_inputs(st.run_id_of(op), datasets=[DatasetInput(Dataset(**d), tags)])
+
+
+def _write_supersede(st: StageStore, op: dict[str, Any]) -> None:
+    """The replaced run keeps its data; tags say it is superseded and by which run."""
+    from mlflow.entities import RunTag
+
+    tags = [RunTag("superseded", "true"), RunTag("superseded_by", st.run_id_of({"run": op["by"]}))]
+    st.client.log_batch(st.run_id_of(op), tags=tags)
+
+
+WRITERS = {
+    "params": _write_params,
+    "metrics": _write_metrics,
+    "tags": _write_tags,
+    "artifact": _write_artifact,
+    "dataset": _write_dataset,
+    "status": lambda st, op: st.client.set_terminated(
+        st.run_id_of(op), op["status"], end_time=op["end_time"]
+    ),
+    "reopen": lambda st, op: st.client.update_run(st.run_id_of(op), status="RUNNING"),
+    "supersede": _write_supersede,
+}

@@ -2,8 +2,8 @@
 on disk that is replayed in order later; ranks other than 0 get a ``NullTracker``. Which run a
 record belongs to is decided locally (``runs.py``): every record names its run's local key.
 
-A record is a JSON-able dict ``{"op": kind, "run": key, ...}``; ``WRITERS[kind]`` (the end of this
-file) sends it. MLflow's own async logging (``synchronous=False``) is not used for this: its queue
+A record is a JSON-able dict ``{"op": kind, "run": key, ...}``; ``runs.StageStore.write`` sends
+it (the only place that calls MLflow for run data). MLflow's own async logging (``synchronous=False``) is not used for this: its queue
 lives in memory and a batch that fails is logged and dropped, so an outage, or the process ending
 during one, would lose records; the buffer here is on disk and retried."""
 
@@ -21,7 +21,7 @@ from typing import Any
 from ..io import sha256_file, sha256_tree
 from ..paths import RunPaths
 from .redact import file_has_secret, public_uri, scrub, secret_values
-from .runs import PARENT, RunBook, RunResolver, flock, is_locked, parent_book, retry_locked
+from .runs import PARENT, RunBook, StageStore, flock, is_locked, parent_book
 
 log = logging.getLogger(__package__)  # one logger for the whole tracking package
 
@@ -104,7 +104,7 @@ class StageTracker(NullTracker):
         self.pending = pending_file(paths, stage)
         self.key: str | None = None  # local key of this attempt's run (runs.RunBook)
         self.client = None
-        self.resolver: RunResolver | None = None
+        self.store: StageStore | None = None
         self._next_try = 0.0
         self._warned: set[str] = set()
         self._secrets = secret_values()
@@ -151,16 +151,16 @@ class StageTracker(NullTracker):
             try:
                 rows.append([metric_key(k), float(v), ts, step_of(metric_key(k))])
             except (TypeError, ValueError):
-                self._warn(f"metric:{k}", f"metric '{k}' has non-numeric value {v!r}; not logged")
+                self.warn(f"metric:{k}", f"metric '{k}' has non-numeric value {v!r}; not logged")
         return rows
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
         path = Path(path).resolve()
         if not path.exists():
-            self._warn(f"artifact:{path}", f"artifact {path} does not exist; not logged")
+            self.warn(f"artifact:{path}", f"artifact {path} does not exist; not logged")
             return
         if file_has_secret(path, self._secrets):
-            self._warn(f"secret:{path}", f"artifact {path} contains a credential; not uploaded")
+            self.warn(f"secret:{path}", f"artifact {path} contains a credential; not uploaded")
             return
         self._submit({"op": "artifact", "path": str(path), "subdir": subdir})
 
@@ -218,7 +218,7 @@ class StageTracker(NullTracker):
         try:
             return self._flush()
         except Exception as exc:  # e.g. the buffer's disk is full: never fail the stage
-            self._warn("internal", f"buffered records not sent: {reason(exc)}")
+            self.warn("internal", f"buffered records not sent: {reason(exc)}")
             return False
 
     def start(self, resume: bool = False) -> None:
@@ -240,40 +240,50 @@ class StageTracker(NullTracker):
             return
         self._flush()
 
-    def finish(self, status: str) -> None:
-        """End this attempt's run; a FINISHED run is never continued (a later attempt opens a
-        new one)."""
-        self._submit({"op": "status", "status": status, "end_time": int(time.time() * 1000)})
+    def finish(self, status: str, end_parent: bool = False) -> None:
+        """End this attempt's run (and with ``end_parent``, the pipeline's parent run), then
+        send what is buffered. A FINISHED run is never continued: a later attempt opens a new
+        one."""
+        end = int(time.time() * 1000)
+        self._submit({"op": "status", "status": status, "end_time": end})
         if status == "FINISHED":
             book = RunBook.load(self.paths, self.stage)
             book.runs[self.key].finished = True
             book.save()
+        if end_parent:
+            self._submit({"op": "status", "status": status, "end_time": end, "parent": True})
+        if not self.flush():
+            self.warn(
+                "left",
+                f"MLflow unreachable at the end of {self.stage}; records kept in {self.pending} "
+                "(sent by the next stage run or tracking.sync())",
+            )
 
     # ---------------------------------------------------------------- internals
-    def _warn(self, kind: str, msg: str) -> None:
+    def warn(self, kind: str, msg: str) -> None:
+        """Log ``msg`` once per ``kind`` (a dead store must not flood the stage log)."""
         if kind not in self._warned:
             self._warned.add(kind)
             log.warning("[tracking:%s] %s", self.stage, msg)
 
     def _connect(self) -> None:
-        """Client and experiment (``RunResolver.connect``); runs are created on first use."""
-        if self.resolver is None:
-            self.resolver = RunResolver.connect(self.uri, self.paths, self.experiment, self._warn)
-            self.client = self.resolver.client
-
-    def _rid(self, op: dict[str, Any]) -> str:
-        return self.resolver.for_record(self.stage, op)
+        """Client and experiment (``StageStore.connect``); runs are created on first use."""
+        if self.store is None:
+            self.store = StageStore.connect(
+                self.uri, self.paths, self.stage, self.experiment, self.warn
+            )
+            self.client = self.store.client
 
     def _send(self, op: dict[str, Any]) -> None:
         """Write one record; a record MLflow rejects (bad input) is dropped with a warning, any
         other error (an outage) propagates."""
         self._connect()
         try:
-            retry_locked(WRITERS[op["op"]], self, op)
+            self.store.write(op)
         except Exception as exc:
             if not is_permanent(exc):
                 raise
-            self._warn(f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}")
+            self.warn(f"drop:{op['op']}", f"MLflow rejected a {op['op']} record: {exc}")
 
     def _submit(self, op: dict[str, Any]) -> None:
         """Send ``op`` now when the store answers and nothing older waits on disk, else buffer
@@ -290,11 +300,11 @@ class StageTracker(NullTracker):
             if time.monotonic() >= self._next_try:
                 self._flush()
         except Exception as exc:  # never fail the stage because of tracking
-            self._warn("internal", f"tracking record lost: {reason(exc)}")
+            self.warn("internal", f"tracking record lost: {reason(exc)}")
 
     def _offline(self, exc: BaseException) -> None:
         self._next_try = time.monotonic() + self.retry_interval
-        self._warn(
+        self.warn(
             "offline",
             f"MLflow at {public_uri(self.uri)} unavailable ({reason(exc)}); buffering records in "
             f"{self.pending} and retrying every {self.retry_interval:g} s",
@@ -317,7 +327,7 @@ class StageTracker(NullTracker):
                 try:
                     ops.append(json.loads(line))
                 except json.JSONDecodeError:  # a line cut by a crash mid-write: skip it
-                    self._warn("corrupt", f"skipped an unreadable line in {self.pending}")
+                    self.warn("corrupt", f"skipped an unreadable line in {self.pending}")
             sent = 0
             try:
                 for op in ops:
@@ -334,80 +344,3 @@ class StageTracker(NullTracker):
             self._next_try = 0.0
             log.info("[tracking:%s] sent %d buffered records", self.stage, sent)
             return True
-
-
-# --------------------------------------------------------------------------- writers
-# One small function per record kind: ``WRITERS[op["op"]](tracker, op)`` sends the record to the
-# run ``tracker._rid(op)`` names. MlflowClient.log_batch splits into MLflow's batch limits itself.
-
-
-def _write_params(tr: StageTracker, op: dict[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    run_id = tr._rid(op)
-    existing = tr.client.get_run(run_id).data.params
-    new = []
-    for k, v in op["params"].items():
-        if k not in existing:
-            new.append(Param(k, v))
-        elif existing[k] != v:  # MLflow forbids changing a param; keep the first, say so
-            tr._warn(
-                f"param:{k}",
-                f"param '{k}' changed from {existing[k]!r} to {v!r} on resume; MLflow keeps the "
-                "first value (see the config_hash tag)",
-            )
-    if new:
-        tr.client.log_batch(run_id, params=new)
-
-
-def _write_metrics(tr: StageTracker, op: dict[str, Any]) -> None:
-    from mlflow.entities import Metric
-
-    rows = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
-    tr.client.log_batch(tr._rid(op), metrics=rows)
-
-
-def _write_tags(tr: StageTracker, op: dict[str, Any]) -> None:
-    from mlflow.entities import RunTag
-
-    tr.client.log_batch(tr._rid(op), tags=[RunTag(k, v) for k, v in op["tags"].items()])
-
-
-def _write_artifact(tr: StageTracker, op: dict[str, Any]) -> None:
-    path = Path(op["path"])
-    if not path.exists():
-        tr._warn(f"artifact:{path}", f"buffered artifact {path} is gone; not uploaded")
-    elif path.is_dir():
-        tr.client.log_artifacts(tr._rid(op), str(path), op["subdir"])
-    else:
-        tr.client.log_artifact(tr._rid(op), str(path), op["subdir"])
-
-
-def _write_dataset(tr: StageTracker, op: dict[str, Any]) -> None:
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    d = dict(op["dataset"])
-    tags = [InputTag("mlflow.data.context", d.pop("context"))]
-    tr.client.log_inputs(tr._rid(op), datasets=[DatasetInput(Dataset(**d), tags)])
-
-
-def _write_supersede(tr: StageTracker, op: dict[str, Any]) -> None:
-    """The replaced run keeps its data; tags say it is superseded and by which run."""
-    from mlflow.entities import RunTag
-
-    tags = [RunTag("superseded", "true"), RunTag("superseded_by", tr._rid({"run": op["by"]}))]
-    tr.client.log_batch(tr._rid(op), tags=tags)
-
-
-WRITERS = {
-    "params": _write_params,
-    "metrics": _write_metrics,
-    "tags": _write_tags,
-    "artifact": _write_artifact,
-    "dataset": _write_dataset,
-    "status": lambda tr, op: tr.client.set_terminated(
-        tr._rid(op), op["status"], end_time=op["end_time"]
-    ),
-    "reopen": lambda tr, op: tr.client.update_run(tr._rid(op), status="RUNNING"),
-    "supersede": _write_supersede,
-}

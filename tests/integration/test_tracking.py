@@ -243,6 +243,19 @@ def test_offline_records_go_to_the_run_of_their_own_identity(cfg, tmp_path):
     assert "superseded" not in by_param["12"].data.tags
 
 
+def test_a_record_over_mlflow_batch_limits_arrives_whole(cfg, paths):
+    """One call with more than a request may carry (100 params or tags, 1000 metrics): the
+    writers leave the splitting to ``MlflowClient.log_batch``; nothing is dropped."""
+    with tracking.stage_run(cfg, paths, "eval_reference") as tr:
+        tr.log_params({f"extra.p{i}": i for i in range(150)})
+        tr.set_tags({f"t{i}": i for i in range(150)})
+        tr.log_metrics({f"m{i}": float(i) for i in range(1200)}, step=0)
+    run = _client(tr.uri).get_run(tr.run_id)
+    assert len(run.data.metrics) == 1200
+    assert sum(k.startswith("extra.p") for k in run.data.params) == 150
+    assert sum(k[0] == "t" and k[1:].isdigit() for k in run.data.tags) == 150
+
+
 def test_only_rank_zero_logs(cfg, paths, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with tracking.stage_run(cfg, paths, "train_rm") as tr:
