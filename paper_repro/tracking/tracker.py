@@ -259,12 +259,13 @@ class StageTracker(NullTracker):
                 "(sent by the next stage run or tracking.sync())",
             )
 
-    # ---------------------------------------------------------------- internals
     def warn(self, kind: str, msg: str) -> None:
         """Log ``msg`` once per ``kind`` (a dead store must not flood the stage log)."""
         if kind not in self._warned:
             self._warned.add(kind)
             log.warning("[tracking:%s] %s", self.stage, msg)
+
+    # ---------------------------------------------------------------- internals
 
     def _connect(self) -> None:
         """Client and experiment (``StageStore.connect``); runs are created on first use."""
