@@ -22,7 +22,7 @@ from paper_repro.io import sha256_file
 from paper_repro.runstate import EXIT_NONFINITE, EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.tiny.sft_steps=60"]  # = tests/conftest.py TINY_TEST_OVERRIDES
+TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES
 
 
 def clone_run(src, dest: Path, n_train: int | None = None, n_heldout: int | None = None):
