@@ -109,7 +109,7 @@ def test_draw_is_deterministic_and_in_problem_order(tiny_run, tiny_cfg):
 @pytest.mark.slow
 def test_generator_reproduces_shipped_samples(tmp_path):
     """The full sampler (the preset's base, 32 samples of 100 problems): the shipped bytes.
-    About 1 minute on an idle 2-core machine."""
+    1 to 7 minutes on a 2-core machine, depending on its load."""
     from paper_repro.fixtures.onpolicy import OUT, generate
 
     generate(tmp_path / "samples.jsonl")
