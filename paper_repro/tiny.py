@@ -100,6 +100,16 @@ def llama_config(arch: TinyArch, tokenizer, **extra):
     )
 
 
+# preference rows sampled from the tiny base itself (fixtures/onpolicy.py): RM training data only
+ONPOLICY_SOURCE = "fixture-onpolicy"
+
+
+def sft_rows(rows: Iterable[dict]) -> list[dict]:
+    """The hand-made rows, in file order: the tiny base's SFT data and the tiny tokenizer's
+    corpus. The on-policy rows are left out, since they were sampled from that base."""
+    return [r for r in rows if r.get("source") != ONPOLICY_SOURCE]
+
+
 def sft_texts(rows: Iterable[dict]) -> list[str]:
     """Training-format strings of both sides of preference rows: the tiny base's SFT corpus, so it
     answers in the Tulu format, ends turns with EOS and mixes good and bad answers (room for PPO)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 from ..config import ReproConfig
 from ..hub import fetch_model, link_local_model
@@ -21,14 +22,20 @@ from ..tracking import stage_run
 TINY_SOURCE = "preference_train.jsonl"  # the fixture rows the tiny base is SFT-trained on
 
 
-def build_tiny(cfg: ReproConfig, paths: RunPaths) -> dict:
+def build_tiny_model(cfg: ReproConfig, out_dir: Path) -> None:
+    """The tiny base in ``out_dir``: SFT on the hand-made fixture rows only (``tiny.sft_rows``),
+    so the on-policy pairs sampled from this very base (fixtures/onpolicy.py) cannot change it."""
     from ..data import read_rows
-    from ..tiny import FIXTURE_DIR, build_tiny_base
+    from ..tiny import FIXTURE_DIR, build_tiny_base, sft_rows
 
+    rows = sft_rows(read_rows(FIXTURE_DIR / TINY_SOURCE))
+    build_tiny_base(out_dir, cfg.model.tiny, rows, seed=cfg.model.tiny.seed)
+
+
+def build_tiny(cfg: ReproConfig, paths: RunPaths) -> dict:
     tmp = paths.base_model.with_name(".model.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    rows = read_rows(FIXTURE_DIR / TINY_SOURCE)
-    build_tiny_base(tmp, cfg.model.tiny, rows, seed=cfg.model.tiny.seed)
+    build_tiny_model(cfg, tmp)
     shutil.rmtree(paths.base_model, ignore_errors=True)
     tmp.rename(paths.base_model)
     return write_manifest(

@@ -300,7 +300,7 @@ def test_large_export_is_referenced_not_copied(eval_run, tiny_cfg, tmp_path):
 def _cli(*args: str) -> int:
     from paper_repro import cli
 
-    return cli.main(["eval-rewardbench", "tiny", "model.tiny.sft_steps=60", *args])
+    return cli.main(["eval-rewardbench", "tiny", "model.tiny.sft_steps=60", "rm.epochs=2", *args])
 
 
 def test_any_local_model_gives_the_stage_rewards(eval_run, tiny_cfg, tmp_path):

@@ -23,7 +23,7 @@ from paper_repro.manifest import verify_manifest
 from paper_repro.paths import RunPaths
 from paper_repro.tracking import recorded_run_ids
 
-TEST_OVERRIDES = ["model.tiny.sft_steps=60"]  # as tests/conftest.py's tiny_cfg
+TEST_OVERRIDES = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # as tests/conftest.py's tiny_cfg
 REPO = Path(__file__).resolve().parents[2]
 
 

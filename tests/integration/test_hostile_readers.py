@@ -21,7 +21,7 @@ from paper_repro.io import read_json
 from paper_repro.paths import RunPaths
 from paper_repro.stages import download_data, prepare_data
 
-TINY = ["model.tiny.sft_steps=60"]  # = tests/conftest.py TINY_TEST_OVERRIDES
+TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES
 SPLITS = {"preference": "prefs", "rewardbench": "filtered", "ppo_prompts": "prompts"}
 
 
@@ -142,7 +142,7 @@ def test_truncated_fixture_fails_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["download-data", "tiny", "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "preference_train.jsonl: 600 rows, expected 2400" in err[0]
+    assert len(err) == 1 and "preference_train.jsonl: 972 rows, expected 3888" in err[0]
     assert not (tmp_path / "run" / "download_data" / "preference.jsonl").exists()
 
 

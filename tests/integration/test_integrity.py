@@ -17,7 +17,7 @@ from paper_repro.manifest import ChecksumError, ManifestError
 from paper_repro.paths import RunPaths
 from paper_repro.stages import UPSTREAM
 
-TINY = ["model.tiny.sft_steps=60"]  # = tests/conftest.py TINY_TEST_OVERRIDES
+TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from paper_repro.io import read_json, sha256_file
 from paper_repro.paths import RunPaths
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.tiny.sft_steps=60"]  # = tests/conftest.py TINY_TEST_OVERRIDES
+TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES
 
 
 def train_rm(root: Path) -> list[str]:

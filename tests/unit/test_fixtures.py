@@ -69,8 +69,9 @@ def test_prompt_without_known_keys_is_dropped():
 
 def test_arithmetic_pairs_prefer_the_right_sum_of_every_problem():
     from paper_repro.fixtures import arithmetic
+    from paper_repro.tiny import sft_rows
 
-    rows = read_rows(FIXTURE_DIR / "preference_train.jsonl")
+    rows = sft_rows(read_rows(FIXTURE_DIR / "preference_train.jsonl"))  # the hand-made rows
     arith = [r for r in rows if r["source"] == "fixture-arithmetic"]
     seen = set()
     for r in arith:

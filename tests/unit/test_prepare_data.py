@@ -133,7 +133,7 @@ def test_split_heldout_is_seeded_and_disjoint():
 def test_tiny_run_outputs(tiny_run, tiny_cfg):
     pairs = load_pairs(tiny_run.prepared("train"))
     report = read_json(tiny_run.data_report)
-    assert len(pairs) == report["train"]["kept"] == 2400
+    assert len(pairs) == report["train"]["kept"] == 3888  # 2400 hand-made + 1488 on-policy
     assert len(load_pairs(tiny_run.prepared("heldout"))) == 400
     bos, eos, pad = 0, 1, tiny_cfg.data.pad_token_id
     for side in (pairs.chosen, pairs.rejected):
@@ -215,9 +215,9 @@ def test_prepare_is_deterministic_and_counts_bad_rows(tiny_run, tiny_cfg, tmp_pa
     )
     assert prepare_data.run(tiny_cfg, bad) == 0
     got = read_json(bad.data_report)["preference"]
-    assert got["kept"] == 2400 and got["dropped"] == len(bad_rows())
+    assert got["kept"] == 3888 and got["dropped"] == len(bad_rows())
     assert got["dropped_by_reason"] == {r: int(r in bad_rows()) for r in DROP_REASONS}
-    assert got["first_dropped_line"]["too_long"] == 2401  # 1-based line of the first bad row
+    assert got["first_dropped_line"]["too_long"] == 3889  # 1-based line of the first bad row
 
 
 def test_prepare_refuses_corrupt_download(tiny_run, tiny_cfg, tmp_path):

@@ -18,7 +18,7 @@ def test_card_recipe_counts():
     assert num_updates(60416, 512, 1) == 118
     assert num_updates(60415, 512, 1) == 117
     assert num_warmup(118, 0.03) == 4
-    assert num_updates(2400, 32, 2) == 150  # tiny preset: 75 per epoch, drop_last per epoch
+    assert num_updates(3888, 32, 4) == 484  # tiny preset: 121 per epoch, drop_last per epoch
 
 
 @pytest.mark.parametrize(
@@ -45,10 +45,10 @@ def test_last_update_value_written_out():
 
 def test_schedule_from_config_matches_derived():
     cfg = load_config("tiny")
-    sched = LRSchedule.from_config(cfg.rm, 2400)
-    assert (sched.total, sched.warmup) == (150, 5)
-    assert sched(0) == 0.0 and sched(5) == pytest.approx(3e-3)
-    assert sched(149) == pytest.approx(3e-3 - 2.7e-3 * 144 / 145)
+    sched = LRSchedule.from_config(cfg.rm, 3888)
+    assert (sched.total, sched.warmup) == (484, 15)  # ceil(0.03 * 484) = 15
+    assert sched(0) == 0.0 and sched(15) == pytest.approx(1e-3)
+    assert sched(483) == pytest.approx(1e-3 - 9e-4 * 468 / 469)
 
 
 def test_edge_cases():

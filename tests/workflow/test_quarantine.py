@@ -13,7 +13,7 @@ import pytest
 from .smk import config_arg, planned_jobs, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-CONFIG = config_arg(overrides=["model.tiny.sft_steps=20"])
+CONFIG = config_arg(overrides=["model.tiny.sft_steps=20", "rm.epochs=2"])
 
 
 @pytest.mark.hardening("2", "truncated download_data/preference.jsonl: next `snakemake all` reruns")
@@ -49,4 +49,4 @@ def test_truncated_download_is_rebuilt_by_the_next_snakemake_run(tmp_path):
     assert "download_base" not in jobs
 
     snakemake(tmp_path, "--cores", "2", "prepare_data", *CONFIG, timeout=900)
-    assert raw.read_bytes().count(b"\n") == 2400  # recreated whole
+    assert raw.read_bytes().count(b"\n") == 3888  # recreated whole

@@ -90,7 +90,7 @@ def test_every_stage_output(tiny_dag):
     assert ids == ((128000, 128001, 128255, 128256) if llama3 else (0, 1, 511, 512))
     data = read(paths.data_report)
     kept = data["train"]["kept"]
-    assert kept + data["preference"]["dropped"] == data["preference"]["total"] == 2400
+    assert kept + data["preference"]["dropped"] == data["preference"]["total"] == 3888
     if llama3:  # max_length 64 counted in Llama 3 tokens drops the longest fixture pairs
         assert data["preference"]["dropped_by_reason"]["too_long"] > 0
     summary = read(paths.train_summary)
@@ -164,7 +164,7 @@ def log(workdir: Path, stage: str) -> str:
 
 @pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
 def test_forcerun_of_a_finished_stage_trains_from_update_0(tiny_dag):
-    """`--forcerun train_rm` reran only the last 10 of 150 updates before (the completed run's
+    """`--forcerun train_rm` reran only the last updates before (the completed run's
     checkpoint): now update 0, and bitwise the fresh run's weights."""
     workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
@@ -173,7 +173,7 @@ def test_forcerun_of_a_finished_stage_trains_from_update_0(tiny_dag):
     assert "belong to a run that completed" in text and "resumed from" not in text
     summary = json.loads((run / "train_rm" / "summary.json").read_text())
     assert summary["resumed_from_update"] is None
-    assert len((run / "train_rm" / "metrics.jsonl").read_text().splitlines()) == 150
+    assert len((run / "train_rm" / "metrics.jsonl").read_text().splitlines()) == 484
     assert (run / "train_rm" / "final.safetensors").read_bytes() == tiny_dag.fresh_weights
     assert list((run / "checkpoints").glob("train_rm.completed-*/update-*"))  # kept, named
 
