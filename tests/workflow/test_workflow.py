@@ -131,7 +131,7 @@ def _complete_run_without_stages(workdir, root=ROOT):
                 if path.suffix:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.touch()
-                else:  # directory() outputs: model/, policy/, figures/
+                else:  # the report's directory() output figures/
                     path.mkdir(parents=True, exist_ok=True)
     snakemake(workdir, "--cores", "1", "--touch", "all", root=root)
     assert "Nothing to be done" in snakemake(workdir, "-n", "all", root=root).stdout
