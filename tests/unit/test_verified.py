@@ -86,7 +86,7 @@ def test_truncated_file_is_refused(model_dir):
         load_weights(model_dir)
 
 
-@pytest.mark.hardening("2", "weights: a shard the manifest does not list is never loaded")
+@pytest.mark.hardening("2", "weights: a shard the manifest does not list is refused by name")
 def test_an_unlisted_weight_file_is_refused_by_name(model_dir):
     extra = model_dir / "c.safetensors"
     save_file({"w": torch.full((4, 8), 7.0)}, str(extra))  # would override "w"
