@@ -107,16 +107,21 @@ def _files(folder: Path) -> list[str]:
     )
 
 
-def load_torch(path: Path, map_location=None, safe_globals: tuple = ()) -> Any:
+def load_torch(
+    path: Path, map_location=None, safe_globals: tuple = (), data: bytes | None = None
+) -> Any:
     """``torch.load`` of tensors, numbers, strings and containers only (no pickled code); anything
-    else is a ``ResumeError`` naming the file."""
+    else is a ``ResumeError`` naming the file. ``data``: the file's bytes, already read and checked
+    (``CheckpointDir.read_verified``), loaded instead of reading ``path`` again."""
+    import io
     import pickle
 
     import torch
 
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            source = path if data is None else io.BytesIO(data)
+            return torch.load(source, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ResumeError(
@@ -136,6 +141,8 @@ class CheckpointDir:
         self.root, self.prefix, self.identity = Path(root), prefix, identity
         self.group = group or Solo()
         self.rank = self.group.rank
+        # {checkpoint folder: its meta.json, parsed from the bytes resume_point hashed}
+        self._verified: dict[Path, dict[str, Any]] = {}
 
     def log(self, msg: str) -> None:
         """One line on stderr (the stage's log), rank 0 only."""
@@ -222,6 +229,7 @@ class CheckpointDir:
         for name in sorted(files)[g.rank :: g.world_size]:
             if sha256_file(folder / name) != files[name]:
                 return f"{name}: sha256 mismatch"
+        self._verified[folder] = meta
         return None
 
     def resume_point(self) -> Path | None:
@@ -317,10 +325,27 @@ class CheckpointDir:
         for old in self.candidates()[2:]:  # keep this one and the previous good one
             shutil.rmtree(old, ignore_errors=True)
 
-    @staticmethod
-    def meta(folder: Path) -> dict[str, Any]:
-        return read_json(folder / META)
+    def meta(self, folder: Path) -> dict[str, Any]:
+        """The meta.json of a checkpoint ``resume_point`` returned, as parsed from the bytes it
+        hashed there (never read again)."""
+        try:
+            return self._verified[Path(folder)]
+        except KeyError:
+            raise ResumeError(f"{folder}: not verified by this run (resume_point)") from None
 
-    @staticmethod
-    def metrics(folder: Path) -> list[str]:
-        return [ln for ln in (folder / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    def read_verified(self, folder: Path, name: str) -> bytes:
+        """The bytes of checkpoint file ``name``, read once and checked against the sha256 that
+        the verified meta.json lists: what is parsed is what was hashed."""
+        data = (Path(folder) / name).read_bytes()
+        want = self.meta(folder)["files"].get(name)
+        if want is None or hashlib.sha256(data).hexdigest() != want:
+            raise ResumeError(
+                f"{Path(folder) / name}: changed after the checkpoint was verified (not the "
+                f"sha256 its {META} lists); move {folder} away if nothing else writes there"
+            )
+        return data
+
+    def metrics(self, folder: Path) -> list[str]:
+        """The metrics lines saved with a verified checkpoint (from the bytes checked)."""
+        text = self.read_verified(folder, "metrics.jsonl").decode("utf-8", errors="replace")
+        return [ln for ln in text.splitlines() if ln.strip()]

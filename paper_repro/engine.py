@@ -34,7 +34,7 @@ import torch
 from .batching import Batch, BatchPlan, balanced_micro_batches, make_batch, pair_tokens
 from .checkpoints import CheckpointDir, ResumeError
 from .identity import StageIdentity
-from .io import read_json, write_json
+from .io import parse_json, write_json
 from .modeling import bradley_terry_loss, pair_losses
 from .progress import progress
 from .runstate import (
@@ -124,12 +124,12 @@ class CheckpointStore:
         self.backend.load_checkpoint(folder)
         rng = folder / f"rng-rank{self.backend.rank}.json"
         try:
-            set_rng_state(read_json(rng))
+            set_rng_state(parse_json(self.dir.read_verified(folder, rng.name), rng))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ResumeError(
                 f"{rng}: not a valid RNG state ({type(exc).__name__}: {exc})"
             ) from None
-        return CheckpointDir.meta(folder)
+        return self.dir.meta(folder)
 
     def complete(self) -> None:
         self.dir.complete()
@@ -187,7 +187,7 @@ class Trainer:
             self.metrics.restore([])
             return 0
         meta = self.store.load(folder)
-        self.metrics.restore(CheckpointDir.metrics(folder))
+        self.metrics.restore(self.store.dir.metrics(folder))
         self.resumed_from = folder
         return int(meta["next_update"])
 

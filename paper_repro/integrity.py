@@ -23,25 +23,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import ReproError
 from .io import parse_json
-from .lock import held_by
-from .manifest import BadFile, ChecksumError, ManifestError, check_files, read_manifest
+from .lock import held_by, running
+from .manifest import (
+    BadFile,
+    ChecksumError,
+    ManifestError,
+    UnlistedFileError,
+    check_files,
+    read_manifest,
+    refuse_unlisted,
+)
 from .paths import RunPaths
 from .stages import UPSTREAM
 from .verified import is_weights
-
-# Files in a model folder that its manifest leaves out on purpose: the model card, which
-# eval_rewardbench completes after export_rm (export/card.py); no loader reads it.
-UNLISTED_OK = frozenset({"README.md"})
-
 
 # The manifest key listing a stage's record files outside its manifest root: {name: sha256},
 # relative to the stage folder (export_rm's manifest root is its model folder).
 RECORDS = "records"
 
+# Model folders inside a stage's manifest root (relative to it; "" is the root itself). The
+# tokenizer and config loaders read whatever such a folder holds, so an unlisted file is refused.
+MODEL_FOLDERS = {"download_base": "", "export_rm": "", "ppo": "policy"}
 
-class UnlistedFileError(ManifestError):
-    """A file in a verified model folder that its manifest does not list."""
+
+class UpstreamRunning(ReproError):
+    """An upstream stage is running now (its lock is held): its consumer does not start."""
 
 
 def manifest_root(paths: RunPaths, stage: str) -> Path:
@@ -67,12 +75,19 @@ def verify_inputs(
     """Verify every manifested upstream output of ``stage`` (``upstream``: the part of
     ``UPSTREAM[stage]`` this configuration reads); returns {upstream stage: manifest}.
 
-    Raises ManifestError (missing manifest), UnlistedFileError or ChecksumError (after
-    quarantining the bad files), each one line naming the file and the command that recreates it.
+    Raises UpstreamRunning (an upstream stage holds its lock: nothing is read or moved),
+    ManifestError (missing manifest), UnlistedFileError or ChecksumError (after quarantining the
+    bad files), each one line naming the file and the command that recreates it.
     ``PAPER_REPRO_FULL_VERIFY=1`` hashes the weights here too (a second pass over them)."""
     fast = os.environ.get("PAPER_REPRO_FULL_VERIFY") != "1"
     manifests = {}
     for up in UPSTREAM[stage] if upstream is None else upstream:
+        if (holder := running(paths, up)) is not None:
+            # its files are its own until it writes its manifest: nothing read, nothing moved
+            raise UpstreamRunning(
+                f"{up} is running ({holder}): {stage} reads its outputs only once it has "
+                f"finished; wait for it, then rerun `{rerun_command(paths, stage)}`"
+            )
         manifest_path = paths.manifest(up)
         if not manifest_path.is_file():
             raise ManifestError(
@@ -91,20 +106,13 @@ def verify_inputs(
 
 def check_manifest(paths: RunPaths, up: str, *, fast: bool = True) -> dict[str, Any]:
     """Check ``up``'s manifest: every file hashed in full, but for weights (``fast``) whose size
-    and mtime are unchanged (their loader hashes them as it reads them); a model folder with a
-    file the manifest does not list is refused naming it."""
+    and mtime are unchanged (their loader hashes them as it reads them); a model folder
+    (MODEL_FOLDERS) with a file the manifest does not list is refused naming it."""
     manifest = read_manifest(paths.manifest(up))
     folder = manifest_root(paths, up)
-    if folder != paths.stage_dir(up) and folder.is_dir():  # a model folder
-        for p in sorted(folder.rglob("*")):
-            name = str(p.relative_to(folder))
-            if name.startswith(".") or "/." in name:  # hidden: no loader reads it
-                continue
-            if p.is_file() and name not in manifest["files"] and name not in UNLISTED_OK:
-                raise UnlistedFileError(
-                    f"{p}: not listed in {paths.manifest(up)}; a model folder holds only the "
-                    "files its manifest lists (remove it, or rerun the stage that wrote the folder)"
-                )
+    if up in MODEL_FOLDERS and (model := folder / MODEL_FOLDERS[up]).is_dir():
+        prefix = f"{MODEL_FOLDERS[up]}/" if MODEL_FOLDERS[up] else ""
+        refuse_unlisted(model, manifest["files"], paths.manifest(up), prefix)
     stats = {n: s for n, s in (manifest.get("stat") or {}).items() if fast and is_weights(n)}
     bad = check_files(folder, {n: {"sha256": h} for n, h in manifest["files"].items()}, stats)
     if bad:

@@ -7,7 +7,8 @@ way, so a crash never leaves a stale lock behind. A second process on the same s
 ``flock`` (NFSv4, or Lustre mounted with ``-o flock``). The lock file is opened with
 ``O_NOFOLLOW``: a ``.lock`` that is a symbolic link (or not a regular file) is refused in one line,
 so the holder record is never written through it into another file. ``held_by`` takes the same
-lock for a moment (integrity.py's quarantine: never move the files of a running stage).
+lock for a moment (integrity.py's quarantine: never move the files of a running stage);
+``running`` a shared one (integrity.py: a consumer of a running stage refuses to start).
 
 ``die_with_parent``: ``PR_SET_PDEATHSIG`` (Linux): the stage gets SIGTERM when the process that
 started it dies, e.g. Snakemake SIGKILLed (the workflow ``exec``s the stage, so that parent is
@@ -90,6 +91,24 @@ def held_by(paths: RunPaths, stage: str) -> Iterator[str | None]:
         yield None
     finally:
         os.close(fd)
+
+
+def running(paths: RunPaths, stage: str) -> str | None:
+    """Who is running ``stage`` now (its holder), or None. A shared lock for a moment: consumers
+    checking the same upstream at once do not see each other, a stage holding its exclusive lock
+    is seen. Creates nothing (a stage that never ran has no lock file)."""
+    path = lock_path(paths, stage)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # no lock file: never started here (a link is refused when the stage starts)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)  # releases the shared lock
+    return None
 
 
 @contextlib.contextmanager

@@ -175,12 +175,41 @@ def read_manifest(manifest_path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+class UnlistedFileError(ManifestError):
+    """A file in a verified model folder that its manifest does not list."""
+
+
+# Files in a model folder that its manifest leaves out on purpose: the model card, which
+# eval_rewardbench completes after export_rm (export/card.py); no loader reads it.
+UNLISTED_OK = frozenset({"README.md"})
+
+
+def refuse_unlisted(folder: Path, listed: Any, manifest_path: Path, prefix: str = "") -> None:
+    """UnlistedFileError naming the first file of model folder ``folder`` that the manifest does
+    not list (``listed``: its names, ``prefix`` + the name relative to ``folder``): the tokenizer
+    and config loaders would read a ``special_tokens_map.json`` dropped in. Hidden files (no
+    loader reads them) and UNLISTED_OK are let through."""
+    folder = Path(folder)
+    for p in sorted(folder.rglob("*")):
+        name = str(p.relative_to(folder))
+        if name.startswith(".") or "/." in name or not p.is_file() or name in UNLISTED_OK:
+            continue
+        if prefix + name not in listed:
+            raise UnlistedFileError(
+                f"{p}: not listed in {manifest_path}; a model folder holds only the files its "
+                "manifest lists (remove it, or rerun the stage that wrote the folder)"
+            )
+
+
 def verify_manifest(
-    folder: str | Path, manifest_path: str | Path, *, fast: bool = True
+    folder: str | Path, manifest_path: str | Path, *, fast: bool = True, model: bool = False
 ) -> dict[str, Any]:
     """Check every file listed in a manifest (``fast``: files whose size and mtime are unchanged
-    are not re-read); raises ChecksumError naming the bad ones."""
+    are not re-read); raises ChecksumError naming the bad ones. ``model``: ``folder`` is a model
+    folder, and a file in it that the manifest does not list is refused (``refuse_unlisted``)."""
     manifest = read_manifest(manifest_path)
+    if model and Path(folder).is_dir():
+        refuse_unlisted(Path(folder), manifest["files"], Path(manifest_path))
     stats = manifest.get("stat") if fast else None
     bad = check_files(Path(folder), {n: {"sha256": h} for n, h in manifest["files"].items()}, stats)
     if bad:

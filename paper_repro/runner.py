@@ -2,8 +2,13 @@
 
 1. The process dies with the job that started it (``lock.die_with_parent``).
 2. Rank 0 holds the stage folder's lock for the whole run (one writer; a second process exits 2
-   naming the holder) and removes the previous ``<stage>/identity.json`` first, so that a failed
-   run never leaves an old identity next to new files.
+   naming the holder) and removes the previous ``<stage>/manifest.json`` and ``identity.json``
+   first (``clear_records``), so that a failed or running stage never leaves old records next to
+   new files: its consumers see no manifest and refuse to start (``integrity.verify_inputs``
+   names the running stage). These two are the only outputs the Snakemake rules declare, so a job
+   refused by the lock can make Snakemake delete nothing else of the holder's. The download stages
+   keep their manifest until they rewrite it: it is their lock of what was fetched (a rerun
+   re-checks instead of downloading again).
    A ChecksumError raised while the stage loads (weights are hashed as they are read,
    ``verified.py``) moves the bad upstream files to quarantine like ``integrity.verify_inputs``.
 3. After a successful run rank 0 records ``<stage>/identity.json`` (``identity.py``): what the
@@ -28,6 +33,17 @@ from .lock import die_with_parent, stage_lock
 from .manifest import ChecksumError
 from .paths import RunPaths
 
+# Stages whose previous manifest is read by the stage itself (the record of what was downloaded)
+# and rewritten at its end; consumers still see the stage lock while it runs.
+KEEPS_MANIFEST = frozenset({"download_base", "download_data"})
+
+
+def clear_records(paths: RunPaths, stage: str) -> None:
+    """Remove ``stage``'s identity and (but for KEEPS_MANIFEST) manifest; under the stage lock."""
+    paths.identity(stage).unlink(missing_ok=True)
+    if stage not in KEEPS_MANIFEST:
+        paths.manifest(stage).unlink(missing_ok=True)
+
 
 def run_stage(stage: str, cfg: ReproConfig, paths: RunPaths) -> int:
     die_with_parent()
@@ -35,7 +51,7 @@ def run_stage(stage: str, cfg: ReproConfig, paths: RunPaths) -> int:
     # a held lock raises StageBusy (a ReproError: the CLI prints one line and exits 2)
     with stage_lock(paths, stage) if rank0 else contextlib.nullcontext():
         if rank0:
-            paths.identity(stage).unlink(missing_ok=True)
+            clear_records(paths, stage)
         module = importlib.import_module(f"paper_repro.stages.{stage}")  # after the lock: fast
         try:
             code = int(module.run(cfg, paths) or 0)

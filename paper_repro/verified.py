@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .errors import CorruptFileError
-from .manifest import BadFile, ChecksumError, read_manifest
+from .manifest import BadFile, ChecksumError, read_manifest, refuse_unlisted
 
 WEIGHTS_SUFFIX = ".safetensors"
 MAX_HEADER = 100 << 20  # the safetensors library's own bound on the JSON header
@@ -56,8 +56,9 @@ def is_weights(name: str) -> bool:
 
 
 def listing(path: Path) -> tuple[Path, Path, str] | None:
-    """(manifest, folder its names are relative to, name of ``path``) for a file or model folder
-    that a pipeline manifest lists; None when no manifest lists it."""
+    """(manifest, folder its names are relative to, name of ``path`` in it) for a file or model
+    folder that a pipeline manifest lists; None when no manifest lists it. ``ppo/policy`` is
+    listed by ``ppo/manifest.json`` under ``policy/``."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     candidates = [(folder / "manifest.json", folder)]
@@ -66,16 +67,28 @@ def listing(path: Path) -> tuple[Path, Path, str] | None:
             (folder.with_name("model.manifest.json"), folder),
             (folder.parent / "manifest.json", folder),
         ]
+    elif folder.name == "policy":
+        candidates = [(folder.parent / "manifest.json", folder.parent)]
     for manifest, root in candidates:
         if manifest.is_file():
-            return manifest, root, "" if path.is_dir() else path.name
+            name = str(path.relative_to(root)) if path != root else ""
+            return manifest, root, name
     return None
 
 
 def expected_files(folder: Path) -> dict[str, str] | None:
-    """{name: sha256} of the files the manifest beside model folder ``folder`` lists, or None."""
+    """{name relative to ``folder``: sha256} of the files the manifest of model folder ``folder``
+    lists, or None when none lists it. A file in the folder that the manifest leaves out is
+    refused by name (UnlistedFileError): the config and tokenizer loaders would read it."""
     found = listing(folder)
-    return None if found is None else dict(read_manifest(found[0])["files"])
+    if found is None:
+        return None
+    manifest_path, _, prefix = found
+    files = read_manifest(manifest_path)["files"]
+    prefix = f"{prefix}/" if prefix else ""
+    if Path(folder).name in ("model", "policy"):  # not a stage folder with its own records
+        refuse_unlisted(Path(folder), files, manifest_path, prefix)
+    return {n[len(prefix) :]: h for n, h in files.items() if n.startswith(prefix)}
 
 
 def load_file(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:

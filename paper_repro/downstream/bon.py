@@ -51,9 +51,11 @@ class RewardScorer:
 
         from ..data.tokenizer import special_strings
         from ..evaluation.model import filler_pad, load_model
+        from ..verified import checked_copy
 
         self.model = load_model(Path(model_dir), dtype, strict=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+        with checked_copy(Path(model_dir)) as copy:  # the listed bytes, parsed once
+            self.tokenizer = AutoTokenizer.from_pretrained(str(copy), trust_remote_code=False)
         self.pad_id, _ = filler_pad(self.model, self.tokenizer, Path(model_dir))
         self.special = special_strings(self.tokenizer)
         self.token_budget = token_budget

@@ -104,13 +104,15 @@ def load_model(model_dir: Path, dtype: str, attn_implementation: str = "sdpa", *
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from ..modeling import DTYPES
-    from ..verified import from_pretrained
+    from ..verified import checked_copy, from_pretrained
 
     if not (model_dir / "config.json").is_file():
         raise EvalError(f"{model_dir}: no config.json (not a Hugging Face model folder)")
     extra = {"device_map": "auto"} if torch.cuda.is_available() else {}
     try:
-        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
+        with checked_copy(model_dir) as copy:  # the bytes its manifest lists, if one does
+            config = AutoConfig.from_pretrained(str(copy), trust_remote_code=False)
+        config._name_or_path = str(model_dir)
         pad = config.pad_token_id
         if pad is not None and not 0 <= pad < config.vocab_size:
             if strict:

@@ -44,7 +44,7 @@ def standin_model(cfg: ReproConfig, paths: RunPaths) -> Path:
     manifest = paths.reference_model_manifest
     if manifest.is_file() and read_json(manifest).get("standin_identity") == ident:
         try:
-            verify_manifest(paths.reference_model, manifest)
+            verify_manifest(paths.reference_model, manifest, model=True)
         except (ChecksumError, ManifestError) as exc:
             print(f"eval_reference: retraining the stand-in ({exc})")
         else:

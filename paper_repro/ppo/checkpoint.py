@@ -61,9 +61,9 @@ class PPOCheckpoints:
 
     def load(self, folder: Path) -> tuple[dict[str, Any], Resumed]:
         """The trainer state of a verified folder and what the stage needs to continue."""
-        meta = CheckpointDir.meta(folder)
-        state = load_torch(folder / STATE_FILE)
-        return state, Resumed(folder, int(meta["next_step"]), meta, CheckpointDir.metrics(folder))
+        meta = self.dir.meta(folder)
+        state = load_torch(folder / STATE_FILE, data=self.dir.read_verified(folder, STATE_FILE))
+        return state, Resumed(folder, int(meta["next_step"]), meta, self.dir.metrics(folder))
 
     def complete(self) -> None:
         self.dir.complete()

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ..config import ReproConfig
-from ..integrity import verify_inputs
+from ..integrity import check_manifest, verify_inputs
 from ..manifest import verify_manifest, write_manifest
 from ..paths import RunPaths
 from ..tracking import stage_run
@@ -41,9 +41,11 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 
     verify_inputs(paths, STAGE)
     sft, sft_manifest = sft_policy(cfg, paths)
-    if sft_manifest != paths.base_manifest:
-        verify_manifest(sft, sft_manifest)
-    verify_manifest(paths.reference_model, paths.reference_model_manifest)
+    # lm-eval loads the policies itself (not hashed while read): their weights are hashed in
+    # full here, not taken on size + mtime, and a file their manifest leaves out is refused
+    verify_manifest(sft, sft_manifest, model=True, fast=False)
+    check_manifest(paths, "ppo", fast=False)
+    verify_manifest(paths.reference_model, paths.reference_model_manifest, model=True)
     models = Models(
         policies={"sft": sft, "ppo": paths.ppo_policy},
         rms={"ours": paths.rm_model, "published": paths.reference_model},

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from manifests import remanifest
 
 from paper_repro.cli import main
-from paper_repro.integrity import manifest_root, verify_inputs
-from paper_repro.manifest import ChecksumError, ManifestError
+from paper_repro.integrity import check_manifest, manifest_root, verify_inputs
+from paper_repro.manifest import ChecksumError, ManifestError, verify_manifest, write_manifest
 from paper_repro.paths import RunPaths
 from paper_repro.stages import UPSTREAM
 
@@ -286,18 +287,100 @@ def test_stale_heldout_file_never_replaces_the_carve_out(tiny_cfg, full_run, tmp
     assert held["source"] == f"seeded carve-out ({local.data.heldout_fraction:g})", held
 
 
-@pytest.mark.hardening("3", "quarantine never moves the files of a stage whose lock is held")
-def test_quarantine_leaves_a_running_stage_alone(full_run, tmp_path):
+@pytest.mark.hardening("3", "train-rm started while prepare_data runs: one line naming it, exit 2")
+def test_a_consumer_of_a_running_stage_names_it_and_moves_nothing(
+    full_run, tmp_path, capsys, monkeypatch
+):
     from paper_repro.lock import stage_lock
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
     paths = RunPaths(root)
     flip_byte(paths.prepared("train"))  # e.g. prepare_data rewriting it right now
+    monkeypatch.chdir(tmp_path)
     with stage_lock(paths, "prepare_data"):
-        with pytest.raises(ChecksumError, match=r"left in place \(prepare_data is running: PID"):
-            verify_inputs(paths, "train_rm")
+        assert main(["train-rm", "tiny", *TINY, "--run-dir", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"paper-repro train-rm: prepare_data is running (PID {os.getpid()} on host"
+    ), err
     assert paths.prepared("train").is_file() and paths.manifest("prepare_data").is_file()
+    assert not (root / "quarantine").exists()
+
+
+@pytest.mark.hardening("3", "quarantine never moves the files of a stage whose lock is held")
+def test_quarantine_leaves_a_running_stage_alone(full_run, tmp_path):
+    """A stage that starts after its consumer's check and before the quarantine: nothing moves."""
+    from paper_repro.integrity import refused
+    from paper_repro.lock import stage_lock
+
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    flip_byte(paths.prepared("train"))
+    with pytest.raises(ChecksumError) as exc:
+        check_manifest(paths, "prepare_data")
+    with stage_lock(paths, "prepare_data"):
+        err = refused(paths, "train_rm", "prepare_data", exc.value)
+    assert "left in place (prepare_data is running: PID" in str(err)
+    assert paths.prepared("train").is_file() and paths.manifest("prepare_data").is_file()
+    assert not (root / "quarantine").exists()
+
+
+def model_folders(paths: RunPaths) -> dict[str, tuple[Path, Path]]:
+    """Every verified model folder of a run: {name: (folder, its manifest)}; ppo/policy and
+    reference_model/model made here from the export (any HF folder will do)."""
+    policy = paths.ppo_policy
+    if not policy.is_dir():
+        shutil.copytree(paths.rm_model, policy)
+        remanifest(paths, "ppo", all_files=True)
+        shutil.copytree(paths.rm_model, paths.reference_model)
+        write_manifest(paths.reference_model_manifest, paths.reference_model)
+    return {
+        "download_base/model": (paths.base_model, paths.base_manifest),
+        "export_rm/model": (paths.rm_model, paths.manifest("export_rm")),
+        "ppo/policy": (policy, paths.manifest("ppo")),
+        "reference_model/model": (paths.reference_model, paths.reference_model_manifest),
+    }
+
+
+def stage_check(paths: RunPaths, name: str) -> None:
+    """What the stage that reads model folder ``name`` checks before loading it."""
+    if name == "reference_model/model":  # eval_downstream and the stand-in's reuse
+        verify_manifest(paths.reference_model, paths.reference_model_manifest, model=True)
+    else:
+        check_manifest(paths, name.split("/")[0])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n, marks=pytest.mark.hardening("2", f"special_tokens_map.json dropped into {n}")
+        )
+        for n in ("download_base/model", "export_rm/model", "ppo/policy", "reference_model/model")
+    ],
+)
+def test_an_unlisted_file_in_each_verified_model_folder_is_refused_by_name(
+    full_run, tmp_path, name
+):
+    from paper_repro.manifest import UnlistedFileError
+    from paper_repro.verified import checked_copy, load_weights
+
+    root = tmp_path / "run"
+    shutil.copytree(full_run.root, root, symlinks=True)
+    paths = RunPaths(root)
+    folder, manifest = model_folders(paths)[name]
+    stage_check(paths, name)  # as made: accepted
+    dropped = folder / "special_tokens_map.json"
+    dropped.write_text('{"bos_token": "</s>", "eos_token": "<s>"}')
+    want = f"{dropped}: not listed in {manifest}"
+    with pytest.raises(UnlistedFileError, match=want):
+        stage_check(paths, name)
+    with pytest.raises(UnlistedFileError, match=want):  # and where its weights are loaded
+        load_weights(folder)
+    with pytest.raises(UnlistedFileError, match=want), checked_copy(folder):
+        pass
     assert not (root / "quarantine").exists()
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from paper_repro import codeversion
-from paper_repro.checkpoints import CheckpointDir
+from paper_repro.checkpoints import CheckpointDir, ResumeError
 from paper_repro.identity import StageIdentity, content_digest, stage_identity
 from paper_repro.io import write_json
 from paper_repro.manifest import write_manifest
@@ -148,7 +148,21 @@ def test_keeps_the_last_two_and_resumes_from_the_newest(tmp_path):
     assert [p.name for p in d.candidates()] == ["update-000006", "update-000004"]
     d.prepare()
     assert d.resume_point().name == "update-000006"
-    assert CheckpointDir.metrics(d.resume_point())[-1] == '{"update": 5}'
+    assert d.metrics(d.resume_point())[-1] == '{"update": 5}'
+
+
+@pytest.mark.hardening("3", "checkpoint meta.json / metrics.jsonl rewritten after verification")
+def test_resume_parses_the_bytes_it_verified_not_a_second_read(tmp_path):
+    d = CheckpointDir(tmp_path / "ckpt", "update", ident())
+    save(d, 2)
+    d.prepare()
+    folder = d.resume_point()
+    verified = dict(d.meta(folder))
+    write_json(folder / "meta.json", {**verified, "next_update": 99})  # after the check
+    assert d.meta(folder) == verified  # parsed from the hashed bytes, not read again
+    (folder / "metrics.jsonl").write_text('{"update": 99}\n')
+    with pytest.raises(ResumeError, match="metrics.jsonl: changed after the checkpoint was"):
+        d.metrics(folder)
 
 
 def test_corrupt_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, capsys):

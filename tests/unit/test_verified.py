@@ -12,7 +12,7 @@ from safetensors.torch import load_file as st_load
 from safetensors.torch import save_file
 
 from paper_repro.errors import CorruptFileError, ReproError
-from paper_repro.manifest import ChecksumError, write_manifest
+from paper_repro.manifest import ChecksumError, UnlistedFileError, write_manifest
 from paper_repro.verified import load_file, load_weights
 
 
@@ -86,11 +86,14 @@ def test_truncated_file_is_refused(model_dir):
         load_weights(model_dir)
 
 
-@pytest.mark.hardening("2", "weights: a shard the manifest does not list is never loaded")
-def test_only_listed_weight_files_are_loaded(model_dir):
-    save_file({"w": torch.full((4, 8), 7.0)}, str(model_dir / "c.safetensors"))  # would override
-    state = load_weights(model_dir)
-    assert not torch.equal(state["w"], torch.full((4, 8), 7.0))
+@pytest.mark.hardening("2", "weights: a shard the manifest does not list is refused by name")
+def test_an_unlisted_weight_file_is_refused_by_name(model_dir):
+    extra = model_dir / "c.safetensors"
+    save_file({"w": torch.full((4, 8), 7.0)}, str(extra))  # would override "w"
+    with pytest.raises(UnlistedFileError, match=f"{extra}: not listed in"):
+        load_weights(model_dir)
+    extra.unlink()
+    assert not torch.equal(load_weights(model_dir)["w"], torch.full((4, 8), 7.0))
 
 
 def test_a_file_beside_a_manifest_that_does_not_list_it_is_refused(tmp_path):

@@ -3,6 +3,7 @@ submission a 70B job turns into, and the precise rerun triggers of the per-stage
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -130,7 +131,7 @@ def _complete_run_without_stages(workdir, root=ROOT):
                 if path.suffix:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.touch()
-                else:  # directory() outputs: model/, policy/, figures/
+                else:  # the report's directory() output figures/
                     path.mkdir(parents=True, exist_ok=True)
     snakemake(workdir, "--cores", "1", "--touch", "all", root=root)
     assert "Nothing to be done" in snakemake(workdir, "-n", "all", root=root).stdout
@@ -267,6 +268,23 @@ def test_checkpoints_and_tracking_are_never_outputs(tmp_path):
     out = snakemake(tmp_path, "-n", "all").stdout
     outputs = [ln for ln in out.splitlines() if ln.startswith("    output: ")]
     assert outputs and not any("checkpoints" in ln or "/tracking" in ln for ln in outputs)
+
+
+@pytest.mark.hardening("3", "a failed or refused stage job: Snakemake may remove only its records")
+def test_stage_jobs_declare_only_their_manifest_and_identity(tmp_path):
+    """Snakemake removes the declared outputs of a failed job, also of one refused by the stage
+    lock while another process runs the stage: only the two records the running stage removed
+    itself when it started, never its data."""
+    out = snakemake(tmp_path, "-n", "all").stdout
+    seen = set()
+    for block in re.split(r"^rule ", out, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        if rule in STAGES and rule != "report":
+            outputs = re.search(r"^    output: (.*)$", block, re.M)[1].split(", ")
+            want = [f"results/tiny/{rule}/{n}" for n in ("identity.json", "manifest.json")]
+            assert sorted(outputs) == want, rule
+            seen.add(rule)
+    assert seen == set(STAGES) - {"report"}
 
 
 def test_slurm_profile_without_slurm_stops_with_one_line_before_submitting(tmp_path):

@@ -56,6 +56,15 @@ LAUNCHER = Path(workflow.basedir) / "workflow" / "scripts" / "launch.sh"
 DISTRIBUTED = ("train_rm", "ppo")
 
 
+def stage_outputs(stage):
+    """The only outputs a stage job declares: its manifest (written last, listing every file the
+    stage made) and its identity. Snakemake removes the declared outputs of a failed job, also of
+    one the stage lock refused while another process runs the stage: it can then delete nothing
+    but these two records, never the running holder's data (metrics.jsonl, weights). Consumers
+    depend on the manifest, which pins every file they read."""
+    return {"manifest": RUN.manifest(stage), "identity": RUN.identity(stage)}
+
+
 def upstream_manifests(stage, upstream=None):
     """The manifests a stage verifies before reading (paper_repro.integrity.verify_inputs; by
     default for every stage in UPSTREAM[stage]): inputs, so that the stage reruns when one
@@ -137,16 +146,12 @@ def stage_shell(stage):
 
 
 def eval_reference_inputs(wildcards):
-    """The configured reference's inputs: the raw RewardBench pairs, plus the base model and the
-    prepared data the tiny stand-in is trained from."""
-    inputs = {
+    """The configured reference's inputs: the manifests of what it reads (download_data's raw
+    RewardBench pairs, plus download_base and prepare_data for the tiny stand-in)."""
+    return {
         "config": RUN.stage_config("eval_reference"),
-        "rewardbench": RUN.raw_data("rewardbench"),
         "manifests": upstream_manifests("eval_reference", reads(CFG)),
     }
-    if CFG.reference.source == "tiny":
-        inputs.update(model=RUN.base_model, train=RUN.prepared("train"))
-    return inputs
 
 
 # Commands the Slurm executor plugin runs: without them it would fail at submission and retry

@@ -3,9 +3,7 @@ rule download_base:
     input:
         config=RUN.stage_config("download_base"),
     output:
-        model=directory(RUN.base_model),
-        manifest=RUN.base_manifest,
-        identity=RUN.identity("download_base"),
+        **stage_outputs("download_base"),
     params:
         run_dir=RUN.root,
     log:

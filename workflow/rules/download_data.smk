@@ -3,11 +3,7 @@ rule download_data:
     input:
         config=RUN.stage_config("download_data"),
     output:
-        preference=RUN.raw_data("preference"),
-        rewardbench=RUN.raw_data("rewardbench"),
-        ppo_prompts=RUN.raw_data("ppo_prompts"),
-        manifest=RUN.data_manifest,
-        identity=RUN.identity("download_data"),
+        **stage_outputs("download_data"),
     params:
         run_dir=RUN.root,
     log:

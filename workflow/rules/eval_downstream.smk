@@ -6,15 +6,12 @@ rule eval_downstream:
     input:
         config=RUN.stage_config("eval_downstream"),
         manifests=upstream_manifests("eval_downstream"),
-        ppo_summary=RUN.ppo_summary,
         # after eval_reference, which fetches (or trains) the published RM into reference_model/;
         # ancient: re-scoring RewardBench (an eval.* change) leaves that model, and this stage,
         # alone; another reference (reference.*) reruns this stage through its config
         reference=ancient(RUN.manifest("eval_reference")),
     output:
-        results=RUN.downstream_results,
-        identity=RUN.identity("eval_downstream"),
-        manifest=RUN.manifest("eval_downstream"),
+        **stage_outputs("eval_downstream"),
     params:
         run_dir=RUN.root,
     log:

@@ -4,12 +4,7 @@ rule eval_reference:
     input:
         unpack(eval_reference_inputs),
     output:
-        pairs=RUN.eval_files("eval_reference").pairs,
-        scores=RUN.eval_files("eval_reference").scores,
-        comparison=RUN.eval_files("eval_reference").comparison,
-        leaderboard=RUN.eval_files("eval_reference").leaderboard,
-        identity=RUN.identity("eval_reference"),
-        manifest=RUN.manifest("eval_reference"),
+        **stage_outputs("eval_reference"),
     params:
         run_dir=RUN.root,
     log:

@@ -2,15 +2,9 @@ rule eval_rewardbench:
     """RewardBench scores of the exported RM, compared with the model card."""
     input:
         config=RUN.stage_config("eval_rewardbench"),
-        rewardbench=RUN.prepared("rewardbench"),
-        manifests=upstream_manifests("eval_rewardbench"),  # they pin the files of RUN.rm_model
+        manifests=upstream_manifests("eval_rewardbench"),
     output:
-        pairs=RUN.eval_pairs,
-        scores=RUN.eval_scores,
-        comparison=RUN.eval_comparison,
-        leaderboard=RUN.eval_files().leaderboard,
-        identity=RUN.identity("eval_rewardbench"),
-        manifest=RUN.manifest("eval_rewardbench"),
+        **stage_outputs("eval_rewardbench"),
     params:
         run_dir=RUN.root,
     log:

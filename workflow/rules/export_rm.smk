@@ -2,17 +2,9 @@ rule export_rm:
     """The trained weights as a Hugging Face LlamaForSequenceClassification folder, verified."""
     input:
         config=RUN.stage_config("export_rm"),
-        model=RUN.base_model,
-        state=RUN.trained_state,
-        heldout=RUN.prepared("heldout"),
         manifests=upstream_manifests("export_rm"),
     output:
-        # The model folder (RUN.rm_model) is not a directory() output: Snakemake would leave its
-        # .snakemake_timestamp marker inside the folder users share. Consumers depend on the
-        # manifest instead, which the stage writes last and which pins every file of the folder.
-        manifest=RUN.manifest("export_rm"),
-        verification=RUN.export_verification,
-        identity=RUN.identity("export_rm"),
+        **stage_outputs("export_rm"),
     params:
         run_dir=RUN.root,
     log:

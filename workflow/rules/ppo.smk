@@ -8,14 +8,9 @@ rule ppo:
     """
     input:
         config=RUN.stage_config("ppo"),
-        model=RUN.base_model,
-        manifests=upstream_manifests("ppo"),  # pins the files of RUN.rm_model and the base
-        prompts=RUN.prepared("ppo_prompts"),
+        manifests=upstream_manifests("ppo"),
     output:
-        metrics=RUN.ppo_metrics,
-        summary=RUN.ppo_summary,
-        identity=RUN.identity("ppo"),
-        manifest=RUN.manifest("ppo"),
+        **stage_outputs("ppo"),
     params:
         run_dir=RUN.root,
     log:

@@ -2,19 +2,9 @@ rule report:
     """The paper-ready report: tables, figures, references and provenance of this run."""
     input:
         config=RUN.stage_config("report"),
-        data_report=RUN.data_report,
-        train_metrics=RUN.train_metrics,
-        train_summary=RUN.train_summary,
-        verification=RUN.export_verification,
-        scores=RUN.eval_scores,
-        comparison=RUN.eval_comparison,
-        reference_scores=RUN.eval_files("eval_reference").scores,
-        reference_pairs=RUN.eval_files("eval_reference").pairs,
-        ppo_metrics=RUN.ppo_metrics,
-        ppo_summary=RUN.ppo_summary,
-        downstream=RUN.downstream_results,
         # what each stage ran with and consumed: the report refuses a mixture (reporting/consistency.py)
         identities=[RUN.identity(stage) for stage in STAGES if stage != "report"],
+        # they list (and pin) every file the report reads
         manifests=upstream_manifests("report"),
     output:
         markdown=report(RUN.report_md, caption="../report/report_md.rst", category="Report"),

@@ -8,16 +8,9 @@ rule train_rm:
     """
     input:
         config=RUN.stage_config("train_rm"),
-        model=RUN.base_model,
         manifests=upstream_manifests("train_rm"),
-        train=RUN.prepared("train"),
-        heldout=RUN.prepared("heldout"),
     output:
-        metrics=RUN.train_metrics,
-        summary=RUN.train_summary,
-        state=RUN.trained_state,
-        identity=RUN.identity("train_rm"),
-        manifest=RUN.manifest("train_rm"),
+        **stage_outputs("train_rm"),
     params:
         run_dir=RUN.root,
     log:
