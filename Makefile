@@ -35,7 +35,7 @@ test-slow: setup crosscheck-envs
 # ($$PAPER_REPRO_CACHE, default ~/.cache/paper-repro).
 crosscheck-envs: setup
 	$(BIN)/python -m paper_repro.export.crosscheck --envs-only
-	$(BIN)/python -m paper_repro.evaluation.rbcheck --envs-only
+	$(BIN)/python -m paper_repro.rewardbench.rbcheck --envs-only
 
 test-slurm: setup
 	bash tests/slurm/install_slurm.sh

@@ -6,7 +6,7 @@ the spec (the ``rewardbench`` package pins transformers 4.51 and hard-codes CUDA
 batches of pairs in dataset order; the chosen texts of a batch in one forward, the rejected texts
 in another, each padded (right, the tokenizer default) to the longest row of that batch; the
 reward is the HF ``LlamaForSequenceClassification`` logit (its own pooling at the rightmost
-non-pad token, arange position ids). Our scorer: ``paper_repro.scoring.score_pairs``, packed (the
+non-pad token, arange position ids). Our scorer: ``paper_repro.rewardbench.scorer.score_pairs``, packed (the
 default: longest first into rows of at most ``--token-budget`` tokens, no padding, attention per
 sequence).
 
@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from paper_repro.scoring import score_pairs
+from paper_repro.rewardbench.scorer import score_pairs
 
 BOS, EOS, PAD, VOCAB = 0, 1, 511, 512  # the tiny tokenizer's ids (pad never occurs in text)
 RUN_RM_MAX_LENGTH = 2048
@@ -85,7 +85,7 @@ def synthetic_pairs(n: int, seed: int) -> tuple[list[list[int]], list[list[int]]
 
 def run_rm_scores(model, chosen, rejected, batch_size: int) -> tuple[np.ndarray, np.ndarray, int]:
     """reward-bench run_rm.py: dataset order, fixed batches, pad to the longest, HF pooling."""
-    from paper_repro.modeling import pad_batch
+    from paper_repro.training.modeling import pad_batch
 
     out_c, out_r, padded = [], [], 0
     with torch.inference_mode():

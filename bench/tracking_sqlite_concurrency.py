@@ -40,7 +40,7 @@ TRACKED = textwrap.dedent(
     import sys, time
     from paper_repro import tracking
     from paper_repro.config import load_config
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     run_dir, stage, steps, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     cfg = load_config("tiny", ["tracking.experiment=bench"])
     while time.time() < start_at:

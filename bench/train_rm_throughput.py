@@ -198,11 +198,11 @@ def matmul_peak(dtype: torch.dtype, repeats: int = 3) -> float:
 def ours_run(model, pairs, args, *, packed: bool, dtype: str, result: Result, pause) -> None:
     """This trainer, calling ``pause()`` before its first update and after each one; tokens and
     padding from its update metrics."""
-    from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.config import RMTrainConfig
-    from paper_repro.engine import Trainer
-    from paper_repro.schedule import LRSchedule
+    from paper_repro.training.backends import TorchBackend
+    from paper_repro.training.batching import BatchPlan, pair_tokens
+    from paper_repro.training.engine import Trainer
+    from paper_repro.training.schedule import LRSchedule
 
     rm = RMTrainConfig(
         lr=1e-5,
@@ -243,7 +243,7 @@ def trl_run(model, pairs, args, *, dtype: str, result: Result, pause) -> None:
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     class Pause(TrainerCallback):
         def __init__(self, pause):
@@ -314,8 +314,8 @@ RUNS = {
 
 def warm_up(model, pairs, args, dtype: str) -> None:
     """First-call allocations and kernel selection are charged to nobody."""
-    from paper_repro.batching import make_batch
-    from paper_repro.modeling import token_scores
+    from paper_repro.training.batching import make_batch
+    from paper_repro.training.modeling import token_scores
 
     batch = make_batch(pairs, np.arange(args.micro_batch), PAD)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):

@@ -26,7 +26,7 @@ def tiny_cfg():
 def tiny_run(tmp_path_factory, tiny_cfg):
     """RunPaths of a tiny-preset run whose download_base, download_data and prepare_data stages
     have run (via their ``run`` functions). Treat it as read-only: it is shared by the session."""
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import download_base, download_data, prepare_data
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -39,8 +39,8 @@ def tiny_run(tmp_path_factory, tiny_cfg):
 @pytest.fixture(scope="session")
 def llama3_tok():
     """The real Llama 3 tokenizer with the Tulu 2 additions, built offline from the llama-models
-    wheel (once per machine: kept in the user cache, see paper_repro.llama3_tokenizer)."""
-    from paper_repro.llama3_tokenizer import load_tulu_llama3
+    wheel (once per machine: kept in the user cache, see paper_repro.data.llama3_tokenizer)."""
+    from paper_repro.data.llama3_tokenizer import load_tulu_llama3
 
     return load_tulu_llama3()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paper_repro.data.rows import BOM, MAX_ROW_BYTES
-from paper_repro.tiny import FIXTURE_DIR
+from paper_repro.fixtures.tiny import FIXTURE_DIR
 
 FILES = {  # download_data name -> shipped fixture file with good rows of that schema
     "preference": "preference_train.jsonl",

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from paper_repro.integrity import manifest_root
-from paper_repro.io import read_json
-from paper_repro.manifest import write_manifest
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.integrity import manifest_root
+from paper_repro.provenance.io import read_json
+from paper_repro.provenance.manifest import write_manifest
+from paper_repro.provenance.paths import RunPaths
 
 
 def remanifest(paths: RunPaths, stage: str, *, all_files: bool = False) -> None:

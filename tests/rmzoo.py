@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_repro.tiny import PAD_TOKEN, TOKENIZER_DIR
+from paper_repro.fixtures.tiny import PAD_TOKEN, TOKENIZER_DIR
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 

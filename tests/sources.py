@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from paper_repro.tiny import ONPOLICY_SOURCE
+from paper_repro.fixtures.tiny import ONPOLICY_SOURCE
 
 ARITHMETIC_SOURCES = ("fixture-arithmetic", ONPOLICY_SOURCE)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..paths import RUN_NAME
+from ..provenance.paths import RUN_NAME
 from .schema import ReproConfig
 from .validate import ConfigError, check_revision
 

@@ -66,7 +66,7 @@ class TinyArch:
     num_attention_heads: int = 4
     num_key_value_heads: int = 4
     # "fixture": the shipped 512-id BPE; "llama3": the real Llama 3 tokenizer (128,256 ids, built
-    # offline from the llama-models wheel, paper_repro/llama3_tokenizer.py) and a matching embedding.
+    # offline from the llama-models wheel, paper_repro/data/llama3_tokenizer.py) and a matching embedding.
     tokenizer: Literal["fixture", "llama3"] = "fixture"
     sft_steps: int = 300  # causal-LM steps on fixture dialogues that make the tiny "SFT base"
     sft_batch: int = 32  # dialogues per SFT step

@@ -1,5 +1,5 @@
-"""EasyLM-exact tokenization of preference pairs, RewardBench pairs and PPO prompts, the
-tokenization fingerprint, and the readers later stages use.
+"""Rows to token ids: EasyLM-exact formatting and tokenization of preference pairs, RewardBench
+pairs and PPO prompts, the tokenizers, the fingerprint, and the readers later stages use.
 
 Text per side is built by ``formatting.render_training`` (docs/fidelity.md §2) and
 tokenized with ``add_special_tokens=False``: one BOS and the final EOS come only from the literal

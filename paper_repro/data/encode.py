@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..formatting import FormatError, render_prompt, render_training
+from .formatting import FormatError, render_prompt, render_training
 from .rows import RawRow
 from .tokenizer import resolve_pad, special_strings
 from .validate import preference_sides, prompt_messages, rewardbench_sides

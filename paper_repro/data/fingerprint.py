@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json
+from ..provenance.io import read_json
 from .errors import DataError, FingerprintMismatch
 from .tokenizer import _ids_hash, load_tokenizer, tokenizer_file_hashes, tokenizer_identity
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..provenance.io import atomic_path
 from .errors import DataError
 
 PAIR_COLUMNS = ("chosen_input_ids", "rejected_input_ids", "chosen_len", "rejected_len", "row")
@@ -55,7 +55,7 @@ def _read(path: str | Path, columns: tuple[str, ...]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..verified import read_bytes
+    from ..provenance.verified import read_bytes
 
     path = Path(path)
     if not path.is_file():

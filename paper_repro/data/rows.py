@@ -144,7 +144,7 @@ def iter_jsonl(path: str | Path) -> Iterator[RawRow]:
     """Rows of a jsonl file; blank lines are skipped, bad ones come back with a drop reason. A file
     a manifest lists (``download_data/*.jsonl``) is hashed while read and checked when the last
     row has been read (ChecksumError then), so rows taken whole are the bytes the manifest lists."""
-    from ..verified import check_read
+    from ..provenance.verified import check_read
 
     with open(path, "rb") as raw_file:
         f = _Hashing(raw_file)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..formatting import TULU_CHAT_TEMPLATE, SpecialStrings, render_prompt, render_training
-from ..io import sha256_file
+from ..provenance.io import sha256_file
 from .errors import DataError
+from .formatting import TULU_CHAT_TEMPLATE, SpecialStrings, render_prompt, render_training
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -36,7 +36,7 @@ def load_tokenizer(path: str | Path):
     """The tokenizer of model folder ``path``, parsed from the bytes its manifest vouches for."""
     from transformers import AutoTokenizer
 
-    from ..verified import checked_copy
+    from ..provenance.verified import checked_copy
 
     with checked_copy(Path(path)) as copy:
         tok = AutoTokenizer.from_pretrained(str(copy))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..formatting import FormatError, check_messages, rewardbench_messages
+from .formatting import FormatError, check_messages, rewardbench_messages
 
 
 def _field(row: Any, key: str, types: type | tuple[type, ...], what: str) -> Any:

@@ -50,8 +50,8 @@ class RewardScorer:
         from transformers import AutoTokenizer
 
         from ..data.tokenizer import special_strings
-        from ..evaluation.model import filler_pad, load_model
-        from ..verified import checked_copy
+        from ..provenance.verified import checked_copy
+        from ..rewardbench.model import filler_pad, load_model
 
         self.model = load_model(Path(model_dir), dtype, strict=False)
         with checked_copy(Path(model_dir)) as copy:  # the listed bytes, parsed once
@@ -61,13 +61,13 @@ class RewardScorer:
         self.token_budget = token_budget
 
     def ids(self, messages: list[dict[str, str]]) -> list[int]:
-        from ..formatting import render_training
+        from ..data.formatting import render_training
 
         text = render_training(messages, self.special, allow_empty=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def __call__(self, conversations: list[list[dict[str, str]]]) -> np.ndarray:
-        from ..scoring import score_sequences
+        from ..rewardbench.scorer import score_sequences
 
         seqs = [self.ids(c) for c in conversations]
         rewards, _ = score_sequences(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import ReproConfig
 from ..errors import ReproError
-from ..io import write_text
+from ..provenance.io import write_text
 from .run import Models, evaluate
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ReproConfig
-from ..io import write_json, write_text
+from ..provenance.io import write_json, write_text
 from .backend import LMSpec, build_lm, lm_spec, sampling_kwargs
 from .results import Delta, TaskScores, bootstrap_ci, paired_delta, task_scores
 from .suite import plan_tasks

@@ -25,7 +25,7 @@ import yaml
 from ..config import ReproConfig
 from ..errors import ReproError
 from ..fixtures import arithmetic
-from ..io import read_json, sha256_file, write_json, write_text
+from ..provenance.io import read_json, sha256_file, write_json, write_text
 
 PACKAGE_TASKS = Path(__file__).parent / "tasks"
 TINY_TASK = "tiny_arithmetic"

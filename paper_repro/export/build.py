@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.formatting import TULU_CHAT_TEMPLATE
 from ..errors import ReproError
-from ..formatting import TULU_CHAT_TEMPLATE
-from ..io import read_json, write_json
-from ..paths import RunPaths
+from ..provenance.io import read_json, write_json
+from ..provenance.paths import RunPaths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LICENSE_FILES = ("llama_3_license.txt", "NOTICE")  # shipped verbatim with every exported model
@@ -41,7 +41,7 @@ def load_trained_state(path: Path, config) -> dict:
     import torch
 
     from ..errors import CorruptFileError
-    from ..verified import load_file
+    from ..provenance.verified import load_file
 
     try:
         state = load_file(path)  # hashed while read against train_rm/manifest.json

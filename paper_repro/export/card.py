@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import rewardbench as rb
 from ..config import ReproConfig, to_dict
-from ..io import write_text
+from ..provenance.io import write_text
+from ..rewardbench import sections as rb
 from .verify import Verification
 
 ARCH_NAMES = {"llama3-70b": "70B", "llama3-8b": "8B", "tiny": "tiny"}

@@ -33,9 +33,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..integrity import read_record
-from ..io import read_json, write_json
-from ..paths import RunPaths, cache_root
+from ..provenance.integrity import read_record
+from ..provenance.io import read_json, write_json
+from ..provenance.paths import RunPaths, cache_root
 from .build import ExportError, verification_batch
 
 # transformers version -> the packages of its side environment (the tokenizers and
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in args.versions:
                 print(f"transformers {v}: {side_env(v)}")
             if not args.no_rewardbench:
-                from ..evaluation.rbcheck import rewardbench_env
+                from ..rewardbench.rbcheck import rewardbench_env
                 from .rbcli import cli_env
 
                 print(f"reward-bench CLI: {rewardbench_env()} + {cli_env()}")

@@ -5,13 +5,13 @@ is what a user of the exported model runs: it loads the tokenizer and the model 
 each side with the tokenizer's chat template (``load_and_process_dataset`` ->
 ``prepare_dialogue_from_tokenizer``) and scores it with its ``RewardBenchPipeline``. A local JSON
 file is one of its documented inputs, so it runs offline (``HF_HUB_OFFLINE=1``) on a handful of
-fixed pairs. It runs in reward-bench's side environment (``evaluation.rbcheck``) plus a small one
+fixed pairs. It runs in reward-bench's side environment (``rewardbench.rbcheck``) plus a small one
 with what the CLI module imports beyond the scoring code (``pkg_resources``, ``wandb``). One
 change: the pipeline's hard-coded ``.to("cuda")`` stays on the CPU without a GPU
 (``rbside.keep_on_cpu``, a device move).
 
-Ours: the same conversations through ``evaluation.inputs.template_ids`` (the ``--model`` path,
-ids as the tokenizer gives them) and ``evaluation.model.load_model`` in fp32, one pair side at a
+Ours: the same conversations through ``rewardbench.inputs.template_ids`` (the ``--model`` path,
+ids as the tokenizer gives them) and ``rewardbench.model.load_model`` in fp32, one pair side at a
 time. A folder reward-bench cannot load or score makes the CLI exit non-zero: an ``ExportError``.
 """
 
@@ -60,10 +60,10 @@ def cli_env(root: Path | None = None) -> Path:
 def run_cli(folder: Path, cache: Path | None = None) -> dict[str, Any]:
     """``rewardbench`` on ``folder`` with ``PAIRS`` as a local JSON file, batch size 1, fp32; its
     per-pair scores and accuracy as it writes them (``<model>_outputs.jsonl``, ``<model>.json``)."""
-    from ..evaluation.rbcheck import rewardbench_env
+    from ..rewardbench.rbcheck import rewardbench_env
 
     envs = [rewardbench_env(cache), cli_env(cache)]
-    side = str(Path(__file__).resolve().parents[1] / "evaluation")
+    side = str(Path(__file__).resolve().parents[1] / "rewardbench")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         # the CLI names its outputs after --model: a short relative name keeps them in out/
@@ -106,9 +106,9 @@ def our_scores(folder: Path) -> dict[str, list[float]]:
     import torch
     from transformers import AutoTokenizer
 
-    from ..evaluation.inputs import template_ids
-    from ..evaluation.model import load_model
-    from ..formatting import rewardbench_messages
+    from ..data.formatting import rewardbench_messages
+    from ..rewardbench.inputs import template_ids
+    from ..rewardbench.model import load_model
 
     tok = AutoTokenizer.from_pretrained(str(folder))
     model = load_model(Path(folder), "float32")

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..formatting import TULU_CHAT_TEMPLATE
-from ..io import read_json
+from ..data.formatting import TULU_CHAT_TEMPLATE
 from ..progress import progress
+from ..provenance.io import read_json
 from .build import VerifyBatch
 
 # Rewards of the reloaded folder vs the in-training fp32 model. fp32: the same weights and the same
@@ -69,8 +69,8 @@ def score_pairs(
     pooling, as users run the exported folder)."""
     import torch
 
-    from ..batching import pack_sequences
-    from ..modeling import packed_attention_mode, packed_rewards, pad_batch, rewards
+    from ..training.batching import pack_sequences
+    from ..training.modeling import packed_attention_mode, packed_rewards, pad_batch, rewards
 
     out_c, out_r = [], []
     n = len(batch.chosen)
@@ -125,7 +125,7 @@ def bf16_ulp(x: float) -> float:
 def _reload(folder: Path, dtype: str):
     from transformers import AutoModelForSequenceClassification
 
-    from ..modeling import DTYPES
+    from ..training.modeling import DTYPES
 
     model, info = AutoModelForSequenceClassification.from_pretrained(
         str(folder),
@@ -225,7 +225,7 @@ def _weight_checks(model, trained_state: Path, dtype: str) -> list[Check]:
     import torch
     from safetensors import safe_open
 
-    from ..modeling import DTYPES
+    from ..training.modeling import DTYPES
 
     reloaded = model.state_dict()
     mismatched, head_diff = [], math.inf
@@ -258,7 +258,7 @@ def verify_folder(
     for an fp32 export; a precision bound for bf16)."""
     import torch
 
-    from ..modeling import DTYPES
+    from ..training.modeling import DTYPES
 
     checks: list[Check] = []
     pad = exp.pad_token_id

@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 
 from ..errors import ReproError
-from ..manifest import verify_manifest
-from ..paths import RunPaths
+from ..provenance.manifest import verify_manifest
+from ..provenance.paths import RunPaths
 
 # huggingface_hub's repo id rule: "namespace/name", letters, digits, "-", "_", "." (no "--"/"..")
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")

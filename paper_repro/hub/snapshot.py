@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json, write_json
-from ..manifest import (
+from ..provenance.io import read_json, write_json
+from ..provenance.manifest import (
     BadFile,
     ChecksumError,
     build_manifest,

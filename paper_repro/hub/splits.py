@@ -12,7 +12,7 @@ from typing import Any
 
 from ..data.errors import DataError
 from ..data.rows import count_rows
-from ..io import atomic_path
+from ..provenance.io import atomic_path
 from .errors import HubError
 from .snapshot import _wanted, fetch_snapshot
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import CheckpointDir, Group, load_torch
-from ..identity import StageIdentity
+from ..provenance.identity import StageIdentity
+from ..training.checkpoints import CheckpointDir, Group, load_torch
 
 STATE_FILE = "state.pt"
 

@@ -104,7 +104,7 @@ def rank_slice(items: Sequence[Any], mini_batch: int, rank: int, world_size: int
 
 
 def ppo_deepspeed_config(p: PPOConfig, *, world_size: int, compute_dtype: str) -> dict[str, Any]:
-    from ..backends import deepspeed_config
+    from ..training.backends import deepspeed_config
 
     if p.zero_stage not in (2, 3):
         raise ConfigError(
@@ -159,7 +159,7 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         import deepspeed
         from transformers.integrations import HfDeepSpeedConfig
 
-        from ..backends import (
+        from ..training.backends import (
             ScoreModule,
             init_deepspeed_distributed,
             make_adamw,
@@ -250,7 +250,7 @@ class DeepSpeedPPOTrainer(PPOTrainer):
         return scores[:, ro.prompt_width - 1 : -1].float()
 
     def rm_rewards(self, ro: Rollout) -> torch.Tensor:
-        from ..modeling import pool_last
+        from ..training.modeling import pool_last
 
         return pool_last(
             self.reward_fwd(ro.input_ids, ro.attention_mask).float(), ro.attention_mask

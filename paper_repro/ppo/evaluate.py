@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..config import PPOConfig
-from ..modeling import rewards as pooled_rewards
+from ..training.modeling import rewards as pooled_rewards
 from .core import apply_no_eos_rule
 from .rollout import generate
 

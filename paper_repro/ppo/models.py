@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..modeling import DTYPES
+from ..training.modeling import DTYPES
 
 
 @dataclass
@@ -36,7 +36,7 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 def load_policy(path: str | Path, dtype: str = "float32"):
     from transformers import AutoModelForCausalLM
 
-    from ..verified import from_pretrained
+    from ..provenance.verified import from_pretrained
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -57,7 +57,7 @@ def load_policy(path: str | Path, dtype: str = "float32"):
 def load_reward_model(path: str | Path, dtype: str = "float32"):
     from transformers import AutoModelForSequenceClassification
 
-    from ..verified import from_pretrained
+    from ..provenance.verified import from_pretrained
 
     path = Path(path)
     if not (path / "config.json").is_file():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..modeling import pad_batch, position_ids_from_mask, token_scores
+from ..training.modeling import pad_batch, position_ids_from_mask, token_scores
 
 
 @dataclass

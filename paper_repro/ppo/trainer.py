@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
-from ..backends import clip_by_global_norm
 from ..config import PPOConfig
-from ..modeling import rewards as pooled_rewards
+from ..training.backends import clip_by_global_norm
+from ..training.modeling import rewards as pooled_rewards
 from . import core
 from .models import PPOModels
 from .rollout import Rollout, generate, response_logits, response_values, token_logprobs

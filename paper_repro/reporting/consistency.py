@@ -15,8 +15,8 @@ from typing import Any
 
 from ..config import STAGES, ReproConfig, stage_hash
 from ..errors import ReproError
-from ..identity import content_digest, recorded
-from ..paths import RunPaths
+from ..provenance.identity import content_digest, recorded
+from ..provenance.paths import RunPaths
 
 
 class MixtureError(ReproError):

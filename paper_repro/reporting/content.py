@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import rewardbench as rb
 from ..config import ReproConfig
+from ..rewardbench import sections as rb
 from .tables import Column, Table
 
 PCT = "{:.1f}"

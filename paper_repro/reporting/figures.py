@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path
+from ..provenance.io import atomic_path
 
 FIGURES = (
     "train_loss",

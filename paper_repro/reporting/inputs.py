@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptFileError, ReproError
-from ..io import parse_json
-from ..paths import RunPaths
-from ..verified import read_bytes
+from ..provenance.io import parse_json
+from ..provenance.paths import RunPaths
+from ..provenance.verified import read_bytes
 
 
 class ReportInputError(ReproError, ValueError):

@@ -11,12 +11,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..codeversion import code_version
 from ..config import STAGES, ReproConfig, config_hash, stage_hash
-from ..identity import recorded
-from ..integrity import read_record
-from ..io import read_json, sha256_file, sha256_tree
-from ..paths import RunPaths
+from ..provenance.codeversion import code_version
+from ..provenance.identity import recorded
+from ..provenance.integrity import read_record
+from ..provenance.io import read_json, sha256_file, sha256_tree
+from ..provenance.paths import RunPaths
 from ..tracking import git_commit, public_uri, recorded_run_ids, tracking_uri
 
 PACKAGES = (

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import rewardbench as rb
-from ..agreement import compare, match_pairs
+from ..rewardbench import sections as rb
+from ..rewardbench.agreement import compare, match_pairs
 from .tables import Column, Table
 
 

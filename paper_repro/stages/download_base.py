@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..config import ReproConfig
 from ..hub import fetch_model, link_local_model
-from ..manifest import write_manifest
-from ..paths import RunPaths
+from ..provenance.manifest import write_manifest
+from ..provenance.paths import RunPaths
 from ..tracking import stage_run
 
 TINY_SOURCE = "preference_train.jsonl"  # the fixture rows the tiny base is SFT-trained on
@@ -26,7 +26,7 @@ def build_tiny_model(cfg: ReproConfig, out_dir: Path) -> None:
     """The tiny base in ``out_dir``: SFT on the hand-made fixture rows only (``tiny.sft_rows``),
     so the on-policy pairs sampled from this very base (fixtures/onpolicy.py) cannot change it."""
     from ..data import read_rows
-    from ..tiny import FIXTURE_DIR, build_tiny_base, sft_rows
+    from ..fixtures.tiny import FIXTURE_DIR, build_tiny_base, sft_rows
 
     rows = sft_rows(read_rows(FIXTURE_DIR / TINY_SOURCE))
     build_tiny_base(out_dir, cfg.model.tiny, rows, seed=cfg.model.tiny.seed)

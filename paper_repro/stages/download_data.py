@@ -27,9 +27,9 @@ from pathlib import Path
 
 from ..config import ConfigError, DatasetRef, ReproConfig
 from ..hub import copy_rows, fetch_dataset_split, local_data_files
-from ..io import read_json
-from ..manifest import check_files, write_manifest
-from ..paths import RunPaths
+from ..provenance.io import read_json
+from ..provenance.manifest import check_files, write_manifest
+from ..provenance.paths import RunPaths
 from ..tracking import stage_run
 
 NAMES = ("preference", "rewardbench", "ppo_prompts")
@@ -60,7 +60,7 @@ def _still_good(paths: RunPaths, name: str, ref: dict) -> bool:
 def _sources(cfg: ReproConfig, paths: RunPaths) -> dict[str, tuple[dict, list[Path], int | None]]:
     """{name: (dataset ref recorded in the lock, data files, expected rows or None)}."""
     from ..fixtures import FIXTURE_ROWS
-    from ..tiny import FIXTURE_DIR
+    from ..fixtures.tiny import FIXTURE_DIR
 
     d = cfg.data
     if d.source == "fixture":

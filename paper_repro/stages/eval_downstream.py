@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 from ..config import ReproConfig
-from ..integrity import check_manifest, verify_inputs
-from ..manifest import verify_manifest, write_manifest
-from ..paths import RunPaths
+from ..provenance.integrity import check_manifest, verify_inputs
+from ..provenance.manifest import verify_manifest, write_manifest
+from ..provenance.paths import RunPaths
 from ..tracking import stage_run
 
 STAGE = "eval_downstream"

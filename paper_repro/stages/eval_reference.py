@@ -1,11 +1,11 @@
 """eval_reference: the published reward model, scored on RewardBench by exactly the evaluation
-of eval_rewardbench (``evaluation.evaluate_rm``, the same ``eval`` settings), so the report can
+of eval_rewardbench (``rewardbench.evaluate_rm``, the same ``eval`` settings), so the report can
 put "published RM re-evaluated here" beside "reproduced RM" and beside the card.
 
 ``reference.source``: ``hub`` (``reference.hub_id`` at the pinned ``reference.revision``,
 downloaded with the verified machinery of download_base and linked into ``reference_model/``),
 ``local`` (a folder) or ``tiny`` (a second tiny RM trained here with ``reference.standin_seed``:
-a stand-in, so the path runs on CPU; ``evaluation.standin``).
+a stand-in, so the path runs on CPU; ``rewardbench.standin``).
 
 Writes ``eval_reference/`` with the same five files as eval_rewardbench (pairs.parquet,
 scores.json, comparison.json, comparison.md, leaderboard.json). ``reference_model/`` (the links
@@ -17,10 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ReproConfig
-from ..evaluation import ModelSpec, evaluate_rm, obtain_model
-from ..integrity import verify_inputs
-from ..manifest import write_manifest
-from ..paths import RunPaths
+from ..provenance.integrity import verify_inputs
+from ..provenance.manifest import write_manifest
+from ..provenance.paths import RunPaths
+from ..rewardbench.core import evaluate_rm
+from ..rewardbench.model import ModelSpec, obtain_model
 from ..tracking import stage_run
 from . import UPSTREAM
 
@@ -45,7 +46,7 @@ def reads(cfg: ReproConfig) -> tuple[str, ...]:
 def reference_model(cfg: ReproConfig, paths: RunPaths) -> Path:
     r = cfg.reference
     if r.source == "tiny":
-        from ..evaluation.standin import standin_model
+        from ..rewardbench.standin import standin_model
 
         return standin_model(cfg, paths)
     spec = (
@@ -57,7 +58,7 @@ def reference_model(cfg: ReproConfig, paths: RunPaths) -> Path:
 
 
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
-    from ..evaluation.outputs import mlflow_metrics
+    from ..rewardbench.outputs import mlflow_metrics
 
     verify_inputs(paths, STAGE, reads(cfg))
     model_dir = reference_model(cfg, paths)

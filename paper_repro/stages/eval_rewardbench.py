@@ -2,7 +2,7 @@
 
 Reads ``export_rm/model`` (HF ``LlamaForSequenceClassification``, safetensors only) and, by
 ``eval.input_mode``, ``prepare_data/rewardbench.parquet`` (training format) or
-``download_data/rewardbench.jsonl`` (tokenizer template); see ``paper_repro.evaluation``.
+``download_data/rewardbench.jsonl`` (tokenizer template); see ``paper_repro.rewardbench``.
 
 Writes ``eval_rewardbench/``: ``pairs.parquet`` (id, subset, reward_chosen, reward_rejected,
 correct), ``scores.json`` (subsets, sections and Score with bootstrap CIs, the historical
@@ -21,11 +21,11 @@ import dataclasses
 from pathlib import Path
 
 from ..config import ReproConfig
-from ..evaluation import EvalError, ModelSpec, evaluate_rm, obtain_model
-from ..evaluation.model import default_input_mode
-from ..integrity import verify_inputs
-from ..manifest import write_manifest
-from ..paths import EvalFiles, RunPaths
+from ..provenance.integrity import verify_inputs
+from ..provenance.manifest import write_manifest
+from ..provenance.paths import EvalFiles, RunPaths
+from ..rewardbench.core import evaluate_rm
+from ..rewardbench.model import EvalError, ModelSpec, default_input_mode, obtain_model
 from ..tracking import stage_run
 
 STAGE = "eval_rewardbench"
@@ -55,7 +55,7 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
     update_card_results(model_dir, done.scores)
     e = cfg.eval
     with stage_run(cfg, paths, STAGE) as tr:
-        from ..evaluation.outputs import mlflow_metrics
+        from ..rewardbench.outputs import mlflow_metrics
 
         tr.set_tags({"input_mode": e.input_mode, "eval_dtype": e.dtype})
         tr.log_metrics(mlflow_metrics(done.scores))

@@ -35,12 +35,12 @@ from ..export.build import (
 )
 from ..export.card import CARD_FILE, model_card
 from ..export.verify import Expected, Verification, score_pairs, verify_folder
-from ..integrity import RECORDS, verify_inputs
-from ..io import parse_json, sha256_file, write_json, write_text
-from ..manifest import build_manifest
-from ..paths import RunPaths
+from ..provenance.integrity import RECORDS, verify_inputs
+from ..provenance.io import parse_json, sha256_file, write_json, write_text
+from ..provenance.manifest import build_manifest
+from ..provenance.paths import RunPaths
+from ..provenance.verified import read_bytes
 from ..tracking import NullTracker, stage_run
-from ..verified import read_bytes
 
 MAX_SHARD = "5GB"  # HF hub convention; a 70B bf16 export is ~28 shards
 

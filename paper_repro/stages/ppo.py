@@ -35,15 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import ResumeError
 from ..config import ConfigError, ReproConfig
-from ..identity import stage_identity
-from ..io import write_json
-from ..manifest import write_manifest
-from ..paths import RunPaths
 from ..progress import progress
-from ..runstate import EXIT_PREEMPTED, MetricsLog, StopFlag
+from ..provenance.identity import stage_identity
+from ..provenance.io import write_json
+from ..provenance.manifest import write_manifest
+from ..provenance.paths import RunPaths
 from ..tracking import stage_run
+from ..training.checkpoints import ResumeError
+from ..training.runstate import EXIT_PREEMPTED, MetricsLog, StopFlag
 
 EVAL_SEED_OFFSET = 7_919  # eval sampling seed = ppo.seed + this, identical before and after
 
@@ -188,10 +188,10 @@ def _run(cfg: ReproConfig, paths: RunPaths, trainer_box: list) -> int:
     import torch
 
     from ..data import check_fingerprint, load_prompts, load_tokenizer
-    from ..integrity import verify_inputs
     from ..ppo.checkpoint import PPOCheckpoints
     from ..ppo.evaluate import evaluate_policy
     from ..ppo.trainer import warmup_updates
+    from ..provenance.integrity import verify_inputs
 
     verify_inputs(paths, "ppo")  # the base model (the default policy), the export, the prompts
     torch.manual_seed(p.seed)

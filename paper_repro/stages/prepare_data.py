@@ -25,10 +25,10 @@ from ..data import (
     split_report,
     write_parquet,
 )
-from ..integrity import verify_inputs
-from ..io import write_json
-from ..manifest import write_manifest
-from ..paths import RunPaths
+from ..provenance.integrity import verify_inputs
+from ..provenance.io import write_json
+from ..provenance.manifest import write_manifest
+from ..provenance.paths import RunPaths
 from ..tracking import stage_run
 
 # RewardBench pairs are never dropped for length (that would change section denominators); the

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ReproConfig, config_hash, load_config
-from ..integrity import verify_inputs
-from ..io import write_json, write_text
-from ..paths import RunPaths
+from ..provenance.integrity import verify_inputs
+from ..provenance.io import write_json, write_text
+from ..provenance.paths import RunPaths
 from ..reporting import content, figures
 from ..reporting.bibtex import cited_keys, find_citation_bib, read_bibtex, report_bib
 from ..reporting.consistency import check_consistency

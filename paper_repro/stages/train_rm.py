@@ -27,19 +27,19 @@ import sys
 import time
 
 from ..config import ReproConfig
-from ..engine import (
+from ..errors import ReproError
+from ..provenance.identity import stage_identity
+from ..provenance.io import atomic_path, write_json
+from ..provenance.manifest import write_manifest
+from ..provenance.paths import RunPaths
+from ..training.engine import (
     CheckpointStore,
     NonFiniteError,
     Trainer,
     UpdateMetrics,
     evaluate_accuracy,
 )
-from ..errors import ReproError
-from ..identity import stage_identity
-from ..io import atomic_path, write_json
-from ..manifest import write_manifest
-from ..paths import RunPaths
-from ..runstate import EXIT_NONFINITE, EXIT_PREEMPTED, MetricsLog, Preempted, StopFlag
+from ..training.runstate import EXIT_NONFINITE, EXIT_PREEMPTED, MetricsLog, Preempted, StopFlag
 
 STAGE = "train_rm"
 
@@ -55,7 +55,7 @@ def _log(rank: int, msg: str) -> None:
 
 def build_backend(cfg: ReproConfig, paths: RunPaths):
     """The configured backend with the reward model loaded from the SFT base."""
-    from ..modeling import load_reward_model_from_base
+    from ..training.modeling import load_reward_model_from_base
 
     rm = cfg.rm
 
@@ -70,7 +70,7 @@ def build_backend(cfg: ReproConfig, paths: RunPaths):
         )
 
     if rm.backend == "torch":
-        from ..backends import TorchBackend
+        from ..training.backends import TorchBackend
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != 1:
@@ -80,7 +80,7 @@ def build_backend(cfg: ReproConfig, paths: RunPaths):
             )
         # fp32 master weights; bf16 (model.dtype) is a compute dtype under autocast
         return TorchBackend(load("float32"), rm, packed=rm.packing, compute_dtype=cfg.model.dtype)
-    from ..backends import DeepSpeedBackend
+    from ..training.backends import DeepSpeedBackend
 
     return DeepSpeedBackend(
         lambda: load(cfg.model.dtype), rm, packed=rm.packing, compute_dtype=cfg.model.dtype
@@ -99,8 +99,8 @@ def save_state_dict(path, state) -> None:
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     """Exit code: 0, EXIT_PREEMPTED, EXIT_NONFINITE, or 2 for a setup/resume problem (message on
     stderr naming the file or config key)."""
-    from ..checkpoints import ResumeError
     from ..data import DataError
+    from ..training.checkpoints import ResumeError
 
     try:
         return _run(cfg, paths)
@@ -110,11 +110,11 @@ def run(cfg: ReproConfig, paths: RunPaths) -> int:
 
 
 def _run(cfg: ReproConfig, paths: RunPaths) -> int:
-    from ..batching import BatchPlan, pair_lengths, pair_tokens
     from ..data import check_fingerprint, load_pairs
-    from ..integrity import verify_inputs
-    from ..schedule import LRSchedule
+    from ..provenance.integrity import verify_inputs
     from ..tracking import stage_run
+    from ..training.batching import BatchPlan, pair_lengths, pair_tokens
+    from ..training.schedule import LRSchedule
 
     t_start = time.time()
     rm = cfg.rm

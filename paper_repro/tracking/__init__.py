@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import STAGE_SECTIONS, ReproConfig, config_hash, flatten, to_dict
-from ..identity import StageIdentity, stage_identity
-from ..paths import RunPaths
+from ..provenance.identity import StageIdentity, stage_identity
+from ..provenance.paths import RunPaths
 from .redact import public_uri, redact, scrub, secret_values
 from .runs import recorded_run_ids
 from .tracker import NullTracker, StageTracker, metric_key, pending_file, reason

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ReproConfig
-from ..manifest import files_digest
+from ..provenance.manifest import files_digest
 from .runs import EXPERIMENT_KIND
 from .tracker import NullTracker, StageTracker, reason
 
@@ -68,7 +68,7 @@ def input_example(model_dir: Path):
     import pandas as pd
 
     from ..data import load_tokenizer, special_strings
-    from ..formatting import render_training
+    from ..data.formatting import render_training
 
     tok = load_tokenizer(model_dir)
     text = render_training(

@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json, write_json
-from ..paths import RunPaths
+from ..provenance.io import read_json, write_json
+from ..provenance.paths import RunPaths
 from .redact import public_uri
 
 PARENT = "_parent"

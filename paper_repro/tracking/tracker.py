@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..io import sha256_file, sha256_tree
-from ..paths import RunPaths
+from ..provenance.io import sha256_file, sha256_tree
+from ..provenance.paths import RunPaths
 from .redact import file_has_secret, public_uri, scrub, secret_values
 from .runs import PARENT, RunBook, StageStore, flock, is_locked, parent_book
 

@@ -46,10 +46,10 @@ PPO_CFG = PPOConfig(
 def run_rm(models: Path) -> tuple[dict, dict]:
     from transformers import AutoModelForSequenceClassification
 
-    from paper_repro.backends import DeepSpeedBackend
-    from paper_repro.batching import collate_pairs
-    from paper_repro.engine import read_last
-    from paper_repro.modeling import pair_losses
+    from paper_repro.training.backends import DeepSpeedBackend
+    from paper_repro.training.batching import collate_pairs
+    from paper_repro.training.engine import read_last
+    from paper_repro.training.modeling import pair_losses
 
     def load():
         return AutoModelForSequenceClassification.from_pretrained(

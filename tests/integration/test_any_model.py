@@ -64,7 +64,7 @@ def zoo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bench_run(tiny_cfg, tmp_path_factory):
     """A run folder holding only download_data (the raw RewardBench pairs --model reads)."""
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import download_data
 
     paths = RunPaths(tmp_path_factory.mktemp("anyrm") / "tiny")
@@ -75,7 +75,7 @@ def bench_run(tiny_cfg, tmp_path_factory):
 @pytest.fixture(scope="module")
 def scored(zoo, bench_run, tmp_path_factory):
     """The CLI's results of each model, scored when first read: {(arch, quirk): out folder}."""
-    from paper_repro import cli
+    from paper_repro.cli import commands as cli
 
     out_root = tmp_path_factory.mktemp("scored")
 
@@ -170,8 +170,8 @@ def test_packed_scoring_equals_padded(zoo, arch):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from paper_repro.modeling import PACKED_MODEL_TYPES, supports_packed
-    from paper_repro.scoring import score_sequences
+    from paper_repro.rewardbench.scorer import score_sequences
+    from paper_repro.training.modeling import PACKED_MODEL_TYPES, supports_packed
 
     model = AutoModelForSequenceClassification.from_pretrained(zoo[arch, "no-pad"]).eval()
     assert model.config.model_type in PACKED_MODEL_TYPES and supports_packed(model)
@@ -185,7 +185,7 @@ def test_packed_scoring_equals_padded(zoo, arch):
 
 
 def test_an_explicit_input_mode_wins(zoo, bench_run, tmp_path):
-    from paper_repro import cli
+    from paper_repro.cli import commands as cli
 
     out = tmp_path / "out"
     argv = ["eval-rewardbench", "tiny", "--model", str(zoo["gpt2", "no-pad"]), "--out", str(out)]
@@ -206,7 +206,7 @@ def test_matrix_matches_reward_bench_pair_by_pair(zoo, scored, bench_run):
     rewards agree to 1e-4 and no pair is judged differently, except ``KNOWN_DIVERGENT``. Models
     without a chat template are not comparable (reward-bench's CLI needs a FastChat template name
     for them)."""
-    from paper_repro.evaluation.rbcheck import (
+    from paper_repro.rewardbench.rbcheck import (
         compare,
         read_rows,
         reward_bench_scores,

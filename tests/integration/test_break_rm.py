@@ -26,8 +26,8 @@ class Probe:
 
 
 def _accuracy(model, pairs, idx, pad_id: int) -> float:
-    from paper_repro.rewardbench import pair_correct
-    from paper_repro.scoring import score_pairs
+    from paper_repro.rewardbench.scorer import score_pairs
+    from paper_repro.rewardbench.sections import pair_correct
 
     c, r, _ = score_pairs(
         model,
@@ -45,14 +45,14 @@ def train_and_probe(paths, cfg, pool, n_train: int, epochs: int = 1) -> Probe:
     read-out ``pool``; evaluate with the pipeline's scorer, which reads the reward at the EOS.
     The probe's own short recipe: the on-policy arithmetic pairs are left out and the lr is the
     one the hand-made pairs learn from in 20 updates (the preset's 1e-3 suits its 484 updates)."""
-    from paper_repro import rewardbench as rb
-    from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.data import PairData, load_pairs
-    from paper_repro.engine import Trainer
-    from paper_repro.modeling import load_reward_model_from_base
-    from paper_repro.schedule import LRSchedule
-    from paper_repro.scoring import score_pairs
+    from paper_repro.rewardbench import sections as rb
+    from paper_repro.rewardbench.scorer import score_pairs
+    from paper_repro.training.backends import TorchBackend
+    from paper_repro.training.batching import BatchPlan, pair_tokens
+    from paper_repro.training.engine import Trainer
+    from paper_repro.training.modeling import load_reward_model_from_base
+    from paper_repro.training.schedule import LRSchedule
 
     rm = replace(cfg.rm, epochs=epochs, lr=3e-3, end_lr=3e-4)
     pad = cfg.data.pad_token_id
@@ -103,6 +103,6 @@ def test_reward_read_at_first_token_falls_to_chance(tiny_run, tiny_cfg):
 
 
 def _read_last():
-    from paper_repro.engine import read_last
+    from paper_repro.training.engine import read_last
 
     return read_last

@@ -85,7 +85,7 @@ def rm_run(tiny_run, tiny_cfg, tmp_path_factory):
     ],
 )
 def test_planted_payload_in_a_train_rm_checkpoint_is_refused(rm_run, tmp_path, capsys, name):
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import train_rm
 
     cfg, src = rm_run
@@ -105,7 +105,7 @@ def test_planted_payload_in_a_train_rm_checkpoint_is_refused(rm_run, tmp_path, c
 def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(rm_run, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import train_rm
 
     cfg, src = rm_run

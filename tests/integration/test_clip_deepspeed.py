@@ -36,7 +36,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 from clip_ds_worker import PPO_CFG, RM_CFG  # noqa: E402
 
-from paper_repro.batching import collate_pairs  # noqa: E402
+from paper_repro.training.batching import collate_pairs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

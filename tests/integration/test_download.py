@@ -7,8 +7,8 @@ import pytest
 from hubfake import COMMIT, FakeHub, etag, make_cache, tiny_dataset_files, tiny_repo_files
 
 from paper_repro.hub import HubError, copy_rows, fetch_dataset_split, fetch_model
-from paper_repro.io import read_json
-from paper_repro.manifest import ChecksumError, verify_manifest
+from paper_repro.provenance.io import read_json
+from paper_repro.provenance.manifest import ChecksumError, verify_manifest
 
 REPO = "org/tiny-model"
 MARKER = "hf_SECRETMARKER1234567890"
@@ -183,7 +183,7 @@ def test_stage_never_leaks_token(tmp_path, online, monkeypatch, capfd):
     from huggingface_hub import constants
 
     from paper_repro.config import load_config, to_yaml
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import download_base
 
     monkeypatch.setenv("HF_TOKEN", MARKER)
@@ -210,9 +210,9 @@ def test_download_data_local_refetches_only_bad_file(tmp_path, capfd):
     fetches nothing, a corrupt file alone is fetched again."""
     from paper_repro.config import load_config
     from paper_repro.data import read_rows
-    from paper_repro.paths import RunPaths
+    from paper_repro.fixtures.tiny import FIXTURE_DIR
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import download_data
-    from paper_repro.tiny import FIXTURE_DIR
 
     files = {
         "preference": "preference_heldout.jsonl",
@@ -258,8 +258,8 @@ def test_local_model_changed_in_place_is_refused_not_relocked(tmp_path):
     import os
 
     from paper_repro.hub import link_local_model
-    from paper_repro.io import read_json
-    from paper_repro.manifest import ChecksumError
+    from paper_repro.provenance.io import read_json
+    from paper_repro.provenance.manifest import ChecksumError
 
     src = tmp_path / "src"
     src.mkdir()
@@ -314,7 +314,7 @@ def test_dataset_online_good_download_writes_lock(tmp_path, online):
 
 
 def test_dataset_flipped_byte_names_file_and_hashes(tmp_path, offline):
-    from paper_repro.io import sha256_file
+    from paper_repro.provenance.io import sha256_file
 
     cache = tmp_path / "hub"
     make_cache(cache, DREPO, tiny_dataset_files(SPLIT), repo_type="dataset")
@@ -379,7 +379,7 @@ def test_download_data_stage_offline_from_hf_cache(tmp_path, offline, monkeypatc
 
     from paper_repro.config import load_config
     from paper_repro.data import read_rows
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import download_data
 
     bench = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b", "id": i} for i in range(5)]

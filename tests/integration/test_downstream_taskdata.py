@@ -48,7 +48,7 @@ def test_pinned_hub_task_data_reaches_lm_evals_own_task(tmp_path, monkeypatch):
 
     from paper_repro.downstream.results import task_scores
     from paper_repro.downstream.taskdata import fetch_task_data, write_overrides
-    from paper_repro.manifest import verify_manifest
+    from paper_repro.provenance.manifest import verify_manifest
 
     with FakeHub({}, datasets={REPO: files()}) as hub:
         local = fetch_task_data(

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.paths import RunPaths
 
 
 def one_epoch(cfg):
@@ -31,7 +31,7 @@ def ref_run(tiny_run, tiny_cfg, tmp_path_factory):
 def test_stand_in_is_trained_labelled_and_scored(ref_run, tiny_cfg):
     from mlflow.tracking import MlflowClient
 
-    from paper_repro.io import read_json
+    from paper_repro.provenance.io import read_json
     from paper_repro.tracking import recorded_run_ids, tracking_uri
 
     files = ref_run.eval_files("eval_reference")
@@ -54,7 +54,7 @@ def test_stand_in_is_trained_labelled_and_scored(ref_run, tiny_cfg):
 def test_eval_only_change_reuses_the_stand_in(ref_run, tiny_cfg, capsys):
     """eval_reference reruns on an eval change (it rescores); the stand-in's weights do not
     depend on the eval section, so they are reused, not trained again."""
-    from paper_repro.evaluation.standin import standin_identity, standin_model
+    from paper_repro.rewardbench.standin import standin_identity, standin_model
 
     cfg = one_epoch(tiny_cfg)
     weights = ref_run.reference_model / "model.safetensors"
@@ -78,8 +78,8 @@ def test_eval_only_change_reuses_the_stand_in(ref_run, tiny_cfg, capsys):
 
 @pytest.mark.slow
 def test_stand_in_is_deterministic_and_depends_on_its_seed(ref_run, tiny_cfg, tmp_path):
-    from paper_repro.evaluation.standin import build_standin
-    from paper_repro.io import read_json
+    from paper_repro.provenance.io import read_json
+    from paper_repro.rewardbench.standin import build_standin
 
     first = read_json(ref_run.reference_model_manifest)["files"]["model.safetensors"]
     again = RunPaths(tmp_path / "again")

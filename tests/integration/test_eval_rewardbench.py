@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from manifests import remanifest
 
-from paper_repro import rewardbench as rb
+from paper_repro.rewardbench import sections as rb
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +18,9 @@ def eval_run(tiny_run, tiny_cfg, tmp_path_factory):
     """A private copy of the prepared tiny run plus ``export_rm/model``: the tiny SFT base as a
     LlamaForSequenceClassification with an O(1) random head, saved as safetensors + tokenizer."""
     from paper_repro.data import load_tokenizer
-    from paper_repro.manifest import write_manifest
-    from paper_repro.modeling import load_reward_model_from_base
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.manifest import write_manifest
+    from paper_repro.provenance.paths import RunPaths
+    from paper_repro.training.modeling import load_reward_model_from_base
 
     root = tmp_path_factory.mktemp("eval_run") / "run"
     shutil.copytree(tiny_run.root, root)
@@ -125,7 +125,8 @@ def test_tokenizer_template_mode_truncates_left(eval_run, tiny_cfg):
 
 def test_template_ids_one_bos_and_double_bos_is_an_error(eval_run):
     from paper_repro.data import load_tokenizer
-    from paper_repro.evaluation import EvalError, template_ids
+    from paper_repro.rewardbench.inputs import template_ids
+    from paper_repro.rewardbench.model import EvalError
 
     tok = load_tokenizer(eval_run.rm_model)
     msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
@@ -139,9 +140,9 @@ def test_template_ids_one_bos_and_double_bos_is_an_error(eval_run):
 
 def test_missing_template_and_foreign_tokenizer_fail_loudly(eval_run, tiny_cfg, tmp_path):
     from paper_repro.data import FingerprintMismatch, load_tokenizer
-    from paper_repro.evaluation import EvalError
-    from paper_repro.evaluation.inputs import prepared_inputs
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
+    from paper_repro.rewardbench.inputs import prepared_inputs
+    from paper_repro.rewardbench.model import EvalError
     from paper_repro.stages import eval_rewardbench
 
     root = tmp_path / "run"
@@ -193,7 +194,7 @@ def test_stage_fills_the_card_and_leaves_the_export_manifest(eval_run, tiny_cfg)
     """The card gets this model's results; the export's manifest (the rule output ppo and
     eval_rewardbench depend on) does not list the card, so it stays the same and still verifies."""
     from paper_repro.export.card import CARD_FILE, NOT_EVALUATED, RESULTS_BEGIN, RESULTS_END
-    from paper_repro.manifest import verify_manifest
+    from paper_repro.provenance.manifest import verify_manifest
 
     card = eval_run.rm_model / "README.md"
     card.write_text(
@@ -226,9 +227,9 @@ def test_registered_version_carries_the_score_and_loads(eval_run, tiny_cfg):
     import torch
     from mlflow.tracking import MlflowClient
 
-    from paper_repro.modeling import rewards
     from paper_repro.tracking import tracking_uri
     from paper_repro.tracking.models import _fluent_uri, input_example
+    from paper_repro.training.modeling import rewards
 
     scores, _ = _run(tiny_cfg, eval_run)
     uri = tracking_uri(tiny_cfg, eval_run)
@@ -251,7 +252,7 @@ def test_registered_version_carries_the_score_and_loads(eval_run, tiny_cfg):
         loaded = mlflow.pyfunc.load_model(f"models:/paper-repro-tiny-rm/{v.version}")
         got = loaded.predict(example)
     from paper_repro.data import load_tokenizer
-    from paper_repro.evaluation.model import load_model
+    from paper_repro.rewardbench.model import load_model
 
     tok = load_tokenizer(eval_run.rm_model)
     ids = torch.tensor([tok(example["text"][0], add_special_tokens=False)["input_ids"]])
@@ -264,8 +265,8 @@ def test_large_export_is_referenced_not_copied(eval_run, tiny_cfg, tmp_path):
     sha256 of every file, no weights in the artifact store."""
     from mlflow.tracking import MlflowClient
 
-    from paper_repro.manifest import files_digest
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.manifest import files_digest
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.tracking import tracking_uri
 
     root = tmp_path / "run"
@@ -298,7 +299,7 @@ def test_large_export_is_referenced_not_copied(eval_run, tiny_cfg, tmp_path):
 
 
 def _cli(*args: str) -> int:
-    from paper_repro import cli
+    from paper_repro.cli import commands as cli
 
     return cli.main(["eval-rewardbench", "tiny", "model.tiny.sft_steps=60", "rm.epochs=2", *args])
 
@@ -389,7 +390,7 @@ def test_hub_model_at_a_pin_is_downloaded_verified_and_scored(eval_run, fake_hub
     import pyarrow.parquet as pq
     from hubfake import COMMIT
 
-    from paper_repro.io import read_json
+    from paper_repro.provenance.io import read_json
 
     out = tmp_path / "hub"
     argv = ["--model", f"org/tiny-rm@{COMMIT}", "--out", str(out)]
@@ -414,7 +415,7 @@ def test_hub_model_at_a_pin_is_downloaded_verified_and_scored(eval_run, fake_hub
     ],
 )
 def test_unpinned_or_unknown_model_is_refused(spec, message):
-    from paper_repro.evaluation import EvalError, parse_model_spec
+    from paper_repro.rewardbench.model import EvalError, parse_model_spec
 
     with pytest.raises(EvalError, match=message):
         parse_model_spec(spec)
@@ -428,8 +429,8 @@ def test_eval_reference_scores_a_hub_reference_like_the_stage(
     import pyarrow.parquet as pq
     from hubfake import COMMIT
 
-    from paper_repro.io import read_json
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.io import read_json
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import eval_reference
 
     _run(tiny_cfg, eval_run)

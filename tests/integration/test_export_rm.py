@@ -18,9 +18,9 @@ import pytest
 from manifests import remanifest
 
 from paper_repro.config import load_config
-from paper_repro.io import sha256_file, sha256_tree
-from paper_repro.manifest import verify_manifest
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.io import sha256_file, sha256_tree
+from paper_repro.provenance.manifest import verify_manifest
+from paper_repro.provenance.paths import RunPaths
 from paper_repro.tracking import recorded_run_ids
 
 TEST_OVERRIDES = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # as tests/conftest.py's tiny_cfg
@@ -33,7 +33,7 @@ def trained_state(tiny_run):
     rewards spread (the trainer itself is tested elsewhere), as {name: fp32 tensor}."""
     import torch
 
-    from paper_repro.modeling import load_reward_model_from_base
+    from paper_repro.training.modeling import load_reward_model_from_base
 
     model = load_reward_model_from_base(
         tiny_run.base_model, pad_token_id=511, init_std=0.02, seed=7
@@ -127,7 +127,7 @@ def test_rewards_equal_the_training_model_and_padding_side(fp32_export, trained_
     from transformers import LlamaForSequenceClassification as Cls
 
     from paper_repro.data import load_pairs
-    from paper_repro.modeling import pad_batch, rewards
+    from paper_repro.training.modeling import pad_batch, rewards
 
     pairs = load_pairs(fp32_export.prepared("heldout"))
     seqs = [a.tolist() for a in pairs.chosen[:8] + pairs.rejected[:8]]
@@ -151,7 +151,7 @@ def test_pad_id_template_and_special_tokens(fp32_export):
     from transformers import AutoTokenizer
 
     from paper_repro.data import load_pairs
-    from paper_repro.formatting import TULU_CHAT_TEMPLATE
+    from paper_repro.data.formatting import TULU_CHAT_TEMPLATE
 
     config = json.loads((fp32_export.rm_model / "config.json").read_text())
     assert config["pad_token_id"] == 511 and config["architectures"] == [
@@ -179,7 +179,7 @@ def test_folder_reads_the_same_in_transformers_4x_and_holds_nothing_local(fp32_e
     read it the same is the slow cross-version test in tests/workflow/test_tiny_dag.py.)"""
     import transformers
 
-    from paper_repro.manifest import verify_manifest
+    from paper_repro.provenance.manifest import verify_manifest
 
     folder = fp32_export.rm_model
     config = json.loads((folder / "config.json").read_text())
@@ -367,7 +367,7 @@ def test_stage_exits_non_zero_with_a_clear_message(
 ):
     from mlflow.tracking import MlflowClient
 
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
     from paper_repro.tracking import tracking_uri
 
     paths = make_run(tmp_path / "run", tiny_run, _bad_state("missing_head", trained_state))

@@ -88,9 +88,9 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(small_disk, writer
     previous one and the free space, a ReproError (exit 2 in the CLI), no partial folder, and the
     previous checkpoint still verifies and is the resume point. torch.save reports the full disk
     as an opaque RuntimeError ("unexpected pos"), safetensors as its own error type."""
-    from paper_repro.checkpoints import CheckpointDir, CheckpointSpaceError
     from paper_repro.errors import ReproError
-    from paper_repro.identity import StageIdentity
+    from paper_repro.provenance.identity import StageIdentity
+    from paper_repro.training.checkpoints import CheckpointDir, CheckpointSpaceError
 
     ck = CheckpointDir(small_disk / "ckpt", "update", StageIdentity("train_rm", "c", "k"))
     ck.prepare()

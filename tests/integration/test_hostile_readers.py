@@ -15,10 +15,10 @@ from hostile import FILES, expected_report, file_bytes, write_files
 from hubfake import COMMIT, make_cache
 from manifests import remanifest
 
-from paper_repro.cli import main
+from paper_repro.cli.commands import main
 from paper_repro.config import load_config
-from paper_repro.io import read_json
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.io import read_json
+from paper_repro.provenance.paths import RunPaths
 from paper_repro.stages import download_data, prepare_data
 
 TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES
@@ -33,7 +33,8 @@ def new_run(tiny_run, root) -> RunPaths:
 
 def fixture_reader(tmp_path, monkeypatch) -> list[str]:
     """The shipped-fixture code path on a fixture folder holding the hostile files."""
-    from paper_repro import fixtures, tiny
+    from paper_repro import fixtures
+    from paper_repro.fixtures import tiny
 
     folder = tmp_path / "fixtures"
     folder.mkdir()
@@ -110,7 +111,7 @@ def test_hub_parquet_rows_are_read_one_by_one(tiny_run, tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from paper_repro.tiny import FIXTURE_DIR
+    from paper_repro.fixtures.tiny import FIXTURE_DIR
 
     rows = [json.loads(x) for x in (FIXTURE_DIR / FILES["rewardbench"]).read_text().splitlines()]
     rows[3]["id"], rows[5]["prompt"], rows[7]["subset"] = None, None, None
@@ -131,7 +132,7 @@ def test_hub_parquet_rows_are_read_one_by_one(tiny_run, tmp_path, monkeypatch):
 
 @pytest.mark.hardening("2", "shipped fixture truncated to 25%")
 def test_truncated_fixture_fails_with_one_line(tmp_path, monkeypatch, capsys):
-    from paper_repro import tiny
+    from paper_repro.fixtures import tiny
 
     folder = tmp_path / "fixtures"
     shutil.copytree(tiny.FIXTURE_DIR, folder)
@@ -167,7 +168,7 @@ def bench_run(tiny_run, tmp_path_factory):
     """The tiny run with a tie and an empty response in its RewardBench file, prepared again, and
     a tiny RM (the base with a random head) exported."""
     from paper_repro.data import load_tokenizer
-    from paper_repro.modeling import load_reward_model_from_base
+    from paper_repro.training.modeling import load_reward_model_from_base
 
     root = tmp_path_factory.mktemp("bench") / "run"
     shutil.copytree(tiny_run.root, root, ignore=shutil.ignore_patterns("mlflow*", "tracking"))
@@ -232,7 +233,7 @@ def test_invalid_rewardbench_row_stops_both_modes_alike(bench_run, tmp_path):
 
 
 def _bench_rows() -> list[dict]:
-    from paper_repro.tiny import FIXTURE_DIR
+    from paper_repro.fixtures.tiny import FIXTURE_DIR
 
     return [json.loads(x) for x in (FIXTURE_DIR / FILES["rewardbench"]).read_text().splitlines()]
 
@@ -345,7 +346,7 @@ def test_malformed_parquet_is_refused_with_one_line(case, reader, tmp_path, monk
 def test_evaluated_model_config_is_read_safely(tmp_path, body, words):
     """The config.json of a model someone else trained (eval-rewardbench --model) is read before
     transformers sees it: anything but an integer or null pad is one EvalError naming the file."""
-    from paper_repro.evaluation.model import EvalError, declared_pad
+    from paper_repro.rewardbench.model import EvalError, declared_pad
 
     (tmp_path / "config.json").write_bytes(body)
     with pytest.raises(EvalError, match=words) as exc:
@@ -409,7 +410,7 @@ def test_huge_integer_in_a_report_input_names_the_file(tmp_path, attr, body):
 @pytest.mark.hardening("4", "5,000-digit integer in identity.json or any io.read_json file")
 def test_huge_integer_in_any_read_json_file_is_corrupt_file_error(tmp_path):
     from paper_repro.errors import CorruptFileError
-    from paper_repro.identity import recorded
+    from paper_repro.provenance.identity import recorded
 
     paths = RunPaths(tmp_path)
     path = paths.identity("train_rm")

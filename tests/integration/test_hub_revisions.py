@@ -10,7 +10,7 @@ from test_download import offline, online  # noqa: F401 - fixtures used by name 
 
 from paper_repro.hub import HubError, fetch_model
 from paper_repro.hub.revisions import resolve_revision
-from paper_repro.io import read_json
+from paper_repro.provenance.io import read_json
 
 REPO = "org/tiny-model"
 SHORT = COMMIT[:7]
@@ -99,7 +99,7 @@ def test_stages_record_the_resolved_commits_in_locks_and_provenance(tmp_path, mo
     from huggingface_hub import constants
 
     from paper_repro.config import load_config
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.reporting.provenance import build_provenance
     from paper_repro.stages import download_base, download_data
 

@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 from manifests import remanifest
 
-from paper_repro.cli import main
-from paper_repro.integrity import check_manifest, manifest_root, verify_inputs
-from paper_repro.manifest import ChecksumError, ManifestError, verify_manifest, write_manifest
-from paper_repro.paths import RunPaths
+from paper_repro.cli.commands import main
+from paper_repro.provenance.integrity import check_manifest, manifest_root, verify_inputs
+from paper_repro.provenance.manifest import (
+    ChecksumError,
+    ManifestError,
+    verify_manifest,
+    write_manifest,
+)
+from paper_repro.provenance.paths import RunPaths
 from paper_repro.stages import UPSTREAM
 
 TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES
@@ -25,7 +30,7 @@ TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TE
 def full_run(tiny_run, tmp_path_factory):
     """The prepared tiny run plus an export (the base with a random head) and its manifest."""
     from paper_repro.data import load_tokenizer
-    from paper_repro.modeling import load_reward_model_from_base
+    from paper_repro.training.modeling import load_reward_model_from_base
 
     root = tmp_path_factory.mktemp("integrity") / "run"
     shutil.copytree(tiny_run.root, root, symlinks=True)
@@ -151,7 +156,7 @@ def test_corrupt_manifest_names_the_file(full_run, tmp_path, capsys, monkeypatch
 
 @pytest.mark.hardening("2", "fast path for weights only: every other file is hashed in full")
 def test_fast_path_is_only_for_weights(full_run, tmp_path, monkeypatch):
-    from paper_repro import manifest
+    from paper_repro.provenance import manifest
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
@@ -227,8 +232,8 @@ def test_weights_changed_in_place_are_refused_while_loading(
 
 @pytest.mark.hardening("2", "eval_rewardbench/scores.json 100.0 -> 20.0, size and mtime kept")
 def test_changed_score_is_refused_by_the_report(full_run, tmp_path):
-    from paper_repro.io import write_json
-    from paper_repro.manifest import write_manifest
+    from paper_repro.provenance.io import write_json
+    from paper_repro.provenance.manifest import write_manifest
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
@@ -263,9 +268,9 @@ def test_unlisted_file_in_a_model_folder_is_refused(full_run, tmp_path, capsys, 
 @pytest.mark.hardening("2", "stale download_data/preference_heldout.jsonl after a switch to local")
 def test_stale_heldout_file_never_replaces_the_carve_out(tiny_cfg, full_run, tmp_path):
     from paper_repro.config import load_config
-    from paper_repro.io import read_json
+    from paper_repro.fixtures.tiny import FIXTURE_DIR
+    from paper_repro.provenance.io import read_json
     from paper_repro.stages import download_data, prepare_data
-    from paper_repro.tiny import FIXTURE_DIR
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
@@ -291,7 +296,7 @@ def test_stale_heldout_file_never_replaces_the_carve_out(tiny_cfg, full_run, tmp
 def test_a_consumer_of_a_running_stage_names_it_and_moves_nothing(
     full_run, tmp_path, capsys, monkeypatch
 ):
-    from paper_repro.lock import stage_lock
+    from paper_repro.provenance.lock import stage_lock
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
@@ -311,8 +316,8 @@ def test_a_consumer_of_a_running_stage_names_it_and_moves_nothing(
 @pytest.mark.hardening("3", "quarantine never moves the files of a stage whose lock is held")
 def test_quarantine_leaves_a_running_stage_alone(full_run, tmp_path):
     """A stage that starts after its consumer's check and before the quarantine: nothing moves."""
-    from paper_repro.integrity import refused
-    from paper_repro.lock import stage_lock
+    from paper_repro.provenance.integrity import refused
+    from paper_repro.provenance.lock import stage_lock
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
@@ -364,8 +369,8 @@ def stage_check(paths: RunPaths, name: str) -> None:
 def test_an_unlisted_file_in_each_verified_model_folder_is_refused_by_name(
     full_run, tmp_path, name
 ):
-    from paper_repro.manifest import UnlistedFileError
-    from paper_repro.verified import checked_copy, load_weights
+    from paper_repro.provenance.manifest import UnlistedFileError
+    from paper_repro.provenance.verified import checked_copy, load_weights
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
@@ -389,8 +394,8 @@ def test_export_verification_is_verified_where_the_report_reads_it(full_run, tmp
     """verification.json lies beside export_rm's model folder (its manifest root): the manifest
     lists it under ``records``; verify_inputs hashes it in full and the reader parses the bytes it
     hashed, so a byte changed after the check is refused too."""
-    from paper_repro.integrity import RECORDS, UnlistedFileError, read_record
-    from paper_repro.io import read_json, write_json
+    from paper_repro.provenance.integrity import RECORDS, UnlistedFileError, read_record
+    from paper_repro.provenance.io import read_json, write_json
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)
@@ -441,8 +446,8 @@ def test_parsed_files_are_the_bytes_their_manifest_lists(full_run, tmp_path, cas
     mtime kept) is refused where it is parsed, never used."""
     from paper_repro.data import load_tokenizer
     from paper_repro.data.prepared import load_pairs
-    from paper_repro.io import write_json
-    from paper_repro.modeling import load_reward_model_from_base
+    from paper_repro.provenance.io import write_json
+    from paper_repro.training.modeling import load_reward_model_from_base
 
     root = tmp_path / "run"
     shutil.copytree(full_run.root, root, symlinks=True)

@@ -20,7 +20,7 @@ from paper_repro.fixtures.onpolicy import (
     read_samples,
     to_jsonl,
 )
-from paper_repro.tiny import FIXTURE_DIR, ONPOLICY_SOURCE, sft_rows
+from paper_repro.fixtures.tiny import FIXTURE_DIR, ONPOLICY_SOURCE, sft_rows
 
 
 def _problem(row: dict) -> tuple[int, int]:
@@ -81,8 +81,7 @@ def test_onpolicy_rows_from_samples():
 def test_base_and_tokenizer_keep_the_hand_made_rows(monkeypatch, tiny_cfg, tmp_path):
     """download_base trains on the hand-made rows only, in the order generate.py makes them,
     so adding on-policy pairs leaves the tiny base (and the samples drawn from it) unchanged."""
-    from paper_repro import tiny
-    from paper_repro.fixtures import FIXTURE_ROWS, ONPOLICY_ROWS
+    from paper_repro.fixtures import FIXTURE_ROWS, ONPOLICY_ROWS, tiny
     from paper_repro.fixtures.generate import preference_rows
     from paper_repro.stages import download_base
 

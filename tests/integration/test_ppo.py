@@ -50,15 +50,15 @@ def ppo_inputs(tiny_run, tmp_path_factory):
 
     from paper_repro.config import load_config
     from paper_repro.data import load_pairs, load_tokenizer, read_rows
-    from paper_repro.manifest import write_manifest
-    from paper_repro.modeling import (
+    from paper_repro.fixtures.tiny import FIXTURE_DIR, build_tiny_base
+    from paper_repro.provenance.manifest import write_manifest
+    from paper_repro.provenance.paths import RunPaths
+    from paper_repro.training.modeling import (
         bradley_terry_loss,
         load_reward_model_from_base,
         pad_batch,
         rewards,
     )
-    from paper_repro.paths import RunPaths
-    from paper_repro.tiny import FIXTURE_DIR, build_tiny_base
 
     root = tmp_path_factory.mktemp("ppo_inputs")
     shutil.copytree(tiny_run.root / "prepare_data", root / "prepare_data")
@@ -102,7 +102,7 @@ def ppo_inputs(tiny_run, tmp_path_factory):
 
 
 def new_run(ppo_inputs: Path, dest: Path):
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
 
     for name in ("download_base", "prepare_data", "export_rm"):
         shutil.copytree(ppo_inputs / name, dest / name)
@@ -119,8 +119,8 @@ def run_stage(paths, *overrides: str) -> int:
 def test_value_model_starts_as_the_reward_model(ppo_inputs):
     import torch
 
-    from paper_repro.modeling import token_scores
     from paper_repro.ppo.models import build_models, load_policy, load_reward_model
+    from paper_repro.training.modeling import token_scores
 
     m = build_models(
         load_policy(ppo_inputs / "download_base" / "model"),

@@ -222,8 +222,8 @@ def test_stage_deepspeed_sigterm_then_resume(ppo_inputs, tmp_path):  # noqa: F81
     # the shards are moved aside, kept and named, and nothing is resumed.
     from dataclasses import replace
 
-    from paper_repro.identity import StageIdentity
     from paper_repro.ppo.checkpoint import PPOCheckpoints
+    from paper_repro.provenance.identity import StageIdentity
 
     other = tmp_path / "copy" / "ppo"
     shutil.copytree(root, other)

@@ -8,11 +8,11 @@ import pytest
 import yaml
 from hubfake import FakeHub, model_index_problem
 
-from paper_repro import cli
-from paper_repro import rewardbench as rb
+from paper_repro.cli import commands as cli
 from paper_repro.export.card import update_card_results
-from paper_repro.manifest import write_manifest
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.manifest import write_manifest
+from paper_repro.provenance.paths import RunPaths
+from paper_repro.rewardbench import sections as rb
 
 TOKEN = "hf_pushtesttoken0123456789"
 
@@ -35,7 +35,7 @@ def exported(tmp_path_factory) -> RunPaths:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     paths = RunPaths(tmp_path_factory.mktemp("push") / "tiny")
     folder = paths.rm_model

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from manifests import remanifest
 
-from paper_repro import rewardbench as rb
 from paper_repro.config import load_config
-from paper_repro.io import read_json, sha256_file, write_json, write_text
-from paper_repro.manifest import write_manifest
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.io import read_json, sha256_file, write_json, write_text
+from paper_repro.provenance.manifest import write_manifest
+from paper_repro.provenance.paths import RunPaths
 from paper_repro.reporting.bibtex import cited_keys, parse_bibtex
 from paper_repro.reporting.figures import FIGURES
 from paper_repro.reporting.tables import format_cell, parse_markdown_table, rows_where
+from paper_repro.rewardbench import sections as rb
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
@@ -33,8 +33,8 @@ def record_identities(paths: RunPaths, cfg=None, skip: tuple[str, ...] = ()) -> 
     """What every stage does when it ends: a manifest of its files and ``identity.json`` (the
     content identity of what it consumed), in DAG order."""
     from paper_repro.config import STAGES
-    from paper_repro.identity import record, stage_identity
-    from paper_repro.manifest import write_manifest
+    from paper_repro.provenance.identity import record, stage_identity
+    from paper_repro.provenance.manifest import write_manifest
 
     cfg = cfg or load_config("tiny")
     for stage in STAGES[:-1]:
@@ -48,8 +48,8 @@ def record_identities(paths: RunPaths, cfg=None, skip: tuple[str, ...] = ()) -> 
 
 def write_evaluation(files, subsets, chosen, rejected, name, ids=None) -> None:
     """One evaluation's five files, by the writers eval_rewardbench itself uses."""
-    from paper_repro.evaluation import EvalInputs
-    from paper_repro.evaluation import outputs as out
+    from paper_repro.rewardbench import outputs as out
+    from paper_repro.rewardbench.inputs import EvalInputs
 
     ev = rb.evaluate(subsets, chosen, rejected, bootstrap_samples=200, bootstrap_seed=0)
     scores = {"input_mode": "training-format", "dtype": "float32", **rb.scores_json(ev)}
@@ -320,7 +320,7 @@ def test_references_cover_every_cite_in_the_tex(built):
 
 def test_provenance_records_hashes_and_mlflow_runs(built, tiny_cfg_report):
     from paper_repro.config import STAGES, config_hash
-    from paper_repro.identity import content_digest
+    from paper_repro.provenance.identity import content_digest
     from paper_repro.tracking import recorded_run_ids
 
     prov = read_json(built.report_dir / "provenance.json")
@@ -390,8 +390,8 @@ def test_malformed_stage_file_names_file_and_line(tmp_path, tiny_cfg_report):
 def test_report_refuses_a_mixture_with_one_line(tmp_path, tiny_cfg_report, mixture):
     """Eval scores of a model other than the current export, scores made under another eval
     config, or files nothing says the origin of: exit 2, one line, no report written."""
-    from paper_repro.identity import record, recorded
-    from paper_repro.manifest import write_manifest
+    from paper_repro.provenance.identity import record, recorded
+    from paper_repro.provenance.manifest import write_manifest
     from paper_repro.reporting.consistency import MixtureError
     from paper_repro.stages import report
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from paper_repro.config import STAGES
-from paper_repro.integrity import verify_inputs
-from paper_repro.io import read_json, sha256_file
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.integrity import verify_inputs
+from paper_repro.provenance.io import read_json, sha256_file
+from paper_repro.provenance.paths import RunPaths
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES

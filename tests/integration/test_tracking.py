@@ -23,8 +23,8 @@ import pytest
 
 from paper_repro import tracking
 from paper_repro.config import STAGES, config_hash, load_config, stage_hash
-from paper_repro.io import sha256_file
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.io import sha256_file
+from paper_repro.provenance.paths import RunPaths
 
 MARKER = "hf_MARKERc0ffee5ecret"
 
@@ -343,7 +343,7 @@ WORKER = textwrap.dedent(
     import sys, time
     from paper_repro import tracking
     from paper_repro.config import load_config
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
 
     stage, run_dir, steps, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     cfg = load_config("tiny")

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from test_tracking import _free_port, _start_server, _stop_server
 
-from paper_repro import rewardbench as rb
 from paper_repro.config import load_config
-from paper_repro.io import sha256_tree
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.io import sha256_tree
+from paper_repro.provenance.paths import RunPaths
+from paper_repro.rewardbench import sections as rb
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def rm_folder(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     folder = tmp_path_factory.mktemp("rm") / "model"
     tok = load_tokenizer()

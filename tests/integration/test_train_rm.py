@@ -18,8 +18,8 @@ import pytest
 from manifests import remanifest
 from sources import chat_pairs
 
-from paper_repro.io import sha256_file
-from paper_repro.runstate import EXIT_NONFINITE, EXIT_PREEMPTED
+from paper_repro.provenance.io import sha256_file
+from paper_repro.training.runstate import EXIT_NONFINITE, EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.tiny.sft_steps=60", "rm.epochs=2"]  # = tests/conftest.py TINY_TEST_OVERRIDES
@@ -30,7 +30,7 @@ def clone_run(src, dest: Path, n_train: int | None = None, n_heldout: int | None
     first n train / held-out pairs only (fewer updates for the subprocess tests)."""
     import pyarrow.parquet as pq
 
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
 
     for sub in ("download_base", "download_data", "prepare_data"):
         shutil.copytree(Path(src.root) / sub, dest / sub)
@@ -82,9 +82,9 @@ def test_stage_writes_metrics_summary_weights_and_mlflow(tiny_run, tiny_cfg, tmp
     from mlflow.tracking import MlflowClient
     from safetensors import safe_open
 
-    from paper_repro.schedule import LRSchedule
     from paper_repro.stages import train_rm
     from paper_repro.tracking import recorded_run_ids, tracking_uri
+    from paper_repro.training.schedule import LRSchedule
 
     cfg = replace(tiny_cfg, rm=replace(tiny_cfg.rm, eval_every=10, checkpoint_every=5))
     paths = clone_run(tiny_run, tmp_path / "run", n_train=320, n_heldout=64)
@@ -160,12 +160,12 @@ def short_training(tiny_run, tiny_cfg):
     the accuracy on the held-out chat pairs read with the same pooling (so short a run on the
     tests' 60-step base does not learn the arithmetic pairs; tests/integration/test_break_rm.py
     covers them)."""
-    from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.data import PairData, load_pairs
-    from paper_repro.engine import Trainer, evaluate_accuracy, read_last
-    from paper_repro.modeling import load_reward_model_from_base
-    from paper_repro.schedule import LRSchedule
+    from paper_repro.training.backends import TorchBackend
+    from paper_repro.training.batching import BatchPlan, pair_tokens
+    from paper_repro.training.engine import Trainer, evaluate_accuracy, read_last
+    from paper_repro.training.modeling import load_reward_model_from_base
+    from paper_repro.training.schedule import LRSchedule
 
     rm = replace(tiny_cfg.rm, epochs=1)
     full = load_pairs(tiny_run.prepared("train"))
@@ -229,13 +229,13 @@ def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_run, tiny_cfg
     NaN reward, the run stops there and the checkpoint of update 4 stays loadable and finite."""
     import torch
 
-    from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan, pair_tokens
     from paper_repro.data import load_pairs
-    from paper_repro.engine import CheckpointStore, NonFiniteError, Trainer
-    from paper_repro.identity import stage_identity
-    from paper_repro.modeling import load_reward_model_from_base
-    from paper_repro.schedule import LRSchedule
+    from paper_repro.provenance.identity import stage_identity
+    from paper_repro.training.backends import TorchBackend
+    from paper_repro.training.batching import BatchPlan, pair_tokens
+    from paper_repro.training.engine import CheckpointStore, NonFiniteError, Trainer
+    from paper_repro.training.modeling import load_reward_model_from_base
+    from paper_repro.training.schedule import LRSchedule
 
     rm, pad = tiny_cfg.rm, tiny_cfg.data.pad_token_id
     train = load_pairs(tiny_run.prepared("train"))

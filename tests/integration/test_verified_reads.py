@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_integrity import full_run, model_folders  # noqa: F401 (a fixture)
 
-from paper_repro.manifest import ChecksumError
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.manifest import ChecksumError
+from paper_repro.provenance.paths import RunPaths
 
 
 def edit_in_place(path: Path, old: bytes, new: bytes) -> None:
@@ -37,7 +37,7 @@ def run(full_run, tmp_path) -> RunPaths:  # noqa: F811
 
 @pytest.mark.hardening("2", "RM config.json edited after the check: the evaluation loader refuses")
 def test_the_rm_loader_parses_the_listed_config(run):
-    from paper_repro.evaluation.model import load_model
+    from paper_repro.rewardbench.model import load_model
 
     load_model(run.rm_model, "float32")  # as listed: loads
     edit_in_place(run.rm_model / "config.json", b'"num_hidden_layers"', b'"num_hidden_layerz"')

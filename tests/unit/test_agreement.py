@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from paper_repro import agreement as ag
-from paper_repro import rewardbench as rb
+from paper_repro.rewardbench import agreement as ag
+from paper_repro.rewardbench import sections as rb
 
 CHAT_WEIGHT = sum(rb.EXAMPLE_COUNTS[s] for s in rb.SECTIONS["Chat"])  # 100+95+95+28+40 = 358
 

@@ -204,7 +204,7 @@ def test_alias_bomb_in_an_override_is_refused():
 
 @pytest.mark.hardening("5", "`preset: ../../x` in a config file: refused, nothing outside results/")
 def test_preset_cannot_name_a_folder_outside_results(tmp_path, monkeypatch, capsys):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
     from paper_repro.config import to_yaml
 
     body = to_yaml(load_config("tiny")).replace("preset: tiny", "preset: ../../escaped")
@@ -220,7 +220,7 @@ def test_preset_cannot_name_a_folder_outside_results(tmp_path, monkeypatch, caps
 
 @pytest.mark.hardening("5", "`${oc.env:HF_TOKEN}` as the MLflow experiment name")
 def test_secret_from_the_environment_never_becomes_a_name(monkeypatch, capsys):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
 
     monkeypatch.setenv("HF_TOKEN", SECRET)
     code = main(["config", "show", "tiny", "tracking.experiment=${oc.env:HF_TOKEN}"])
@@ -279,7 +279,7 @@ def smk_refusal(config: dict) -> str | None:
     with, then workflow/rules/common.smk (load_config of preset + overrides, the run name)."""
     import jsonschema
 
-    from paper_repro.paths import RUN_NAME
+    from paper_repro.provenance.paths import RUN_NAME
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     try:

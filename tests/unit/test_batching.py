@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from paper_repro.batching import BatchPlan, collate_pairs, make_batch, pair_lengths
+from paper_repro.training.batching import BatchPlan, collate_pairs, make_batch, pair_lengths
 
 PAD = 9
 

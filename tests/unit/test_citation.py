@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from paper_repro.config import load_config
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.paths import RunPaths
 from paper_repro.reporting.bibtex import (
     BibError,
     cited_keys,

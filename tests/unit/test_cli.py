@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from paper_repro import __version__, cli
-from paper_repro.cli_help import STAGE_HELP, TOOL_HELP
+from paper_repro import __version__
+from paper_repro.cli import commands as cli
+from paper_repro.cli.help import STAGE_HELP, TOOL_HELP
 from paper_repro.config import STAGES
 
 
@@ -56,7 +57,7 @@ def _example_argv(command: str) -> list[str]:
     """The example of ``command``'s --help as a user types it (up to a shell ``&&``)."""
     import shlex
 
-    from paper_repro.cli_help import STAGE_HELP, TOOL_HELP
+    from paper_repro.cli.help import STAGE_HELP, TOOL_HELP
 
     info = {**STAGE_HELP, **TOOL_HELP}[
         command.replace("-", "_") if command in {s.replace("_", "-") for s in STAGES} else command
@@ -71,7 +72,7 @@ def test_every_help_example_parses_as_written(command):
     """Every example parses (overrides after options included) and names a valid preset, valid
     overrides and, for --model, a valid model spec (hub examples need the hub to run)."""
     from paper_repro.config import load_config
-    from paper_repro.evaluation import parse_model_spec
+    from paper_repro.rewardbench.model import parse_model_spec
 
     args = cli.parse_args(_example_argv(command))
     if hasattr(args, "config"):  # prune and push-to-hub take a run folder, not a config

@@ -142,7 +142,9 @@ def test_unknown_preset():
 )
 def test_cli_exit_codes(args, code):
     out = subprocess.run(
-        [sys.executable, "-m", "paper_repro.cli", "config", *args], capture_output=True, text=True
+        [sys.executable, "-m", "paper_repro.cli", "config", *args],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == code, out.stderr
     if code == 0:
@@ -226,7 +228,7 @@ def test_other_unreadable_config_files(tmp_path, body, words):
     ],
 )
 def test_unsafe_run_names_are_refused_by_the_cli(run_dir, tmp_path, capsys, monkeypatch):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["download-data", "tiny", "--run-dir", run_dir]) == 2
@@ -237,7 +239,7 @@ def test_unsafe_run_names_are_refused_by_the_cli(run_dir, tmp_path, capsys, monk
 def test_run_name_pattern_is_the_snakemake_schema_pattern():
     import yaml
 
-    from paper_repro.paths import RUN_NAME
+    from paper_repro.provenance.paths import RUN_NAME
 
     schema = yaml.safe_load(
         (Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text()

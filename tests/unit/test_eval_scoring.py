@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from paper_repro.scoring import plan_batches, plan_packed, score_pairs, score_sequences
+from paper_repro.rewardbench.scorer import plan_batches, plan_packed, score_pairs, score_sequences
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def tiny_rm():
     from transformers import LlamaForSequenceClassification
 
     from paper_repro.config import TinyArch
-    from paper_repro.tiny import llama_config, load_tokenizer
+    from paper_repro.fixtures.tiny import llama_config, load_tokenizer
 
     tok = load_tokenizer()
     torch.manual_seed(0)
@@ -29,8 +29,8 @@ def tiny_rm():
 @pytest.fixture(scope="module")
 def fixture_pairs(tiny_rm):
     """The shipped RewardBench fixture in the training format (one BOS, ends in EOS)."""
-    from paper_repro.formatting import render_training, rewardbench_messages
-    from paper_repro.tiny import FIXTURE_DIR
+    from paper_repro.data.formatting import render_training, rewardbench_messages
+    from paper_repro.fixtures.tiny import FIXTURE_DIR
 
     _, tok = tiny_rm
     rows = [json.loads(x) for x in (FIXTURE_DIR / "rewardbench_filtered.jsonl").open()]
@@ -48,7 +48,7 @@ def _fixed_batches(model, seqs, pad_id, batch_size, side):
     """Dataset-order batches of a fixed size through modeling.rewards (no sorting)."""
     import torch
 
-    from paper_repro.modeling import pad_batch, rewards
+    from paper_repro.training.modeling import pad_batch, rewards
 
     out = []
     with torch.inference_mode():

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from paper_repro import agreement as ag
-from paper_repro import rewardbench as rb
 from paper_repro.config import load_config
-from paper_repro.modeling import packed_position_ids
+from paper_repro.rewardbench import agreement as ag
+from paper_repro.rewardbench import sections as rb
+from paper_repro.training.modeling import packed_position_ids
 
 
 def uneven_subsets() -> list[str]:

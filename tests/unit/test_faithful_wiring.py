@@ -31,13 +31,13 @@ from faithful_reference import (
     tiny_policy,
 )
 
-from paper_repro.backends import TorchBackend
-from paper_repro.batching import collate_pairs
 from paper_repro.config import PPOConfig, RMTrainConfig
-from paper_repro.engine import read_last
-from paper_repro.modeling import pair_losses
 from paper_repro.ppo.models import build_models
 from paper_repro.ppo.trainer import PPOTrainer
+from paper_repro.training.backends import TorchBackend
+from paper_repro.training.batching import collate_pairs
+from paper_repro.training.engine import read_last
+from paper_repro.training.modeling import pair_losses
 
 
 def test_torch_rm_backend_clips_the_global_norm_like_easylm(tiny_model_factory):
@@ -195,9 +195,9 @@ def test_rm_update_averages_over_all_pairs_of_the_update(tiny_model_factory):
 
     import numpy as np
 
-    from paper_repro.batching import BatchPlan
-    from paper_repro.engine import Trainer
-    from paper_repro.schedule import LRSchedule
+    from paper_repro.training.batching import BatchPlan
+    from paper_repro.training.engine import Trainer
+    from paper_repro.training.schedule import LRSchedule
 
     model = tiny_model_factory().train()
     reference = copy.deepcopy(model)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from paper_repro.data import prompt_messages, read_rows
-from paper_repro.formatting import FormatError, render_prompt
-from paper_repro.tiny import FIXTURE_DIR
+from paper_repro.data.formatting import FormatError, render_prompt
+from paper_repro.fixtures.tiny import FIXTURE_DIR
 
 
 def _files(root):
@@ -69,7 +69,7 @@ def test_prompt_without_known_keys_is_dropped():
 
 def test_arithmetic_pairs_prefer_the_right_sum_of_every_problem():
     from paper_repro.fixtures import arithmetic
-    from paper_repro.tiny import sft_rows
+    from paper_repro.fixtures.tiny import sft_rows
 
     rows = sft_rows(read_rows(FIXTURE_DIR / "preference_train.jsonl"))  # the hand-made rows
     arith = [r for r in rows if r["source"] == "fixture-arithmetic"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from paper_repro.formatting import FormatError, render_prompt, render_training
+from paper_repro.data.formatting import FormatError, render_prompt, render_training
 
 U, A, S = "user", "assistant", "system"
 
@@ -214,7 +214,7 @@ GOLDEN = {
 
 @pytest.fixture(scope="module")
 def tok():
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     return load_tokenizer()
 

@@ -16,7 +16,7 @@ PAD, MAX_LEN = 511, 256
 
 @pytest.fixture(scope="module")
 def encoder():
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     return Encoder(load_tokenizer(), pad_token_id=PAD, max_length=MAX_LEN)
 

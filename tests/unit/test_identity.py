@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from paper_repro import codeversion
-from paper_repro.checkpoints import CheckpointDir, ResumeError
-from paper_repro.identity import StageIdentity, content_digest, stage_identity
-from paper_repro.io import write_json
-from paper_repro.manifest import write_manifest
-from paper_repro.paths import RunPaths
+from paper_repro.provenance import codeversion
+from paper_repro.provenance.identity import StageIdentity, content_digest, stage_identity
+from paper_repro.provenance.io import write_json
+from paper_repro.provenance.manifest import write_manifest
+from paper_repro.provenance.paths import RunPaths
+from paper_repro.training.checkpoints import CheckpointDir, ResumeError
 
-PACKAGE = Path(codeversion.__file__).parent
+PACKAGE = codeversion.ROOT
 
 
 # --------------------------------------------------------------------------- code version
@@ -67,7 +67,7 @@ def test_code_version_follows_what_a_stage_imports(package):
 def test_shared_module_changes_every_stage_that_imports_it(package):
     before = versions(package)
     edit(
-        package / "batching.py",
+        package / "training" / "batching.py",
         "from __future__ import annotations",
         "from __future__ import annotations\nX = 1",
     )
@@ -79,18 +79,18 @@ def test_shared_module_changes_every_stage_that_imports_it(package):
 def test_docstrings_comments_and_formatting_change_nothing(package):
     before = versions(package)
     edit(
-        package / "engine.py",
+        package / "training" / "engine.py",
         '"""The reward-model training loop',
         '"""Edited. The reward-model loop',
     )
     edit(package / "stages" / "ppo.py", "def run(", "# a new comment\n\n\ndef   run(")
-    edit(package / "modeling.py", "import torch", "import torch  # why")
+    edit(package / "training" / "modeling.py", "import torch", "import torch  # why")
     assert versions(package) == before
 
 
 def test_function_local_imports_and_package_data_count(package):
     closure = codeversion.import_closure("paper_repro.stages.train_rm", package)
-    assert "paper_repro.backends" in closure  # imported inside build_backend only
+    assert "paper_repro.training.backends" in closure  # imported inside build_backend only
     assert not any(m.startswith("paper_repro.tracking") for m in closure)  # records only
     before = versions(package)
     fixture = package / "fixtures" / "data" / "ppo_prompts.jsonl"
@@ -246,7 +246,7 @@ def test_partial_folders_are_removed_on_failure_and_on_the_next_start(tmp_path):
 
 
 def test_rng_state_is_plain_json_and_restores_every_generator():
-    from paper_repro.runstate import rng_state, set_rng_state
+    from paper_repro.training.runstate import rng_state, set_rng_state
 
     torch.manual_seed(1)
     np.random.seed(2)
@@ -264,7 +264,7 @@ def test_rng_state_is_plain_json_and_restores_every_generator():
 
 @pytest.mark.hardening("6", "metrics append fails mid-line: no torn line")
 def test_a_failed_append_leaves_no_torn_line(tmp_path, monkeypatch):
-    from paper_repro import runstate
+    from paper_repro.training import runstate
 
     path = tmp_path / "metrics.jsonl"
     runstate.append_line(path, '{"update": 0}')
@@ -285,8 +285,8 @@ def test_a_failed_append_leaves_no_torn_line(tmp_path, monkeypatch):
 HOLD = textwrap.dedent(
     """
     import sys, time
-    from paper_repro.lock import stage_lock
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.lock import stage_lock
+    from paper_repro.provenance.paths import RunPaths
     with stage_lock(RunPaths(sys.argv[1]), "train_rm"):
         print("held", flush=True)
         time.sleep(60)
@@ -311,7 +311,7 @@ def holder(tmp_path):
     "3", "two writers on one stage folder: the second is refused, naming PID and host"
 )
 def test_second_writer_exits_2_naming_the_holder(tmp_path, holder):
-    from paper_repro.lock import StageBusy, stage_lock
+    from paper_repro.provenance.lock import StageBusy, stage_lock
 
     with pytest.raises(StageBusy) as err, stage_lock(RunPaths(tmp_path), "train_rm"):
         pass
@@ -343,7 +343,7 @@ def test_a_second_stage_process_exits_2_naming_the_holder(tmp_path, holder):
 def test_stop_flag_takes_sigint_like_sigterm_and_a_second_one_stops_at_once():
     import signal
 
-    from paper_repro.runstate import StopFlag
+    from paper_repro.training.runstate import StopFlag
 
     flag = StopFlag().install()
     try:
@@ -357,7 +357,7 @@ def test_stop_flag_takes_sigint_like_sigterm_and_a_second_one_stops_at_once():
 
 @pytest.mark.hardening("3", "a .lock that is a symlink: refused in one line, its target untouched")
 def test_a_symlinked_lock_is_never_followed(tmp_path, capsys, monkeypatch):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from paper_repro import llama3_tokenizer as l3
 from paper_repro.data import Encoder, RawRow, tokenizer_identity
-from paper_repro.formatting import render_prompt, render_training
+from paper_repro.data import llama3_tokenizer as l3
+from paper_repro.data.formatting import render_prompt, render_training
 
 CONVERSATION = [
     {"role": "system", "content": " Be brief. "},
@@ -81,7 +81,7 @@ def test_special_tokens_at_their_llama3_ids(llama3_tok):
 def test_exactly_one_bos_however_it_is_called(llama3_tok):
     """The double-BOS pitfall: the EasyLM text carries the BOS string and the Llama 3 tokenizer
     prepends BOS again when add_special_tokens is on; every path of ours ends with one BOS."""
-    from paper_repro.evaluation.inputs import template_ids
+    from paper_repro.rewardbench.inputs import template_ids
 
     text = render_training(CONVERSATION)
     assert llama3_tok(text)["input_ids"][:2] == [128000, 128000]  # the pitfall is real here
@@ -114,7 +114,7 @@ def test_eos_ends_every_assistant_turn(llama3_tok):
 
 
 def test_pad_never_produced_by_text(llama3_tok):
-    from paper_repro.tiny import FIXTURE_DIR
+    from paper_repro.fixtures.tiny import FIXTURE_DIR
 
     for name in ("preference_train.jsonl", "rewardbench_filtered.jsonl", "ppo_prompts.jsonl"):
         text = (FIXTURE_DIR / name).read_text()
@@ -127,7 +127,7 @@ def test_pad_never_produced_by_text(llama3_tok):
 def test_render_fingerprint(llama3_tok):
     """The tokenizer identity prepare_data writes and every later stage checks. The probe ids
     are pinned: a tokenizers/transformers change that moves one id fails here first."""
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     ident = tokenizer_identity(llama3_tok, 128255)
     assert {k: ident[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")} == {

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from paper_repro.modeling import (
+from paper_repro.training.modeling import (
     bradley_terry_loss,
     last_token_index,
     pad_batch,

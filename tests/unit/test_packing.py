@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from paper_repro.backends import TorchBackend
-from paper_repro.batching import (
+from paper_repro.config import RMTrainConfig
+from paper_repro.training.backends import TorchBackend
+from paper_repro.training.batching import (
     BatchPlan,
     balanced_micro_batches,
     collate_pairs,
     pack_pairs,
     pair_tokens,
 )
-from paper_repro.config import RMTrainConfig
-from paper_repro.engine import Trainer, evaluate_accuracy, read_last
-from paper_repro.modeling import packed_attention_mode, packed_token_scores
-from paper_repro.schedule import LRSchedule
+from paper_repro.training.engine import Trainer, evaluate_accuracy, read_last
+from paper_repro.training.modeling import packed_attention_mode, packed_token_scores
+from paper_repro.training.schedule import LRSchedule
 
 PAD = 63
 

@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from paper_repro import plan, plan_tokens
 from paper_repro.config import load_config
+from paper_repro.plan import tokens as plan_tokens
+from paper_repro.plan import train_rm as plan
 
 # Hand-computed Llama 3 70B reward model (Llama 3 70B config.json shape, score head instead of lm_head):
 # embedding 128256*8192 = 1,050,673,152; per layer q,o 2*8192^2 = 134,217,728, k,v
@@ -108,7 +109,7 @@ def test_training_tokens_sources(tmp_path):
 
 
 def test_cli_prints_the_70b_plan(tmp_path, capsys):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
 
     rc = main(
         [
@@ -145,7 +146,7 @@ def test_lockstep_tokens_hand_values():
 
 
 def test_cli_prints_packed_and_padded_hours_from_prepared_data(tmp_path, capsys):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
 
     rng = np.random.default_rng(0)
     lens = rng.lognormal(np.log(450), 0.6, size=(1024, 2)).clip(20, 4096).astype(int)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from paper_repro import plan, plan_ppo
 from paper_repro.config import ConfigError, load_config, stage_hash
+from paper_repro.plan import ppo as plan_ppo
+from paper_repro.plan import train_rm as plan
 
 S8 = plan.LLAMA3_SHAPES["llama3-8b"]
 # Llama 3 8B as LlamaForCausalLM: the RM's 7,504,928,768 without its 4096-weight score head, plus
@@ -72,7 +73,7 @@ def test_pass_time_is_the_longer_of_compute_and_traffic():
 
 
 def test_cli_prints_the_ppo_8b_plan(tmp_path, capsys):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
 
     opts = ["--stage", "ppo", "--run-dir", str(tmp_path)]
     assert main(["plan", "llama3-70b-uf-ppo-8b", *opts]) == 0
@@ -108,7 +109,7 @@ def test_generation_mode_is_part_of_the_ppo_identity():
 
 
 def test_vllm_is_refused_in_one_line(capsys):
-    from paper_repro.cli import main
+    from paper_repro.cli.commands import main
 
     with pytest.raises(ConfigError, match="ppo.generation.*vllm is not available yet"):
         load_config("tiny", ["ppo.generation=vllm"])

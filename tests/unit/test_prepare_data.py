@@ -19,7 +19,7 @@ from paper_repro.data import (
     load_prompts,
     split_heldout,
 )
-from paper_repro.io import read_json
+from paper_repro.provenance.io import read_json
 
 MAX_LEN = 64
 
@@ -75,7 +75,7 @@ def bad_rows() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def tok():
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     return load_tokenizer()
 
@@ -156,7 +156,7 @@ def test_tiny_run_outputs(tiny_run, tiny_cfg):
 
 
 def test_fingerprint_accepts_same_tokenizer(tiny_run, tmp_path):
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     fp = check_fingerprint(tiny_run.fingerprint, tiny_run.base_model, strict_files=True)
     assert fp["pad_token_id"] == 511 and fp["truncation"]["policy"] == "drop"
@@ -167,7 +167,7 @@ def test_fingerprint_accepts_same_tokenizer(tiny_run, tmp_path):
 
 
 def test_fingerprint_refuses_other_tokenizer(tiny_run):
-    from paper_repro.tiny import load_tokenizer
+    from paper_repro.fixtures.tiny import load_tokenizer
 
     tok = load_tokenizer(tiny_run.base_model)
     tok.add_tokens(["<|user|>"])  # a tokenizer where the role tag is one token
@@ -189,8 +189,8 @@ def _copy_downloads(src, dst):
 
 
 def test_prepare_is_deterministic_and_counts_bad_rows(tiny_run, tiny_cfg, tmp_path):
-    from paper_repro.manifest import write_manifest
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.manifest import write_manifest
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import prepare_data
 
     again = RunPaths(tmp_path / "again")
@@ -221,8 +221,8 @@ def test_prepare_is_deterministic_and_counts_bad_rows(tiny_run, tiny_cfg, tmp_pa
 
 
 def test_prepare_refuses_corrupt_download(tiny_run, tiny_cfg, tmp_path):
-    from paper_repro.manifest import ChecksumError
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.manifest import ChecksumError
+    from paper_repro.provenance.paths import RunPaths
     from paper_repro.stages import prepare_data
 
     paths = RunPaths(tmp_path / "corrupt")
@@ -237,7 +237,7 @@ def test_prepare_refuses_corrupt_download(tiny_run, tiny_cfg, tmp_path):
 def test_render_prints_exact_text_and_ids(tiny_run, tiny_cfg, capsys):
     import argparse
 
-    from paper_repro import render
+    from paper_repro.data import render
 
     args = argparse.Namespace(run_dir=str(tiny_run.root), split="train", rows=1)
     assert render.run(tiny_cfg, args) == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_repro import cli
-from paper_repro.lock import stage_lock
-from paper_repro.paths import RunPaths
+from paper_repro.cli import commands as cli
+from paper_repro.provenance.lock import stage_lock
+from paper_repro.provenance.paths import RunPaths
 
 
 def _folder(path: Path, size: int) -> Path:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from paper_repro import rewardbench as rb
+from paper_repro.rewardbench import sections as rb
 
 
 def _acc(default: float, **over: float) -> dict[str, float]:

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from paper_repro.backends import TorchBackend, clip_by_global_norm, weight_decay_groups
-from paper_repro.batching import collate_pairs
 from paper_repro.config import RMTrainConfig
-from paper_repro.engine import read_last
-from paper_repro.modeling import bradley_terry_loss, pair_losses, pool_last
+from paper_repro.training.backends import TorchBackend, clip_by_global_norm, weight_decay_groups
+from paper_repro.training.batching import collate_pairs
+from paper_repro.training.engine import read_last
+from paper_repro.training.modeling import bradley_terry_loss, pair_losses, pool_last
 
 PAD = 31
 

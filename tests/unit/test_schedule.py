@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from paper_repro.config import load_config
-from paper_repro.schedule import LRSchedule, lr_at, num_updates, num_warmup
+from paper_repro.training.schedule import LRSchedule, lr_at, num_updates, num_warmup
 
 
 def test_card_recipe_counts():
@@ -64,10 +64,10 @@ def test_the_training_loop_applies_update_ks_lr(tiny_model_factory):
     """engine.Trainer._update asks the schedule for the lr of update k: the optimizer must step
     with schedule(k), so the first update has lr 0 and leaves the weights unchanged. An off-by-one
     there (k + 1, k - 1) fails here, in well under a second."""
-    from paper_repro.backends import TorchBackend
-    from paper_repro.batching import BatchPlan
     from paper_repro.config import RMTrainConfig
-    from paper_repro.engine import Trainer
+    from paper_repro.training.backends import TorchBackend
+    from paper_repro.training.batching import BatchPlan
+    from paper_repro.training.engine import Trainer
 
     pad = 31  # tiny_model_factory's pad id
     model = tiny_model_factory().train()

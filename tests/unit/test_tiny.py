@@ -2,8 +2,8 @@
 
 import pytest
 
-from paper_repro.formatting import render_training
-from paper_repro.tiny import VOCAB_SIZE, load_tokenizer
+from paper_repro.data.formatting import render_training
+from paper_repro.fixtures.tiny import VOCAB_SIZE, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_literal_bos_eos_are_single_ids_and_role_markers_are_not_special(tok):
 
 
 def test_pad_never_occurs_in_fixture_text(tok):
-    from paper_repro.tiny import FIXTURE_DIR
+    from paper_repro.fixtures.tiny import FIXTURE_DIR
 
     text = (FIXTURE_DIR / "preference_train.jsonl").read_text()
     assert tok.pad_token_id not in tok(text, add_special_tokens=False)["input_ids"]
@@ -49,7 +49,7 @@ def test_building_the_tiny_base_reports_progress_in_a_log(tmp_path, monkeypatch)
 
     from paper_repro.config import TinyArch
     from paper_repro.data import read_rows
-    from paper_repro.tiny import FIXTURE_DIR, build_tiny_base
+    from paper_repro.fixtures.tiny import FIXTURE_DIR, build_tiny_base
 
     class Log(io.StringIO):
         def isatty(self) -> bool:

@@ -1,4 +1,4 @@
-"""Weights hashed while read (paper_repro/verified.py): the tensors equal the safetensors library's,
+"""Weights hashed while read (paper_repro/provenance/verified.py): the tensors equal the safetensors library's,
 and any changed byte (size and mtime kept, so the fast path cannot see it), a truncation or a weight
 file the manifest does not list stops the load with one line naming the file."""
 
@@ -12,8 +12,8 @@ from safetensors.torch import load_file as st_load
 from safetensors.torch import save_file
 
 from paper_repro.errors import CorruptFileError, ReproError
-from paper_repro.manifest import ChecksumError, UnlistedFileError, write_manifest
-from paper_repro.verified import load_file, load_weights
+from paper_repro.provenance.manifest import ChecksumError, UnlistedFileError, write_manifest
+from paper_repro.provenance.verified import load_file, load_weights
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--die-with-parent", action="store_true")
     args = parser.parse_args()
     if args.die_with_parent:
-        from paper_repro.lock import die_with_parent
+        from paper_repro.provenance.lock import die_with_parent
 
         die_with_parent()
     got: list[str] = []

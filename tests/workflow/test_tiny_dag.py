@@ -1,6 +1,7 @@
 """The real tiny DAG on CPU (`snakemake --cores 2 all`, as `make run`), for the `tiny` preset and
 for `tiny-llama3-vocab` (the real Llama 3 tokenizer and vocabulary): every stage's output and
-identity, the exported folder read with transformers 4.51.0 / 4.57.6, Snakemake's --report. On
+identity, the same files as the reference commit's code (a move of code changes no result), the
+exported folder read with transformers 4.51.0 / 4.57.6, Snakemake's --report. On
 `tiny`, what happens after a finished run (in file order, on one run folder): a forced rerun
 trains from update 0, a killed Snakemake leaves no orphan trainer and the rerun resumes bitwise,
 an upstream override restarts PPO against the new reward model, and an eval-only override gets
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from run_outputs import differences
 
 from paper_repro.config import STAGES, config_hash, load_config
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.paths import RunPaths
 from paper_repro.reporting.tables import parse_markdown_table, rows_where
 
 from .smk import ROOT, SNAKEMAKE, config_arg, snakemake
@@ -79,8 +81,8 @@ def test_every_stage_output(tiny_dag):
     was made with, the kept pairs and update count, the verified export (a clean folder: no
     Snakemake marker, no local path), the RewardBench pairs, the PPO steps, the report."""
     from paper_repro.config import derived, load_config
-    from paper_repro.manifest import verify_manifest
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.manifest import verify_manifest
+    from paper_repro.provenance.paths import RunPaths
 
     cfg, paths = load_config(tiny_dag.preset), RunPaths(tiny_dag.run)
     llama3 = cfg.model.tiny.tokenizer == "llama3"
@@ -123,12 +125,38 @@ def test_every_stage_output(tiny_dag):
     assert "## Downstream" in (paths.rm_model / "README.md").read_text()
 
 
+# The commit before the package regroup. A change meant to change results (new fixtures, a fixed
+# bug) moves this to the commit before that change, once its own numbers are reviewed.
+REFERENCE_COMMIT = "be6cf5ac6abd446227ffcf394b5dc9a9e23ff547"
+
+
+@pytest.mark.parametrize("tiny_dag", ["tiny"], indirect=True)
+def test_same_outputs_as_the_reference_commit(tiny_dag, tmp_path):
+    """Moving code changes no result: the tiny DAG of the reference commit's code and this
+    checkout's write the same files with the same contents (timings, dates, code versions and
+    the run folder's path aside; tests/run_outputs.py). Runs before any test here edits the run."""
+    code = tmp_path / "code"
+    code.mkdir()
+    tree = ("Snakefile", "workflow", "config", "paper_repro", "environment.yml", "llama_3_license.txt",
+            "NOTICE", "CITATION.bib")  # fmt: skip
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", REFERENCE_COMMIT, *tree],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    reference = Dag(tmp_path / "work", "tiny", "")
+    snakemake(reference.workdir, "--cores", "2", "all", *config_arg(preset="tiny"), root=code,
+              timeout=1800)  # fmt: skip
+    assert differences(reference.run, tiny_dag.run) == []
+
+
 def test_export_reads_the_same_in_transformers_4x(tiny_dag):
     """The exported folder with transformers 4.51.0 (reward-bench 0.1.4) and 4.57.6 (reward-bench
     main) in side environments: same tokenizer behaviour and fp32 rewards within 1e-5 of this
     environment's on the export's verification pairs; recorded in export_rm/crosscheck.json."""
     from paper_repro.export.crosscheck import crosscheck
-    from paper_repro.paths import RunPaths
+    from paper_repro.provenance.paths import RunPaths
 
     paths = RunPaths(tiny_dag.run)
     # reward-bench's CLI on the Llama 3 vocabulary export (the released model's tokenizer); the

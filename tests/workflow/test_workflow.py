@@ -225,7 +225,7 @@ def _edit(path, old, new):
         ("stages/eval_rewardbench.py", 'STAGE = "eval_rewardbench"',
          'STAGE = "eval_rewardbench"\nX = 1', {"eval_rewardbench", "report"}),
         # the training loop: train_rm, the tiny reference stand-in trained with it, and after
-        ("engine.py", "from .schedule import LRSchedule",
+        ("training/engine.py", "from .schedule import LRSchedule",
          "from .schedule import LRSchedule\nX = 1",
          {"train_rm", "export_rm", "eval_rewardbench", "eval_reference", "ppo", "eval_downstream",
           "report"}),
@@ -234,7 +234,7 @@ def _edit(path, old, new):
          "from __future__ import annotations\nX = 1", {"report"}),
         # a docstring or a comment: nothing
         ("stages/ppo.py", '"""ppo: train a policy', '"""ppo (edited docstring): train a policy', set()),
-        ("batching.py", "from __future__ import annotations",
+        ("training/batching.py", "from __future__ import annotations",
          "from __future__ import annotations  # a new comment", set()),
     ],
 )  # fmt: skip

@@ -1,16 +1,16 @@
 # Shared by every rule: the resolved config, the run's paths and per-stage resources.
 #
-# File names come from paper_repro.paths.RunPaths (spelled once, shared with the stages); the
+# File names come from paper_repro.provenance.paths.RunPaths (spelled once, shared with the stages); the
 # config schema and per-stage sections from paper_repro.config. Nothing here runs a stage.
 
 import shlex
 import sys
 from pathlib import Path
 
-from paper_repro.codeversion import code_version
+from paper_repro.provenance.codeversion import code_version
 from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
-from paper_repro.paths import RUN_NAME as RUN_NAME_PATTERN
-from paper_repro.paths import RunPaths
+from paper_repro.provenance.paths import RUN_NAME as RUN_NAME_PATTERN
+from paper_repro.provenance.paths import RunPaths
 from paper_repro.stages import UPSTREAM
 from paper_repro.stages.eval_reference import reads
 
@@ -42,7 +42,7 @@ PREFIX += f"repro_preset={shlex.quote(str(config['preset']))}; "
 PREFIX += f"repro_overrides=({shlex.join(str(o) for o in config['overrides'])}); "
 shell.prefix(PREFIX)
 
-# The code version of every stage (paper_repro/codeversion.py: an AST hash of the package modules
+# The code version of every stage (paper_repro/provenance/codeversion.py: an AST hash of the package modules
 # the stage imports, docstrings and comments left out; ~0.3 s for all stages). It is part of what a
 # stage's config job depends on (stage_config_params), so Snakemake's params trigger reruns a stage
 # whose code changed, and everything downstream; a docstring, comment or test edit reruns nothing,
@@ -66,7 +66,7 @@ def stage_outputs(stage):
 
 
 def upstream_manifests(stage, upstream=None):
-    """The manifests a stage verifies before reading (paper_repro.integrity.verify_inputs; by
+    """The manifests a stage verifies before reading (paper_repro.provenance.integrity.verify_inputs; by
     default for every stage in UPSTREAM[stage]): inputs, so that the stage reruns when one
     changes and a manifest moved to quarantine makes Snakemake rebuild its stage."""
     return [RUN.manifest(up) for up in upstream or UPSTREAM[stage]]
@@ -136,7 +136,7 @@ def stage_shell(stage):
     """The shell command of a stage job: `paper-repro <stage> <its config> --run-dir <run>`,
     through the per-node launcher for distributed stages, output to the job's log. `exec`: the
     stage (or its launcher) replaces the job's shell, so its parent is Snakemake itself and it
-    dies with it (paper_repro/lock.py die_with_parent): no orphan trainer after a killed
+    dies with it (paper_repro/provenance/lock.py die_with_parent): no orphan trainer after a killed
     Snakemake."""
     command = f"paper-repro {stage.replace('_', '-')} {{input.config:q}} --run-dir {{params.run_dir:q}}"
     if stage in DISTRIBUTED:

@@ -6,7 +6,7 @@
 #
 # Checkpoints are not touched here: a stage resumes only from checkpoints of its own identity
 # (config, code, upstream content, world size) and moves any others aside itself
-# (paper_repro/checkpoints.py), so one mechanism decides, whoever starts the stage.
+# (paper_repro/training/checkpoints.py), so one mechanism decides, whoever starts the stage.
 
 
 localrules:

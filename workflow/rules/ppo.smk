@@ -2,7 +2,7 @@ rule ppo:
     """PPO of the SFT policy against the trained RM (EasyLM recipe), same launcher as train_rm.
 
     Checkpoints live in results/<run>/checkpoints/ppo/ (never an output): an interrupted run
-    resumes from them; any other rerun moves them aside (paper_repro/checkpoints.py). The trained
+    resumes from them; any other rerun moves them aside (paper_repro/training/checkpoints.py). The trained
     policy folder is not an output either: the stage renames it into place whole and lists its
     files in the manifest, so it stays a clean HF folder (no Snakemake marker inside).
     """

@@ -4,7 +4,7 @@ rule train_rm:
     Checkpoints go to results/<run>/checkpoints/train_rm/, which is not an output: Snakemake
     deletes outputs before rerunning a job, so an interrupted run (--rerun-incomplete, a retry
     after a Slurm time limit) resumes from the last checkpoint of the same stage identity instead
-    of starting over; any other rerun moves them aside (paper_repro/checkpoints.py).
+    of starting over; any other rerun moves them aside (paper_repro/training/checkpoints.py).
     """
     input:
         config=RUN.stage_config("train_rm"),

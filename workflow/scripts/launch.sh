@@ -23,7 +23,7 @@
 #
 # Orphans: the workflow `exec`s this script, and it `exec`s torchrun with PR_SET_PDEATHSIG, so
 # torchrun gets SIGTERM when Snakemake (its parent) dies, however it dies; it forwards SIGTERM to the
-# ranks, which checkpoint and exit. Each rank asks the same for itself (paper_repro/lock.py), in case
+# ranks, which checkpoint and exit. Each rank asks the same for itself (paper_repro/provenance/lock.py), in case
 # torchrun itself is killed. No trainer outlives the job that started it.
 set -euo pipefail
 
