@@ -34,6 +34,24 @@ def lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
+def stopped_mid_training(root: Path, paths: RunPaths, env: dict[str, str]) -> subprocess.Popen:
+    """A CLI train_rm on ``root``, stopped (SIGSTOP) once training is under way: it holds the
+    stage lock while another job comes and goes. The caller resumes and reaps it."""
+    holder = subprocess.Popen(train_rm(root), env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while lines(paths.train_metrics) < 2:  # training is under way
+            assert holder.poll() is None, holder.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    except BaseException:
+        holder.kill()
+        holder.wait()
+        raise
+    holder.send_signal(signal.SIGSTOP)
+    return holder
+
+
 @pytest.mark.slow  # two stage processes and a whole tiny training
 @pytest.mark.hardening(
     "3", "refused second train-rm, then the holder's outputs deleted mid-run: rewritten whole"
@@ -43,14 +61,8 @@ def test_a_refused_run_and_its_cleanup_cannot_cut_the_holders_records(tiny_run, 
     shutil.copytree(tiny_run.root, root, symlinks=True)
     paths = RunPaths(root)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    holder = subprocess.Popen(train_rm(root), env=env, stderr=subprocess.PIPE, text=True)
+    holder = stopped_mid_training(root, paths, env)
     try:
-        deadline = time.monotonic() + 300
-        while lines(paths.train_metrics) < 2:  # training is under way
-            assert holder.poll() is None, holder.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        holder.send_signal(signal.SIGSTOP)  # hold it mid-run while the second job comes and goes
         second = subprocess.run(
             train_rm(root), env=env, capture_output=True, text=True, timeout=300
         )
@@ -105,15 +117,10 @@ def test_a_refused_snakemake_job_deletes_none_of_the_holders_files(tiny_run, tmp
                 path.touch(exist_ok=True)
     touched = snakemake(tmp_path, "--cores", "1", "--touch", "train_rm")
     assert touched.returncode == 0, touched.stderr
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    holder = subprocess.Popen(train_rm(root), env=env, stderr=subprocess.PIPE, text=True)
+    holder = stopped_mid_training(
+        root, paths, {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    )
     try:
-        deadline = time.monotonic() + 300
-        while lines(paths.train_metrics) < 2:  # training is under way
-            assert holder.poll() is None, holder.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        holder.send_signal(signal.SIGSTOP)  # hold it mid-run while the job comes and goes
         before = holder_files(paths)
         refused = snakemake(tmp_path, "--cores", "1", "train_rm", "--forcerun", "train_rm")
         assert refused.returncode != 0
