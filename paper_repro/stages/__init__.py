@@ -2,7 +2,7 @@
 
 ``UPSTREAM`` is the DAG in Python: the stages whose outputs each stage reads (the Snakemake rules
 declare the same files as inputs). Identities, input verification and the report's consistency
-checks follow it.
+checks follow it. Kept free of heavy imports: the Snakefile reads it at every invocation.
 """
 
 UPSTREAM: dict[str, tuple[str, ...]] = {
@@ -29,3 +29,11 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
         "eval_downstream",
     ),
 }
+
+
+def reads(stage: str, cfg) -> tuple[str, ...]:
+    """The upstream stages ``stage`` reads under ``cfg``: ``UPSTREAM``, except that a hub or local
+    reference reads only the raw pairs (the tiny stand-in is trained from the base and the data)."""
+    if stage == "eval_reference" and cfg.reference.source != "tiny":
+        return ("download_data",)
+    return UPSTREAM[stage]

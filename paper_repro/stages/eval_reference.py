@@ -23,7 +23,7 @@ from ..provenance.paths import RunPaths
 from ..rewardbench.core import evaluate_rm
 from ..rewardbench.model import ModelSpec, obtain_model
 from ..tracking import stage_run
-from . import UPSTREAM
+from . import reads
 
 STAGE = "eval_reference"
 
@@ -35,12 +35,6 @@ def reference_name(cfg: ReproConfig) -> str:
     if r.source == "local":
         return Path(r.local_path).resolve().name
     return r.hub_id
-
-
-def reads(cfg: ReproConfig) -> tuple[str, ...]:
-    """The upstream stages this reference reads: the raw pairs, and for the tiny stand-in also
-    the base and the prepared data it is trained from (workflow/rules/common.smk agrees)."""
-    return UPSTREAM[STAGE] if cfg.reference.source == "tiny" else ("download_data",)
 
 
 def reference_model(cfg: ReproConfig, paths: RunPaths) -> Path:
@@ -60,7 +54,7 @@ def reference_model(cfg: ReproConfig, paths: RunPaths) -> Path:
 def run(cfg: ReproConfig, paths: RunPaths) -> int:
     from ..rewardbench.outputs import mlflow_metrics
 
-    verify_inputs(paths, STAGE, reads(cfg))
+    verify_inputs(paths, STAGE, reads(STAGE, cfg))
     model_dir = reference_model(cfg, paths)
     files = paths.eval_files(STAGE)
     done = evaluate_rm(

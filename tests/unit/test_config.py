@@ -45,6 +45,21 @@ def test_every_preset_validates(preset):
     assert cfg.description
 
 
+@pytest.mark.parametrize("preset", list_presets())
+def test_to_dict_is_omegaconfs_plain_container(preset):
+    """``to_dict`` (``dataclasses.asdict``, which hashes and config files are made from) equals
+    OmegaConf's resolved container of the same config: value for value and type for type."""
+    from omegaconf import OmegaConf
+
+    from paper_repro.config import to_dict
+
+    cfg = load_config(preset, ["rm.betas=[0.9,0.95]", "downstream.bon.n=8"])
+    want = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    got = to_dict(cfg)
+    assert got == want and repr(got) == repr(want)  # repr: 1 vs 1.0, True vs 1
+    assert to_dict(cfg.resources.train_rm) == want["resources"]["train_rm"]
+
+
 def test_derived_values_match_easylm_arithmetic():
     d = derived(load_config("llama3-70b-uf"))  # 60,917 pairs, 512 per update, 32 GPUs x micro 2
     assert (d.world_size, d.accumulation_steps, d.est_updates, d.est_warmup_updates) == (

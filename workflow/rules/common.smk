@@ -11,8 +11,7 @@ from paper_repro.provenance.codeversion import code_version
 from paper_repro.config import STAGES, ConfigError, load_config, stage_hash, to_dict
 from paper_repro.provenance.paths import RUN_NAME as RUN_NAME_PATTERN
 from paper_repro.provenance.paths import RunPaths
-from paper_repro.stages import UPSTREAM
-from paper_repro.stages.eval_reference import reads
+from paper_repro.stages import UPSTREAM, reads
 
 # Every shell command starts with this prefix (also inside Slurm jobs, where this file is parsed
 # again): `paper-repro` and `torchrun` come from the Python that runs Snakemake (the project's
@@ -150,7 +149,7 @@ def eval_reference_inputs(wildcards):
     RewardBench pairs, plus download_base and prepare_data for the tiny stand-in)."""
     return {
         "config": RUN.stage_config("eval_reference"),
-        "manifests": upstream_manifests("eval_reference", reads(CFG)),
+        "manifests": upstream_manifests("eval_reference", reads("eval_reference", CFG)),
     }
 
 
