@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pytest
 from sources import arithmetic_mask, onpolicy_mask
 
 
@@ -87,6 +88,7 @@ def train_and_probe(paths, cfg, pool, n_train: int, epochs: int = 1) -> Probe:
     )
 
 
+@pytest.mark.slow  # trains two RMs
 def test_reward_read_at_first_token_falls_to_chance(tiny_run, tiny_cfg):
     """Seconds on an idle machine: 20 updates of 32 pairs on the tests' briefly trained base
     (60 SFT steps), both read-outs. Held-out accuracy on the chat pairs only: the tiny RM does

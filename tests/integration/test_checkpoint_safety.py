@@ -130,6 +130,7 @@ def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(rm_run, tm
 # --------------------------------------------------------------------------- ppo
 
 
+@pytest.mark.slow  # the PPO inputs fixture of test_ppo.py
 @pytest.mark.hardening("1", "pickle payload in ppo checkpoint state.pt")
 def test_planted_payload_in_a_ppo_checkpoint_is_refused(ppo_inputs, tmp_path, capsys):  # noqa: F811
     from test_ppo import run_stage

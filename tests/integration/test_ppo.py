@@ -22,6 +22,9 @@ from sources import chat_pairs
 
 from paper_repro.tracking import recorded_run_ids
 
+# Builds a 300-step SFT base and an RM (~25 s) before any test: the slow suite's (the default
+# suite covers the PPO maths in tests/unit/test_ppo_core.py).
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 # Measured on the 2-core machine (tiny preset, 30 steps; see the test docstrings): the held-out
@@ -262,7 +265,6 @@ def test_tiny_ppo_raises_heldout_reward(seed42_run):
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
-@pytest.mark.slow
 def test_tiny_ppo_second_seed(ppo_inputs, tmp_path):
     """Seed 7 (different prompt order, rollouts and eval samples): measured -0.01 -> +4.99, final
     KL 3.0 nats, 23 s of training."""
@@ -301,7 +303,6 @@ def _cli(run_dir: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow
 def test_sigterm_then_resume_equals_uninterrupted(ppo_inputs, tmp_path):
     """SIGTERM mid-run -> checkpoint + exit 75; the rerun resumes and ends bitwise equal (policy
     weights, metrics lines, summary numbers) to an uninterrupted run in the same environment."""

@@ -278,6 +278,7 @@ def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_run, tiny_cfg
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+@pytest.mark.slow  # a real subprocess training
 def test_cli_exits_nonfinite_on_corrupt_weights(tiny_run, tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
@@ -299,7 +300,7 @@ def test_cli_exits_nonfinite_on_corrupt_weights(tiny_run, tmp_path):
 
 @pytest.mark.parametrize(
     "sig",
-    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    [pytest.param(s, marks=pytest.mark.slow) for s in (signal.SIGTERM, signal.SIGINT)],
     ids=["TERM", "INT"],
 )
 def test_sigterm_then_rerun_gives_bitwise_identical_weights(tiny_run, tmp_path, sig):

@@ -41,7 +41,12 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("preset", list_presets())
+# tiny and the 70B preset in the default suite, the other presets in the slow one (~3 s each)
+@pytest.mark.parametrize(
+    "preset",
+    [p if p in ("tiny", "llama3-70b-uf") else pytest.param(p, marks=pytest.mark.slow)
+     for p in list_presets()],
+)  # fmt: skip
 def test_dry_run_of_all_for_every_preset(tmp_path, preset):
     out = snakemake(tmp_path, "-n", "all", *config_arg(preset=preset)).stdout
     jobs = planned_jobs(out)
@@ -218,6 +223,7 @@ def _edit(path, old, new):
     path.write_text(text.replace(old, new, 1))
 
 
+@pytest.mark.slow  # a copy of the repository and a finished run of it (~30 s), then ~4 s an edit
 @pytest.mark.parametrize(
     "module, old, new, expect",
     [
