@@ -101,6 +101,7 @@ def evaluate_rm(
         pad_id=pad_id,
         token_budget=e.token_budget,
         packed=supports_packed(model),
+        starts=inputs.starts,
     )
     ev = rb.evaluate(
         inputs.subsets,

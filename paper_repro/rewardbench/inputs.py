@@ -44,6 +44,9 @@ class EvalInputs:
     chosen: list[list[int]]
     rejected: list[list[int]]
     info: dict[str, Any] = field(default_factory=dict)  # how the ids were made (into scores.json)
+    # (chosen, rejected) position id of each side's first token: 1 where reward-bench's pipeline
+    # masks a BOS in front of it (``mask_double_bos``); None: all 0.
+    starts: tuple[list[int], list[int]] | None = None
 
 
 def _raw_source(paths: RunPaths) -> Path:
@@ -179,12 +182,11 @@ def template_ids(
     that adds none (the tiny one) gets BOS prepended here, so both give exactly one BOS, as in
     training; two leading BOS (a template that emits BOS plus the tokenizer's) is an error.
     ``as_tokenizer`` (``--model``, scored as reward-bench scores it): the tokenizer's ids as they
-    are (no BOS if it adds none); of two leading BOS the first is dropped, which is what
-    reward-bench's pipeline does by masking it out (rewardbench/models/pipeline.py, "double
-    bos"; same rewards for relative positions).
+    are, two leading BOS included (``mask_double_bos`` then does what reward-bench does with
+    them).
 
     Returns the ids and how the BOS came about: "tokenizer", "prepended", "none" or
-    "double, first dropped"."""
+    "double, first masked"."""
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     bos = tokenizer.bos_token_id
@@ -195,7 +197,7 @@ def template_ids(
                 f"double BOS: {lead} leading BOS ids (template and tokenizer both add "
                 "one; reward-bench#164)"
             )
-        return ids[1:], "double, first dropped"
+        return ids, "double, first masked"
     if lead == 1:
         return ids, "tokenizer"
     if as_tokenizer or bos is None:
@@ -238,6 +240,8 @@ def tokenizer_template_inputs(
         out.subsets.append(str(row["subset"]))
         out.chosen.append(sides[0])
         out.rejected.append(sides[1])
+    if as_tokenizer:
+        mask_double_bos(out, tokenizer.bos_token_id)
     if len(bos_how) > 1:
         raise EvalError(f"{model_dir}: the tokenizer adds BOS to some rows only ({dict(bos_how)})")
     out.info = {
@@ -250,6 +254,23 @@ def tokenizer_template_inputs(
         "pairs_over_2048": over,
     }
     return out
+
+
+def mask_double_bos(inputs: EvalInputs, bos: int | None) -> None:
+    """reward-bench's pipeline (rewardbench/models/pipeline.py @ 0.1.4, "double bos"), after
+    truncation: a sequence that starts with two BOS gets attention mask 0 on the first, which
+    stays in place, so the real tokens sit at positions 1, 2, ... Here that BOS is dropped and
+    the positions start at 1: the same forward (a masked key gets no attention weight), and the
+    same reward also for absolute position embeddings (GPT-2), where dropping it alone would
+    shift every token."""
+    starts = ([], [])
+    for sides, first in zip((inputs.chosen, inputs.rejected), starts, strict=True):
+        for i, s in enumerate(sides):
+            double = bos is not None and len(s) > 1 and s[0] == s[1] == bos
+            sides[i] = s[1:] if double else s
+            first.append(int(double))
+    if any(map(any, starts)):
+        inputs.starts = starts
 
 
 def build_inputs(

@@ -140,11 +140,13 @@ def score_sequences(
     desc: str = "scoring",
     unit: str = "seq",
     unit_scale: float = 1.0,
+    starts: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, ScoringStats]:
     """Reward of every sequence (float64 array in input order) and throughput statistics.
 
     The model runs in whatever dtype it was loaded in; rewards are read out as float32 values.
-    ``padding_side`` applies to padded batches only."""
+    ``padding_side`` applies to padded batches only. ``starts``: the position id of each
+    sequence's first token (default 0)."""
     import contextlib
 
     import torch
@@ -153,6 +155,7 @@ def score_sequences(
     from ..training.modeling import packed_attention_mode, packed_rewards, pad_batch, rewards
 
     lengths = [len(s) for s in seqs]
+    first = np.zeros(len(seqs), dtype=np.int64) if starts is None else np.asarray(starts)
     plan = plan_packed(lengths, token_budget) if packed else plan_batches(lengths, token_budget)
     out = np.empty(len(seqs), dtype=np.float64)
     device = model_device(model)
@@ -169,10 +172,10 @@ def score_sequences(
         for batch in plan.batches:
             if packed:
                 ids, lens = pack_sequences([seqs[i] for i in batch])
-                r = packed_rewards(model, ids.to(device), lens)
+                r = packed_rewards(model, ids.to(device), lens, first[batch].tolist())
             else:
                 ids, mask = pad_batch([list(seqs[i]) for i in batch], pad_id, side=padding_side)
-                r = rewards(model, ids.to(device), mask.to(device))
+                r = rewards(model, ids.to(device), mask.to(device), torch.from_numpy(first[batch]))
             out[batch] = r.float().cpu().numpy()
             bar.update(len(batch))
     seconds = time.perf_counter() - start
@@ -199,9 +202,11 @@ def score_pairs(
     packed: bool = True,
     padding_side: str = "right",
     progress: bool = True,
+    starts: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, ScoringStats]:
     """Rewards of both sides of every pair. Both sides share one length-sorted pool (better
-    packing than scoring them separately); the progress bar counts pairs (two sequences each)."""
+    packing than scoring them separately); the progress bar counts pairs (two sequences each).
+    ``starts``: (chosen, rejected) first position ids, as in ``score_sequences``."""
     if len(chosen) != len(rejected):
         raise ValueError(f"{len(chosen)} chosen but {len(rejected)} rejected sequences")
     both, stats = score_sequences(
@@ -215,5 +220,6 @@ def score_pairs(
         desc="rewardbench",
         unit="pair",
         unit_scale=0.5,
+        starts=None if starts is None else [*starts[0], *starts[1]],
     )
     return both[: len(chosen)], both[len(chosen) :], stats

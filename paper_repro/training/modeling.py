@@ -44,22 +44,36 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return seq_len - 1 - attention_mask.long().flip(-1).argmax(-1)
 
 
-def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def token_scores(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    starts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-token scalar outputs [B, T] of a ``*ForSequenceClassification`` model (trunk + score);
     ``base_model`` is the trunk of any architecture (``model`` in Llama, ``transformer`` in
-    GPT-2)."""
+    GPT-2). Positions count real tokens from ``starts`` (``[B]``, default 0)."""
+    positions = position_ids_from_mask(attention_mask)
+    if starts is not None:
+        positions = positions + starts.to(positions.device).unsqueeze(-1)
     hidden = model.base_model(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
+        position_ids=positions,
         use_cache=False,
     ).last_hidden_state
     return model.score(hidden).squeeze(-1)
 
 
-def packed_position_ids(lengths: Sequence[int], device=None) -> torch.Tensor:
-    """``[1, sum(lengths)]`` position ids restarting at 0 for each packed sequence."""
-    return torch.cat([torch.arange(n, device=device) for n in lengths]).unsqueeze(0)
+def packed_position_ids(
+    lengths: Sequence[int], device=None, starts: Sequence[int] | None = None
+) -> torch.Tensor:
+    """``[1, sum(lengths)]`` position ids restarting for each packed sequence, at its entry of
+    ``starts`` (default 0)."""
+    starts = starts if starts is not None else [0] * len(lengths)
+    return torch.cat(
+        [torch.arange(s, s + n, device=device) for n, s in zip(lengths, starts, strict=True)]
+    ).unsqueeze(0)
 
 
 PACKED_ATTENTION = "paper_repro_packed"  # name in transformers' AttentionInterface
@@ -156,25 +170,30 @@ def supports_packed(model) -> bool:
     return model.config.model_type in PACKED_MODEL_TYPES and hasattr(model, "model")
 
 
-def packed_token_scores(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
-    """Per-token scores ``[1, T]`` of a packed row (``model`` in ``use_packed_attention``)."""
+def packed_token_scores(
+    model, input_ids: torch.Tensor, lengths: Sequence[int], starts: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Per-token scores ``[1, T]`` of a packed row (``model`` in ``use_packed_attention``);
+    ``starts``: the first position id of each sequence (default 0)."""
     if model.config._attn_implementation != PACKED_ATTENTION:
         raise RuntimeError(
             "packed forward of a model not in packed attention (use_packed_attention)"
         )
     hidden = model.model(
         input_ids=input_ids,
-        position_ids=packed_position_ids(lengths, input_ids.device),
+        position_ids=packed_position_ids(lengths, input_ids.device, starts),
         use_cache=False,
         packed_lengths=tuple(int(n) for n in lengths),
     ).last_hidden_state
     return model.score(hidden).squeeze(-1)
 
 
-def packed_rewards(model, input_ids: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+def packed_rewards(
+    model, input_ids: torch.Tensor, lengths: Sequence[int], starts: Sequence[int] | None = None
+) -> torch.Tensor:
     """Reward of each packed sequence: the score at its last token (the EOS)."""
     ends = torch.tensor(lengths, device=input_ids.device).cumsum(0)
-    return packed_token_scores(model, input_ids, lengths)[0, ends - 1]
+    return packed_token_scores(model, input_ids, lengths, starts)[0, ends - 1]
 
 
 def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -183,9 +202,14 @@ def pool_last(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return scores[rows, last_token_index(attention_mask)]
 
 
-def rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def rewards(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    starts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Scalar reward per row, pooled at the last non-pad token (the EOS)."""
-    return pool_last(token_scores(model, input_ids, attention_mask), attention_mask)
+    return pool_last(token_scores(model, input_ids, attention_mask, starts), attention_mask)
 
 
 @dataclass(frozen=True)

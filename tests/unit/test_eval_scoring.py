@@ -167,3 +167,22 @@ def test_packed_scoring_keeps_every_pair_ranking_and_the_accuracy(tiny_rm, fixtu
     assert np.array_equal(wins_packed, wins_padded)
     margins = np.abs(padded[0] - padded[1])
     print(f"{len(chosen)} pairs, smallest |margin| {margins.min():.2e}")
+
+
+def test_double_bos_is_masked_like_reward_bench_after_truncation():
+    """rewardbench/models/pipeline.py (0.1.4): a side that starts with two BOS after truncation
+    has the first masked in place; here it is dropped and the side's positions start at 1. A
+    side truncated from the left no longer starts with two BOS: nothing masked, position 0."""
+    from paper_repro.rewardbench.inputs import EvalInputs, mask_double_bos
+
+    BOS = 1
+    inputs = EvalInputs([0, 1], ["a", "a"], [[BOS, BOS, 5, 6], [BOS, 7]], [[BOS, BOS, 8], [6, 7]])
+    mask_double_bos(inputs, BOS)
+    assert inputs.chosen == [[BOS, 5, 6], [BOS, 7]] and inputs.rejected == [[BOS, 8], [6, 7]]
+    assert inputs.starts == ([1, 0], [1, 0])
+    single = EvalInputs([0], ["a"], [[BOS, 5]], [[BOS, 6]])
+    mask_double_bos(single, BOS)
+    assert single.starts is None and single.chosen == [[BOS, 5]]
+    no_bos = EvalInputs([0], ["a"], [[5, 5]], [[6]])
+    mask_double_bos(no_bos, None)
+    assert no_bos.starts is None and no_bos.chosen == [[5, 5]]

@@ -48,3 +48,31 @@ def test_loss_gradient_pushes_chosen_up():
     r = torch.tensor([0.0], requires_grad=True)
     bradley_terry_loss(c, r)[0].backward()
     assert c.grad.item() == pytest.approx(-0.5) and r.grad.item() == pytest.approx(0.5)
+
+
+def test_packed_position_ids_restart_at_each_start():
+    from paper_repro.training.modeling import packed_position_ids
+
+    assert packed_position_ids([3, 2]).tolist() == [[0, 1, 2, 0, 1]]
+    assert packed_position_ids([3, 2], starts=[1, 0]).tolist() == [[1, 2, 3, 0, 1]]
+
+
+def test_rewards_from_start_1_equal_a_masked_token_in_front():
+    """reward-bench's double-BOS handling on absolute positions (GPT-2): a first token with
+    attention mask 0 left in place equals dropping it and counting positions from 1."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from paper_repro.training.modeling import rewards
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=2, n_head=2, num_labels=1)
+    model = GPT2ForSequenceClassification(cfg).eval()
+    model.config.pad_token_id = 0
+    ids = torch.tensor([[7, 7, 11, 12, 13, 14]])
+    masked = torch.tensor([[0, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=masked).logits[0, 0]
+        got = rewards(model, ids[:, 1:], masked[:, 1:], torch.tensor([1]))[0]
+        from_0 = rewards(model, ids[:, 1:], masked[:, 1:])[0]
+    assert got.item() == pytest.approx(want.item(), abs=1e-6)
+    assert abs(from_0.item() - want.item()) > 1e-3  # the position is what differs

@@ -37,7 +37,7 @@ def test_truncated_download_is_rebuilt_by_the_next_snakemake_run(tmp_path):
 
     # A stage job that reads the file finds it (here forced; in practice any rerun of a consumer).
     failed = snakemake(
-        tmp_path, "--cores", "1", "--forcerun", "prepare_data", "prepare_data", *CONFIG, check=False
+        tmp_path, "--cores", "1", "prepare_data", "--forcerun", "prepare_data", *CONFIG, check=False
     )
     assert failed.returncode != 0
     log = (run / "logs" / "prepare_data.log").read_text().strip().splitlines()

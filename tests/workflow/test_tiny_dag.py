@@ -196,7 +196,8 @@ def test_forcerun_of_a_finished_stage_trains_from_update_0(tiny_dag):
     checkpoint): now update 0, and bitwise the fresh run's weights."""
     workdir = tiny_dag.workdir
     run = workdir / "results" / "tiny"
-    snakemake(workdir, "--cores", "2", "--forcerun", "train_rm", "train_rm", timeout=900)
+    # the target before --forcerun, which takes every name after it (and would target `all`)
+    snakemake(workdir, "--cores", "2", "train_rm", "--forcerun", "train_rm", timeout=900)
     text = log(workdir, "train_rm")
     assert "belong to a run that completed" in text and "resumed from" not in text
     summary = json.loads((run / "train_rm" / "summary.json").read_text())
@@ -234,7 +235,7 @@ def test_killed_snakemake_leaves_no_orphan_and_the_rerun_resumes_bitwise(tiny_da
     ckpt = run / "checkpoints" / "train_rm"
     cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
            "--configfile", str(ROOT / "config/config.yaml"), "--cores", "2",
-           "--forcerun", "train_rm", "train_rm"]  # fmt: skip
+           "train_rm", "--forcerun", "train_rm"]  # fmt: skip
     smk = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # fmt: skip
