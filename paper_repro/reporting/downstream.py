@@ -132,7 +132,8 @@ def downstream_section(doc, results: dict[str, Any] | None, sft_hub_id: str | No
     doc.para(
         "What the reward model does downstream, as the Tulu 2.5 paper measures it: the SFT "
         "policy, the PPO policy trained against our RM, and best-of-N from the SFT policy's "
-        "samples selected by our RM and by the published RM, scored by lm-evaluation-harness."
+        "samples selected by our RM and by the published RM, scored by lm-evaluation-harness "
+        f"({doc.ref('tab:downstream')})."
     )
     doc.table(downstream_table(results, sft_hub_id))
     lines = not_run_lines(results)
