@@ -194,8 +194,7 @@ def template_ids(
     if lead > 1:
         if not as_tokenizer:
             raise EvalError(
-                f"double BOS: {lead} leading BOS ids (template and tokenizer both add "
-                "one; reward-bench#164)"
+                f"double BOS: {lead} leading BOS ids (template and tokenizer both add one)"
             )
         return ids, "double, first masked"
     if lead == 1:
@@ -214,7 +213,7 @@ def tokenizer_template_inputs(
     if not tokenizer.chat_template:
         raise EvalError(
             f"{model_dir}: the tokenizer has no chat template (run_rm.py would fall "
-            "back to FastChat 'tulu' silently; reward-bench#226)"
+            "back to FastChat 'tulu' silently)"
         )
     source = _raw_source(paths)
     rows = valid_rewardbench_rows(source)

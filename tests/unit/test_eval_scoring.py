@@ -1,5 +1,5 @@
 """Length-sorted scoring under a token budget, packed and padded: the plans, dataset order, and
-invariance of rewards to batch size, packing and padding side (reward-bench#137)."""
+invariance of rewards to batch size, packing and padding side."""
 
 import json
 
