@@ -100,6 +100,8 @@ def _config(arch: str, vocab: int, pad_id: int | None, bos_id: int | None, eos_i
     }[arch]
     if arch == "gemma":
         decoder["head_dim"] = 8
+    if arch == "mistral":  # a window shorter than the pairs: scored through its own attention
+        decoder["sliding_window"] = 16
     return cls(**decoder)
 
 

@@ -100,7 +100,7 @@ def evaluate_rm(
         inputs.rejected,
         pad_id=pad_id,
         token_budget=e.token_budget,
-        packed=supports_packed(model),
+        packed=supports_packed(model, max(map(len, inputs.chosen + inputs.rejected))),
         starts=inputs.starts,
     )
     ev = rb.evaluate(

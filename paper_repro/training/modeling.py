@@ -166,8 +166,23 @@ def packed_attention_mode(model):
 PACKED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "gemma"})
 
 
-def supports_packed(model) -> bool:
-    return model.config.model_type in PACKED_MODEL_TYPES and hasattr(model, "model")
+def sliding_window(config) -> int | None:
+    """The attention window of a model that uses one (Mistral v0.1's 4096; Qwen2 with
+    ``use_sliding_window``), else None: a token sees only the ``window`` newest tokens."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if window and (layer_types is None or "sliding_attention" in layer_types):
+        return int(window)
+    return None
+
+
+def supports_packed(model, longest: int | None = None) -> bool:
+    """Whether packed scoring gives the model's own rewards: a type in ``PACKED_MODEL_TYPES``, and
+    no sliding window shorter than the ``longest`` sequence (``packed_attention`` is plain causal
+    attention; None: any length)."""
+    window = sliding_window(model.config)
+    fits = window is None or (longest is not None and longest <= window)
+    return model.config.model_type in PACKED_MODEL_TYPES and hasattr(model, "model") and fits
 
 
 def packed_token_scores(

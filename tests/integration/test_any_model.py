@@ -170,6 +170,7 @@ def test_packed_scoring_equals_padded(zoo, arch):
     from paper_repro.training.modeling import PACKED_MODEL_TYPES, supports_packed
 
     model = AutoModelForSequenceClassification.from_pretrained(zoo[arch, "no-pad"]).eval()
+    model.config.sliding_window = None  # the zoo's 16 would make the packed rewards differ
     assert model.config.model_type in PACKED_MODEL_TYPES and supports_packed(model)
     gen = torch.Generator().manual_seed(0)
     seqs = [torch.randint(2, 500, (n,), generator=gen).tolist() for n in (5, 17, 9, 30, 1)]
@@ -178,6 +179,31 @@ def test_packed_scoring_equals_padded(zoo, arch):
         model, seqs, pad_id=1, token_budget=40, packed=False, progress=False
     )
     assert np.allclose(packed, padded, atol=1e-5)
+
+
+def test_a_sliding_window_shorter_than_a_sequence_is_scored_padded(zoo):
+    """Packed attention is plain causal attention: a Mistral whose window (here 8 tokens) is
+    shorter than the longest sequence is scored padded, through its own windowed attention (the
+    zoo's Mistrals have a 16-token window, so the whole matrix meets it too)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from paper_repro.rewardbench.scorer import score_sequences
+    from paper_repro.training.modeling import supports_packed
+
+    model = AutoModelForSequenceClassification.from_pretrained(zoo["mistral", "no-pad"]).eval()
+    model.config.sliding_window = 8
+    assert supports_packed(model, longest=8) and not supports_packed(model, longest=9)
+    assert not supports_packed(model)  # length unknown
+    gen = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(2, 500, (n,), generator=gen).tolist() for n in (5, 17, 30)]
+    kw = dict(pad_id=1, token_budget=40, progress=False)
+    padded, _ = score_sequences(model, seqs, packed=False, **kw)
+    packed, _ = score_sequences(model, seqs, packed=True, **kw)
+    with torch.no_grad():
+        own = [model(torch.tensor([s])).logits[0, 0].item() for s in seqs]
+    assert np.allclose(padded, own, atol=1e-5)
+    assert not np.allclose(packed[1:], own[1:], atol=1e-3)  # the window changed these rewards
 
 
 def test_an_explicit_input_mode_wins(zoo, bench_run, tmp_path):
