@@ -68,16 +68,10 @@ class RewardScorer:
 
     def __call__(self, conversations: list[list[dict[str, str]]]) -> np.ndarray:
         from ..rewardbench.scorer import score_sequences
-        from ..training.modeling import supports_packed
 
         seqs = [self.ids(c) for c in conversations]
         rewards, _ = score_sequences(
-            self.model,
-            seqs,
-            pad_id=self.pad_id,
-            token_budget=self.token_budget,
-            packed=supports_packed(self.model, max(map(len, seqs))),
-            progress=False,
+            self.model, seqs, pad_id=self.pad_id, token_budget=self.token_budget, progress=False
         )
         return rewards
 

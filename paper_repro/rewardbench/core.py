@@ -63,7 +63,6 @@ def evaluate_rm(
     import torch
 
     from ..data import load_tokenizer
-    from ..training.modeling import supports_packed
     from .scorer import score_pairs
 
     e = cfg.eval
@@ -100,7 +99,6 @@ def evaluate_rm(
         inputs.rejected,
         pad_id=pad_id,
         token_budget=e.token_budget,
-        packed=supports_packed(model, max(map(len, inputs.chosen + inputs.rejected))),
         starts=inputs.starts,
     )
     ev = rb.evaluate(

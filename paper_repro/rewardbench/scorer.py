@@ -1,6 +1,7 @@
 """Fast, batch-invariant reward scoring of token sequences.
 
-Packed (the default): sequences sorted by length, longest first, are concatenated into rows of at
+Packed (the default wherever it is the model's own attention, ``modeling.supports_packed``):
+sequences sorted by length, longest first, are concatenated into rows of at
 most ``token_budget`` tokens with no padding at all; attention stays inside each sequence and the
 reward is read at its last token (``modeling.packed_token_scores``). Padded (``packed=False``):
 length-sorted batches whose padded size (rows x longest row) stays under the budget, with at most
@@ -134,7 +135,7 @@ def score_sequences(
     *,
     pad_id: int,
     token_budget: int,
-    packed: bool = True,
+    packed: bool | None = None,
     padding_side: str = "right",
     progress: bool = True,
     desc: str = "scoring",
@@ -145,16 +146,26 @@ def score_sequences(
     """Reward of every sequence (float64 array in input order) and throughput statistics.
 
     The model runs in whatever dtype it was loaded in; rewards are read out as float32 values.
-    ``padding_side`` applies to padded batches only. ``starts``: the position id of each
-    sequence's first token (default 0)."""
+    ``packed``: None packs wherever that gives the model's own rewards (``supports_packed``:
+    a packable type, no sliding window shorter than the longest sequence). ``padding_side``
+    applies to padded batches only. ``starts``: the position id of each sequence's first token
+    (default 0)."""
     import contextlib
 
     import torch
 
     from ..progress import progress as progress_bar
-    from ..training.modeling import packed_attention_mode, packed_rewards, pad_batch, rewards
+    from ..training.modeling import (
+        packed_attention_mode,
+        packed_rewards,
+        pad_batch,
+        rewards,
+        supports_packed,
+    )
 
     lengths = [len(s) for s in seqs]
+    if packed is None:
+        packed = supports_packed(model, max(lengths, default=0))
     first = np.zeros(len(seqs), dtype=np.int64) if starts is None else np.asarray(starts)
     plan = plan_packed(lengths, token_budget) if packed else plan_batches(lengths, token_budget)
     out = np.empty(len(seqs), dtype=np.float64)
@@ -199,7 +210,7 @@ def score_pairs(
     *,
     pad_id: int,
     token_budget: int,
-    packed: bool = True,
+    packed: bool | None = None,
     padding_side: str = "right",
     progress: bool = True,
     starts: tuple[Sequence[int], Sequence[int]] | None = None,

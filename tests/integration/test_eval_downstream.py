@@ -116,42 +116,25 @@ def test_n_1_equals_plain_sampling(policy, scorer):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "mistral"])
-def test_any_classifier_scores_as_its_own_forward(tiny_run, tmp_path, arch):
+def test_any_classifier_scores_as_its_own_forward(tmp_path, arch):
     """The best-of-N scorer on RMs packed attention would get wrong, GPT-2 (no packed path) and a
-    Mistral whose 4-token window is shorter than the conversations: padded, each reward is the
-    model's own forward on the same ids."""
+    Mistral whose 16-token window (tests/rmzoo.py) is shorter than the conversations: padded,
+    each reward is the model's own forward on the same ids."""
     import numpy as np
     import torch
-    import transformers as tf
+    from rmzoo import build_rm
+    from transformers import AutoModelForSequenceClassification
 
     from paper_repro.downstream.bon import RewardScorer
 
-    tok = tf.AutoTokenizer.from_pretrained(str(tiny_run.base_model))
-    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, num_labels=1)
-    config = (
-        tf.GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, **ids)
-        if arch == "gpt2"
-        else tf.MistralConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            sliding_window=4,
-            **ids,
-        )  # fmt: skip
-    )
-    torch.manual_seed(0)
-    model = tf.AutoModelForSequenceClassification.from_config(config).eval()
-    torch.nn.init.normal_(model.score.weight, std=1.0)
-    model.save_pretrained(tmp_path, safe_serialization=True)
-    tok.save_pretrained(tmp_path)
-    scorer = RewardScorer(tmp_path, "float32", token_budget=4096)
+    folder = build_rm(tmp_path, arch, "pad+bos+template")
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    scorer = RewardScorer(folder, "float32", token_budget=4096)
     convs = [
         [{"role": "user", "content": f"What is {i} + {i}?"}, {"role": "assistant", "content": a}]
         for i, a in ((1, "2"), (2, "It is four."), (3, "6, I think, but let me check again."))
     ]
+    assert min(len(scorer.ids(c)) for c in convs) > 16
     with torch.no_grad():
         own = [model(torch.tensor([scorer.ids(c)])).logits[0, 0].item() for c in convs]
     assert np.allclose(scorer(convs), own, atol=1e-5)
